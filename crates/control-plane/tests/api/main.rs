@@ -1,0 +1,7 @@
+//! Integration tests: a real server on 127.0.0.1:0 per test, over real databases.
+
+// Test code fails loudly on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod health;
+mod helpers;

@@ -1,0 +1,129 @@
+//! Database connection and migrations, the same for SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects without migrating.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .sqlx_logging(false)
+        // Both planes may open one SQLite file: WAL lets readers and a writer work together,
+        // and the busy timeout queues writers instead of failing them.
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        });
+    if url.starts_with("sqlite:") {
+        // One writer at a time anyway; a small pool avoids lock convoys.
+        opts.max_connections(4);
+    }
+    Database::connect(opts).await
+}
+
+/// Connects and applies every pending migration: what each plane does at start-up.
+pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let db = connect(url).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, Statement};
+
+    use crate::testing::{Backend, TestDb};
+
+    const TABLES: &[&str] = &[
+        "users",
+        "tenants",
+        "plans",
+        "apis",
+        "api_keys",
+        "clients",
+        "usage_rollups",
+        "config_version",
+    ];
+
+    async fn table_names(t: &TestDb) -> Vec<String> {
+        let sql = match t.backend {
+            Backend::Sqlite => {
+                "SELECT name AS n FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            }
+            Backend::Postgres => {
+                "SELECT table_name::text AS n FROM information_schema.tables \
+                 WHERE table_schema = 'public' ORDER BY table_name"
+            }
+        };
+        let rows =
+            t.db.query_all_raw(Statement::from_string(t.db.get_database_backend(), sql))
+                .await
+                .unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "n").unwrap())
+            .collect()
+    }
+
+    async fn migrations_go_up_down_and_up_again(t: TestDb) {
+        Migrator::up(&t.db, None).await.unwrap();
+        let names = table_names(&t).await;
+        for table in TABLES {
+            assert!(
+                names.iter().any(|n| n == table),
+                "{:?}: {table} missing in {names:?}",
+                t.backend
+            );
+        }
+        assert!(
+            Migrator::get_pending_migrations(&t.db)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        Migrator::down(&t.db, None).await.unwrap();
+        let names = table_names(&t).await;
+        for table in TABLES {
+            assert!(
+                !names.iter().any(|n| n == table),
+                "{:?}: {table} left after down",
+                t.backend
+            );
+        }
+
+        Migrator::up(&t.db, None).await.unwrap();
+        assert_eq!(crate::store::config_version(&t.db).await.unwrap(), 0);
+        // Running up on an up-to-date database changes nothing.
+        Migrator::up(&t.db, None).await.unwrap();
+        assert_eq!(
+            table_names(&t)
+                .await
+                .iter()
+                .filter(|n| TABLES.contains(&n.as_str()))
+                .count(),
+            TABLES.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn migrations_up_and_down_on_sqlite() {
+        migrations_go_up_down_and_up_again(TestDb::sqlite_empty().await).await;
+    }
+
+    #[tokio::test]
+    async fn migrations_up_and_down_on_postgres() {
+        let Some(url) = crate::testing::required_env("TEST_DATABASE_URL") else {
+            return;
+        };
+        migrations_go_up_down_and_up_again(TestDb::postgres_from(&url, false).await).await;
+    }
+}

@@ -1,0 +1,10 @@
+//! sea-orm entities, one module per table. The schema itself lives in the `migration` crate.
+
+pub mod api;
+pub mod api_key;
+pub mod client;
+pub mod config_version;
+pub mod plan;
+pub mod tenant;
+pub mod usage_rollup;
+pub mod user;

@@ -1,0 +1,24 @@
+//! The `usage_rollups` table.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "usage_rollups")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub tenant_id: i64,
+    pub day: Date,
+    pub api_id: i64,
+    pub key_id: i64,
+    /// Row id of the client, 0 when the request carried no `X-Client-ID`.
+    pub client_id: i64,
+    pub requests: i64,
+    pub rejected: i64,
+    pub upstream_errors: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

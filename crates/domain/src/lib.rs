@@ -1,0 +1,20 @@
+//! The shared core of Gateway: entities, parsed value types, keys, passwords, settings and the
+//! queries both planes need. Knows nothing of actix or hyper.
+
+pub mod apikey;
+pub mod db;
+pub mod entities;
+pub mod header;
+pub mod password;
+pub mod plan;
+pub mod settings;
+pub mod shutdown;
+pub mod slug;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
+pub use sea_orm;

@@ -1,0 +1,162 @@
+//! Plan limits: a per-minute rate with a burst, and optional calendar quotas per day and month.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanLimitsError {
+    #[error("requests per minute must be a positive whole number")]
+    RequestsPerMinute,
+    #[error("burst must be at least 1")]
+    Burst,
+    #[error("requests per day must be a positive whole number")]
+    RequestsPerDay,
+    #[error("requests per month must be a positive whole number")]
+    RequestsPerMonth,
+    #[error("requests per day cannot be above requests per month")]
+    DayAboveMonth,
+}
+
+/// Largest value accepted for any limit (fits the database's signed 64-bit integers with room).
+pub const MAX_LIMIT: u64 = 1 << 48;
+
+/// Validated plan limits. `burst` defaults to `requests_per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PlanLimits {
+    pub requests_per_minute: u64,
+    pub burst: u64,
+    pub requests_per_day: Option<u64>,
+    pub requests_per_month: Option<u64>,
+}
+
+fn positive(v: i64, err: PlanLimitsError) -> Result<u64, PlanLimitsError> {
+    match u64::try_from(v) {
+        Ok(v) if v > 0 && v <= MAX_LIMIT => Ok(v),
+        _ => Err(err),
+    }
+}
+
+impl PlanLimits {
+    pub fn new(
+        requests_per_minute: i64,
+        burst: Option<i64>,
+        requests_per_day: Option<i64>,
+        requests_per_month: Option<i64>,
+    ) -> Result<Self, PlanLimitsError> {
+        let rpm = positive(requests_per_minute, PlanLimitsError::RequestsPerMinute)?;
+        let burst = burst.map_or(Ok(rpm), |b| positive(b, PlanLimitsError::Burst))?;
+        let day = requests_per_day
+            .map(|d| positive(d, PlanLimitsError::RequestsPerDay))
+            .transpose()?;
+        let month = requests_per_month
+            .map(|m| positive(m, PlanLimitsError::RequestsPerMonth))
+            .transpose()?;
+        if let (Some(d), Some(m)) = (day, month)
+            && d > m
+        {
+            return Err(PlanLimitsError::DayAboveMonth);
+        }
+        Ok(Self {
+            requests_per_minute: rpm,
+            burst,
+            requests_per_day: day,
+            requests_per_month: month,
+        })
+    }
+}
+
+/// How a plan's limits are enforced across data planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Enforcement {
+    /// Every request is checked in one atomic Redis operation: exact across nodes.
+    #[default]
+    Strict,
+    /// Data planes spend local budgets leased from Redis: faster, bounded overshoot.
+    Fast,
+}
+
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Strict => "strict",
+            Self::Fast => "fast",
+        }
+    }
+}
+
+impl fmt::Display for Enforcement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("enforcement must be 'strict' or 'fast'")]
+pub struct EnforcementError;
+
+impl FromStr for Enforcement {
+    type Err = EnforcementError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strict" => Ok(Self::Strict),
+            "fast" => Ok(Self::Fast),
+            _ => Err(EnforcementError),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_defaults_to_rate() {
+        let l = PlanLimits::new(60, None, None, None).unwrap();
+        assert_eq!(l.burst, 60);
+        let l = PlanLimits::new(60, Some(1), Some(1000), Some(20_000)).unwrap();
+        assert_eq!(
+            (l.burst, l.requests_per_day, l.requests_per_month),
+            (1, Some(1000), Some(20_000))
+        );
+    }
+
+    #[test]
+    fn refuses_non_positive_values() {
+        assert_eq!(
+            PlanLimits::new(0, None, None, None),
+            Err(PlanLimitsError::RequestsPerMinute)
+        );
+        assert_eq!(
+            PlanLimits::new(-5, None, None, None),
+            Err(PlanLimitsError::RequestsPerMinute)
+        );
+        assert_eq!(
+            PlanLimits::new(10, Some(0), None, None),
+            Err(PlanLimitsError::Burst)
+        );
+        assert_eq!(
+            PlanLimits::new(10, None, Some(0), None),
+            Err(PlanLimitsError::RequestsPerDay)
+        );
+        assert_eq!(
+            PlanLimits::new(10, None, None, Some(-1)),
+            Err(PlanLimitsError::RequestsPerMonth)
+        );
+        assert_eq!(
+            PlanLimits::new(10, None, Some(10), Some(5)),
+            Err(PlanLimitsError::DayAboveMonth)
+        );
+        assert_eq!(
+            PlanLimits::new(i64::MAX, None, None, None),
+            Err(PlanLimitsError::RequestsPerMinute)
+        );
+    }
+
+    #[test]
+    fn enforcement_round_trips() {
+        for e in [Enforcement::Strict, Enforcement::Fast] {
+            assert_eq!(e.as_str().parse::<Enforcement>(), Ok(e));
+        }
+        assert!("eventual".parse::<Enforcement>().is_err());
+    }
+}

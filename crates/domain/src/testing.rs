@@ -1,0 +1,186 @@
+//! Test support shared by every crate's tests (feature `test-support`): a fresh database per test
+//! on SQLite, and on PostgreSQL when `TEST_DATABASE_URL` is set; the Redis URL from
+//! `TEST_REDIS_URL`. With `CI` set, a test that needs PostgreSQL or Redis fails when the variable
+//! is missing instead of skipping.
+
+// Test support fails loudly by design: a test without its database is a failed test.
+#![allow(clippy::expect_used, clippy::missing_panics_doc, clippy::print_stderr)]
+
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use tempfile::TempDir;
+
+use crate::db;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A migrated database that exists for one test and is removed afterwards.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pub db: DatabaseConnection,
+    _dir: Option<TempDir>,
+    pg_drop: Option<(String, String)>,
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Reads a `TEST_*` URL; `None` (skip) outside CI when unset, a panic in CI when unset.
+pub fn required_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if in_ci() => panic!("{var} must be set when CI is set: this test needs it"),
+        _ => {
+            eprintln!("skipping the part of this test that needs {var} (unset)");
+            None
+        }
+    }
+}
+
+/// The Redis URL for tests, see [`required_env`].
+pub fn redis_url() -> Option<String> {
+    required_env("TEST_REDIS_URL")
+}
+
+/// A random name for isolating a test's keys, databases and the like.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+impl TestDb {
+    /// A fresh, migrated SQLite database in a temporary directory.
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+        let db = db::connect_and_migrate(&url).await.expect("sqlite migrate");
+        Self {
+            backend: Backend::Sqlite,
+            url,
+            db,
+            _dir: Some(dir),
+            pg_drop: None,
+        }
+    }
+
+    /// A fresh, migrated PostgreSQL database, created next to `TEST_DATABASE_URL`'s.
+    pub async fn postgres() -> Option<Self> {
+        let admin_url = required_env("TEST_DATABASE_URL")?;
+        Some(Self::postgres_from(&admin_url, true).await)
+    }
+
+    /// A fresh PostgreSQL database, migrated or empty.
+    pub async fn postgres_from(admin_url: &str, migrate: bool) -> Self {
+        let name = unique_name("gw_test_");
+        let admin = Database::connect(admin_url)
+            .await
+            .expect("connect TEST_DATABASE_URL");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = replace_db_name(admin_url, &name);
+        let db = if migrate {
+            db::connect_and_migrate(&url)
+                .await
+                .expect("postgres migrate")
+        } else {
+            db::connect(&url).await.expect("postgres connect")
+        };
+        Self {
+            backend: Backend::Postgres,
+            url,
+            db,
+            _dir: None,
+            pg_drop: Some((admin_url.to_owned(), name)),
+        }
+    }
+
+    /// An empty (unmigrated) SQLite database, for migration tests.
+    pub async fn sqlite_empty() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+        let db = db::connect(&url).await.expect("sqlite connect");
+        Self {
+            backend: Backend::Sqlite,
+            url,
+            db,
+            _dir: Some(dir),
+            pg_drop: None,
+        }
+    }
+
+    /// SQLite always, plus PostgreSQL when configured: tests loop over these.
+    pub async fn all() -> Vec<Self> {
+        let mut dbs = vec![Self::sqlite().await];
+        dbs.extend(Self::postgres().await);
+        dbs
+    }
+}
+
+/// `postgres://u@h:5432/old?x=y` -> `postgres://u@h:5432/{name}?x=y`.
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.pg_drop.take() else {
+            return;
+        };
+        // Async drop does not exist: a short-lived runtime on its own thread drops the database.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    if let Ok(admin) = Database::connect(&admin_url).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await;
+                        let _ = admin.close().await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_db_name;
+
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            replace_db_name("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            replace_db_name("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(replace_db_name("postgres://h", "x"), "postgres://h/x");
+    }
+}
