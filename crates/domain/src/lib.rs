@@ -2,14 +2,18 @@
 //! queries both planes need. Knows nothing of actix or hyper.
 
 pub mod apikey;
+pub mod clock;
 pub mod db;
 pub mod entities;
+pub mod events;
 pub mod header;
+pub mod limits;
 pub mod password;
 pub mod plan;
 pub mod settings;
 pub mod shutdown;
 pub mod slug;
+pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -1,0 +1,73 @@
+//! The in-process counter store: the embedded default without Redis, and the fallback while Redis
+//! is unreachable. Exact within one process; each process counts on its own.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+
+use super::{Decision, Params, State, Subject, decide, state_ttl_ms};
+
+const SHARDS: usize = 64;
+/// Entries are swept for expiry once a shard holds this many.
+const SWEEP_AT: usize = 4_096;
+
+struct Entry {
+    state: State,
+    expires_us: i64,
+}
+
+/// Sharded maps of subject -> state; one shard lock makes a decision atomic.
+pub struct LocalStore {
+    shards: Vec<Mutex<HashMap<Subject, Entry>>>,
+    hasher: RandomState,
+}
+
+impl Default for LocalStore {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl LocalStore {
+    pub fn check(&self, subject: Subject, p: &Params) -> Decision {
+        #[allow(clippy::cast_possible_truncation)] // only the low bits pick a shard
+        let shard = (self.hasher.hash_one(subject) as usize) % SHARDS;
+        let mut map = self.shards[shard]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= SWEEP_AT {
+            map.retain(|_, e| e.expires_us > p.now_us);
+        }
+        let before = map
+            .get(&subject)
+            .filter(|e| e.expires_us > p.now_us)
+            .map_or_else(State::default, |e| e.state);
+        let (decision, after) = decide(p, &before);
+        if let Some(after) = after {
+            let expires_us = p.now_us + state_ttl_ms(p, &after) * 1_000;
+            map.insert(
+                subject,
+                Entry {
+                    state: after,
+                    expires_us,
+                },
+            );
+        }
+        decision
+    }
+
+    /// Forgets everything (tests, and a fresh start after a long Redis outage is not needed).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

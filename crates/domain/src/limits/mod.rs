@@ -1,0 +1,514 @@
+//! Plan enforcement: a per-minute GCRA (token bucket with `burst` capacity) plus calendar quotas per
+//! UTC day and month, all checked and consumed in one atomic step; a rejected request consumes
+//! nothing. The decision rule lives in [`decide`]; the Redis store runs the same rule in Lua
+//! (see `limits.lua`) and both stores are held to the same scenario tests.
+
+mod limiter;
+pub mod local;
+pub mod redis;
+
+pub use limiter::{Limiter, LimiterError, LimiterSettings, StoreKind};
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+
+use crate::plan::PlanLimits;
+
+const US_PER_MS: i64 = 1_000;
+const US_PER_MINUTE: i64 = 60_000_000;
+
+/// Whose counters a request spends: an API key's, or a registered client's (`X-Client-ID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Key { tenant_id: i64, key_id: i64 },
+    Client { tenant_id: i64, client_row_id: i64 },
+}
+
+impl Subject {
+    pub fn tenant_id(self) -> i64 {
+        match self {
+            Self::Key { tenant_id, .. } | Self::Client { tenant_id, .. } => tenant_id,
+        }
+    }
+
+    /// Redis key of this subject's limit state; the tenant is hash-tagged so a tenant's keys share a
+    /// Redis Cluster slot.
+    pub fn redis_key(self, prefix: &str) -> String {
+        match self {
+            Self::Key { tenant_id, key_id } => format!("{prefix}:{{t:{tenant_id}}}:l:k:{key_id}"),
+            Self::Client {
+                tenant_id,
+                client_row_id,
+            } => {
+                format!("{prefix}:{{t:{tenant_id}}}:l:c:{client_row_id}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    Minute,
+    Day,
+    Month,
+}
+
+impl Window {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Minute => "minute",
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
+
+    /// Header suffix: `X-RateLimit-Limit-Minute`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Minute => "Minute",
+            Self::Day => "Day",
+            Self::Month => "Month",
+        }
+    }
+}
+
+/// A calendar period: its id (`20261122` for a day, `202611` for a month) and when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub id: i64,
+    pub end_us: i64,
+}
+
+/// Everything the decision needs, derived from a plan and the current time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    pub now_us: i64,
+    /// GCRA emission interval: time between requests at the sustained rate, at least 1 µs.
+    pub interval_us: i64,
+    pub burst: u64,
+    pub requests_per_minute: u64,
+    pub day: Option<(u64, Period)>,
+    pub month: Option<(u64, Period)>,
+}
+
+fn day_period(now: DateTime<Utc>) -> Period {
+    let d = now.date_naive();
+    let next = d.succ_opt().unwrap_or(d);
+    Period {
+        id: i64::from(d.year()) * 10_000 + i64::from(d.month()) * 100 + i64::from(d.day()),
+        end_us: midnight_us(next),
+    }
+}
+
+fn month_period(now: DateTime<Utc>) -> Period {
+    let d = now.date_naive();
+    let (y, m) = if d.month() == 12 {
+        (d.year() + 1, 1)
+    } else {
+        (d.year(), d.month() + 1)
+    };
+    let next = NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(d);
+    Period {
+        id: i64::from(d.year()) * 100 + i64::from(d.month()),
+        end_us: midnight_us(next),
+    }
+}
+
+fn midnight_us(d: NaiveDate) -> i64 {
+    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
+        .timestamp_micros()
+}
+
+#[allow(clippy::cast_possible_wrap)] // limits are capped at 2^48 by PlanLimits
+fn as_i64(v: u64) -> i64 {
+    v as i64
+}
+
+impl Params {
+    pub fn new(limits: &PlanLimits, now_ms: i64) -> Self {
+        let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+        let rpm = as_i64(limits.requests_per_minute.max(1));
+        Self {
+            now_us: now_ms * US_PER_MS,
+            interval_us: (US_PER_MINUTE / rpm).max(1),
+            burst: limits.burst.max(1),
+            requests_per_minute: limits.requests_per_minute,
+            day: limits.requests_per_day.map(|l| (l, day_period(now))),
+            month: limits.requests_per_month.map(|l| (l, month_period(now))),
+        }
+    }
+}
+
+/// The stored state of a subject: GCRA theoretical arrival time and the quota counters of the
+/// periods they were counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct State {
+    pub tat_us: i64,
+    pub day_id: i64,
+    pub day_count: u64,
+    pub month_id: i64,
+    pub month_count: u64,
+}
+
+/// One window's state after a decision, as reported in response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowState {
+    pub window: Window,
+    pub limit: u64,
+    pub remaining: u64,
+    /// Milliseconds until the window is whole again (bucket full, or the period ends).
+    pub reset_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The window that refused the request (the one with the longest wait).
+    pub hit: Option<Window>,
+    /// Milliseconds until the request would be admitted by every window; 0 when allowed.
+    pub retry_after_ms: i64,
+    pub windows: Vec<WindowState>,
+}
+
+impl Decision {
+    /// The tightest window: the fewest remaining, ties to the later reset.
+    pub fn tightest(&self) -> Option<&WindowState> {
+        if let Some(hit) = self.hit {
+            return self.windows.iter().find(|w| w.window == hit);
+        }
+        self.windows.iter().min_by(|a, b| {
+            a.remaining
+                .cmp(&b.remaining)
+                .then(b.reset_ms.cmp(&a.reset_ms))
+        })
+    }
+
+    /// `Retry-After` in whole seconds, rounded up (at least 1 on a rejection).
+    pub fn retry_after_secs(&self) -> i64 {
+        if self.allowed {
+            0
+        } else {
+            ceil_div(self.retry_after_ms, 1000).max(1)
+        }
+    }
+}
+
+pub(crate) fn ceil_div(a: i64, b: i64) -> i64 {
+    if a <= 0 { 0 } else { (a + b - 1) / b }
+}
+
+fn saturating_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The decision rule: given the stored state before the request, decide, and return the state to
+/// store when the request is admitted. `limits.lua` is this function in Lua.
+pub fn decide(p: &Params, before: &State) -> (Decision, Option<State>) {
+    let burst = as_i64(p.burst);
+    let tat = before.tat_us.max(p.now_us);
+    let new_tat = tat + p.interval_us;
+    let minute_wait = new_tat - burst * p.interval_us - p.now_us;
+    let day_count = p.day.map_or(0, |(_, per)| {
+        if before.day_id == per.id {
+            before.day_count
+        } else {
+            0
+        }
+    });
+    let month_count = p.month.map_or(0, |(_, per)| {
+        if before.month_id == per.id {
+            before.month_count
+        } else {
+            0
+        }
+    });
+
+    let mut waits = [
+        (Window::Minute, minute_wait.max(0)),
+        (Window::Day, 0),
+        (Window::Month, 0),
+    ];
+    if let Some((limit, per)) = p.day
+        && day_count >= limit
+    {
+        waits[1].1 = per.end_us - p.now_us;
+    }
+    if let Some((limit, per)) = p.month
+        && month_count >= limit
+    {
+        waits[2].1 = per.end_us - p.now_us;
+    }
+    let (hit_window, wait_us) = waits
+        .iter()
+        .copied()
+        .max_by_key(|(_, w)| *w)
+        .unwrap_or((Window::Minute, 0));
+    let allowed = wait_us <= 0;
+
+    let (tat_after, day_after, month_after) = if allowed {
+        (new_tat, day_count + 1, month_count + 1)
+    } else {
+        (tat, day_count, month_count)
+    };
+    let mut windows = Vec::with_capacity(3);
+    let used_us = tat_after - p.now_us;
+    windows.push(WindowState {
+        window: Window::Minute,
+        limit: p.burst,
+        remaining: saturating_u64((burst * p.interval_us - used_us) / p.interval_us).min(p.burst),
+        reset_ms: ceil_div(used_us, US_PER_MS),
+    });
+    if let Some((limit, per)) = p.day {
+        windows.push(WindowState {
+            window: Window::Day,
+            limit,
+            remaining: limit.saturating_sub(day_after),
+            reset_ms: ceil_div(per.end_us - p.now_us, US_PER_MS),
+        });
+    }
+    if let Some((limit, per)) = p.month {
+        windows.push(WindowState {
+            window: Window::Month,
+            limit,
+            remaining: limit.saturating_sub(month_after),
+            reset_ms: ceil_div(per.end_us - p.now_us, US_PER_MS),
+        });
+    }
+    let decision = Decision {
+        allowed,
+        hit: (!allowed).then_some(hit_window),
+        retry_after_ms: if allowed {
+            0
+        } else {
+            ceil_div(wait_us, US_PER_MS)
+        },
+        windows,
+    };
+    let after = allowed.then(|| State {
+        tat_us: new_tat,
+        day_id: p.day.map_or(0, |(_, per)| per.id),
+        day_count: day_after,
+        month_id: p.month.map_or(0, |(_, per)| per.id),
+        month_count: month_after,
+    });
+    (decision, after)
+}
+
+/// How long a subject's state must be kept: until the bucket is full and every quota period ends.
+pub fn state_ttl_ms(p: &Params, after: &State) -> i64 {
+    let mut until = after.tat_us;
+    if let Some((_, per)) = p.day {
+        until = until.max(per.end_us);
+    }
+    if let Some((_, per)) = p.month {
+        until = until.max(per.end_us);
+    }
+    ceil_div(until - p.now_us, US_PER_MS).max(1) + 1_000
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::local::LocalStore;
+    use super::redis::{RedisStore, pool};
+    use super::*;
+    use crate::testing::{redis_url, unique_name};
+
+    enum Store {
+        Local(LocalStore),
+        Redis(RedisStore),
+    }
+
+    impl Store {
+        async fn check(&self, subject: Subject, limits: &PlanLimits, now_ms: i64) -> Decision {
+            let p = Params::new(limits, now_ms);
+            match self {
+                Self::Local(s) => s.check(subject, &p),
+                Self::Redis(s) => s.check(subject, &p).await.unwrap(),
+            }
+        }
+    }
+
+    /// The in-process store always, the Redis store when `TEST_REDIS_URL` is set.
+    fn stores() -> Vec<Store> {
+        let mut v = vec![Store::Local(LocalStore::default())];
+        if let Some(url) = redis_url() {
+            v.push(Store::Redis(RedisStore::new(
+                pool(&url).unwrap(),
+                unique_name("gwtest"),
+            )));
+        }
+        v
+    }
+
+    const KEY: Subject = Subject::Key {
+        tenant_id: 1,
+        key_id: 7,
+    };
+
+    fn ms(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    fn limits(rpm: i64, burst: Option<i64>, day: Option<i64>, month: Option<i64>) -> PlanLimits {
+        PlanLimits::new(rpm, burst, day, month).unwrap()
+    }
+
+    fn window(d: &Decision, w: Window) -> WindowState {
+        *d.windows.iter().find(|s| s.window == w).unwrap()
+    }
+
+    #[tokio::test]
+    async fn burst_is_spent_then_refills_at_the_rate() {
+        let l = limits(60, Some(5), None, None);
+        let t0 = ms(2026, 11, 22, 12, 0, 0);
+        for store in stores() {
+            for expected_remaining in (0..5).rev() {
+                let d = store.check(KEY, &l, t0).await;
+                assert!(d.allowed);
+                assert_eq!(window(&d, Window::Minute).remaining, expected_remaining);
+            }
+            let d = store.check(KEY, &l, t0).await;
+            assert!(!d.allowed);
+            assert_eq!(d.hit, Some(Window::Minute));
+            assert_eq!(d.retry_after_ms, 1_000, "one token per second at 60/min");
+            assert_eq!(d.retry_after_secs(), 1);
+            // Just before the token arrives: still refused, and the wait shrank.
+            let d = store.check(KEY, &l, t0 + 999).await;
+            assert_eq!((d.allowed, d.retry_after_ms), (false, 1));
+            assert!(store.check(KEY, &l, t0 + 1_000).await.allowed);
+            assert!(!store.check(KEY, &l, t0 + 1_000).await.allowed);
+            // After 5 idle seconds the bucket is full again, never fuller.
+            let later = t0 + 60_000;
+            let d = store.check(KEY, &l, later).await;
+            assert_eq!(window(&d, Window::Minute).remaining, 4);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rejected_request_consumes_nothing() {
+        let l = limits(1, Some(1), Some(3), Some(10));
+        let t0 = ms(2026, 11, 22, 12, 0, 0);
+        for store in stores() {
+            let d = store.check(KEY, &l, t0).await;
+            assert!(d.allowed);
+            assert_eq!(window(&d, Window::Day).remaining, 2);
+            for _ in 0..5 {
+                let d = store.check(KEY, &l, t0 + 10).await;
+                assert!(!d.allowed);
+                assert_eq!(d.hit, Some(Window::Minute));
+                assert_eq!(
+                    window(&d, Window::Day).remaining,
+                    2,
+                    "a 429 must not spend the day quota"
+                );
+                assert_eq!(window(&d, Window::Month).remaining, 9);
+            }
+            let d = store.check(KEY, &l, t0 + 60_000).await;
+            assert!(d.allowed);
+            assert_eq!(window(&d, Window::Day).remaining, 1);
+            assert_eq!(window(&d, Window::Month).remaining, 8);
+        }
+    }
+
+    #[tokio::test]
+    async fn day_quota_resets_exactly_at_utc_midnight() {
+        let l = limits(1_000, None, Some(2), None);
+        let before_midnight = ms(2026, 11, 22, 23, 59, 59);
+        let midnight = ms(2026, 11, 23, 0, 0, 0);
+        for store in stores() {
+            assert!(store.check(KEY, &l, before_midnight).await.allowed);
+            assert!(store.check(KEY, &l, before_midnight + 500).await.allowed);
+            let d = store.check(KEY, &l, before_midnight + 600).await;
+            assert!(!d.allowed);
+            assert_eq!(d.hit, Some(Window::Day));
+            assert_eq!(d.retry_after_ms, 400, "the wait is until midnight");
+            assert_eq!(d.tightest().unwrap().window, Window::Day);
+            assert!(!store.check(KEY, &l, midnight - 1).await.allowed);
+            let d = store.check(KEY, &l, midnight).await;
+            assert!(d.allowed, "a new day starts exactly at 00:00:00 UTC");
+            assert_eq!(window(&d, Window::Day).remaining, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn month_quota_resets_at_the_first_of_the_month_and_the_longest_wait_wins() {
+        let l = limits(1, Some(1), None, Some(2));
+        let t0 = ms(2026, 12, 31, 23, 0, 0);
+        for store in stores() {
+            assert!(store.check(KEY, &l, t0).await.allowed);
+            assert!(store.check(KEY, &l, t0 + 60_000).await.allowed);
+            // Minute bucket empty (60 s wait) and month spent (1 h wait): the month is what blocks.
+            let d = store.check(KEY, &l, t0 + 60_000).await;
+            assert!(!d.allowed);
+            assert_eq!(d.hit, Some(Window::Month));
+            assert_eq!(d.retry_after_ms, 3_600_000 - 60_000);
+            assert_eq!(d.retry_after_secs(), 3_540);
+            let d = store.check(KEY, &l, ms(2027, 1, 1, 0, 0, 0)).await;
+            assert!(d.allowed, "January starts a new month (and a new year)");
+            assert_eq!(window(&d, Window::Month).remaining, 1);
+            assert_eq!(
+                d.windows.len(),
+                2,
+                "no day window on a plan without a day quota"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn subjects_are_counted_apart() {
+        let l = limits(1, Some(1), None, None);
+        let t0 = ms(2026, 11, 22, 12, 0, 0);
+        let other_key = Subject::Key {
+            tenant_id: 1,
+            key_id: 8,
+        };
+        let client = Subject::Client {
+            tenant_id: 1,
+            client_row_id: 7,
+        };
+        for store in stores() {
+            assert!(store.check(KEY, &l, t0).await.allowed);
+            assert!(!store.check(KEY, &l, t0).await.allowed);
+            assert!(store.check(other_key, &l, t0).await.allowed);
+            assert!(
+                store.check(client, &l, t0).await.allowed,
+                "client 7 is not key 7"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_requests_admit_exactly_the_burst() {
+        let l = limits(1, Some(50), None, None);
+        let t0 = ms(2026, 11, 22, 12, 0, 0);
+        for store in stores() {
+            let store = Arc::new(store);
+            let tasks: Vec<_> = (0..300)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.check(KEY, &l, t0).await.allowed })
+                })
+                .collect();
+            let mut admitted = 0;
+            for t in tasks {
+                admitted += usize::from(t.await.unwrap());
+            }
+            assert_eq!(admitted, 50);
+        }
+    }
+
+    #[test]
+    fn redis_keys_are_namespaced_and_hash_tagged() {
+        assert_eq!(KEY.redis_key("gw"), "gw:{t:1}:l:k:7");
+        let c = Subject::Client {
+            tenant_id: 3,
+            client_row_id: 9,
+        };
+        assert_eq!(c.redis_key("gw"), "gw:{t:3}:l:c:9");
+    }
+}
