@@ -1,5 +1,13 @@
 //! The data plane: authenticates, limits, proxies and counts (hyper 1.x).
 
+pub mod config;
+pub mod errors;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
 pub mod startup;
+pub mod usage;
 
+pub use config::DataPlaneSettings;
 pub use startup::Application;

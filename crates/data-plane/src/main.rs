@@ -1,20 +1,18 @@
 use clap::Parser;
-use data_plane::Application;
-use domain::settings::Settings;
+use data_plane::{Application, DataPlaneSettings};
 
 /// Gateway data plane: the authenticated, rate-limited proxy.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
     #[command(flatten)]
-    settings: Settings,
+    settings: DataPlaneSettings,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     domain::telemetry::init();
-    let cli = Cli::parse();
-    let app = Application::build(cli.settings).await?;
+    let app = Application::build(Cli::parse().settings).await?;
     tracing::info!(addr = %app.local_addr(), "data plane listening");
     let handle = app.shutdown_handle();
     tokio::spawn(async move {

@@ -1,16 +1,13 @@
-//! The listener and the accept loop.
+//! Building and running the data plane: bind first (port 0 in tests), then serve until stopped,
+//! finishing in-flight requests and flushing usage on the way out.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use domain::sea_orm::DatabaseConnection;
-use domain::settings::Settings;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use domain::clock::{SharedClock, SystemClock};
+use domain::limits::Limiter;
+use domain::limits::redis::{RedisStore, pool};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,18 +15,23 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::DataPlaneSettings;
+use crate::proxy::Gateway;
+use crate::reload;
+use crate::usage::UsageRecorder;
+
 /// Pause after a failed `accept` (EMFILE and friends) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-pub struct State {
-    pub db: DatabaseConnection,
-}
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts of the last usage flush at shutdown.
+const FINAL_FLUSH_ATTEMPTS: u32 = 5;
 
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
-    state: Arc<State>,
-    shutdown_tx: watch::Sender<bool>,
+    gateway: Arc<Gateway>,
+    settings: DataPlaneSettings,
+    stop_tx: watch::Sender<bool>,
 }
 
 /// Asks a running data plane to stop gracefully (what SIGTERM does in `main`).
@@ -43,16 +45,49 @@ impl ShutdownHandle {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = domain::db::connect_and_migrate(&settings.database_url).await?;
-        let listener = TcpListener::bind(settings.data_plane_addr).await?;
+    pub async fn build(settings: DataPlaneSettings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Connects the database (migrating it), loads the first snapshot, binds the listener.
+    pub async fn build_with_clock(
+        settings: DataPlaneSettings,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
+        let shared = &settings.shared;
+        let db = domain::db::connect_and_migrate(&shared.database_url).await?;
+        let redis_pool = shared.redis_url.as_deref().map(pool).transpose()?;
+        let store = redis_pool
+            .clone()
+            .map(|p| RedisStore::new(p, shared.redis_prefix.clone()));
+        let limiter = Limiter::new(store, settings.proxy.limiter(), clock.clone());
+        let usage = UsageRecorder::new(
+            db.clone(),
+            redis_pool.map(|p| (p, shared.redis_prefix.clone())),
+        );
+        let gateway = Arc::new(Gateway::new(
+            limiter,
+            usage,
+            db,
+            clock,
+            settings.proxy.clone(),
+        )?);
+        reload::reload(&gateway).await?;
+        let snap = gateway.snapshot.load();
+        tracing::info!(
+            version = snap.version,
+            keys = snap.key_count(),
+            "snapshot loaded"
+        );
+        let listener = TcpListener::bind(shared.data_plane_addr).await?;
         let addr = listener.local_addr()?;
-        let (shutdown_tx, _) = watch::channel(false);
+        let (stop_tx, _) = watch::channel(false);
         Ok(Self {
             listener,
             addr,
-            state: Arc::new(State { db }),
-            shutdown_tx,
+            gateway,
+            settings,
+            stop_tx,
         })
     }
 
@@ -60,76 +95,113 @@ impl Application {
         self.addr
     }
 
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.shutdown_tx.clone())
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.clone()
     }
 
-    /// Serves until [`ShutdownHandle::shutdown`], then lets in-flight requests finish.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.stop_tx.clone())
+    }
+
+    /// Serves until [`ShutdownHandle::shutdown`]; then stops accepting, lets in-flight requests
+    /// finish (up to the grace period) and flushes every usage count.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let mut stop = self.shutdown_tx.subscribe();
-        let graceful = GracefulShutdown::new();
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(conn) => conn,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed; continuing");
-                            tokio::time::sleep(ACCEPT_BACKOFF).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let state = self.state.clone();
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .serve_connection(
-                            TokioIo::new(stream),
-                            service_fn(move |req| handle(state.clone(), peer, req)),
-                        );
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                _ = stop.changed() => break,
+        let Self {
+            listener,
+            gateway,
+            settings,
+            stop_tx,
+            ..
+        } = self;
+        let stop_rx = stop_tx.subscribe();
+        let redis = settings
+            .shared
+            .redis_url
+            .clone()
+            .map(|u| (u, settings.shared.redis_prefix.clone()));
+        let poll = Duration::from_millis(settings.proxy.reload_poll_ms);
+        let reloader = tokio::spawn(reload::run(gateway.clone(), redis, poll, stop_rx.clone()));
+        let prober = tokio::spawn(gateway.limiter.clone().probe_until(stop_rx.clone()));
+        let flusher = tokio::spawn(flush_every(
+            gateway.clone(),
+            Duration::from_millis(settings.proxy.usage_flush_ms.max(10)),
+            stop_rx.clone(),
+        ));
+
+        serve(&listener, &gateway, &settings, stop_rx).await;
+        drop(listener);
+
+        let _ = stop_tx.send(true);
+        let _ = tokio::join!(reloader, prober, flusher);
+        for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
+            let report = gateway.usage.flush().await;
+            if report.db_ok && report.redis_ok {
+                break;
             }
+            tracing::warn!(attempt, "final usage flush incomplete; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        drop(self.listener);
-        graceful.shutdown().await;
+        tracing::info!("data plane stopped");
         Ok(())
     }
 }
 
-async fn handle(
-    state: Arc<State>,
-    _peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, body) = match req.uri().path() {
-        "/health" | "/health/live" => (StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
-        "/health/ready" => match state.db.ping().await {
-            Ok(()) => (
-                StatusCode::OK,
-                r#"{"status":"ready","database":"up"}"#.to_owned(),
-            ),
-            Err(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"status":"not_ready","database":"down"}"#.to_owned(),
-            ),
-        },
-        _ => (
-            StatusCode::NOT_FOUND,
-            r#"{"error":{"code":404,"type":"not_found","message":"no such route"}}"#.to_owned(),
-        ),
-    };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    Ok(resp)
+async fn serve(
+    listener: &TcpListener,
+    gateway: &Arc<Gateway>,
+    settings: &DataPlaneSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let max_buf = (settings.proxy.max_header_bytes * 2).max(16 * 1024);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; continuing");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(max_buf)
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| gw.clone().handle(peer, req)),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    let grace = Duration::from_millis(settings.proxy.shutdown_grace_ms);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "in-flight requests still running after the grace period"
+        );
+    }
+}
+
+async fn flush_every(gw: Arc<Gateway>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { gw.usage.flush().await; }
+            _ = stop.changed() => return,
+        }
+    }
 }

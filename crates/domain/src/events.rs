@@ -39,3 +39,30 @@ pub async fn listen(
     }
     Ok(())
 }
+
+/// What writers of configuration hold: publishes the change event when Redis is configured
+/// (data planes without it notice the bumped config version by polling).
+#[derive(Clone)]
+pub struct Publisher {
+    pool: Option<Pool>,
+    prefix: String,
+}
+
+impl Publisher {
+    pub fn new(pool: Option<Pool>, prefix: impl Into<String>) -> Self {
+        Self {
+            pool,
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Announces the current config version. A failure is logged, not returned: the write already
+    /// happened and polling data planes will still see it.
+    pub async fn config_changed(&self, db: &impl sea_orm::ConnectionTrait) {
+        let Some(pool) = &self.pool else { return };
+        let version = crate::store::config_version(db).await.unwrap_or_default();
+        if let Err(e) = publish(pool, &self.prefix, version).await {
+            tracing::warn!(error = %e, "could not publish the config-change event");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gateway.db?mode=rwc";
+pub const DEFAULT_REDIS_PREFIX: &str = "gw";
 pub const DEFAULT_CONTROL_PLANE_ADDR: &str = "0.0.0.0:8000";
 pub const DEFAULT_DATA_PLANE_ADDR: &str = "0.0.0.0:7000";
 
@@ -16,6 +17,10 @@ pub struct Settings {
     /// Redis URL for counters and config-change events; unset = in-process counters (one node).
     #[arg(long, env = "GATEWAY_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel, to share one Redis between deployments.
+    #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
 
     /// Listen address of the control plane (dashboard and management API).
     #[arg(long, env = "GATEWAY_CONTROL_PLANE_ADDR", default_value = DEFAULT_CONTROL_PLANE_ADDR)]
@@ -35,6 +40,7 @@ impl Default for Settings {
         Self {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             redis_url: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             control_plane_addr: parse_addr(DEFAULT_CONTROL_PLANE_ADDR),
             data_plane_addr: parse_addr(DEFAULT_DATA_PLANE_ADDR),
             secret_key: None,
@@ -53,6 +59,7 @@ impl Settings {
         Self {
             database_url: database_url.into(),
             redis_url: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             control_plane_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_plane_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             secret_key: None,

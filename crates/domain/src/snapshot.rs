@@ -33,6 +33,8 @@ pub struct ApiEntry {
     pub upstream_authority: Box<str>,
     /// Lowercase name of the header the key is read from.
     pub key_header: Box<str>,
+    /// The same name as the tenant wrote it, for messages.
+    pub key_header_name: Box<str>,
     pub timeout: Duration,
     pub is_active: bool,
 }
@@ -179,6 +181,7 @@ async fn load_apis(
             upstream_authority: upstream.authority().into(),
             upstream,
             key_header: a.key_header.to_ascii_lowercase().into(),
+            key_header_name: a.key_header.clone().into(),
             timeout: Duration::from_millis(u64::from(a.timeout_ms.unsigned_abs())),
             is_active: a.is_active,
         };

@@ -288,6 +288,37 @@ pub async fn add_usage(db: &impl ConnectionTrait, deltas: &[UsageDelta]) -> Stor
     Ok(())
 }
 
+/// Records that keys were used (batched by the data plane's usage flush).
+pub async fn touch_keys(
+    db: &impl ConnectionTrait,
+    key_ids: &[i64],
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    if key_ids.is_empty() {
+        return Ok(());
+    }
+    api_key::Entity::update_many()
+        .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(at)))
+        .filter(api_key::Column::Id.is_in(key_ids.iter().copied()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Revokes a key of `tenant_id` (another tenant's key is `NotFound`).
+pub async fn revoke_key(db: &impl ConnectionTrait, tenant_id: i64, key_id: i64) -> StoreResult<()> {
+    let res = api_key::Entity::update_many()
+        .col_expr(api_key::Column::IsActive, Expr::value(false))
+        .filter(api_key::Column::Id.eq(key_id))
+        .filter(api_key::Column::TenantId.eq(tenant_id))
+        .exec(db)
+        .await?;
+    if res.rows_affected == 0 {
+        return Err(StoreError::NotFound);
+    }
+    bump_config_version(db).await
+}
+
 /// The `excluded` pseudo-table of an upsert (the row that was refused).
 #[derive(Clone, Copy)]
 struct Excluded;

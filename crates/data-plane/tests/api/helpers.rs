@@ -1,29 +1,216 @@
-//! A data plane on its own fresh database and port for each test.
+//! Test environment: a real upstream, a fresh database with a tenant, plan, API and key, and a data
+//! plane on 127.0.0.1:0 in this process (or as a child process, see `process.rs`).
 
-use data_plane::Application;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use data_plane::config::ProxySettings;
+use data_plane::proxy::Gateway;
 use data_plane::startup::ShutdownHandle;
+use data_plane::{Application, DataPlaneSettings};
+use domain::clock::ManualClock;
+use domain::entities::{api, plan, tenant};
+use domain::header::{KeyHeader, UpstreamTimeout};
+use domain::plan::{Enforcement, PlanLimits};
+use domain::sea_orm::DatabaseConnection;
 use domain::settings::Settings;
-use domain::testing::TestDb;
+use domain::slug::Slug;
+use domain::store::{self, NewApi};
+use domain::testing::{TestDb, redis_url, unique_name};
+use domain::upstream::UpstreamUrl;
+use tokio::task::JoinHandle;
+
+use crate::upstream::{Upstream, spawn_upstream};
+
+pub struct Fixture {
+    pub tenant: tenant::Model,
+    pub plan: plan::Model,
+    pub api: api::Model,
+    pub key: String,
+    pub key_id: i64,
+}
+
+impl Fixture {
+    /// `/{tenant}/{api}{rest}`
+    pub fn path(&self, rest: &str) -> String {
+        format!("/{}/{}{rest}", self.tenant.slug, self.api.slug)
+    }
+}
+
+pub fn limits(rpm: i64, burst: Option<i64>, day: Option<i64>, month: Option<i64>) -> PlanLimits {
+    PlanLimits::new(rpm, burst, day, month).unwrap()
+}
+
+/// Limits no test reaches.
+pub fn generous() -> PlanLimits {
+    limits(1_000_000, None, None, None)
+}
+
+/// A tenant `slug` with a plan, an API `svc` forwarding to `upstream`, and a key.
+pub async fn seed(db: &DatabaseConnection, slug: &str, upstream: &str, l: PlanLimits) -> Fixture {
+    let owner = store::create_user(db, slug, &format!("{slug}@example.com"), "x", false)
+        .await
+        .unwrap();
+    let tenant = store::create_tenant(db, slug, &Slug::parse(slug).unwrap(), owner.id)
+        .await
+        .unwrap();
+    let plan = store::create_plan(db, tenant.id, "plan", l, Enforcement::Strict)
+        .await
+        .unwrap();
+    let api = store::create_api(
+        db,
+        tenant.id,
+        NewApi {
+            name: "Service".into(),
+            slug: Slug::parse("svc").unwrap(),
+            upstream_url: UpstreamUrl::parse(upstream).unwrap(),
+            key_header: KeyHeader::default(),
+            timeout: UpstreamTimeout::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let (key, raw) = store::create_api_key(db, tenant.id, plan.id, "test key", None)
+        .await
+        .unwrap();
+    Fixture {
+        tenant,
+        plan,
+        api,
+        key: raw.expose().to_owned(),
+        key_id: key.id,
+    }
+}
+
+/// The Redis URL and a fresh key prefix when `TEST_REDIS_URL` is set.
+pub fn redis() -> Option<(String, String)> {
+    redis_url().map(|u| (u, unique_name("gwtest")))
+}
 
 pub struct TestGateway {
     pub address: String,
     pub client: reqwest::Client,
     pub shutdown: ShutdownHandle,
-    pub db: TestDb,
+    pub gateway: Arc<Gateway>,
+    pub done: JoinHandle<anyhow::Result<()>>,
 }
 
-pub async fn spawn_gateway() -> TestGateway {
-    let db = TestDb::sqlite().await;
-    let app = Application::build(Settings::for_tests(db.url.clone()))
-        .await
-        .expect("build data plane");
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Reloads the snapshot now (tests that are not about reloading).
+    pub async fn reload(&self) {
+        data_plane::reload::reload(&self.gateway).await.unwrap();
+    }
+
+    /// Stops gracefully and waits until the last usage flush is done.
+    pub async fn stop(self) {
+        self.shutdown.shutdown();
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+pub fn settings_for(db_url: &str, redis: Option<&(String, String)>) -> DataPlaneSettings {
+    let mut shared = Settings::for_tests(db_url);
+    if let Some((url, prefix)) = redis {
+        shared.redis_url = Some(url.clone());
+        shared.redis_prefix.clone_from(prefix);
+    }
+    // Generous Redis timeout: a loaded CI machine must not look like a Redis outage.
+    let proxy = ProxySettings {
+        redis_timeout_ms: 2_000,
+        ..ProxySettings::default()
+    };
+    DataPlaneSettings { shared, proxy }
+}
+
+pub async fn spawn_gateway(settings: DataPlaneSettings, clock: Option<ManualClock>) -> TestGateway {
+    let app = match clock {
+        Some(c) => Application::build_with_clock(settings, Arc::new(c)).await,
+        None => Application::build(settings).await,
+    }
+    .expect("build data plane");
     let address = format!("http://{}", app.local_addr());
     let shutdown = app.shutdown_handle();
-    tokio::spawn(app.run_until_stopped());
+    let gateway = app.gateway();
+    let done = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     TestGateway {
         address,
-        client: reqwest::Client::new(),
+        client,
         shutdown,
-        db,
+        gateway,
+        done,
+    }
+}
+
+/// The usual set-up: upstream, database, fixture and gateway.
+pub struct TestEnv {
+    pub upstream: Upstream,
+    pub db: TestDb,
+    pub fx: Fixture,
+    pub gw: TestGateway,
+    pub clock: ManualClock,
+    pub redis: Option<(String, String)>,
+}
+
+pub struct EnvOptions {
+    pub limits: PlanLimits,
+    pub redis: bool,
+    pub proxy: Option<ProxySettings>,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        Self {
+            limits: generous(),
+            redis: false,
+            proxy: None,
+        }
+    }
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with(EnvOptions::default()).await
+    }
+
+    pub async fn with(opts: EnvOptions) -> Self {
+        let upstream = spawn_upstream().await;
+        let db = TestDb::sqlite().await;
+        let fx = seed(&db.db, "acme", &upstream.url("/base"), opts.limits).await;
+        let redis = if opts.redis { redis() } else { None };
+        let mut settings = settings_for(&db.url, redis.as_ref());
+        if let Some(proxy) = opts.proxy {
+            settings.proxy = proxy;
+        }
+        let clock = ManualClock::at(Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap());
+        let gw = spawn_gateway(settings, Some(clock.clone())).await;
+        Self {
+            upstream,
+            db,
+            fx,
+            gw,
+            clock,
+            redis,
+        }
+    }
+
+    pub async fn get(&self, rest: &str) -> reqwest::Response {
+        self.gw.get(&self.fx.path(rest), &self.fx.key).await
     }
 }

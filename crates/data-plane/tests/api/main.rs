@@ -1,7 +1,12 @@
-//! Integration tests: a real server on 127.0.0.1:0 per test, over real databases.
+//! Integration tests: a real upstream, a real database (and Redis when `TEST_REDIS_URL` is set),
+//! the data plane on 127.0.0.1:0.
 
 // Test code fails loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
+mod forwarding;
 mod health;
 mod helpers;
+mod limits;
+mod upstream;

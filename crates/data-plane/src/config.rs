@@ -1,0 +1,77 @@
+//! Data-plane settings: the shared ones plus the proxy's own, with typed defaults.
+
+use std::time::Duration;
+
+use domain::limits::LimiterSettings;
+use domain::settings::Settings;
+
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 20;
+pub const DEFAULT_RELOAD_POLL_MS: u64 = 2_000;
+pub const DEFAULT_USAGE_FLUSH_MS: u64 = 1_000;
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxySettings {
+    /// Largest request body forwarded (413 above it).
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: u64,
+
+    /// Largest request head (request line and headers) accepted (431 above it).
+    #[arg(long, env = "GATEWAY_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+
+    /// A Redis answer slower than this switches limiting to in-process until Redis recovers.
+    #[arg(long, env = "GATEWAY_REDIS_TIMEOUT_MS", default_value_t = DEFAULT_REDIS_TIMEOUT_MS)]
+    pub redis_timeout_ms: u64,
+
+    /// Refuse requests (503) while Redis is down instead of limiting in process.
+    #[arg(long, env = "GATEWAY_REDIS_FAIL_CLOSED", default_value_t = false)]
+    pub redis_fail_closed: bool,
+
+    /// How often the config version is polled (the fallback when no Redis event arrives).
+    #[arg(long, env = "GATEWAY_RELOAD_POLL_MS", default_value_t = DEFAULT_RELOAD_POLL_MS)]
+    pub reload_poll_ms: u64,
+
+    /// How often usage counts are flushed to Redis and the database.
+    #[arg(long, env = "GATEWAY_USAGE_FLUSH_MS", default_value_t = DEFAULT_USAGE_FLUSH_MS)]
+    pub usage_flush_ms: u64,
+
+    /// On shutdown, how long in-flight requests may take to finish.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
+            redis_fail_closed: false,
+            reload_poll_ms: DEFAULT_RELOAD_POLL_MS,
+            usage_flush_ms: DEFAULT_USAGE_FLUSH_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+        }
+    }
+}
+
+impl ProxySettings {
+    pub fn limiter(&self) -> LimiterSettings {
+        LimiterSettings {
+            redis_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
+            fail_closed: self.redis_fail_closed,
+            ..LimiterSettings::default()
+        }
+    }
+}
+
+/// Everything the data plane is configured with.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DataPlaneSettings {
+    #[command(flatten)]
+    pub shared: Settings,
+    #[command(flatten)]
+    pub proxy: ProxySettings,
+}

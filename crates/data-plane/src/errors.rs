@@ -1,0 +1,157 @@
+//! Errors the gateway itself produces, each rendered as the one JSON envelope of DESIGN.md:
+//! `{"error": {"code", "type", "message", "details"}, "request_id"}`. Upstream errors pass through
+//! untouched and never come here.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+/// Where an error came from decides its status: the caller (4xx), the upstream (502/504), or us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    // Downstream: the caller's request.
+    NoRoute,
+    UnknownApi,
+    BadPath(&'static str),
+    HeadersTooLarge {
+        limit: usize,
+    },
+    BodyTooLarge {
+        limit: u64,
+    },
+    MissingKey {
+        header: String,
+    },
+    InvalidKey,
+    KeyRevoked,
+    KeyExpired,
+    PlanUnavailable,
+    UnknownClient,
+    RateLimited {
+        window: &'static str,
+        retry_after_secs: i64,
+        reset_secs: i64,
+    },
+    // Upstream.
+    UpstreamUnreachable,
+    UpstreamTimeout {
+        timeout_ms: u128,
+    },
+    // Ours.
+    LimiterUnavailable,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute | Self::UnknownApi => StatusCode::NOT_FOUND,
+            Self::BadPath(_) => StatusCode::BAD_REQUEST,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MissingKey { .. } => StatusCode::UNAUTHORIZED,
+            Self::InvalidKey
+            | Self::KeyRevoked
+            | Self::KeyExpired
+            | Self::PlanUnavailable
+            | Self::UnknownClient => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoRoute | Self::UnknownApi => "not_found",
+            Self::BadPath(_) => "bad_request",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::MissingKey { .. } => "missing_api_key",
+            Self::InvalidKey => "invalid_api_key",
+            Self::KeyRevoked => "api_key_revoked",
+            Self::KeyExpired => "api_key_expired",
+            Self::PlanUnavailable => "plan_unavailable",
+            Self::UnknownClient => "unknown_client",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::LimiterUnavailable => "limiter_unavailable",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::NoRoute => "No API here. Call /{tenant}/{api}/{path}.".into(),
+            Self::UnknownApi => "No active API at this address.".into(),
+            Self::BadPath(why) => (*why).to_owned(),
+            Self::HeadersTooLarge { limit } => {
+                format!("The request line and headers exceed {limit} bytes.")
+            }
+            Self::BodyTooLarge { limit } => format!("The request body exceeds {limit} bytes."),
+            Self::MissingKey { header } => format!("Send your API key in the {header} header."),
+            Self::InvalidKey => "The API key is not valid for this API.".into(),
+            Self::KeyRevoked => "The API key has been revoked.".into(),
+            Self::KeyExpired => "The API key has expired.".into(),
+            Self::PlanUnavailable => "The API key's plan is not active.".into(),
+            Self::UnknownClient => "X-Client-ID names no active client of this API's owner.".into(),
+            Self::RateLimited {
+                window,
+                retry_after_secs,
+                ..
+            } => format!(
+                "Rate limit exceeded: the {window} limit is used up. Retry in {retry_after_secs} s."
+            ),
+            Self::UpstreamUnreachable => "The upstream API could not be reached.".into(),
+            Self::UpstreamTimeout { timeout_ms } => {
+                format!("The upstream API did not answer within {timeout_ms} ms.")
+            }
+            Self::LimiterUnavailable => {
+                "Rate limiting is unavailable, so requests are refused. Try again shortly.".into()
+            }
+        }
+    }
+
+    fn details(&self) -> Option<Value> {
+        match self {
+            Self::RateLimited {
+                window,
+                retry_after_secs,
+                reset_secs,
+            } => Some(json!({
+                "window": window,
+                "retry_after": retry_after_secs,
+                "reset": reset_secs,
+            })),
+            Self::MissingKey { header } => Some(json!({"header": header})),
+            Self::BodyTooLarge { limit } => Some(json!({"limit_bytes": limit})),
+            Self::HeadersTooLarge { limit } => Some(json!({"limit_bytes": limit})),
+            _ => None,
+        }
+    }
+
+    /// The JSON envelope with the request id, `Content-Type` set.
+    pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let mut error = json!({
+            "code": status.as_u16(),
+            "type": self.kind(),
+            "message": self.message(),
+        });
+        if let Some(details) = self.details() {
+            error["details"] = details;
+        }
+        json_response(status, &json!({"error": error, "request_id": request_id}))
+    }
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,175 @@
+//! Header rules of the proxy: hop-by-hop stripping (RFC 9110 7.6.1), forwarding headers, request
+//! ids, and the rate-limit fields.
+
+use std::fmt::Write as _;
+
+use domain::limits::{Decision, Window};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop fields never forwarded, besides those the `Connection` field lists.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_GATEWAY_TENANT: HeaderName = HeaderName::from_static("x-gateway-tenant");
+pub static X_GATEWAY_KEY_ID: HeaderName = HeaderName::from_static("x-gateway-key-id");
+pub static X_GATEWAY_CLIENT_ID: HeaderName = HeaderName::from_static("x-gateway-client-id");
+
+/// Removes hop-by-hop fields, including every field named in `Connection`, and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Removes `X-Gateway-*` fields a caller sent, so the upstream can trust the ones we add.
+pub fn strip_gateway_fields(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-gateway-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// The caller's `X-Request-ID` when it is a sane token (1-128 of `[A-Za-z0-9._:-]`), else a new
+/// UUID.
+pub fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return v.to_owned();
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Bytes of the request head as received: request line and header fields.
+pub fn head_size(uri_len: usize, headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + uri_len
+        + 16
+}
+
+fn window_seconds(w: Window) -> u32 {
+    match w {
+        Window::Minute => 60,
+        Window::Day => 86_400,
+        Window::Month => 2_592_000,
+    }
+}
+
+/// `X-RateLimit-*` for the tightest window and per window, plus the IETF `RateLimit-Policy` and
+/// `RateLimit` fields.
+pub fn insert_rate_limit(headers: &mut HeaderMap, d: &Decision) {
+    let Some(tight) = d.tightest() else { return };
+    let secs = |ms: i64| (ms.max(0) + 999) / 1000;
+    headers.insert("x-ratelimit-limit", HeaderValue::from(tight.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(tight.remaining));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(secs(tight.reset_ms)));
+    let mut policy = String::with_capacity(64);
+    for w in &d.windows {
+        let (limit, remaining) = match w.window {
+            Window::Minute => ("x-ratelimit-limit-minute", "x-ratelimit-remaining-minute"),
+            Window::Day => ("x-ratelimit-limit-day", "x-ratelimit-remaining-day"),
+            Window::Month => ("x-ratelimit-limit-month", "x-ratelimit-remaining-month"),
+        };
+        headers.insert(limit, HeaderValue::from(w.limit));
+        headers.insert(remaining, HeaderValue::from(w.remaining));
+        if !policy.is_empty() {
+            policy.push_str(", ");
+        }
+        let _ = write!(
+            policy,
+            "\"{}\";q={};w={}",
+            w.window.name(),
+            w.limit,
+            window_seconds(w.window)
+        );
+    }
+    if let Ok(v) = HeaderValue::from_str(&policy) {
+        headers.insert("ratelimit-policy", v);
+    }
+    let current = format!(
+        "\"{}\";r={};t={}",
+        tight.window.name(),
+        tight.remaining,
+        secs(tight.reset_ms)
+    );
+    if let Ok(v) = HeaderValue::from_str(&current) {
+        headers.insert("ratelimit", v);
+    }
+    if !d.allowed {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed_fields() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123.x:y_z"));
+        assert_eq!(request_id(&h), "abc-123.x:y_z");
+        h.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_static("bad id with spaces"),
+        );
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 36);
+        assert_ne!(request_id(&HeaderMap::new()), generated);
+    }
+}

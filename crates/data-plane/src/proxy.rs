@@ -1,0 +1,545 @@
+//! The request path, top to bottom: parse -> authenticate -> limit -> forward -> respond -> record.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use domain::apikey::KeyHash;
+use domain::clock::SharedClock;
+use domain::limits::{Decision, Limiter, Subject};
+use domain::plan::PlanLimits;
+use domain::sea_orm::DatabaseConnection;
+use domain::snapshot::{ApiEntry, Snapshot};
+use domain::usage::{Bucket, Counts};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+
+use crate::config::ProxySettings;
+use crate::errors::{GatewayError, json_response};
+use crate::headers::{
+    X_CLIENT_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_GATEWAY_CLIENT_ID,
+    X_GATEWAY_KEY_ID, X_GATEWAY_TENANT, X_REQUEST_ID, head_size, insert_rate_limit, request_id,
+    strip_gateway_fields, strip_hop_by_hop,
+};
+use crate::metrics::Metrics;
+use crate::usage::UsageRecorder;
+
+/// What the gateway answers with: the upstream's body streamed through, or one of its own.
+pub type Body = Either<Incoming, Full<Bytes>>;
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, Limited<Incoming>>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
+/// Longest key value hashed; anything longer is refused without work.
+const MAX_KEY_LEN: usize = 512;
+
+pub struct Gateway {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub limiter: Arc<Limiter>,
+    pub usage: UsageRecorder,
+    pub metrics: Metrics,
+    pub db: DatabaseConnection,
+    pub clock: SharedClock,
+    pub settings: ProxySettings,
+    /// Set once the first snapshot is loaded.
+    pub loaded: AtomicBool,
+    client: UpstreamClient,
+}
+
+/// A request that passed authentication: what limiting, forwarding and recording need.
+struct Auth {
+    tenant_id: i64,
+    tenant_slug: HeaderValue,
+    api: Arc<ApiEntry>,
+    key_id: i64,
+    client: Option<(i64, HeaderValue)>,
+    subject: Subject,
+    limits: PlanLimits,
+}
+
+fn upstream_client() -> anyhow::Result<UpstreamClient> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(usize::MAX)
+        .build(https))
+}
+
+impl Gateway {
+    /// A gateway serving an empty snapshot until the first [`crate::reload::reload`].
+    pub fn new(
+        limiter: Arc<Limiter>,
+        usage: UsageRecorder,
+        db: DatabaseConnection,
+        clock: SharedClock,
+        settings: ProxySettings,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            limiter,
+            usage,
+            metrics: Metrics::new(),
+            db,
+            clock,
+            settings,
+            loaded: AtomicBool::new(false),
+            client: upstream_client()?,
+        })
+    }
+
+    /// Entry point of every request.
+    pub async fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let resp = match req.uri().path() {
+            "/health" | "/health/live" => {
+                json_response(StatusCode::OK, &json!({"status": "ok"})).map(Either::Right)
+            }
+            "/health/ready" => self.readiness().await.map(Either::Right),
+            "/metrics" => self.metrics_page().map(Either::Right),
+            _ => self.proxy(peer, req).await,
+        };
+        Ok(resp)
+    }
+
+    async fn proxy(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let rid = request_id(req.headers());
+        let mut resp = self.proxy_phases(peer, req, &rid).await;
+        if let Ok(v) = HeaderValue::from_str(&rid) {
+            resp.headers_mut().insert(&X_REQUEST_ID, v);
+        }
+        self.metrics
+            .latency
+            .observe(started.elapsed().as_secs_f64());
+        resp
+    }
+
+    fn fail(&self, err: &GatewayError, rid: &str) -> Response<Body> {
+        let outcome = if err.status().is_server_error() {
+            "error"
+        } else {
+            "denied"
+        };
+        self.metrics.requests.with_label_values(&[outcome]).inc();
+        err.to_response(rid).map(Either::Right)
+    }
+
+    async fn proxy_phases(
+        &self,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+        rid: &str,
+    ) -> Response<Body> {
+        // Parse.
+        let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if head_size(uri_len, req.headers()) > self.settings.max_header_bytes {
+            return self.fail(
+                &GatewayError::HeadersTooLarge {
+                    limit: self.settings.max_header_bytes,
+                },
+                rid,
+            );
+        }
+        let target = match parse_target(req.uri()) {
+            Ok(t) => t,
+            Err(e) => return self.fail(&e, rid),
+        };
+
+        // Authenticate.
+        let auth = match self.authenticate(&target, req.headers()) {
+            Ok(a) => a,
+            Err(e) => return self.fail(&e, rid),
+        };
+        let upstream_uri = match upstream_uri(&auth.api, &target) {
+            Ok(u) => u,
+            Err(e) => return self.fail(&e, rid),
+        };
+        let bucket = Bucket {
+            tenant_id: auth.tenant_id,
+            api_id: auth.api.id,
+            key_id: auth.key_id,
+            client_id: auth.client.as_ref().map_or(0, |c| c.0),
+            minute: self.clock.now_ms().div_euclid(60_000),
+        };
+
+        // Limit.
+        let Ok((decision, _)) = self.limiter.check(auth.subject, &auth.limits).await else {
+            return self.fail(&GatewayError::LimiterUnavailable, rid);
+        };
+        if !decision.allowed {
+            self.usage.record(
+                bucket,
+                Counts {
+                    requests: 1,
+                    rejected: 1,
+                    upstream_errors: 0,
+                },
+            );
+            return self.rejected(&decision, rid);
+        }
+
+        // Forward.
+        let result = self.forward(peer, req, upstream_uri, &auth, rid).await;
+
+        // Respond and record.
+        let upstream_failed = match &result {
+            Ok(r) => r.status().is_server_error(),
+            Err(e) => e.status().is_server_error(),
+        };
+        if upstream_failed {
+            self.metrics.upstream_errors.inc();
+        }
+        self.usage.record(
+            bucket,
+            Counts {
+                requests: 1,
+                rejected: 0,
+                upstream_errors: i64::from(upstream_failed),
+            },
+        );
+        let mut resp = match result {
+            Ok(r) => {
+                self.metrics.requests.with_label_values(&["proxied"]).inc();
+                r.map(Either::Left)
+            }
+            Err(e) => self.fail(&e, rid),
+        };
+        insert_rate_limit(resp.headers_mut(), &decision);
+        resp
+    }
+
+    fn rejected(&self, decision: &Decision, rid: &str) -> Response<Body> {
+        self.metrics.requests.with_label_values(&["rejected"]).inc();
+        let tight = decision.tightest();
+        let err = GatewayError::RateLimited {
+            window: decision.hit.map_or("minute", domain::limits::Window::name),
+            retry_after_secs: decision.retry_after_secs(),
+            reset_secs: tight.map_or(0, |w| (w.reset_ms + 999) / 1000),
+        };
+        let mut resp = err.to_response(rid).map(Either::Right);
+        insert_rate_limit(resp.headers_mut(), decision);
+        resp
+    }
+
+    fn authenticate(&self, t: &Target<'_>, headers: &HeaderMap) -> Result<Auth, GatewayError> {
+        let snap = self.snapshot.load();
+        let tenant = snap
+            .tenant(t.tenant)
+            .filter(|t| t.is_active)
+            .ok_or(GatewayError::UnknownApi)?;
+        let api = tenant
+            .api(t.api)
+            .filter(|a| a.is_active)
+            .ok_or(GatewayError::UnknownApi)?;
+        let missing = || GatewayError::MissingKey {
+            header: api.key_header_name.to_string(),
+        };
+        let raw = headers.get(&*api.key_header).ok_or_else(missing)?;
+        let raw = raw.to_str().map_err(|_| GatewayError::InvalidKey)?.trim();
+        let raw = if api.key_header.as_ref() == "authorization" {
+            raw.strip_prefix("Bearer ").unwrap_or(raw).trim()
+        } else {
+            raw
+        };
+        if raw.is_empty() {
+            return Err(missing());
+        }
+        if raw.len() > MAX_KEY_LEN {
+            return Err(GatewayError::InvalidKey);
+        }
+        let key = snap
+            .key(&KeyHash::of(raw))
+            .ok_or(GatewayError::InvalidKey)?;
+        // Another tenant's key is indistinguishable from an unknown one.
+        if key.tenant_id != tenant.id {
+            return Err(GatewayError::InvalidKey);
+        }
+        if !key.is_active {
+            return Err(GatewayError::KeyRevoked);
+        }
+        if key
+            .expires_at_ms
+            .is_some_and(|at| at <= self.clock.now_ms())
+        {
+            return Err(GatewayError::KeyExpired);
+        }
+        let (plan_id, subject, client) = match headers.get(&X_CLIENT_ID) {
+            Some(v) => {
+                let id = v.to_str().map_err(|_| GatewayError::UnknownClient)?;
+                let c = tenant
+                    .client(id)
+                    .filter(|c| c.is_active)
+                    .ok_or(GatewayError::UnknownClient)?;
+                let subject = Subject::Client {
+                    tenant_id: tenant.id,
+                    client_row_id: c.id,
+                };
+                (c.plan_id, subject, Some((c.id, v.clone())))
+            }
+            None => (
+                key.plan_id,
+                Subject::Key {
+                    tenant_id: tenant.id,
+                    key_id: key.id,
+                },
+                None,
+            ),
+        };
+        let plan = snap
+            .plan(plan_id)
+            .filter(|p| p.is_active)
+            .ok_or(GatewayError::PlanUnavailable)?;
+        Ok(Auth {
+            tenant_id: tenant.id,
+            tenant_slug: HeaderValue::from_str(&tenant.slug)
+                .map_err(|_| GatewayError::UnknownApi)?,
+            api: api.clone(),
+            key_id: key.id,
+            client,
+            subject,
+            limits: plan.limits,
+        })
+    }
+
+    async fn forward(
+        &self,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+        uri: Uri,
+        auth: &Auth,
+        rid: &str,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let max_body = self.settings.max_body_bytes;
+        let (mut parts, body) = req.into_parts();
+        if content_length(&parts.headers).is_some_and(|len| len > max_body) {
+            return Err(GatewayError::BodyTooLarge { limit: max_body });
+        }
+        let original_host = parts.headers.get(header::HOST).cloned();
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h);
+        strip_gateway_fields(h);
+        h.remove(&*auth.api.key_header);
+        if let Ok(host) = HeaderValue::from_str(&auth.api.upstream_authority) {
+            h.insert(header::HOST, host);
+        }
+        let peer_ip = peer.ip().to_string();
+        let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) if !prior.is_empty() => format!("{prior}, {peer_ip}"),
+            _ => peer_ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(&X_FORWARDED_FOR, v);
+        }
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        match original_host {
+            Some(host) => h.insert(&X_FORWARDED_HOST, host),
+            None => h.remove(&X_FORWARDED_HOST),
+        };
+        if let Ok(v) = HeaderValue::from_str(rid) {
+            h.insert(&X_REQUEST_ID, v);
+        }
+        h.insert(&X_GATEWAY_TENANT, auth.tenant_slug.clone());
+        h.insert(&X_GATEWAY_KEY_ID, HeaderValue::from(auth.key_id));
+        if let Some((_, client_id)) = &auth.client {
+            h.insert(&X_GATEWAY_CLIENT_ID, client_id.clone());
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+        let upstream_req = Request::from_parts(parts, Limited::new(body, limit));
+
+        let timeout = auth.api.timeout;
+        match tokio::time::timeout(timeout, self.client.request(upstream_req)).await {
+            Err(_) => Err(GatewayError::UpstreamTimeout {
+                timeout_ms: timeout.as_millis(),
+            }),
+            Ok(Err(e)) if caused_by_body_limit(&e) => {
+                Err(GatewayError::BodyTooLarge { limit: max_body })
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, api_id = auth.api.id, "upstream request failed");
+                Err(GatewayError::UpstreamUnreachable)
+            }
+            Ok(Ok(mut resp)) => {
+                strip_hop_by_hop(resp.headers_mut());
+                Ok(resp)
+            }
+        }
+    }
+
+    async fn readiness(&self) -> Response<Full<Bytes>> {
+        let db_up = self.db.ping().await.is_ok();
+        let loaded = self.loaded.load(Ordering::Relaxed);
+        let redis = match (self.limiter.redis_configured(), self.limiter.redis_up()) {
+            (false, _) => "not_configured",
+            (true, true) => "up",
+            (true, false) => "down",
+        };
+        let fail_closed_and_down = self.settings.redis_fail_closed && redis == "down";
+        let ready = db_up && loaded && !fail_closed_and_down;
+        let body = json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "database": if db_up { "up" } else { "down" },
+            "snapshot_version": self.snapshot.load().version,
+            "redis": redis,
+            "limiter": if self.limiter.redis_up() { "redis" } else { "local" },
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json_response(status, &body)
+    }
+
+    fn metrics_page(&self) -> Response<Full<Bytes>> {
+        self.metrics
+            .redis_up
+            .set(i64::from(self.limiter.redis_up()));
+        self.metrics
+            .limiter_fallbacks
+            .set(i64::try_from(self.limiter.fallback_count()).unwrap_or(i64::MAX));
+        self.metrics
+            .usage_flush_errors
+            .set(i64::try_from(self.usage.flush_errors()).unwrap_or(i64::MAX));
+        let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render())));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+/// `/{tenant}/{api}{rest}?{query}` split out of a request URI.
+#[derive(Debug, PartialEq, Eq)]
+struct Target<'a> {
+    tenant: &'a str,
+    api: &'a str,
+    /// Empty, or starting with `/`.
+    rest: &'a str,
+    query: Option<&'a str>,
+}
+
+fn parse_target(uri: &Uri) -> Result<Target<'_>, GatewayError> {
+    let path = uri.path().strip_prefix('/').ok_or(GatewayError::NoRoute)?;
+    let (tenant, after) = path.split_once('/').ok_or(GatewayError::NoRoute)?;
+    let (api, rest) = after.find('/').map_or((after, ""), |i| after.split_at(i));
+    if tenant.is_empty() || api.is_empty() {
+        return Err(GatewayError::NoRoute);
+    }
+    // `..` would climb out of the upstream's path prefix once the upstream normalises it.
+    if rest.split('/').any(is_dot_segment) {
+        return Err(GatewayError::BadPath(
+            "The path must not contain '.' or '..' segments.",
+        ));
+    }
+    Ok(Target {
+        tenant,
+        api,
+        rest,
+        query: uri.query(),
+    })
+}
+
+fn is_dot_segment(seg: &str) -> bool {
+    let lower = seg.to_ascii_lowercase();
+    let decoded = lower.replace("%2e", ".");
+    decoded == "." || decoded == ".."
+}
+
+fn upstream_uri(api: &ApiEntry, t: &Target<'_>) -> Result<Uri, GatewayError> {
+    let mut s = String::with_capacity(api.upstream_base.len() + t.rest.len() + 64);
+    s.push_str(&api.upstream_base);
+    s.push_str(t.rest);
+    match (api.upstream.query(), t.query) {
+        (Some(a), Some(b)) => {
+            s.push('?');
+            s.push_str(a);
+            s.push('&');
+            s.push_str(b);
+        }
+        (Some(q), None) | (None, Some(q)) => {
+            s.push('?');
+            s.push_str(q);
+        }
+        (None, None) => {}
+    }
+    s.parse()
+        .map_err(|_| GatewayError::BadPath("The path is not valid."))
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(uri: &str) -> Result<Target<'_>, GatewayError> {
+        // Leak-free: the Uri lives in a Box the test keeps.
+        let uri: &'static Uri = Box::leak(Box::new(uri.parse::<Uri>().unwrap()));
+        parse_target(uri)
+    }
+
+    #[test]
+    fn targets_are_split() {
+        assert_eq!(
+            t("/acme/weather/v1/today?city=a&city=b").unwrap(),
+            Target {
+                tenant: "acme",
+                api: "weather",
+                rest: "/v1/today",
+                query: Some("city=a&city=b")
+            }
+        );
+        assert_eq!(t("/acme/weather").unwrap().rest, "");
+        assert_eq!(t("/acme/weather/").unwrap().rest, "/");
+        assert_eq!(t("/acme"), Err(GatewayError::NoRoute));
+        assert_eq!(t("/acme/"), Err(GatewayError::NoRoute));
+        assert_eq!(t("/"), Err(GatewayError::NoRoute));
+        assert!(matches!(
+            t("/acme/weather/../admin"),
+            Err(GatewayError::BadPath(_))
+        ));
+        assert!(matches!(
+            t("/acme/weather/%2E%2e/admin"),
+            Err(GatewayError::BadPath(_))
+        ));
+        assert!(t("/acme/weather/a..b").is_ok());
+    }
+}

@@ -1,0 +1,170 @@
+//! Usage counting: in process per (tenant, api, key, client, minute) on the hot path, flushed in
+//! batches to Redis (minute buckets) and to the database (daily rollups, key `last_used_at`).
+//! A failed write is kept and retried at the next flush; the last flush runs at shutdown.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::DateTime;
+use deadpool_redis::Pool;
+use domain::sea_orm::{DatabaseConnection, TransactionTrait};
+use domain::store::{self, UsageDelta};
+use domain::usage::{Bucket, Counts, write_minutes};
+
+const SHARDS: usize = 32;
+
+type Batch = HashMap<Bucket, Counts>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn merge(into: &mut Batch, from: &Batch) {
+    for (b, c) in from {
+        into.entry(*b).or_default().add(*c);
+    }
+}
+
+pub struct UsageRecorder {
+    shards: Vec<Mutex<Batch>>,
+    hasher: RandomState,
+    redis: Option<(Pool, String)>,
+    db: DatabaseConnection,
+    pending_redis: Mutex<Batch>,
+    pending_db: Mutex<Batch>,
+    flush_lock: tokio::sync::Mutex<()>,
+    flush_errors: AtomicU64,
+}
+
+/// What a flush did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlushReport {
+    pub buckets: usize,
+    pub redis_ok: bool,
+    pub db_ok: bool,
+}
+
+impl UsageRecorder {
+    pub fn new(db: DatabaseConnection, redis: Option<(Pool, String)>) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            redis,
+            db,
+            pending_redis: Mutex::new(HashMap::new()),
+            pending_db: Mutex::new(HashMap::new()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            flush_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one request (hot path: one short lock of one shard).
+    pub fn record(&self, bucket: Bucket, counts: Counts) {
+        #[allow(clippy::cast_possible_truncation)] // only the low bits pick a shard
+        let shard = (self.hasher.hash_one(bucket) as usize) % SHARDS;
+        lock(&self.shards[shard])
+            .entry(bucket)
+            .or_default()
+            .add(counts);
+    }
+
+    pub fn flush_errors(&self) -> u64 {
+        self.flush_errors.load(Ordering::Relaxed)
+    }
+
+    fn drain(&self) -> Batch {
+        let mut all = Batch::new();
+        for shard in &self.shards {
+            let taken = std::mem::take(&mut *lock(shard));
+            merge(&mut all, &taken);
+        }
+        all
+    }
+
+    /// Moves everything counted so far to Redis and the database.
+    pub async fn flush(&self) -> FlushReport {
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let fresh = self.drain();
+        let mut report = FlushReport {
+            buckets: fresh.len(),
+            redis_ok: true,
+            db_ok: true,
+        };
+
+        if let Some((pool, prefix)) = &self.redis {
+            let batch = {
+                let mut pending = lock(&self.pending_redis);
+                merge(&mut pending, &fresh);
+                std::mem::take(&mut *pending)
+            };
+            if let Err(e) = write_minutes(pool, prefix, &batch).await {
+                tracing::warn!(error = %e, buckets = batch.len(), "usage flush to Redis failed; will retry");
+                self.flush_errors.fetch_add(1, Ordering::Relaxed);
+                merge(&mut lock(&self.pending_redis), &batch);
+                report.redis_ok = false;
+            }
+        }
+
+        let batch = {
+            let mut pending = lock(&self.pending_db);
+            merge(&mut pending, &fresh);
+            std::mem::take(&mut *pending)
+        };
+        if let Err(e) = self.write_db(&batch).await {
+            tracing::warn!(error = %e, buckets = batch.len(), "usage flush to the database failed; will retry");
+            self.flush_errors.fetch_add(1, Ordering::Relaxed);
+            merge(&mut lock(&self.pending_db), &batch);
+            report.db_ok = false;
+        }
+        report
+    }
+
+    async fn write_db(&self, batch: &Batch) -> Result<(), store::StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut days: HashMap<(i64, chrono::NaiveDate, i64, i64, i64), Counts> = HashMap::new();
+        let mut last_used: HashMap<i64, i64> = HashMap::new();
+        for (b, c) in batch {
+            let day = DateTime::from_timestamp(b.minute * 60, 0)
+                .unwrap_or_default()
+                .date_naive();
+            days.entry((b.tenant_id, day, b.api_id, b.key_id, b.client_id))
+                .or_default()
+                .add(*c);
+            let seen = last_used.entry(b.key_id).or_default();
+            *seen = (*seen).max(b.minute);
+        }
+        let deltas: Vec<UsageDelta> = days
+            .into_iter()
+            .map(
+                |((tenant_id, day, api_id, key_id, client_id), c)| UsageDelta {
+                    tenant_id,
+                    day,
+                    api_id,
+                    key_id,
+                    client_id,
+                    requests: c.requests,
+                    rejected: c.rejected,
+                    upstream_errors: c.upstream_errors,
+                },
+            )
+            .collect();
+        // One transaction: a retried batch must never be counted twice.
+        let txn = self.db.begin().await.map_err(store::StoreError::from)?;
+        store::add_usage(&txn, &deltas).await?;
+        // Keys used in the same minute are stamped together.
+        let mut by_minute: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (key, minute) in last_used {
+            by_minute.entry(minute).or_default().push(key);
+        }
+        for (minute, keys) in by_minute {
+            let at = DateTime::from_timestamp(minute * 60, 0).unwrap_or_default();
+            store::touch_keys(&txn, &keys, at).await?;
+        }
+        txn.commit().await.map_err(store::StoreError::from)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! Usage counts: what data planes record per (tenant, api, key, client, minute), how they are laid
+//! out in Redis (minute buckets, kept two days) and read back.
+
+use std::collections::HashMap;
+
+use deadpool_redis::Pool;
+
+/// How long minute buckets stay in Redis; older history comes from the daily rollups.
+pub const MINUTE_BUCKET_TTL_SECS: i64 = 2 * 86_400;
+
+/// One bucket of usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Bucket {
+    pub tenant_id: i64,
+    pub api_id: i64,
+    pub key_id: i64,
+    /// Row id of the client, 0 when no `X-Client-ID` was sent.
+    pub client_id: i64,
+    /// Minutes since the Unix epoch (UTC).
+    pub minute: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Every authenticated request, rejected ones included.
+    pub requests: i64,
+    /// Requests refused with 429.
+    pub rejected: i64,
+    /// Admitted requests whose upstream failed (5xx, 502, 504).
+    pub upstream_errors: i64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: Self) {
+        self.requests += other.requests;
+        self.rejected += other.rejected;
+        self.upstream_errors += other.upstream_errors;
+    }
+}
+
+/// Redis hash holding one tenant's counts of one minute.
+pub fn minute_key(prefix: &str, tenant_id: i64, minute: i64) -> String {
+    format!("{prefix}:{{t:{tenant_id}}}:u:{minute}")
+}
+
+/// Field of a (api, key, client) counter in a minute hash; `kind` is `r`, `x` or `e`.
+pub fn field(api_id: i64, key_id: i64, client_id: i64, kind: char) -> String {
+    format!("{api_id}:{key_id}:{client_id}:{kind}")
+}
+
+fn parse_field(f: &str) -> Option<((i64, i64, i64), char)> {
+    let mut it = f.split(':');
+    let api = it.next()?.parse().ok()?;
+    let key = it.next()?.parse().ok()?;
+    let client = it.next()?.parse().ok()?;
+    let kind = it.next()?.chars().next()?;
+    Some(((api, key, client), kind))
+}
+
+/// Adds `counts` to Redis in one pipeline (the data plane's flush).
+pub async fn write_minutes(
+    pool: &Pool,
+    prefix: &str,
+    counts: &HashMap<Bucket, Counts>,
+) -> Result<(), redis::RedisError> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut conn = pool.get().await.map_err(|e| {
+        redis::RedisError::from((redis::ErrorKind::Io, "redis pool", e.to_string()))
+    })?;
+    let mut pipe = redis::pipe();
+    let mut keys = std::collections::HashSet::new();
+    for (b, c) in counts {
+        let key = minute_key(prefix, b.tenant_id, b.minute);
+        for (kind, v) in [
+            ('r', c.requests),
+            ('x', c.rejected),
+            ('e', c.upstream_errors),
+        ] {
+            if v != 0 {
+                pipe.hincr(&key, field(b.api_id, b.key_id, b.client_id, kind), v)
+                    .ignore();
+            }
+        }
+        keys.insert(key);
+    }
+    for key in keys {
+        pipe.expire(key, MINUTE_BUCKET_TTL_SECS).ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await
+}
+
+/// Per-(api, key, client) counts of a tenant for each minute in `minutes` (from Redis).
+pub async fn read_minutes(
+    pool: &Pool,
+    prefix: &str,
+    tenant_id: i64,
+    minutes: impl IntoIterator<Item = i64>,
+) -> Result<Vec<(i64, HashMap<(i64, i64, i64), Counts>)>, redis::RedisError> {
+    let minutes: Vec<i64> = minutes.into_iter().collect();
+    let mut conn = pool.get().await.map_err(|e| {
+        redis::RedisError::from((redis::ErrorKind::Io, "redis pool", e.to_string()))
+    })?;
+    let mut pipe = redis::pipe();
+    for m in &minutes {
+        pipe.hgetall(minute_key(prefix, tenant_id, *m));
+    }
+    let hashes: Vec<HashMap<String, i64>> = pipe.query_async(&mut conn).await?;
+    Ok(minutes
+        .into_iter()
+        .zip(hashes)
+        .map(|(m, h)| {
+            let mut per: HashMap<(i64, i64, i64), Counts> = HashMap::new();
+            for (f, v) in h {
+                if let Some((id, kind)) = parse_field(&f) {
+                    let c = per.entry(id).or_default();
+                    match kind {
+                        'r' => c.requests += v,
+                        'x' => c.rejected += v,
+                        'e' => c.upstream_errors += v,
+                        _ => {}
+                    }
+                }
+            }
+            (m, per)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip() {
+        assert_eq!(parse_field(&field(1, 22, 0, 'r')), Some(((1, 22, 0), 'r')));
+        assert_eq!(parse_field("x"), None);
+        assert_eq!(minute_key("gw", 5, 29_000_000), "gw:{t:5}:u:29000000");
+    }
+
+    #[tokio::test]
+    async fn minute_counts_add_up_in_redis() {
+        let Some(url) = crate::testing::redis_url() else {
+            return;
+        };
+        let pool = crate::limits::redis::pool(&url).unwrap();
+        let prefix = crate::testing::unique_name("gwtest");
+        let b = Bucket {
+            tenant_id: 1,
+            api_id: 2,
+            key_id: 3,
+            client_id: 0,
+            minute: 100,
+        };
+        let c = Counts {
+            requests: 5,
+            rejected: 1,
+            upstream_errors: 2,
+        };
+        let batch: HashMap<Bucket, Counts> = [(b, c), (Bucket { minute: 101, ..b }, c)].into();
+        write_minutes(&pool, &prefix, &batch).await.unwrap();
+        write_minutes(&pool, &prefix, &batch).await.unwrap();
+        let got = read_minutes(&pool, &prefix, 1, [100, 101, 102])
+            .await
+            .unwrap();
+        assert_eq!(
+            got[0].1[&(2, 3, 0)],
+            Counts {
+                requests: 10,
+                rejected: 2,
+                upstream_errors: 4
+            }
+        );
+        assert_eq!(got[1].1[&(2, 3, 0)].requests, 10);
+        assert!(got[2].1.is_empty());
+    }
+}
