@@ -5,8 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod failover;
 mod forwarding;
 mod health;
 mod helpers;
 mod limits;
+mod nodes;
+mod process;
+mod streaming;
 mod upstream;

@@ -1,0 +1,257 @@
+//! Several data planes sharing one database and one Redis: exact limits across processes,
+//! revocation everywhere within a second, and no count lost on SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use domain::events::Publisher;
+use domain::limits::redis::pool;
+use domain::plan::Enforcement;
+use domain::sea_orm::EntityTrait;
+use domain::store;
+use domain::testing::TestDb;
+use futures_util::future::join_all;
+
+use crate::helpers::{generous, limits, redis, seed, settings_for, spawn_gateway};
+use crate::process::Proc;
+use crate::upstream::spawn_upstream;
+
+async fn fire(client: &reqwest::Client, urls: &[String], key: &str, n: usize) -> (usize, usize) {
+    let calls = (0..n).map(|i| {
+        let url = urls[i % urls.len()].clone();
+        let client = client.clone();
+        let key = key.to_owned();
+        async move {
+            client
+                .get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = join_all(calls).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(ok + limited, n, "only 200 and 429 expected: {statuses:?}");
+    (ok, limited)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_sharing_redis_admit_exactly_the_limit() {
+    let Some(redis) = redis() else { return };
+    let upstream = spawn_upstream().await;
+    let db = TestDb::sqlite().await;
+    // A burst of 100 refilling one per minute, and a day quota of 150 on a second tenant.
+    let burst = seed(
+        &db.db,
+        "burst",
+        &upstream.url(""),
+        limits(1, Some(100), None, None),
+    )
+    .await;
+    let quota = seed(
+        &db.db,
+        "quota",
+        &upstream.url(""),
+        limits(1_000_000, None, Some(150), None),
+    )
+    .await;
+    let a = Proc::spawn(&db.url, Some(&redis), &[]);
+    let b = Proc::spawn(&db.url, Some(&redis), &[]);
+    let client = reqwest::Client::new();
+
+    let urls = [
+        format!("{}{}", a.address, burst.path("/x")),
+        format!("{}{}", b.address, burst.path("/x")),
+    ];
+    assert_eq!(fire(&client, &urls, &burst.key, 400).await, (100, 300));
+
+    let urls = [
+        format!("{}{}", a.address, quota.path("/x")),
+        format!("{}{}", b.address, quota.path("/x")),
+    ];
+    assert_eq!(fire(&client, &urls, &quota.key, 400).await, (150, 250));
+    assert_eq!(upstream.count(), 250);
+}
+
+async fn wait_for_subscribers(redis_url: &str, prefix: &str, n: i64) {
+    let pool = pool(redis_url).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    for _ in 0..500 {
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(domain::events::channel(prefix))
+            .query_async::<(String, i64)>(&mut conn)
+            .await
+            .unwrap();
+        if count >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("data planes did not subscribe to config changes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_key_is_refused_by_every_data_plane_within_a_second() {
+    let Some(redis) = redis() else { return };
+    let upstream = spawn_upstream().await;
+    let db = TestDb::sqlite().await;
+    let fx = seed(&db.db, "acme", &upstream.url(""), generous()).await;
+    // Polling is slowed to a minute: only the Redis event can make this fast.
+    let mut settings = settings_for(&db.url, Some(&redis));
+    settings.proxy.reload_poll_ms = 60_000;
+    let gws = [
+        spawn_gateway(settings.clone(), None).await,
+        spawn_gateway(settings, None).await,
+    ];
+    wait_for_subscribers(&redis.0, &redis.1, 2).await;
+    for gw in &gws {
+        assert_eq!(gw.get(&fx.path("/x"), &fx.key).await.status(), 200);
+    }
+
+    // What the control plane does: write, then publish.
+    let publisher = Publisher::new(Some(pool(&redis.0).unwrap()), redis.1.clone());
+    store::revoke_key(&db.db, fx.tenant.id, fx.key_id)
+        .await
+        .unwrap();
+    let revoked_at = Instant::now();
+    publisher.config_changed(&db.db).await;
+
+    for gw in &gws {
+        loop {
+            let status = gw.get(&fx.path("/x"), &fx.key).await.status();
+            if status == 403 {
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(1),
+                "still admitted after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let took = revoked_at.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[tokio::test]
+async fn without_redis_changes_arrive_by_polling_the_config_version() {
+    let upstream = spawn_upstream().await;
+    let db = TestDb::sqlite().await;
+    let fx = seed(&db.db, "acme", &upstream.url(""), generous()).await;
+    let mut settings = settings_for(&db.url, None);
+    settings.proxy.reload_poll_ms = 50;
+    let gw = spawn_gateway(settings, None).await;
+    assert_eq!(gw.get(&fx.path("/x"), &fx.key).await.status(), 200);
+    store::revoke_key(&db.db, fx.tenant.id, fx.key_id)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while gw.get(&fx.path("/x"), &fx.key).await.status() != 403 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the poll never picked the change up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn rollup_totals(db: &TestDb) -> (i64, i64, i64) {
+    let rows = domain::entities::usage_rollup::Entity::find()
+        .all(&db.db)
+        .await
+        .unwrap();
+    rows.iter().fold((0, 0, 0), |(r, x, e), row| {
+        (r + row.requests, x + row.rejected, e + row.upstream_errors)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_in_flight_requests_and_loses_no_count() {
+    let redis = redis();
+    let upstream = spawn_upstream().await;
+    let db = TestDb::sqlite().await;
+    let fx = seed(
+        &db.db,
+        "acme",
+        &upstream.url(""),
+        limits(1, Some(100), None, None),
+    )
+    .await;
+    let roomy = store::create_plan(
+        &db.db,
+        fx.tenant.id,
+        "roomy",
+        generous(),
+        Enforcement::Strict,
+    )
+    .await
+    .unwrap();
+    let (_, other_key) = store::create_api_key(&db.db, fx.tenant.id, roomy.id, "k2", None)
+        .await
+        .unwrap();
+    let other_key = other_key.expose().to_owned();
+    // Flushes only at shutdown: whatever the database holds afterwards came from the last flush.
+    let proc = Proc::spawn(
+        &db.url,
+        redis.as_ref(),
+        &[("GATEWAY_USAGE_FLUSH_MS", "3600000")],
+    );
+    let client = reqwest::Client::new();
+    let url = |rest: &str| format!("{}{}", proc.address, fx.path(rest));
+    assert_eq!(fire(&client, &[url("/x")], &fx.key, 110).await, (100, 10));
+    for _ in 0..5 {
+        let resp = client
+            .get(url("/status/502"))
+            .header("x-api-key", &other_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502, "the upstream's own 502");
+    }
+    // These slow requests are in flight when SIGTERM arrives; they must complete.
+    let slow: Vec<_> = (0..5)
+        .map(|_| {
+            let req = client.get(url("/slow/700")).header("x-api-key", &other_key);
+            tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    while upstream
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.uri.ends_with("/slow/700"))
+        .count()
+        < 5
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let term = tokio::task::spawn_blocking(move || proc.terminate());
+    for s in slow {
+        assert_eq!(s.await.unwrap().unwrap(), 200, "in-flight requests finish");
+    }
+    term.await.unwrap();
+    assert_eq!(
+        rollup_totals(&db).await,
+        (120, 10, 5),
+        "every request counted, once"
+    );
+    if let Some((url, prefix)) = &redis {
+        let pool = pool(url).unwrap();
+        let now = chrono::Utc::now().timestamp() / 60;
+        let minutes = domain::usage::read_minutes(&pool, prefix, fx.tenant.id, now - 2..=now)
+            .await
+            .unwrap();
+        let total: i64 = minutes
+            .iter()
+            .flat_map(|(_, m)| m.values())
+            .map(|c| c.requests)
+            .sum();
+        assert_eq!(total, 120, "Redis has the same count");
+    }
+}
