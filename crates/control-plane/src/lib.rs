@@ -1,6 +1,13 @@
 //! The control plane: dashboard, management API and platform admin (actix-web + askama).
 
+pub mod admin_cli;
+pub mod config;
+pub mod errors;
+pub mod pages;
 pub mod routes;
+pub mod session;
 pub mod startup;
+pub mod state;
 
+pub use config::ControlPlaneSettings;
 pub use startup::Application;

@@ -1,21 +1,37 @@
-use clap::Parser;
-use control_plane::Application;
-use domain::settings::Settings;
+use clap::{Parser, Subcommand};
+use control_plane::{Application, ControlPlaneSettings};
 
 /// Gateway control plane: dashboard, management API and platform admin.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
     #[command(flatten)]
-    settings: Settings,
+    settings: ControlPlaneSettings,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the dashboard and the management API (the default).
+    Serve,
+    /// Create a platform admin (or make an existing user one).
+    CreateAdmin(control_plane::admin_cli::CreateAdmin),
 }
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     domain::telemetry::init();
     let cli = Cli::parse();
-    let app = Application::build(cli.settings).await?;
-    tracing::info!(addr = %app.local_addr(), "control plane listening");
-    app.run_until_stopped().await?;
-    Ok(())
+    match cli.command {
+        Some(Command::CreateAdmin(args)) => {
+            control_plane::admin_cli::run(&cli.settings.shared, args).await
+        }
+        Some(Command::Serve) | None => {
+            let app = Application::build(cli.settings).await?;
+            tracing::info!(addr = %app.local_addr(), "control plane listening");
+            app.run_until_stopped().await?;
+            Ok(())
+        }
+    }
 }

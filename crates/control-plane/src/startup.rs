@@ -2,33 +2,96 @@
 
 use std::net::{SocketAddr, TcpListener};
 
+use actix_session::SessionMiddleware;
+use actix_session::config::PersistentSession;
+use actix_session::storage::CookieSessionStore;
+use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::Server;
+use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::{App, HttpServer, web};
-use domain::sea_orm::DatabaseConnection;
-use domain::settings::Settings;
+use domain::clock::SystemClock;
+use domain::events::Publisher;
+use domain::limits::redis::{RedisStore, pool};
+use domain::limits::{Limiter, LimiterSettings};
 
+use crate::config::ControlPlaneSettings;
+use crate::pages::asset_version;
 use crate::routes;
+use crate::state::AppState;
 
-/// State shared by every handler.
-pub struct AppState {
-    pub db: DatabaseConnection,
-}
+/// Largest form or JSON body accepted.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+const SESSION_TTL_HOURS: i64 = 12;
 
 pub struct Application {
     addr: SocketAddr,
     server: Server,
 }
 
+/// The cookie key from `GATEWAY_SECRET_KEY` (at least 32 bytes), or a random one with a warning.
+pub fn session_key(secret: Option<&str>) -> anyhow::Result<Key> {
+    match secret {
+        Some(s) if s.len() >= 32 => Ok(Key::derive_from(s.as_bytes())),
+        Some(_) => anyhow::bail!("GATEWAY_SECRET_KEY must be at least 32 bytes long"),
+        None => {
+            tracing::warn!(
+                "GATEWAY_SECRET_KEY is not set: using a random session key, so every restart logs \
+                 everyone out and several control planes cannot share sessions"
+            );
+            Ok(Key::generate())
+        }
+    }
+}
+
 impl Application {
     /// Connects the database, applies migrations and binds the listener.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = domain::db::connect_and_migrate(&settings.database_url).await?;
-        let listener = TcpListener::bind(settings.control_plane_addr)?;
+    pub async fn build(settings: ControlPlaneSettings) -> anyhow::Result<Self> {
+        let shared = &settings.shared;
+        let db = domain::db::connect_and_migrate(&shared.database_url).await?;
+        let key = session_key(shared.secret_key.as_deref())?;
+        let redis_pool = shared.redis_url.as_deref().map(pool).transpose()?;
+        let store = redis_pool
+            .clone()
+            .map(|p| RedisStore::new(p, shared.redis_prefix.clone()));
+        let limiter = Limiter::new(
+            store,
+            LimiterSettings::default(),
+            std::sync::Arc::new(SystemClock),
+        );
+        domain::password::warm_up();
+        let state = web::Data::new(AppState {
+            db,
+            publisher: Publisher::new(redis_pool, shared.redis_prefix.clone()),
+            limiter,
+            settings: settings.dashboard.clone(),
+            asset_version: asset_version(),
+        });
+        let listener = TcpListener::bind(shared.control_plane_addr)?;
         let addr = listener.local_addr()?;
-        let state = web::Data::new(AppState { db });
+        let secure = settings.dashboard.cookie_secure;
         let server = HttpServer::new(move || {
+            let sessions = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
+                .cookie_name("gw_session".into())
+                .cookie_http_only(true)
+                .cookie_same_site(SameSite::Lax)
+                .cookie_secure(secure)
+                .session_lifecycle(
+                    PersistentSession::default()
+                        .session_ttl(actix_web::cookie::time::Duration::hours(SESSION_TTL_HOURS)),
+                )
+                .build();
             App::new()
                 .app_data(state.clone())
+                .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
+                .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES))
+                .wrap(sessions)
+                .wrap(
+                    DefaultHeaders::new()
+                        .add(("X-Frame-Options", "DENY"))
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("Referrer-Policy", "same-origin")),
+                )
+                .wrap(Logger::new("%r %s %Dms").log_target("control_plane::access"))
                 .configure(routes::configure)
         })
         .listen(listener)?
@@ -43,6 +106,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// A handle that stops the server gracefully.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

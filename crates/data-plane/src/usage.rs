@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use chrono::DateTime;
 use deadpool_redis::Pool;
@@ -14,6 +14,7 @@ use domain::store::{self, UsageDelta};
 use domain::usage::{Bucket, Counts, write_minutes};
 
 const SHARDS: usize = 32;
+const PRUNE_EVERY_MINUTES: i64 = 10;
 
 type Batch = HashMap<Bucket, Counts>;
 
@@ -36,6 +37,7 @@ pub struct UsageRecorder {
     pending_db: Mutex<Batch>,
     flush_lock: tokio::sync::Mutex<()>,
     flush_errors: AtomicU64,
+    last_prune: AtomicI64,
 }
 
 /// What a flush did.
@@ -57,6 +59,7 @@ impl UsageRecorder {
             pending_db: Mutex::new(HashMap::new()),
             flush_lock: tokio::sync::Mutex::new(()),
             flush_errors: AtomicU64::new(0),
+            last_prune: AtomicI64::new(0),
         }
     }
 
@@ -68,6 +71,24 @@ impl UsageRecorder {
             .entry(bucket)
             .or_default()
             .add(counts);
+    }
+
+    /// Drops minute rows past their retention, at most every few minutes.
+    async fn prune_old_minutes(&self) {
+        let now_minute = chrono::Utc::now().timestamp().div_euclid(60);
+        let last = self.last_prune.load(Ordering::Relaxed);
+        if now_minute - last < PRUNE_EVERY_MINUTES
+            || self
+                .last_prune
+                .compare_exchange(last, now_minute, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let before = now_minute - store::MINUTE_RETENTION_MINUTES;
+        if let Err(e) = store::prune_minutes(&self.db, before).await {
+            tracing::warn!(error = %e, "could not prune old usage minutes");
+        }
     }
 
     pub fn flush_errors(&self) -> u64 {
@@ -155,6 +176,7 @@ impl UsageRecorder {
         // One transaction: a retried batch must never be counted twice.
         let txn = self.db.begin().await.map_err(store::StoreError::from)?;
         store::add_usage(&txn, &deltas).await?;
+        store::add_minutes(&txn, batch).await?;
         // Keys used in the same minute are stamped together.
         let mut by_minute: HashMap<i64, Vec<i64>> = HashMap::new();
         for (key, minute) in last_used {
@@ -165,6 +187,7 @@ impl UsageRecorder {
             store::touch_keys(&txn, &keys, at).await?;
         }
         txn.commit().await.map_err(store::StoreError::from)?;
+        self.prune_old_minutes().await;
         Ok(())
     }
 }

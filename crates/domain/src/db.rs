@@ -51,6 +51,7 @@ mod tests {
         "api_keys",
         "clients",
         "usage_rollups",
+        "usage_minutes",
         "config_version",
     ];
 

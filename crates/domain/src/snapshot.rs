@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QuerySelect};
+use futures_util::StreamExt;
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QuerySelect, StreamTrait};
 
 use crate::apikey::KeyHash;
 use crate::entities::{api, api_key, client, plan, tenant};
@@ -102,7 +103,10 @@ impl Snapshot {
 
     /// Loads the whole configuration. The version is read first, so a write that lands during the
     /// load is picked up by the next reload rather than missed.
-    pub async fn load(db: &impl ConnectionTrait) -> Result<Self, DbErr> {
+    pub async fn load<C>(db: &C) -> Result<Self, DbErr>
+    where
+        C: ConnectionTrait + StreamTrait + Send,
+    {
         let version = crate::store::config_version(db).await.unwrap_or(0);
         let (mut tenants, slug_of) = load_tenants(db).await?;
         load_apis(db, &mut tenants, &slug_of).await?;
@@ -249,8 +253,14 @@ async fn load_plans(db: &impl ConnectionTrait) -> Result<HashMap<i64, PlanEntry>
     Ok(plans)
 }
 
-async fn load_keys(db: &impl ConnectionTrait) -> Result<HashMap<KeyHash, KeyEntry>, DbErr> {
-    let rows: Vec<KeyRow> = api_key::Entity::find()
+async fn load_keys<C>(db: &C) -> Result<HashMap<KeyHash, KeyEntry>, DbErr>
+where
+    C: ConnectionTrait + StreamTrait + Send,
+{
+    // Streamed: at a million keys, materialising every row first would double the peak memory.
+    let count = api_key::Entity::find().count(db).await?;
+    let mut keys = HashMap::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut rows = api_key::Entity::find()
         .select_only()
         .columns([
             api_key::Column::Id,
@@ -260,11 +270,11 @@ async fn load_keys(db: &impl ConnectionTrait) -> Result<HashMap<KeyHash, KeyEntr
             api_key::Column::IsActive,
             api_key::Column::ExpiresAt,
         ])
-        .into_tuple()
-        .all(db)
+        .into_tuple::<KeyRow>()
+        .stream(db)
         .await?;
-    let mut keys = HashMap::with_capacity(rows.len());
-    for (id, tenant_id, plan_id, hash, is_active, expires_at) in rows {
+    while let Some(row) = rows.next().await {
+        let (id, tenant_id, plan_id, hash, is_active, expires_at) = row?;
         if let Some(hash) = KeyHash::from_hex(&hash) {
             let expires_at_ms = expires_at.map(|t| t.timestamp_millis());
             keys.insert(

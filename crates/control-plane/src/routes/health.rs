@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Liveness and database reachability.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {

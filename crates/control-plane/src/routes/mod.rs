@@ -1,9 +1,60 @@
 //! Route table of the control plane.
 
+mod admin;
+mod apis;
+mod auth;
+mod clients;
 mod health;
+mod keys;
+pub mod overview;
+mod plans;
 
 use actix_web::web;
 
+use crate::pages;
+
+pub use apis::parse_api;
+pub use auth::{email_problem, username_problem};
+pub use clients::client_id_problem;
+pub use keys::parse_expiry;
+pub use plans::parse_plan;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health::health));
+    cfg.route("/health", web::get().to(health::health))
+        .route("/static/app.css", web::get().to(pages::css))
+        .route("/static/app.js", web::get().to(pages::js))
+        .route("/", web::get().to(auth::home))
+        .route("/login", web::get().to(auth::login_page))
+        .route("/login", web::post().to(auth::login))
+        .route("/logout", web::post().to(auth::logout))
+        .route("/register", web::get().to(auth::register_page))
+        .route("/register", web::post().to(auth::register))
+        .route("/dashboard", web::get().to(overview::overview))
+        .route("/apis", web::get().to(apis::list))
+        .route("/apis", web::post().to(apis::create))
+        .route("/apis/new", web::get().to(apis::new))
+        .route("/apis/{id}/edit", web::get().to(apis::edit))
+        .route("/apis/{id}", web::post().to(apis::update))
+        .route("/apis/{id}/toggle", web::post().to(apis::toggle))
+        .route("/apis/{id}/delete", web::post().to(apis::delete))
+        .route("/plans", web::get().to(plans::list))
+        .route("/plans", web::post().to(plans::create))
+        .route("/plans/new", web::get().to(plans::new))
+        .route("/plans/{id}/edit", web::get().to(plans::edit))
+        .route("/plans/{id}", web::post().to(plans::update))
+        .route("/plans/{id}/delete", web::post().to(plans::delete))
+        .route("/keys", web::get().to(keys::list))
+        .route("/keys", web::post().to(keys::create))
+        .route("/keys/new", web::get().to(keys::new))
+        .route("/keys/{id}/revoke", web::post().to(keys::revoke))
+        .route("/keys/{id}/rotate", web::get().to(keys::rotate_page))
+        .route("/keys/{id}/rotate", web::post().to(keys::rotate))
+        .route("/clients", web::get().to(clients::list))
+        .route("/clients", web::post().to(clients::create))
+        .route("/clients/new", web::get().to(clients::new))
+        .route("/clients/{id}/edit", web::get().to(clients::edit))
+        .route("/clients/{id}", web::post().to(clients::update))
+        .route("/clients/{id}/toggle", web::post().to(clients::toggle))
+        .route("/admin/tenants", web::get().to(admin::tenants))
+        .route("/admin/tenants/{id}/toggle", web::post().to(admin::toggle));
 }

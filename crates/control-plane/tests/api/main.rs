@@ -1,7 +1,10 @@
-//! Integration tests: a real server on 127.0.0.1:0 per test, over real databases.
+//! Integration tests: a real control plane on 127.0.0.1:0 per test, over real databases.
 
 // Test code fails loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accounts;
+mod dashboard;
 mod health;
 mod helpers;
+mod security;

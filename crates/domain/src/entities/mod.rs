@@ -6,5 +6,6 @@ pub mod client;
 pub mod config_version;
 pub mod plan;
 pub mod tenant;
+pub mod usage_minute;
 pub mod usage_rollup;
 pub mod user;

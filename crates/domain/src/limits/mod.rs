@@ -19,14 +19,23 @@ const US_PER_MINUTE: i64 = 60_000_000;
 /// Whose counters a request spends: an API key's, or a registered client's (`X-Client-ID`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Subject {
-    Key { tenant_id: i64, key_id: i64 },
-    Client { tenant_id: i64, client_row_id: i64 },
+    Key {
+        tenant_id: i64,
+        key_id: i64,
+    },
+    Client {
+        tenant_id: i64,
+        client_row_id: i64,
+    },
+    /// Login throttling of the control plane (a hash of the account name or the address).
+    Login(u64),
 }
 
 impl Subject {
     pub fn tenant_id(self) -> i64 {
         match self {
             Self::Key { tenant_id, .. } | Self::Client { tenant_id, .. } => tenant_id,
+            Self::Login(_) => 0,
         }
     }
 
@@ -41,6 +50,7 @@ impl Subject {
             } => {
                 format!("{prefix}:{{t:{tenant_id}}}:l:c:{client_row_id}")
             }
+            Self::Login(hash) => format!("{prefix}:login:{hash:016x}"),
         }
     }
 }

@@ -1,6 +1,12 @@
 //! Queries both planes need. Writes of configuration bump the config version; callers that can
 //! (the control plane) also publish the change event.
 
+mod scoped;
+mod usage;
+
+pub use scoped::*;
+pub use usage::*;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -321,8 +327,8 @@ pub async fn revoke_key(db: &impl ConnectionTrait, tenant_id: i64, key_id: i64) 
 
 /// The `excluded` pseudo-table of an upsert (the row that was refused).
 #[derive(Clone, Copy)]
-struct Excluded;
-const EXCLUDED: Excluded = Excluded;
+pub(crate) struct Excluded;
+pub(crate) const EXCLUDED: Excluded = Excluded;
 impl sea_orm::sea_query::Iden for Excluded {
     fn unquoted(&self) -> &'static str {
         "excluded"
@@ -330,7 +336,7 @@ impl sea_orm::sea_query::Iden for Excluded {
 }
 
 #[allow(clippy::cast_possible_wrap)] // limits are capped at 2^48 by PlanLimits
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     v as i64
 }
 

@@ -1,0 +1,281 @@
+//! APIs: what the gateway forwards to.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use domain::entities::api;
+use domain::header::{DEFAULT_KEY_HEADER, KeyHeader, UpstreamTimeout};
+use domain::slug::Slug;
+use domain::store::{self, NewApi, StoreError};
+use domain::upstream::UpstreamUrl;
+use serde::Deserialize;
+
+use crate::errors::UiError;
+use crate::pages::{FieldErrors, Layout, redirect, render, render_status};
+use crate::session::{CsrfForm, NoFields, TenantUser, flash};
+use crate::state::AppState;
+
+pub struct ApiRow {
+    pub api: api::Model,
+    pub gateway_url: String,
+}
+
+#[derive(Template)]
+#[template(path = "apis.html")]
+struct ApisPage {
+    layout: Layout,
+    apis: Vec<ApiRow>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ApiForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    upstream_url: String,
+    #[serde(default)]
+    key_header: String,
+    #[serde(default)]
+    timeout_ms: String,
+    #[serde(default)]
+    is_active: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "api_form.html")]
+struct ApiFormPage {
+    layout: Layout,
+    /// `None` when creating.
+    id: Option<i64>,
+    form: ApiForm,
+    errors: FieldErrors,
+    gateway_prefix: String,
+}
+
+fn gateway_prefix(state: &AppState, u: &TenantUser) -> String {
+    format!(
+        "{}/{}/",
+        state.settings.public_gateway_url.trim_end_matches('/'),
+        u.tenant.slug
+    )
+}
+
+pub async fn list(u: TenantUser, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {
+    let prefix = gateway_prefix(&state, &u);
+    let apis = store::list_apis(&state.db, u.tenant.id)
+        .await?
+        .into_iter()
+        .map(|api| ApiRow {
+            gateway_url: format!("{prefix}{}/", api.slug),
+            api,
+        })
+        .collect();
+    render(&ApisPage {
+        layout: Layout::tenant(&u, &state, "APIs", "apis"),
+        apis,
+    })
+}
+
+pub async fn new(u: TenantUser, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {
+    let form = ApiForm {
+        key_header: DEFAULT_KEY_HEADER.into(),
+        timeout_ms: UpstreamTimeout::default().millis().to_string(),
+        is_active: Some("on".into()),
+        ..ApiForm::default()
+    };
+    let page = ApiFormPage {
+        gateway_prefix: gateway_prefix(&state, &u),
+        layout: Layout::tenant(&u, &state, "New API", "apis"),
+        id: None,
+        form,
+        errors: FieldErrors::default(),
+    };
+    render(&page)
+}
+
+pub async fn edit(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, UiError> {
+    let a = store::get_api(&state.db, u.tenant.id, path.into_inner()).await?;
+    let form = ApiForm {
+        name: a.name,
+        slug: a.slug,
+        upstream_url: a.upstream_url,
+        key_header: a.key_header,
+        timeout_ms: a.timeout_ms.to_string(),
+        is_active: a.is_active.then(|| "on".into()),
+    };
+    let page = ApiFormPage {
+        gateway_prefix: gateway_prefix(&state, &u),
+        layout: Layout::tenant(&u, &state, "Edit API", "apis"),
+        id: Some(a.id),
+        form,
+        errors: FieldErrors::default(),
+    };
+    render(&page)
+}
+
+/// Parses the form into a [`NewApi`], or says what is wrong with each field.
+pub fn parse_api(
+    name: &str,
+    slug: &str,
+    upstream: &str,
+    header: &str,
+    timeout: &str,
+) -> Result<NewApi, FieldErrors> {
+    let mut errors = FieldErrors::default();
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        errors.add("name", "Name must be 1 to 100 characters long.");
+    }
+    let slug = Slug::parse(slug.trim())
+        .map_err(|e| errors.add("slug", format!("Slug {e}.")))
+        .ok();
+    let upstream_url = UpstreamUrl::parse(upstream)
+        .map_err(|e| errors.add("upstream_url", format!("Upstream URL {e}.")))
+        .ok();
+    let header = if header.trim().is_empty() {
+        DEFAULT_KEY_HEADER
+    } else {
+        header
+    };
+    let key_header = KeyHeader::parse(header)
+        .map_err(|e| errors.add("key_header", format!("Key header {e}.")))
+        .ok();
+    let timeout = match timeout.trim() {
+        "" => Some(UpstreamTimeout::default()),
+        t => t
+            .parse::<i64>()
+            .ok()
+            .and_then(|ms| UpstreamTimeout::from_millis(ms).ok())
+            .or_else(|| {
+                errors.add(
+                    "timeout_ms",
+                    "Timeout must be a whole number of milliseconds, 1 to 300000.",
+                );
+                None
+            }),
+    };
+    match (slug, upstream_url, key_header, timeout) {
+        (Some(slug), Some(upstream_url), Some(key_header), Some(timeout)) if errors.is_empty() => {
+            Ok(NewApi {
+                name: name.to_owned(),
+                slug,
+                upstream_url,
+                key_header,
+                timeout,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+pub async fn create(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    CsrfForm(form): CsrfForm<ApiForm>,
+) -> Result<HttpResponse, UiError> {
+    save(u, state, None, form).await
+}
+
+pub async fn update(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    CsrfForm(form): CsrfForm<ApiForm>,
+) -> Result<HttpResponse, UiError> {
+    save(u, state, Some(path.into_inner()), form).await
+}
+
+async fn save(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    id: Option<i64>,
+    form: ApiForm,
+) -> Result<HttpResponse, UiError> {
+    if let Some(id) = id {
+        store::get_api(&state.db, u.tenant.id, id).await?;
+    }
+    let parsed = parse_api(
+        &form.name,
+        &form.slug,
+        &form.upstream_url,
+        &form.key_header,
+        &form.timeout_ms,
+    );
+    let errors = match parsed {
+        Ok(new) => {
+            let name = new.name.clone();
+            let result = match id {
+                None => store::create_api(&state.db, u.tenant.id, new)
+                    .await
+                    .map(|_| ()),
+                Some(id) => {
+                    store::update_api(&state.db, u.tenant.id, id, new, form.is_active.is_some())
+                        .await
+                        .map(|_| ())
+                }
+            };
+            match result {
+                Ok(()) => {
+                    state.changed().await;
+                    flash(&u.session, format!("API '{name}' saved."));
+                    return Ok(redirect("/apis"));
+                }
+                Err(StoreError::Conflict(_)) => {
+                    let mut e = FieldErrors::default();
+                    e.add("slug", "You already have an API with this slug.");
+                    e
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(errors) => errors,
+    };
+    let title = if id.is_some() { "Edit API" } else { "New API" };
+    let page = ApiFormPage {
+        gateway_prefix: gateway_prefix(&state, &u),
+        layout: Layout::tenant(&u, &state, title, "apis"),
+        id,
+        form,
+        errors,
+    };
+    render_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
+}
+
+pub async fn toggle(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    CsrfForm(_): CsrfForm<NoFields>,
+) -> Result<HttpResponse, UiError> {
+    let a = store::get_api(&state.db, u.tenant.id, path.into_inner()).await?;
+    let a = store::set_api_active(&state.db, u.tenant.id, a.id, !a.is_active).await?;
+    state.changed().await;
+    flash(
+        &u.session,
+        format!(
+            "API '{}' {}.",
+            a.name,
+            if a.is_active { "enabled" } else { "disabled" }
+        ),
+    );
+    Ok(redirect("/apis"))
+}
+
+pub async fn delete(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    CsrfForm(_): CsrfForm<NoFields>,
+) -> Result<HttpResponse, UiError> {
+    let a = store::get_api(&state.db, u.tenant.id, path.into_inner()).await?;
+    store::delete_api(&state.db, u.tenant.id, a.id).await?;
+    state.changed().await;
+    flash(&u.session, format!("API '{}' deleted.", a.name));
+    Ok(redirect("/apis"))
+}

@@ -1,0 +1,269 @@
+//! Plans: how much a key (or client) may call.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use domain::entities::plan;
+use domain::plan::{Enforcement, PlanLimits};
+use domain::store::{self, StoreError};
+use serde::Deserialize;
+
+use crate::errors::UiError;
+use crate::pages::{FieldErrors, Layout, optional_number, redirect, render, render_status};
+use crate::session::{CsrfForm, NoFields, TenantUser, flash};
+use crate::state::AppState;
+
+pub struct PlanRow {
+    pub plan: plan::Model,
+    pub keys: u64,
+    pub clients: u64,
+}
+
+#[derive(Template)]
+#[template(path = "plans.html")]
+struct PlansPage {
+    layout: Layout,
+    plans: Vec<PlanRow>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct PlanForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    requests_per_minute: String,
+    #[serde(default)]
+    burst: String,
+    #[serde(default)]
+    requests_per_day: String,
+    #[serde(default)]
+    requests_per_month: String,
+    #[serde(default)]
+    enforcement: String,
+}
+
+#[derive(Template)]
+#[template(path = "plan_form.html")]
+struct PlanFormPage {
+    layout: Layout,
+    id: Option<i64>,
+    form: PlanForm,
+    errors: FieldErrors,
+}
+
+pub async fn list(u: TenantUser, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {
+    let mut plans = Vec::new();
+    for p in store::list_plans(&state.db, u.tenant.id).await? {
+        let (keys, clients) = store::plan_usage(&state.db, p.id).await?;
+        plans.push(PlanRow {
+            plan: p,
+            keys,
+            clients,
+        });
+    }
+    render(&PlansPage {
+        layout: Layout::tenant(&u, &state, "Plans", "plans"),
+        plans,
+    })
+}
+
+pub async fn new(u: TenantUser, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {
+    let form = PlanForm {
+        enforcement: "strict".into(),
+        ..PlanForm::default()
+    };
+    let layout = Layout::tenant(&u, &state, "New plan", "plans");
+    render(&PlanFormPage {
+        layout,
+        id: None,
+        form,
+        errors: FieldErrors::default(),
+    })
+}
+
+pub async fn edit(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, UiError> {
+    let p = store::get_plan(&state.db, u.tenant.id, path.into_inner()).await?;
+    let show = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let form = PlanForm {
+        name: p.name,
+        requests_per_minute: p.requests_per_minute.to_string(),
+        burst: show(p.burst),
+        requests_per_day: show(p.requests_per_day),
+        requests_per_month: show(p.requests_per_month),
+        enforcement: p.enforcement,
+    };
+    let layout = Layout::tenant(&u, &state, "Edit plan", "plans");
+    render(&PlanFormPage {
+        layout,
+        id: Some(p.id),
+        form,
+        errors: FieldErrors::default(),
+    })
+}
+
+/// Parses plan fields, or says what is wrong with each.
+pub fn parse_plan(
+    name: &str,
+    rpm: &str,
+    burst: &str,
+    day: &str,
+    month: &str,
+    enforcement: &str,
+) -> Result<(String, PlanLimits, Enforcement), FieldErrors> {
+    let mut errors = FieldErrors::default();
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        errors.add("name", "Name must be 1 to 100 characters long.");
+    }
+    let mut number = |field: &'static str, v: &str, required: bool| match optional_number(v) {
+        Ok(None) if required => {
+            errors.add(field, "Required: a positive whole number.");
+            None
+        }
+        Ok(v) => Some(v),
+        Err(_) => {
+            errors.add(field, "Must be a positive whole number.");
+            None
+        }
+    };
+    let rpm = number("requests_per_minute", rpm, true);
+    let burst = number("burst", burst, false);
+    let day = number("requests_per_day", day, false);
+    let month = number("requests_per_month", month, false);
+    let enforcement = if enforcement.is_empty() {
+        Ok(Enforcement::Strict)
+    } else {
+        enforcement.parse()
+    };
+    let enforcement = enforcement
+        .map_err(|e| errors.add("enforcement", format!("{e}.")))
+        .ok();
+    let (Some(Some(rpm)), Some(burst), Some(day), Some(month), Some(enforcement)) =
+        (rpm, burst, day, month, enforcement)
+    else {
+        return Err(errors);
+    };
+    match PlanLimits::new(rpm, burst, day, month) {
+        Ok(limits) if errors.is_empty() => Ok((name.to_owned(), limits, enforcement)),
+        Ok(_) => Err(errors),
+        Err(e) => {
+            use domain::plan::PlanLimitsError as E;
+            let field = match e {
+                E::RequestsPerMinute => "requests_per_minute",
+                E::Burst => "burst",
+                E::RequestsPerDay | E::DayAboveMonth => "requests_per_day",
+                E::RequestsPerMonth => "requests_per_month",
+            };
+            let mut msg = e.to_string();
+            if let Some(first) = msg.get(..1) {
+                msg = first.to_uppercase() + &msg[1..] + ".";
+            }
+            errors.add(field, msg);
+            Err(errors)
+        }
+    }
+}
+
+pub async fn create(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    CsrfForm(form): CsrfForm<PlanForm>,
+) -> Result<HttpResponse, UiError> {
+    save(u, state, None, form).await
+}
+
+pub async fn update(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    CsrfForm(form): CsrfForm<PlanForm>,
+) -> Result<HttpResponse, UiError> {
+    save(u, state, Some(path.into_inner()), form).await
+}
+
+async fn save(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    id: Option<i64>,
+    form: PlanForm,
+) -> Result<HttpResponse, UiError> {
+    if let Some(id) = id {
+        store::get_plan(&state.db, u.tenant.id, id).await?;
+    }
+    let parsed = parse_plan(
+        &form.name,
+        &form.requests_per_minute,
+        &form.burst,
+        &form.requests_per_day,
+        &form.requests_per_month,
+        &form.enforcement,
+    );
+    match parsed {
+        Ok((name, limits, enforcement)) => {
+            match id {
+                None => {
+                    store::create_plan(&state.db, u.tenant.id, &name, limits, enforcement).await?
+                }
+                Some(id) => {
+                    store::update_plan(&state.db, u.tenant.id, id, &name, limits, enforcement)
+                        .await?
+                }
+            };
+            state.changed().await;
+            flash(&u.session, format!("Plan '{name}' saved."));
+            Ok(redirect("/plans"))
+        }
+        Err(errors) => {
+            let layout = Layout::tenant(
+                &u,
+                &state,
+                if id.is_some() {
+                    "Edit plan"
+                } else {
+                    "New plan"
+                },
+                "plans",
+            );
+            render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &PlanFormPage {
+                    layout,
+                    id,
+                    form,
+                    errors,
+                },
+            )
+        }
+    }
+}
+
+pub async fn delete(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    CsrfForm(_): CsrfForm<NoFields>,
+) -> Result<HttpResponse, UiError> {
+    let p = store::get_plan(&state.db, u.tenant.id, path.into_inner()).await?;
+    match store::delete_plan(&state.db, u.tenant.id, p.id).await {
+        Ok(()) => {
+            state.changed().await;
+            flash(&u.session, format!("Plan '{}' deleted.", p.name));
+        }
+        Err(StoreError::InUse(_)) => {
+            let (keys, clients) = store::plan_usage(&state.db, p.id).await?;
+            flash(
+                &u.session,
+                format!(
+                    "Plan '{}' was not deleted: {keys} key(s) and {clients} client(s) still use it. Move them to another plan first.",
+                    p.name
+                ),
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(redirect("/plans"))
+}

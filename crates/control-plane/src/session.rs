@@ -1,0 +1,189 @@
+//! Who is logged in, CSRF tokens and flash messages, all kept in the signed session cookie.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_session::{Session, SessionExt};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use domain::entities::{tenant, user};
+use domain::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use rand::RngCore;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use crate::errors::UiError;
+use crate::state::AppState;
+
+const USER_ID: &str = "user_id";
+const CSRF: &str = "csrf";
+const FLASH: &str = "flash";
+
+/// The session's CSRF token, created on first use.
+pub fn csrf_token(session: &Session) -> Result<String, UiError> {
+    if let Ok(Some(t)) = session.get::<String>(CSRF) {
+        return Ok(t);
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    session.insert(CSRF, &token)?;
+    Ok(token)
+}
+
+fn verify_csrf(session: &Session, sent: &str) -> Result<(), UiError> {
+    let expected = session
+        .get::<String>(CSRF)
+        .ok()
+        .flatten()
+        .ok_or(UiError::Csrf)?;
+    if expected.as_bytes().ct_eq(sent.as_bytes()).into() {
+        Ok(())
+    } else {
+        Err(UiError::Csrf)
+    }
+}
+
+/// Starts a fresh session for `user_id`: a new session (so a planted one is useless) and a new
+/// CSRF token.
+pub fn log_in(session: &Session, user_id: i64) -> Result<(), UiError> {
+    session.renew();
+    session.remove(CSRF);
+    session.insert(USER_ID, user_id)?;
+    csrf_token(session)?;
+    Ok(())
+}
+
+pub fn log_out(session: &Session) {
+    session.purge();
+}
+
+pub fn flash(session: &Session, message: impl Into<String>) {
+    let _ = session.insert(FLASH, message.into());
+}
+
+pub fn take_flash(session: &Session) -> Option<String> {
+    session.remove_as::<String>(FLASH).and_then(Result::ok)
+}
+
+/// A form whose `csrf_token` field matched the session's token.
+pub struct CsrfForm<T>(pub T);
+
+#[derive(Deserialize)]
+struct WithToken<T> {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(flatten)]
+    inner: T,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let session = req.get_session();
+        let form = web::Form::<WithToken<T>>::from_request(req, payload);
+        Box::pin(async move {
+            // An unparseable body cannot carry a valid token either: report it as a CSRF refusal
+            // only when the token is what is wrong.
+            let form = form.await?;
+            verify_csrf(&session, &form.csrf_token)?;
+            Ok(Self(form.into_inner().inner))
+        })
+    }
+}
+
+/// A form with no fields but the CSRF token (logout, revoke, toggles).
+#[derive(Deserialize)]
+pub struct NoFields {}
+
+/// A logged-in user with a tenant: the tenant dashboard's caller.
+pub struct TenantUser {
+    pub user: user::Model,
+    pub tenant: tenant::Model,
+    pub csrf: String,
+    pub session: Session,
+}
+
+/// A logged-in platform admin.
+pub struct AdminUser {
+    pub user: user::Model,
+    pub csrf: String,
+    pub session: Session,
+}
+
+async fn current_user(
+    req: &HttpRequest,
+) -> Result<(user::Model, Option<tenant::Model>, Session), UiError> {
+    let session = req.get_session();
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| UiError::Internal("no state".into()))?;
+    let user_id = session
+        .get::<i64>(USER_ID)
+        .ok()
+        .flatten()
+        .ok_or(UiError::LoginRequired)?;
+    let Some(user) = user::Entity::find_by_id(user_id).one(&state.db).await? else {
+        log_out(&session);
+        return Err(UiError::LoginRequired);
+    };
+    let tenant = tenant::Entity::find()
+        .filter(tenant::Column::OwnerId.eq(user.id))
+        .one(&state.db)
+        .await?;
+    Ok((user, tenant, session))
+}
+
+impl FromRequest for TenantUser {
+    type Error = UiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let (user, tenant, session) = current_user(&req).await?;
+            // An admin without a tenant of their own has nothing to see here.
+            let tenant = tenant.ok_or(if user.is_admin {
+                UiError::NotFound
+            } else {
+                UiError::LoginRequired
+            })?;
+            let csrf = csrf_token(&session)?;
+            Ok(Self {
+                user,
+                tenant,
+                csrf,
+                session,
+            })
+        })
+    }
+}
+
+impl FromRequest for AdminUser {
+    type Error = UiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let (user, _, session) = current_user(&req).await?;
+            if !user.is_admin {
+                return Err(UiError::NotFound);
+            }
+            let csrf = csrf_token(&session)?;
+            Ok(Self {
+                user,
+                csrf,
+                session,
+            })
+        })
+    }
+}
+
+/// Whoever is logged in, if anyone (for `/`).
+pub async fn maybe_user(req: &HttpRequest) -> Option<(user::Model, Option<tenant::Model>)> {
+    current_user(req).await.ok().map(|(u, t, _)| (u, t))
+}

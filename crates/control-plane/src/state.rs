@@ -1,0 +1,26 @@
+//! State shared by every handler, passed in through `web::Data<AppState>`.
+
+use std::sync::Arc;
+
+use domain::events::Publisher;
+use domain::limits::Limiter;
+use domain::sea_orm::DatabaseConnection;
+
+use crate::config::DashboardSettings;
+
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub publisher: Publisher,
+    /// The project's own limiter, here throttling logins per account and per address.
+    pub limiter: Arc<Limiter>,
+    pub settings: DashboardSettings,
+    /// Short hash of the static assets, appended to their URLs to bust caches.
+    pub asset_version: String,
+}
+
+impl AppState {
+    /// Publishes the config-change event after a write (the version was bumped by the write).
+    pub async fn changed(&self) {
+        self.publisher.config_changed(&self.db).await;
+    }
+}

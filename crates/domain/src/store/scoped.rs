@@ -1,0 +1,341 @@
+//! Tenant-scoped reads and writes used by the dashboard and the management API. Every query is
+//! filtered by the acting tenant: another tenant's id is simply `NotFound`.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::{NewApi, StoreError, StoreResult, bump_config_version, create_api_key, to_i64};
+use crate::apikey::ApiKey;
+use crate::entities::{api, api_key, client, plan, tenant};
+use crate::plan::{Enforcement, PlanLimits};
+
+// ---- APIs ----------------------------------------------------------------------------------
+
+pub async fn list_apis(db: &impl ConnectionTrait, tenant_id: i64) -> StoreResult<Vec<api::Model>> {
+    Ok(api::Entity::find()
+        .filter(api::Column::TenantId.eq(tenant_id))
+        .order_by_asc(api::Column::Name)
+        .order_by_asc(api::Column::Id)
+        .all(db)
+        .await?)
+}
+
+pub async fn get_api(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+) -> StoreResult<api::Model> {
+    api::Entity::find_by_id(id)
+        .filter(api::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+pub async fn update_api(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+    new: NewApi,
+    is_active: bool,
+) -> StoreResult<api::Model> {
+    let mut a = get_api(db, tenant_id, id).await?.into_active_model();
+    a.name = Set(new.name);
+    a.slug = Set(new.slug.into_inner());
+    a.upstream_url = Set(new.upstream_url.to_string());
+    a.key_header = Set(new.key_header.as_str().to_owned());
+    a.timeout_ms = Set(new.timeout.millis());
+    a.is_active = Set(is_active);
+    let a = a.update(db).await?;
+    bump_config_version(db).await?;
+    Ok(a)
+}
+
+pub async fn set_api_active(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+    active: bool,
+) -> StoreResult<api::Model> {
+    let mut a = get_api(db, tenant_id, id).await?.into_active_model();
+    a.is_active = Set(active);
+    let a = a.update(db).await?;
+    bump_config_version(db).await?;
+    Ok(a)
+}
+
+pub async fn delete_api(db: &impl ConnectionTrait, tenant_id: i64, id: i64) -> StoreResult<()> {
+    let res = api::Entity::delete_many()
+        .filter(api::Column::Id.eq(id))
+        .filter(api::Column::TenantId.eq(tenant_id))
+        .exec(db)
+        .await?;
+    if res.rows_affected == 0 {
+        return Err(StoreError::NotFound);
+    }
+    bump_config_version(db).await
+}
+
+// ---- Plans ---------------------------------------------------------------------------------
+
+pub async fn list_plans(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+) -> StoreResult<Vec<plan::Model>> {
+    Ok(plan::Entity::find()
+        .filter(plan::Column::TenantId.eq(tenant_id))
+        .order_by_asc(plan::Column::RequestsPerMinute)
+        .order_by_asc(plan::Column::Id)
+        .all(db)
+        .await?)
+}
+
+pub async fn get_plan(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+) -> StoreResult<plan::Model> {
+    plan::Entity::find_by_id(id)
+        .filter(plan::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+pub async fn update_plan(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+    name: &str,
+    limits: PlanLimits,
+    enforcement: Enforcement,
+) -> StoreResult<plan::Model> {
+    let mut p = get_plan(db, tenant_id, id).await?.into_active_model();
+    p.name = Set(name.to_owned());
+    p.requests_per_minute = Set(to_i64(limits.requests_per_minute));
+    p.burst = Set(Some(to_i64(limits.burst)));
+    p.requests_per_day = Set(limits.requests_per_day.map(to_i64));
+    p.requests_per_month = Set(limits.requests_per_month.map(to_i64));
+    p.enforcement = Set(enforcement.as_str().to_owned());
+    let p = p.update(db).await?;
+    bump_config_version(db).await?;
+    Ok(p)
+}
+
+/// How many keys and clients use a plan.
+pub async fn plan_usage(db: &impl ConnectionTrait, plan_id: i64) -> StoreResult<(u64, u64)> {
+    let keys = api_key::Entity::find()
+        .filter(api_key::Column::PlanId.eq(plan_id))
+        .count(db)
+        .await?;
+    let clients = client::Entity::find()
+        .filter(client::Column::PlanId.eq(plan_id))
+        .count(db)
+        .await?;
+    Ok((keys, clients))
+}
+
+/// Deletes a plan; refused with [`StoreError::InUse`] while keys or clients use it.
+pub async fn delete_plan(db: &impl ConnectionTrait, tenant_id: i64, id: i64) -> StoreResult<()> {
+    let p = get_plan(db, tenant_id, id).await?;
+    let (keys, clients) = plan_usage(db, p.id).await?;
+    if keys > 0 || clients > 0 {
+        return Err(StoreError::InUse(format!(
+            "plan '{}' is used by {keys} key(s) and {clients} client(s)",
+            p.name
+        )));
+    }
+    plan::Entity::delete_by_id(p.id).exec(db).await?;
+    bump_config_version(db).await
+}
+
+// ---- Keys ----------------------------------------------------------------------------------
+
+pub async fn count_keys(db: &impl ConnectionTrait, tenant_id: i64) -> StoreResult<u64> {
+    Ok(api_key::Entity::find()
+        .filter(api_key::Column::TenantId.eq(tenant_id))
+        .count(db)
+        .await?)
+}
+
+/// One page of keys, newest first.
+pub async fn list_keys(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    offset: u64,
+    limit: u64,
+) -> StoreResult<Vec<api_key::Model>> {
+    Ok(api_key::Entity::find()
+        .filter(api_key::Column::TenantId.eq(tenant_id))
+        .order_by_desc(api_key::Column::Id)
+        .offset(offset)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// Keys after `after_id` (newest first), for cursor pagination.
+pub async fn list_keys_after(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    before_id: Option<i64>,
+    limit: u64,
+) -> StoreResult<Vec<api_key::Model>> {
+    let mut q = api_key::Entity::find().filter(api_key::Column::TenantId.eq(tenant_id));
+    if let Some(id) = before_id {
+        q = q.filter(api_key::Column::Id.lt(id));
+    }
+    Ok(q.order_by_desc(api_key::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+pub async fn get_key(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+) -> StoreResult<api_key::Model> {
+    api_key::Entity::find_by_id(id)
+        .filter(api_key::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+pub async fn update_key(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+    name: &str,
+    plan_id: i64,
+    expires_at: Option<DateTime<Utc>>,
+) -> StoreResult<api_key::Model> {
+    get_plan(db, tenant_id, plan_id).await?;
+    let mut k = get_key(db, tenant_id, id).await?.into_active_model();
+    k.name = Set(name.to_owned());
+    k.plan_id = Set(plan_id);
+    k.expires_at = Set(expires_at);
+    let k = k.update(db).await?;
+    bump_config_version(db).await?;
+    Ok(k)
+}
+
+/// A new key with the old one's name and plan; the old key stays valid until `old_valid_until`
+/// (now = revoked at once).
+pub async fn rotate_key(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+    old_valid_until: DateTime<Utc>,
+) -> StoreResult<(api_key::Model, ApiKey)> {
+    let old = get_key(db, tenant_id, id).await?;
+    if !old.is_active {
+        return Err(StoreError::InUse("a revoked key cannot be rotated".into()));
+    }
+    let created = create_api_key(db, tenant_id, old.plan_id, &old.name, old.expires_at).await?;
+    let until = old
+        .expires_at
+        .map_or(old_valid_until, |e| e.min(old_valid_until));
+    api_key::Entity::update_many()
+        .col_expr(api_key::Column::ExpiresAt, Expr::value(Some(until)))
+        .filter(api_key::Column::Id.eq(old.id))
+        .exec(db)
+        .await?;
+    bump_config_version(db).await?;
+    Ok(created)
+}
+
+// ---- Clients -------------------------------------------------------------------------------
+
+pub async fn list_clients(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+) -> StoreResult<Vec<client::Model>> {
+    Ok(client::Entity::find()
+        .filter(client::Column::TenantId.eq(tenant_id))
+        .order_by_asc(client::Column::ClientId)
+        .all(db)
+        .await?)
+}
+
+pub async fn get_client(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+) -> StoreResult<client::Model> {
+    client::Entity::find_by_id(id)
+        .filter(client::Column::TenantId.eq(tenant_id))
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+pub async fn update_client(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    id: i64,
+    name: &str,
+    plan_id: i64,
+    is_active: bool,
+) -> StoreResult<client::Model> {
+    get_plan(db, tenant_id, plan_id).await?;
+    let mut c = get_client(db, tenant_id, id).await?.into_active_model();
+    c.name = Set(name.to_owned());
+    c.plan_id = Set(plan_id);
+    c.is_active = Set(is_active);
+    let c = c.update(db).await?;
+    bump_config_version(db).await?;
+    Ok(c)
+}
+
+pub async fn delete_client(db: &impl ConnectionTrait, tenant_id: i64, id: i64) -> StoreResult<()> {
+    let res = client::Entity::delete_many()
+        .filter(client::Column::Id.eq(id))
+        .filter(client::Column::TenantId.eq(tenant_id))
+        .exec(db)
+        .await?;
+    if res.rows_affected == 0 {
+        return Err(StoreError::NotFound);
+    }
+    bump_config_version(db).await
+}
+
+// ---- Tenants (platform admin) ------------------------------------------------------------
+
+pub async fn list_tenants(db: &impl ConnectionTrait) -> StoreResult<Vec<tenant::Model>> {
+    Ok(tenant::Entity::find()
+        .order_by_asc(tenant::Column::Slug)
+        .all(db)
+        .await?)
+}
+
+pub async fn tenant_of_owner(
+    db: &impl ConnectionTrait,
+    owner_id: i64,
+) -> StoreResult<Option<tenant::Model>> {
+    Ok(tenant::Entity::find()
+        .filter(tenant::Column::OwnerId.eq(owner_id))
+        .one(db)
+        .await?)
+}
+
+pub async fn set_tenant_active(
+    db: &impl ConnectionTrait,
+    id: i64,
+    active: bool,
+) -> StoreResult<tenant::Model> {
+    let t = tenant::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let mut t = t.into_active_model();
+    t.is_active = Set(active);
+    let t = t.update(db).await?;
+    bump_config_version(db).await?;
+    Ok(t)
+}

@@ -1,0 +1,189 @@
+//! Reading usage back for dashboards and the API: daily rollups (history) and minute rows (the
+//! last two days).
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+
+use super::StoreResult;
+use crate::entities::{usage_minute, usage_rollup};
+use crate::usage::{Bucket, Counts};
+
+/// How long minute rows are kept in the database.
+pub const MINUTE_RETENTION_MINUTES: i64 = 2 * 24 * 60;
+
+/// Filters of a usage query; `None` means all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsageFilter {
+    pub api_id: Option<i64>,
+    pub key_id: Option<i64>,
+    pub client_id: Option<i64>,
+}
+
+fn counts_of(requests: i64, rejected: i64, upstream_errors: i64) -> Counts {
+    Counts {
+        requests,
+        rejected,
+        upstream_errors,
+    }
+}
+
+/// Daily rows of a tenant between two days (inclusive), summed per day.
+pub async fn daily(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    from: NaiveDate,
+    to: NaiveDate,
+    f: UsageFilter,
+) -> StoreResult<Vec<(NaiveDate, Counts)>> {
+    use usage_rollup::Column as C;
+    let mut q = usage_rollup::Entity::find()
+        .filter(C::TenantId.eq(tenant_id))
+        .filter(C::Day.gte(from))
+        .filter(C::Day.lte(to));
+    if let Some(id) = f.api_id {
+        q = q.filter(C::ApiId.eq(id));
+    }
+    if let Some(id) = f.key_id {
+        q = q.filter(C::KeyId.eq(id));
+    }
+    if let Some(id) = f.client_id {
+        q = q.filter(C::ClientId.eq(id));
+    }
+    let mut by_day: HashMap<NaiveDate, Counts> = HashMap::new();
+    for r in q.all(db).await? {
+        by_day
+            .entry(r.day)
+            .or_default()
+            .add(counts_of(r.requests, r.rejected, r.upstream_errors));
+    }
+    let mut out: Vec<_> = by_day.into_iter().collect();
+    out.sort_by_key(|(d, _)| *d);
+    Ok(out)
+}
+
+/// Minute rows of a tenant between two minutes since the epoch (inclusive), summed per minute.
+pub async fn minutes(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    from: i64,
+    to: i64,
+    f: UsageFilter,
+) -> StoreResult<Vec<(i64, Counts)>> {
+    use usage_minute::Column as C;
+    let mut q = usage_minute::Entity::find()
+        .filter(C::TenantId.eq(tenant_id))
+        .filter(C::Minute.gte(from))
+        .filter(C::Minute.lte(to));
+    if let Some(id) = f.api_id {
+        q = q.filter(C::ApiId.eq(id));
+    }
+    if let Some(id) = f.key_id {
+        q = q.filter(C::KeyId.eq(id));
+    }
+    if let Some(id) = f.client_id {
+        q = q.filter(C::ClientId.eq(id));
+    }
+    let mut by_minute: HashMap<i64, Counts> = HashMap::new();
+    for r in q.all(db).await? {
+        by_minute.entry(r.minute).or_default().add(counts_of(
+            r.requests,
+            r.rejected,
+            r.upstream_errors,
+        ));
+    }
+    let mut out: Vec<_> = by_minute.into_iter().collect();
+    out.sort_by_key(|(m, _)| *m);
+    Ok(out)
+}
+
+/// Requests per key of a tenant since `from` (inclusive), for the given keys or all when empty.
+pub async fn per_key_since(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    from: NaiveDate,
+    key_ids: &[i64],
+) -> StoreResult<HashMap<i64, Counts>> {
+    use usage_rollup::Column as C;
+    let mut q = usage_rollup::Entity::find()
+        .filter(C::TenantId.eq(tenant_id))
+        .filter(C::Day.gte(from));
+    if !key_ids.is_empty() {
+        q = q.filter(C::KeyId.is_in(key_ids.iter().copied()));
+    }
+    let mut out: HashMap<i64, Counts> = HashMap::new();
+    for r in q.all(db).await? {
+        out.entry(r.key_id)
+            .or_default()
+            .add(counts_of(r.requests, r.rejected, r.upstream_errors));
+    }
+    Ok(out)
+}
+
+/// Requests per tenant since `from`: the platform admin's overview.
+pub async fn per_tenant_since(
+    db: &impl ConnectionTrait,
+    from: NaiveDate,
+) -> StoreResult<HashMap<i64, Counts>> {
+    let mut out: HashMap<i64, Counts> = HashMap::new();
+    for r in usage_rollup::Entity::find()
+        .filter(usage_rollup::Column::Day.gte(from))
+        .all(db)
+        .await?
+    {
+        out.entry(r.tenant_id).or_default().add(counts_of(
+            r.requests,
+            r.rejected,
+            r.upstream_errors,
+        ));
+    }
+    Ok(out)
+}
+
+/// Adds minute buckets to the minute table (insert, or add to the existing row).
+pub async fn add_minutes(
+    db: &impl ConnectionTrait,
+    batch: &HashMap<Bucket, Counts>,
+) -> StoreResult<()> {
+    use usage_minute::Column as C;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let rows = batch.iter().map(|(b, c)| usage_minute::ActiveModel {
+        tenant_id: Set(b.tenant_id),
+        minute: Set(b.minute),
+        api_id: Set(b.api_id),
+        key_id: Set(b.key_id),
+        client_id: Set(b.client_id),
+        requests: Set(c.requests),
+        rejected: Set(c.rejected),
+        upstream_errors: Set(c.upstream_errors),
+        ..Default::default()
+    });
+    let add = |col: C| {
+        (
+            col,
+            Expr::col((usage_minute::Entity, col)).add(Expr::col((super::EXCLUDED, col))),
+        )
+    };
+    usage_minute::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([C::TenantId, C::Minute, C::ApiId, C::KeyId, C::ClientId])
+                .values([add(C::Requests), add(C::Rejected), add(C::UpstreamErrors)])
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes minute rows older than `before` (minutes since the epoch).
+pub async fn prune_minutes(db: &impl ConnectionTrait, before: i64) -> StoreResult<u64> {
+    let res = usage_minute::Entity::delete_many()
+        .filter(usage_minute::Column::Minute.lt(before))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
