@@ -73,8 +73,10 @@ fn upstream_client() -> anyhow::Result<UpstreamClient> {
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    // The provider is named, not left to crate features: another crate enabling a second rustls
+    // backend would otherwise make the default ambiguous.
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()?
+        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);

@@ -26,7 +26,8 @@ pub struct TestDb {
     pg_drop: Option<(String, String)>,
 }
 
-fn in_ci() -> bool {
+/// Whether `CI` is set (to anything but empty, `0` or `false`).
+pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
