@@ -7,7 +7,7 @@ use domain::settings::Settings;
 use domain::store;
 use rand::RngCore;
 
-use crate::routes::{email_problem, username_problem};
+use crate::accounts::{email_problem, username_problem};
 
 #[derive(Debug, clap::Args)]
 pub struct CreateAdmin {

@@ -1,6 +1,8 @@
 //! The control plane: dashboard, management API and platform admin (actix-web + askama).
 
+pub mod accounts;
 pub mod admin_cli;
+pub mod api;
 pub mod config;
 pub mod errors;
 pub mod pages;

@@ -14,14 +14,20 @@ use domain::events::Publisher;
 use domain::limits::redis::{RedisStore, pool};
 use domain::limits::{Limiter, LimiterSettings};
 
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::api;
 use crate::config::ControlPlaneSettings;
-use crate::pages::asset_version;
+use crate::pages;
 use crate::routes;
 use crate::state::AppState;
 
 /// Largest form or JSON body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 const SESSION_TTL_HOURS: i64 = 12;
+/// Where the generated OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
 pub struct Application {
     addr: SocketAddr,
@@ -64,11 +70,12 @@ impl Application {
             publisher: Publisher::new(redis_pool, shared.redis_prefix.clone()),
             limiter,
             settings: settings.dashboard.clone(),
-            asset_version: asset_version(),
+            asset_version: pages::asset_version(),
         });
         let listener = TcpListener::bind(shared.control_plane_addr)?;
         let addr = listener.local_addr()?;
         let secure = settings.dashboard.cookie_secure;
+        let openapi = api::openapi();
         let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
                 .cookie_name("gw_session".into())
@@ -80,10 +87,18 @@ impl Application {
                         .session_ttl(actix_web::cookie::time::Duration::hours(SESSION_TTL_HOURS)),
                 )
                 .build();
+            // The document is served before the /api/v1 scope, which claims every path under it.
             App::new()
                 .app_data(state.clone())
                 .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
-                .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES))
+                .service(SwaggerUi::new("/api/docs/{_:.*}").url(OPENAPI_PATH, openapi.clone()))
+                .route(
+                    "/api/docs",
+                    web::get().to(|| async { pages::redirect("/api/docs/") }),
+                )
+                .into_utoipa_app()
+                .configure(api::configure)
+                .into_app()
                 .wrap(sessions)
                 .wrap(
                     DefaultHeaders::new()

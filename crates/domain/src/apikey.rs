@@ -30,12 +30,25 @@ pub enum ApiKeyError {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
 
+/// Prefix of management API tokens: never confusable with a gateway key.
+pub const TOKEN_PREFIX: &str = "gw_mgmt_";
+
+/// `prefix` + 256 random bits in lowercase hex, from `rand`'s thread CSPRNG.
+fn random_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; KEY_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
 impl ApiKey {
     /// A new key from the operating system's CSPRNG (through `rand`'s thread generator).
     pub fn generate() -> Self {
-        let mut bytes = [0u8; KEY_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        Self(format!("{KEY_PREFIX}{}", hex::encode(bytes)))
+        Self(random_secret(KEY_PREFIX))
+    }
+
+    /// A new management API token (same strength, its own prefix).
+    pub fn generate_token() -> Self {
+        Self(random_secret(TOKEN_PREFIX))
     }
 
     /// Checks the shape of a key a caller sent, before any lookup.
@@ -59,6 +72,11 @@ impl ApiKey {
     /// The part shown in lists (`gw_live_1a2b3c4d`): enough to recognise a key, useless to use it.
     pub fn display_prefix(&self) -> String {
         self.0[..KEY_PREFIX.len() + DISPLAY_CHARS].to_owned()
+    }
+
+    /// Whether this secret is a management token rather than a gateway key.
+    pub fn is_token(&self) -> bool {
+        self.0.starts_with(TOKEN_PREFIX)
     }
 
     pub fn hash(&self) -> KeyHash {
@@ -126,6 +144,19 @@ mod tests {
         assert!(
             !format!("{a:?}").contains(&a.expose()[20..]),
             "Debug must not print the secret"
+        );
+    }
+
+    #[test]
+    fn management_tokens_are_told_apart_from_keys() {
+        let t = ApiKey::generate_token();
+        assert!(t.expose().starts_with(TOKEN_PREFIX) && t.expose().len() == KEY_LEN);
+        assert!(t.is_token());
+        assert!(!ApiKey::generate().is_token());
+        assert_eq!(
+            ApiKey::parse(t.expose()),
+            Err(ApiKeyError::Prefix),
+            "a token is not a gateway key"
         );
     }
 

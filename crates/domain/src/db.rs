@@ -52,6 +52,7 @@ mod tests {
         "clients",
         "usage_rollups",
         "usage_minutes",
+        "api_tokens",
         "config_version",
     ];
 

@@ -4,25 +4,15 @@ use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use domain::limits::Subject;
-use domain::plan::PlanLimits;
-use domain::sea_orm::TransactionTrait;
+use domain::password;
 use domain::slug::Slug;
-use domain::store::{self, StoreError};
-use domain::{password, sea_orm};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
+use crate::accounts::{self, AccountError, email_problem, username_problem};
 use crate::errors::UiError;
 use crate::pages::{FieldErrors, Layout, redirect, render, render_status};
 use crate::session::{CsrfForm, NoFields, csrf_token, flash, log_in, log_out, maybe_user};
 use crate::state::AppState;
-
-/// Login attempts allowed per account and per client address: a burst, then one per this many
-/// seconds.
-const LOGIN_BURST_PER_ACCOUNT: i64 = 5;
-const LOGIN_BURST_PER_ADDRESS: i64 = 20;
-const LOGIN_REFILL_PER_MINUTE: i64 = 5;
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -65,6 +55,13 @@ struct RegisterPage {
     errors: FieldErrors,
 }
 
+fn internal(e: &AccountError) -> UiError {
+    match e {
+        AccountError::Throttled(secs) => UiError::TooManyAttempts(*secs),
+        other => UiError::Internal(format!("{other:?}")),
+    }
+}
+
 pub async fn home(req: HttpRequest) -> HttpResponse {
     match maybe_user(&req).await {
         Some((_, Some(_))) => redirect("/dashboard"),
@@ -87,25 +84,6 @@ pub async fn login_page(
     })
 }
 
-/// The throttling subject of an account name or an address: the same on every control plane, so
-/// replicas sharing Redis share the count.
-fn login_subject(kind: &str, value: &str) -> Subject {
-    let digest = Sha256::digest(format!("{kind}:{value}").as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    Subject::Login(u64::from_be_bytes(first))
-}
-
-async fn throttle(state: &AppState, subject: Subject, burst: i64) -> Result<(), UiError> {
-    let limits = PlanLimits::new(LOGIN_REFILL_PER_MINUTE, Some(burst), None, None)
-        .map_err(|e| UiError::Internal(e.to_string()))?;
-    match state.limiter.check(subject, &limits).await {
-        Ok((d, _)) if !d.allowed => Err(UiError::TooManyAttempts(d.retry_after_secs())),
-        // A limiter outage must not lock everyone out of the dashboard.
-        _ => Ok(()),
-    }
-}
-
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -116,49 +94,27 @@ pub async fn login(
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let username = form.username.trim().to_lowercase();
-    throttle(
-        &state,
-        login_subject("address", &address),
-        LOGIN_BURST_PER_ADDRESS,
-    )
-    .await?;
-    throttle(
-        &state,
-        login_subject("account", &username),
-        LOGIN_BURST_PER_ACCOUNT,
-    )
-    .await?;
-
-    let user = store::find_user_by_username(&state.db, &username).await?;
-    let password_hash = user.as_ref().map(|u| u.password_hash.clone());
-    let candidate = form.password;
-    // argon2 is CPU-bound: keep it off the async workers.
-    let ok = web::block(move || password::verify_password(password_hash.as_deref(), &candidate))
+    let user = accounts::verify_login(&state, &address, &form.username, form.password)
         .await
-        .map_err(|e| UiError::Internal(e.to_string()))?;
-    match user {
-        Some(user) if ok => {
-            log_in(&session, user.id)?;
-            tracing::info!(user_id = user.id, "login");
-            let tenant = store::tenant_of_owner(&state.db, user.id).await?;
-            Ok(redirect(if tenant.is_none() && user.is_admin {
-                "/admin/tenants"
-            } else {
-                "/dashboard"
-            }))
-        }
-        _ => {
-            let layout = Layout::anonymous(&state, csrf_token(&session)?, "Log in");
-            let page = LoginPage {
-                layout,
-                username: form.username,
-                error: Some("Wrong username or password.".into()),
-                signup_enabled: state.settings.signup_enabled,
-            };
-            render_status(StatusCode::UNAUTHORIZED, &page)
-        }
+        .map_err(|e| internal(&e))?;
+    if let Some(user) = user {
+        log_in(&session, user.id)?;
+        tracing::info!(user_id = user.id, "login");
+        let tenant = domain::store::tenant_of_owner(&state.db, user.id).await?;
+        return Ok(redirect(if tenant.is_none() && user.is_admin {
+            "/admin/tenants"
+        } else {
+            "/dashboard"
+        }));
     }
+    let layout = Layout::anonymous(&state, csrf_token(&session)?, "Log in");
+    let page = LoginPage {
+        layout,
+        username: form.username,
+        error: Some("Wrong username or password.".into()),
+        signup_enabled: state.settings.signup_enabled,
+    };
+    render_status(StatusCode::UNAUTHORIZED, &page)
 }
 
 pub async fn logout(session: Session, CsrfForm(_): CsrfForm<NoFields>) -> HttpResponse {
@@ -179,32 +135,6 @@ pub async fn register_page(
         form: RegisterForm::default(),
         errors: FieldErrors::default(),
     })
-}
-
-/// Checks a username: 3 to 32 of `a-z 0-9 . _ -`.
-pub fn username_problem(u: &str) -> Option<&'static str> {
-    if u.len() < 3 || u.len() > 32 {
-        return Some("Username must be 3 to 32 characters long.");
-    }
-    if !u
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Some("Username may use lowercase letters, digits, '.', '_' and '-'.");
-    }
-    None
-}
-
-pub fn email_problem(e: &str) -> Option<&'static str> {
-    let ok = e.len() <= 254
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        })
-        && !e.chars().any(char::is_whitespace);
-    (!ok).then_some("Enter an email address like name@example.com.")
 }
 
 fn validate_registration(form: &RegisterForm) -> (FieldErrors, Option<Slug>) {
@@ -258,9 +188,18 @@ pub async fn register(
     if errors.is_empty()
         && let Some(slug) = slug
     {
-        match create_account(&state, &form, &slug).await {
-            Ok(user_id) => {
-                log_in(&session, user_id)?;
+        let created = accounts::create_account(
+            &state,
+            &form.username,
+            form.email.trim(),
+            &form.password,
+            form.tenant_name.trim(),
+            &slug,
+        )
+        .await;
+        match created {
+            Ok((user, _)) => {
+                log_in(&session, user.id)?;
                 flash(
                     &session,
                     format!(
@@ -270,9 +209,11 @@ pub async fn register(
                 );
                 return Ok(redirect("/dashboard"));
             }
-            Err(Conflict::Username) => errors.add("username", "This username is taken."),
-            Err(Conflict::Slug) => errors.add("tenant_slug", "This slug is taken; choose another."),
-            Err(Conflict::Other(e)) => return Err(e),
+            Err(AccountError::UsernameTaken) => errors.add("username", "This username is taken."),
+            Err(AccountError::SlugTaken) => {
+                errors.add("tenant_slug", "This slug is taken; choose another.");
+            }
+            Err(e) => return Err(internal(&e)),
         }
     }
     if form.tenant_slug.trim().is_empty()
@@ -291,44 +232,4 @@ pub async fn register(
             errors,
         },
     )
-}
-
-enum Conflict {
-    Username,
-    Slug,
-    Other(UiError),
-}
-
-/// Creates the user and their tenant in one transaction.
-async fn create_account(
-    state: &AppState,
-    form: &RegisterForm,
-    slug: &Slug,
-) -> Result<i64, Conflict> {
-    let pw = form.password.clone();
-    let hash = web::block(move || password::hash_password(&pw))
-        .await
-        .map_err(|e| Conflict::Other(UiError::Internal(e.to_string())))?
-        .map_err(|e| Conflict::Other(UiError::Internal(e.to_string())))?;
-    let txn = state
-        .db
-        .begin()
-        .await
-        .map_err(|e| Conflict::Other(e.into()))?;
-    let user = match store::create_user(&txn, &form.username, form.email.trim(), &hash, false).await
-    {
-        Ok(u) => u,
-        Err(StoreError::Conflict(_)) => return Err(Conflict::Username),
-        Err(e) => return Err(Conflict::Other(e.into())),
-    };
-    match store::create_tenant(&txn, form.tenant_name.trim(), slug, user.id).await {
-        Ok(_) => {}
-        Err(StoreError::Conflict(_)) => return Err(Conflict::Slug),
-        Err(e) => return Err(Conflict::Other(e.into())),
-    }
-    txn.commit()
-        .await
-        .map_err(|e: sea_orm::DbErr| Conflict::Other(e.into()))?;
-    state.changed().await;
-    Ok(user.id)
 }

@@ -7,4 +7,5 @@ mod accounts;
 mod dashboard;
 mod health;
 mod helpers;
+mod management;
 mod security;

@@ -2,9 +2,11 @@
 //! (the control plane) also publish the change event.
 
 mod scoped;
+mod tokens;
 mod usage;
 
 pub use scoped::*;
+pub use tokens::*;
 pub use usage::*;
 
 use chrono::{DateTime, NaiveDate, Utc};

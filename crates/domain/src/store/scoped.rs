@@ -13,6 +13,38 @@ use crate::apikey::ApiKey;
 use crate::entities::{api, api_key, client, plan, tenant};
 use crate::plan::{Enforcement, PlanLimits};
 
+// ---- Pages by id, for the management API ---------------------------------------------------
+
+/// Entities owned by a tenant, listed a page at a time in id order.
+pub trait TenantOwned: EntityTrait {
+    fn tenant_column() -> Self::Column;
+    fn id_column() -> Self::Column;
+}
+
+macro_rules! tenant_owned {
+    ($($m:ident),*) => {$(
+        impl TenantOwned for $m::Entity {
+            fn tenant_column() -> Self::Column { $m::Column::TenantId }
+            fn id_column() -> Self::Column { $m::Column::Id }
+        }
+    )*};
+}
+tenant_owned!(api, api_key, client, plan);
+
+/// Up to `limit` of the tenant's rows with an id above `after`, in id order.
+pub async fn page<E: TenantOwned>(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    after: Option<i64>,
+    limit: u64,
+) -> StoreResult<Vec<E::Model>> {
+    let mut q = E::find().filter(E::tenant_column().eq(tenant_id));
+    if let Some(after) = after {
+        q = q.filter(E::id_column().gt(after));
+    }
+    Ok(q.order_by_asc(E::id_column()).limit(limit).all(db).await?)
+}
+
 // ---- APIs ----------------------------------------------------------------------------------
 
 pub async fn list_apis(db: &impl ConnectionTrait, tenant_id: i64) -> StoreResult<Vec<api::Model>> {

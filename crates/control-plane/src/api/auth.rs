@@ -1,0 +1,59 @@
+//! Who calls the management API: a bearer token acting on its tenant.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{FromRequest, HttpRequest, web};
+use domain::entities::tenant;
+use domain::sea_orm::EntityTrait;
+use domain::store;
+
+use super::errors::ApiError;
+use crate::state::AppState;
+
+/// The tenant a valid `Authorization: Bearer <token>` acts on.
+pub struct ApiCaller {
+    pub tenant: tenant::Model,
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+impl FromRequest for ApiCaller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal("no state".into()))?;
+            let token = token.ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "Send a token: Authorization: Bearer <token> (POST /api/v1/tokens issues one)."
+                        .into(),
+                )
+            })?;
+            let t = store::authenticate_token(&state.db, &token)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("The token is not valid.".into()))?;
+            let tenant = tenant::Entity::find_by_id(t.tenant_id)
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("The token is not valid.".into()))?;
+            if !tenant.is_active {
+                return Err(ApiError::Forbidden(
+                    "This tenant has been deactivated by the platform admin.".into(),
+                ));
+            }
+            Ok(Self { tenant })
+        })
+    }
+}

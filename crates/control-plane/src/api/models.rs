@@ -1,0 +1,455 @@
+//! Bodies of the management API (field names are part of the contract) and their validation.
+
+// PATCH bodies tell an absent field (keep) from `null` (clear): `Option<Option<T>>` says exactly that.
+#![allow(clippy::option_option)]
+
+use chrono::{DateTime, Utc};
+use domain::entities::{api, api_key, api_token, client, plan};
+use domain::header::{KeyHeader, UpstreamTimeout};
+use domain::plan::{Enforcement, PlanLimits, PlanLimitsError};
+use domain::slug::Slug;
+use domain::store::NewApi;
+use domain::upstream::UpstreamUrl;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::errors::ApiError;
+
+/// `Some(None)` for an explicit `null`, `None` when the field is absent (PATCH semantics).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantOut {
+    pub id: i64,
+    pub name: String,
+    pub slug: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupIn {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub tenant_name: String,
+    pub tenant_slug: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignupOut {
+    pub tenant: TenantOut,
+    /// A management API token, shown only here.
+    pub token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenCreated {
+    pub id: i64,
+    /// Shown only here; stored hashed.
+    pub token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenOut {
+    pub id: i64,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_token::Model> for TokenOut {
+    fn from(t: api_token::Model) -> Self {
+        Self {
+            id: t.id,
+            prefix: t.prefix,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+        }
+    }
+}
+
+// ---- Pagination ----------------------------------------------------------------------------
+
+pub const DEFAULT_LIMIT: u64 = 50;
+pub const MAX_LIMIT: u64 = 100;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 100 (default 50).
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parse(&self) -> Result<(Option<i64>, u64), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        let after =
+            match self.cursor.as_deref() {
+                None | Some("") => None,
+                Some(c) => Some(c.parse::<i64>().map_err(|_| {
+                    ApiError::invalid("cursor", "cursor is not one this API issued")
+                })?),
+            };
+        Ok((after, limit))
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Page<T> {
+    pub fn of(items: Vec<T>, limit: u64, id: impl Fn(&T) -> i64) -> Self {
+        let full = u64::try_from(items.len()).unwrap_or(0) == limit;
+        let next_cursor = if full {
+            items.last().map(|i| id(i).to_string())
+        } else {
+            None
+        };
+        Self { items, next_cursor }
+    }
+}
+
+// ---- Plans ---------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct PlanOut {
+    pub id: i64,
+    pub name: String,
+    pub requests_per_minute: i64,
+    pub burst: Option<i64>,
+    pub requests_per_day: Option<i64>,
+    pub requests_per_month: Option<i64>,
+    /// `strict` (exact across nodes) or `fast` (leased local budgets).
+    pub enforcement: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<plan::Model> for PlanOut {
+    fn from(p: plan::Model) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+            requests_per_minute: p.requests_per_minute,
+            burst: p.burst,
+            requests_per_day: p.requests_per_day,
+            requests_per_month: p.requests_per_month,
+            enforcement: p.enforcement,
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanIn {
+    pub name: String,
+    pub requests_per_minute: i64,
+    pub burst: Option<i64>,
+    pub requests_per_day: Option<i64>,
+    pub requests_per_month: Option<i64>,
+    pub enforcement: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPatch {
+    pub name: Option<String>,
+    pub requests_per_minute: Option<i64>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub burst: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub requests_per_day: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub requests_per_month: Option<Option<i64>>,
+    pub enforcement: Option<String>,
+}
+
+pub fn name(field: &str, v: &str) -> Result<String, ApiError> {
+    let v = v.trim();
+    if v.is_empty() || v.chars().count() > 100 {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be 1 to 100 characters long"),
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+pub fn plan_values(
+    rpm: i64,
+    burst: Option<i64>,
+    day: Option<i64>,
+    month: Option<i64>,
+    enforcement: Option<&str>,
+) -> Result<(PlanLimits, Enforcement), ApiError> {
+    let limits = PlanLimits::new(rpm, burst, day, month).map_err(|e| {
+        let field = match e {
+            PlanLimitsError::RequestsPerMinute => "requests_per_minute",
+            PlanLimitsError::Burst => "burst",
+            PlanLimitsError::RequestsPerDay | PlanLimitsError::DayAboveMonth => "requests_per_day",
+            PlanLimitsError::RequestsPerMonth => "requests_per_month",
+        };
+        ApiError::invalid(field, e.to_string())
+    })?;
+    let enforcement = enforcement
+        .map_or(Ok(Enforcement::Strict), str::parse)
+        .map_err(|e: domain::plan::EnforcementError| {
+            ApiError::invalid("enforcement", e.to_string())
+        })?;
+    Ok((limits, enforcement))
+}
+
+// ---- APIs ----------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiOut {
+    pub id: i64,
+    pub name: String,
+    pub slug: String,
+    pub upstream_url: String,
+    pub key_header: String,
+    pub timeout_ms: i32,
+    pub is_active: bool,
+    /// Where callers reach this API through the gateway.
+    pub gateway_url: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ApiOut {
+    pub fn new(a: api::Model, gateway_prefix: &str) -> Self {
+        Self {
+            gateway_url: format!("{gateway_prefix}{}/", a.slug),
+            id: a.id,
+            name: a.name,
+            slug: a.slug,
+            upstream_url: a.upstream_url,
+            key_header: a.key_header,
+            timeout_ms: a.timeout_ms,
+            is_active: a.is_active,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiIn {
+    pub name: String,
+    pub slug: String,
+    pub upstream_url: String,
+    pub key_header: Option<String>,
+    pub timeout_ms: Option<i64>,
+    pub is_active: Option<bool>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApiPatch {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub upstream_url: Option<String>,
+    pub key_header: Option<String>,
+    pub timeout_ms: Option<i64>,
+    pub is_active: Option<bool>,
+}
+
+pub fn new_api(
+    name_v: &str,
+    slug: &str,
+    upstream: &str,
+    header: Option<&str>,
+    timeout: Option<i64>,
+) -> Result<NewApi, ApiError> {
+    Ok(NewApi {
+        name: name("name", name_v)?,
+        slug: Slug::parse(slug).map_err(|e| ApiError::invalid("slug", format!("slug {e}")))?,
+        upstream_url: UpstreamUrl::parse(upstream)
+            .map_err(|e| ApiError::invalid("upstream_url", format!("upstream_url {e}")))?,
+        key_header: header
+            .map_or(Ok(KeyHeader::default()), KeyHeader::parse)
+            .map_err(|e| ApiError::invalid("key_header", format!("key_header {e}")))?,
+        timeout: timeout
+            .map_or(Ok(UpstreamTimeout::default()), UpstreamTimeout::from_millis)
+            .map_err(|e| ApiError::invalid("timeout_ms", e.to_string()))?,
+    })
+}
+
+// ---- Keys ----------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyOut {
+    pub id: i64,
+    pub name: String,
+    /// The start of the key, enough to recognise it.
+    pub prefix: String,
+    pub plan_id: i64,
+    pub is_active: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_key::Model> for KeyOut {
+    fn from(k: api_key::Model) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            plan_id: k.plan_id,
+            is_active: k.is_active,
+            expires_at: k.expires_at,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyCreated {
+    pub id: i64,
+    /// The key itself: shown only in this response.
+    pub key: String,
+    pub prefix: String,
+    pub name: String,
+    pub plan_id: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl KeyCreated {
+    pub fn new(k: api_key::Model, raw: &domain::apikey::ApiKey) -> Self {
+        Self {
+            id: k.id,
+            key: raw.expose().to_owned(),
+            prefix: k.prefix,
+            name: k.name,
+            plan_id: k.plan_id,
+            expires_at: k.expires_at,
+            created_at: k.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyIn {
+    pub name: String,
+    pub plan_id: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub plan_id: Option<i64>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIn {
+    /// How long the old key keeps working, 0 to 2592000 seconds (default 0: revoked at once).
+    pub grace_seconds: Option<i64>,
+}
+
+// ---- Clients -------------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct ClientOut {
+    pub id: i64,
+    pub client_id: String,
+    pub name: String,
+    pub plan_id: i64,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<client::Model> for ClientOut {
+    fn from(c: client::Model) -> Self {
+        Self {
+            id: c.id,
+            client_id: c.client_id,
+            name: c.name,
+            plan_id: c.plan_id,
+            is_active: c.is_active,
+            created_at: c.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIn {
+    pub client_id: String,
+    pub name: String,
+    pub plan_id: i64,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPatch {
+    pub name: Option<String>,
+    pub plan_id: Option<i64>,
+    pub is_active: Option<bool>,
+}
+
+// ---- Usage ---------------------------------------------------------------------------------
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    pub api_id: Option<i64>,
+    pub key_id: Option<i64>,
+    /// Row id of a client (the `id` of `/clients`, not its `client_id`).
+    pub client_id: Option<i64>,
+    /// Start, RFC 3339 (default: 24 hours ago for minutes, 30 days ago for days).
+    pub from: Option<DateTime<Utc>>,
+    /// End, RFC 3339 (default: now).
+    pub to: Option<DateTime<Utc>>,
+    /// `minute` (the last two days are kept) or `day` (default).
+    pub granularity: Option<String>,
+}
+
+#[derive(Serialize, ToSchema, Default, Clone, Copy)]
+pub struct UsageTotals {
+    pub requests: i64,
+    pub rejected: i64,
+    pub upstream_errors: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsagePoint {
+    /// Start of the minute or day (UTC).
+    pub start: DateTime<Utc>,
+    pub requests: i64,
+    pub rejected: i64,
+    pub upstream_errors: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageOut {
+    pub totals: UsageTotals,
+    pub series: Vec<UsagePoint>,
+}

@@ -1,0 +1,851 @@
+//! The management REST API: every endpoint and error, tenant isolation, and the OpenAPI document.
+
+use domain::sea_orm::EntityTrait;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+const PW: &str = "tangerine-orbit-42";
+
+struct Api<'a> {
+    app: &'a TestApp,
+    token: String,
+}
+
+impl Api<'_> {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .app
+            .client
+            .request(method, self.app.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+}
+
+async fn signup<'a>(app: &'a TestApp, username: &str, tenant: &str) -> Api<'a> {
+    let resp = app
+        .client
+        .post(app.url("/api/v1/signup"))
+        .json(&json!({"username": username, "email": format!("{username}@example.com"), "password": PW, "tenant_name": tenant}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    Api {
+        app,
+        token: body["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+#[track_caller]
+fn assert_error(status: u16, body: &Value, want: u16, kind: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], want, "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn signup_returns_the_tenant_and_a_token_and_validates() {
+    let app = spawn_app().await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/signup"))
+        .json(&json!({"username": "alice", "email": "a@example.com", "password": PW, "tenant_name": "Acme Inc", "tenant_slug": "acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["tenant"]["slug"], "acme");
+    assert_eq!(body["tenant"]["name"], "Acme Inc");
+    assert!(body["tenant"]["id"].is_i64());
+    assert!(body["token"].as_str().unwrap().starts_with("gw_mgmt_"));
+
+    let post = |b: Value| app.client.post(app.url("/api/v1/signup")).json(&b).send();
+    let r = post(json!({"username": "alice", "email": "b@example.com", "password": PW, "tenant_name": "Other"})).await.unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_error(s, &b, 409, "conflict");
+    let r = post(json!({"username": "bob", "email": "b@example.com", "password": PW, "tenant_name": "X", "tenant_slug": "acme"})).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let r = post(json!({"username": "bob", "email": "nope", "password": PW, "tenant_name": "X"}))
+        .await
+        .unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(b["error"]["details"]["field"], "email");
+    let r = post(json!({"username": "bob", "email": "b@example.com", "password": "short", "tenant_name": "X"})).await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["details"]["field"],
+        "password"
+    );
+    let r = post(json!({"username": "bob", "email": "b@example.com", "tenant_name": "X"}))
+        .await
+        .unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(
+        b["error"]["details"]["field"], "password",
+        "a missing field is named"
+    );
+
+    let closed = spawn_app_with(domain::testing::TestDb::sqlite().await, |s| {
+        s.dashboard.signup_enabled = false;
+    })
+    .await;
+    let r = closed
+        .client
+        .post(closed.url("/api/v1/signup"))
+        .json(&json!({"username": "bob", "email": "b@example.com", "password": PW, "tenant_name": "X"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "sign-up can be switched off");
+}
+
+#[tokio::test]
+async fn tokens_are_issued_with_basic_credentials_listed_and_revoked() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let issue = |user: &str, pw: &str| {
+        app.client
+            .post(app.url("/api/v1/tokens"))
+            .basic_auth(user, Some(pw))
+            .send()
+    };
+    let r = issue("alice", PW).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let second = Api {
+        app: &app,
+        token: created["token"].as_str().unwrap().to_owned(),
+    };
+    assert_eq!(second.get("/api/v1/plans").await.0, 200);
+
+    let r = issue("alice", "wrong-password-1").await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = app
+        .client
+        .post(app.url("/api/v1/tokens"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let (s, list) = api.get("/api/v1/tokens").await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(
+        !list.to_string().contains(&second.token),
+        "tokens are listed by prefix only"
+    );
+
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(api.delete(&format!("/api/v1/tokens/{id}")).await.0, 204);
+    let (s, b) = second.get("/api/v1/plans").await;
+    assert_error(s, &b, 401, "unauthorized");
+    assert_eq!(api.delete(&format!("/api/v1/tokens/{id}")).await.0, 404);
+}
+
+#[tokio::test]
+async fn calls_without_a_valid_token_are_401() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/plans"))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_error(s, &b, 401, "unauthorized");
+    let bad = Api {
+        app: &app,
+        token: "gw_mgmt_nope".into(),
+    };
+    let (s, b) = bad.get("/api/v1/keys").await;
+    assert_error(s, &b, 401, "unauthorized");
+}
+
+#[tokio::test]
+async fn plans_crud_validation_and_conflicts() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let (s, p) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Pro", "requests_per_minute": 600, "requests_per_day": 10000}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    assert_eq!(
+        (p["burst"].as_i64(), p["enforcement"].as_str()),
+        (Some(600), Some("strict"))
+    );
+    let id = p["id"].as_i64().unwrap();
+    assert_eq!(
+        api.get(&format!("/api/v1/plans/{id}")).await.1["name"],
+        "Pro"
+    );
+
+    let (s, b) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Bad", "requests_per_minute": 0}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(b["error"]["details"]["field"], "requests_per_minute");
+    let (s, b) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Bad", "requests_per_minute": "ten"}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    let (_, b) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Bad", "requests_per_minute": 5, "enforcement": "loose"}),
+        )
+        .await;
+    assert_eq!(b["error"]["details"]["field"], "enforcement");
+
+    let (s, p) = api
+        .patch(
+            &format!("/api/v1/plans/{id}"),
+            json!({"requests_per_day": null, "burst": 50, "enforcement": "fast"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(
+        (
+            p["requests_per_day"].clone(),
+            p["burst"].as_i64(),
+            p["name"].as_str()
+        ),
+        (Value::Null, Some(50), Some("Pro"))
+    );
+
+    let (s, _) = api
+        .post("/api/v1/keys", json!({"name": "k", "plan_id": id}))
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = api.delete(&format!("/api/v1/plans/{id}")).await;
+    assert_error(s, &b, 409, "conflict");
+    assert!(b["error"]["message"].as_str().unwrap().contains("1 key(s)"));
+    let (_, spare) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Spare", "requests_per_minute": 1}),
+        )
+        .await;
+    assert_eq!(
+        api.delete(&format!("/api/v1/plans/{}", spare["id"]))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        api.get(&format!("/api/v1/plans/{}", spare["id"])).await.0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn apis_crud_validation_and_conflicts() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let (s, a) = api.post("/api/v1/apis", json!({"name": "Weather", "slug": "weather", "upstream_url": "https://w.example.com/v1/"})).await;
+    assert_eq!(s, 201, "{a}");
+    assert_eq!(a["gateway_url"], "http://localhost:7000/acme/weather/");
+    assert_eq!(
+        (
+            a["key_header"].as_str(),
+            a["timeout_ms"].as_i64(),
+            a["is_active"].as_bool()
+        ),
+        (Some("X-API-Key"), Some(30000), Some(true))
+    );
+    let id = a["id"].as_i64().unwrap();
+    let (s, b) = api
+        .post(
+            "/api/v1/apis",
+            json!({"name": "W", "slug": "weather", "upstream_url": "http://x.org"}),
+        )
+        .await;
+    assert_error(s, &b, 409, "conflict");
+    let (s, b) = api
+        .post(
+            "/api/v1/apis",
+            json!({"name": "W", "slug": "w2", "upstream_url": "http://u:p@x.org"}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(b["error"]["details"]["field"], "upstream_url");
+    let (_, b) = api
+        .post(
+            "/api/v1/apis",
+            json!({"name": "W", "slug": "Admin", "upstream_url": "http://x.org"}),
+        )
+        .await;
+    assert_eq!(b["error"]["details"]["field"], "slug");
+    let (s, off) = api.post("/api/v1/apis", json!({"name": "Off", "slug": "off", "upstream_url": "http://x.org", "is_active": false})).await;
+    assert_eq!((s, off["is_active"].as_bool()), (201, Some(false)));
+
+    let (s, a) = api
+        .patch(
+            &format!("/api/v1/apis/{id}"),
+            json!({"timeout_ms": 1500, "is_active": false}),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        (
+            a["timeout_ms"].as_i64(),
+            a["is_active"].as_bool(),
+            a["slug"].as_str()
+        ),
+        (Some(1500), Some(false), Some("weather"))
+    );
+    let (_, list) = api.get("/api/v1/apis").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    assert_eq!(api.delete(&format!("/api/v1/apis/{id}")).await.0, 204);
+    assert_eq!(api.get(&format!("/api/v1/apis/{id}")).await.0, 404);
+}
+
+#[tokio::test]
+async fn keys_are_shown_once_revoked_and_rotated() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let (_, plan) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Free", "requests_per_minute": 60}),
+        )
+        .await;
+    let plan_id = plan["id"].as_i64().unwrap();
+    let (s, k) = api
+        .post(
+            "/api/v1/keys",
+            json!({"name": "ci", "plan_id": plan_id, "expires_at": "2099-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{k}");
+    let raw = k["key"].as_str().unwrap().to_owned();
+    assert!(raw.starts_with(k["prefix"].as_str().unwrap()));
+    let id = k["id"].as_i64().unwrap();
+    let (_, got) = api.get(&format!("/api/v1/keys/{id}")).await;
+    assert!(
+        got.get("key").is_none() && !got.to_string().contains(&raw),
+        "the raw key is never returned again"
+    );
+    assert_eq!(got["expires_at"], "2099-01-01T00:00:00Z");
+    let (_, list) = api.get("/api/v1/keys").await;
+    assert!(!list.to_string().contains(&raw));
+
+    let (_, b) = api
+        .post("/api/v1/keys", json!({"name": "x", "plan_id": 999_999}))
+        .await;
+    assert_eq!(b["error"]["details"]["field"], "plan_id");
+    let (_, b) = api
+        .post(
+            "/api/v1/keys",
+            json!({"name": "x", "plan_id": plan_id, "expires_at": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(b["error"]["details"]["field"], "expires_at");
+
+    let (s, k2) = api
+        .patch(
+            &format!("/api/v1/keys/{id}"),
+            json!({"name": "ci-2", "expires_at": null}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (k2["name"].as_str(), k2["expires_at"].clone()),
+        (Some("ci-2"), Value::Null)
+    );
+
+    let (s, rotated) = api
+        .post(
+            &format!("/api/v1/keys/{id}/rotate"),
+            json!({"grace_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(s, 201, "{rotated}");
+    assert_ne!(rotated["key"], raw);
+    assert_eq!(rotated["name"], "ci-2");
+    let (_, old) = api.get(&format!("/api/v1/keys/{id}")).await;
+    let expires: chrono::DateTime<chrono::Utc> =
+        old["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!((expires - chrono::Utc::now()).num_seconds() > 3500);
+    let (_, b) = api
+        .post(
+            &format!("/api/v1/keys/{id}/rotate"),
+            json!({"grace_seconds": -1}),
+        )
+        .await;
+    assert_eq!(b["error"]["details"]["field"], "grace_seconds");
+
+    assert_eq!(api.delete(&format!("/api/v1/keys/{id}")).await.0, 204);
+    assert_eq!(
+        api.get(&format!("/api/v1/keys/{id}")).await.1["is_active"],
+        false
+    );
+    let (s, b) = api
+        .post(&format!("/api/v1/keys/{id}/rotate"), json!({}))
+        .await;
+    assert_error(s, &b, 409, "conflict");
+}
+
+#[tokio::test]
+async fn clients_crud() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let (_, free) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Free", "requests_per_minute": 60}),
+        )
+        .await;
+    let (_, pro) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Pro", "requests_per_minute": 600}),
+        )
+        .await;
+    let (s, c) = api
+        .post(
+            "/api/v1/clients",
+            json!({"client_id": "mobile", "name": "Mobile", "plan_id": free["id"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["id"].as_i64().unwrap();
+    let (s, b) = api
+        .post(
+            "/api/v1/clients",
+            json!({"client_id": "mobile", "name": "Again", "plan_id": free["id"]}),
+        )
+        .await;
+    assert_error(s, &b, 409, "conflict");
+    let (_, b) = api
+        .post(
+            "/api/v1/clients",
+            json!({"client_id": "has space", "name": "X", "plan_id": free["id"]}),
+        )
+        .await;
+    assert_eq!(b["error"]["details"]["field"], "client_id");
+    let (s, c) = api
+        .patch(
+            &format!("/api/v1/clients/{id}"),
+            json!({"plan_id": pro["id"], "is_active": false}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (c["plan_id"].clone(), c["is_active"].as_bool()),
+        (pro["id"].clone(), Some(false))
+    );
+    assert_eq!(
+        api.get("/api/v1/clients").await.1["items"][0]["client_id"],
+        "mobile"
+    );
+    assert_eq!(api.delete(&format!("/api/v1/clients/{id}")).await.0, 204);
+    assert_eq!(api.get(&format!("/api/v1/clients/{id}")).await.0, 404);
+}
+
+#[tokio::test]
+async fn lists_paginate_with_cursors() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    for i in 0..5 {
+        api.post(
+            "/api/v1/plans",
+            json!({"name": format!("p{i}"), "requests_per_minute": 10}),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (s, page) = api
+            .get(&format!("/api/v1/plans?limit=2&cursor={cursor}"))
+            .await;
+        assert_eq!(s, 200);
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["p0", "p1", "p2", "p3", "p4"]);
+    let (s, b) = api.get("/api/v1/plans?limit=0").await;
+    assert_error(s, &b, 422, "invalid_field");
+    let (_, b) = api.get("/api/v1/plans?cursor=abc").await;
+    assert_eq!(b["error"]["details"]["field"], "cursor");
+    let (s, _) = api.get("/api/v1/plans?limit=x").await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn usage_totals_and_series() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let tenant = domain::entities::tenant::Entity::find()
+        .one(&app.db.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = chrono::Utc::now();
+    let minute = now.timestamp() / 60;
+    for (key, n) in [(1, 10), (2, 5)] {
+        let b = domain::usage::Bucket {
+            tenant_id: tenant.id,
+            api_id: 7,
+            key_id: key,
+            client_id: 0,
+            minute,
+        };
+        let c = domain::usage::Counts {
+            requests: n,
+            rejected: 1,
+            upstream_errors: 0,
+        };
+        domain::store::add_minutes(&app.db.db, &[(b, c)].into())
+            .await
+            .unwrap();
+        let d = domain::store::UsageDelta {
+            tenant_id: tenant.id,
+            day: now.date_naive(),
+            api_id: 7,
+            key_id: key,
+            client_id: 0,
+            requests: n,
+            rejected: 1,
+            upstream_errors: 0,
+        };
+        domain::store::add_usage(&app.db.db, &[d]).await.unwrap();
+    }
+    let (s, u) = api.get("/api/v1/usage").await;
+    assert_eq!(s, 200, "{u}");
+    assert_eq!(
+        u["totals"],
+        json!({"requests": 15, "rejected": 2, "upstream_errors": 0})
+    );
+    assert_eq!(u["series"].as_array().unwrap().len(), 1);
+    let (_, u) = api.get("/api/v1/usage?granularity=minute&key_id=2").await;
+    assert_eq!(u["totals"]["requests"], 5);
+    assert_eq!(u["series"][0]["requests"], 5);
+    let (_, u) = api.get("/api/v1/usage?api_id=8").await;
+    assert_eq!(u["totals"]["requests"], 0);
+    let (s, b) = api.get("/api/v1/usage?granularity=hour").await;
+    assert_error(s, &b, 422, "invalid_field");
+    let (s, _) = api.get("/api/v1/usage?from=yesterday").await;
+    assert_eq!(s, 400);
+    let (_, b) = api
+        .get("/api/v1/usage?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z")
+        .await;
+    assert_eq!(b["error"]["details"]["field"], "from");
+}
+
+#[tokio::test]
+async fn bodies_must_be_json_of_a_sane_size() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let url = app.url("/api/v1/plans");
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(&api.token)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_error(s, &b, 415, "unsupported_media_type");
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(&api.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_error(s, &b, 400, "bad_request");
+    let huge = json!({"name": "x".repeat(100_000), "requests_per_minute": 1});
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(&api.token)
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_error(s, &b, 413, "payload_too_large");
+    let (s, b) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "x", "requests_per_minute": 1, "surprise": true}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(
+        b["error"]["details"]["field"], "surprise",
+        "unknown fields are named"
+    );
+    let (s, b) = api.get("/api/v1/plans/not-a-number").await;
+    assert_error(s, &b, 404, "not_found");
+}
+
+/// Tenant B, with A's ids, on every route: 404, and A's data unchanged.
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one table of every route
+async fn another_tenants_ids_are_404_on_every_route() {
+    let app = spawn_app().await;
+    let a = signup(&app, "alice", "Acme").await;
+    let (_, plan) = a
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Free", "requests_per_minute": 60}),
+        )
+        .await;
+    let (_, api_) = a
+        .post(
+            "/api/v1/apis",
+            json!({"name": "W", "slug": "w", "upstream_url": "http://x.org"}),
+        )
+        .await;
+    let (_, key) = a
+        .post("/api/v1/keys", json!({"name": "k", "plan_id": plan["id"]}))
+        .await;
+    let (_, client) = a
+        .post(
+            "/api/v1/clients",
+            json!({"client_id": "c", "name": "C", "plan_id": plan["id"]}),
+        )
+        .await;
+    let (_, tokens) = a.get("/api/v1/tokens").await;
+    let token_id = tokens[0]["id"].as_i64().unwrap();
+
+    let b = signup(&app, "bob", "Bobs").await;
+    let (_, bplan) = b
+        .post(
+            "/api/v1/plans",
+            json!({"name": "B", "requests_per_minute": 1}),
+        )
+        .await;
+    let calls: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/api/v1/plans/{}", plan["id"]), None),
+        (
+            Method::PATCH,
+            format!("/api/v1/plans/{}", plan["id"]),
+            Some(json!({"name": "x"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/plans/{}", plan["id"]),
+            None,
+        ),
+        (Method::GET, format!("/api/v1/apis/{}", api_["id"]), None),
+        (
+            Method::PATCH,
+            format!("/api/v1/apis/{}", api_["id"]),
+            Some(json!({"name": "x"})),
+        ),
+        (Method::DELETE, format!("/api/v1/apis/{}", api_["id"]), None),
+        (Method::GET, format!("/api/v1/keys/{}", key["id"]), None),
+        (
+            Method::PATCH,
+            format!("/api/v1/keys/{}", key["id"]),
+            Some(json!({"name": "x"})),
+        ),
+        (Method::DELETE, format!("/api/v1/keys/{}", key["id"]), None),
+        (
+            Method::POST,
+            format!("/api/v1/keys/{}/rotate", key["id"]),
+            Some(json!({})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/clients/{}", client["id"]),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/clients/{}", client["id"]),
+            Some(json!({"plan_id": bplan["id"]})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/clients/{}", client["id"]),
+            None,
+        ),
+        (Method::DELETE, format!("/api/v1/tokens/{token_id}"), None),
+    ];
+    for (m, path, body) in calls {
+        let (s, resp) = b.call(m.clone(), &path, body).await;
+        assert_error(s, &resp, 404, "not_found");
+    }
+    // B cannot put its key or client on A's plan.
+    let (_, r) = b
+        .post(
+            "/api/v1/keys",
+            json!({"name": "steal", "plan_id": plan["id"]}),
+        )
+        .await;
+    assert_eq!(r["error"]["details"]["field"], "plan_id");
+    // Lists and usage show only B's own.
+    assert_eq!(
+        b.get("/api/v1/apis").await.1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        b.get("/api/v1/keys").await.1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // A's things are intact.
+    assert_eq!(
+        a.get(&format!("/api/v1/plans/{}", plan["id"])).await.1["name"],
+        "Free"
+    );
+    assert_eq!(
+        a.get(&format!("/api/v1/keys/{}", key["id"])).await.1["is_active"],
+        true
+    );
+    assert_eq!(
+        a.get(&format!("/api/v1/clients/{}", client["id"])).await.0,
+        200
+    );
+    assert_eq!(a.get("/api/v1/plans").await.0, 200, "A's token still works");
+}
+
+/// Every operation the served document lists is a route that answers (never the router's bare
+/// 404), and the document lists exactly the contract's operations.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            ops.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    ops.sort();
+    let mut expected = vec![
+        "POST /api/v1/signup",
+        "POST /api/v1/tokens",
+        "GET /api/v1/tokens",
+        "DELETE /api/v1/tokens/{id}",
+        "POST /api/v1/plans",
+        "GET /api/v1/plans",
+        "GET /api/v1/plans/{id}",
+        "PATCH /api/v1/plans/{id}",
+        "DELETE /api/v1/plans/{id}",
+        "POST /api/v1/apis",
+        "GET /api/v1/apis",
+        "GET /api/v1/apis/{id}",
+        "PATCH /api/v1/apis/{id}",
+        "DELETE /api/v1/apis/{id}",
+        "POST /api/v1/keys",
+        "GET /api/v1/keys",
+        "GET /api/v1/keys/{id}",
+        "PATCH /api/v1/keys/{id}",
+        "DELETE /api/v1/keys/{id}",
+        "POST /api/v1/keys/{id}/rotate",
+        "POST /api/v1/clients",
+        "GET /api/v1/clients",
+        "GET /api/v1/clients/{id}",
+        "PATCH /api/v1/clients/{id}",
+        "DELETE /api/v1/clients/{id}",
+        "GET /api/v1/usage",
+    ];
+    expected.sort_unstable();
+    assert_eq!(ops, expected);
+    for op in &ops {
+        let (method, path) = op.split_once(' ').unwrap();
+        let path = path.replace("{id}", "999999");
+        let (status, body) = api
+            .call(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                &path,
+                Some(json!({})),
+            )
+            .await;
+        // A route that exists answers with a success or the JSON envelope, never a bare 404.
+        assert!(
+            status < 400 || body["error"]["code"] == status,
+            "{op} -> {status} {body}"
+        );
+    }
+    let docs = app.client.get(app.url("/api/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(
+        docs.text().await.unwrap().contains("swagger"),
+        "the browsable page"
+    );
+}
