@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use domain::limits::LimiterSettings;
+use domain::limits::limiter::DEFAULT_LEASE_MAX;
 use domain::settings::Settings;
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
@@ -11,6 +12,7 @@ pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 20;
 pub const DEFAULT_RELOAD_POLL_MS: u64 = 2_000;
 pub const DEFAULT_USAGE_FLUSH_MS: u64 = 1_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+pub const DEFAULT_LEASE_TTL_MS: u64 = 1_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProxySettings {
@@ -38,6 +40,14 @@ pub struct ProxySettings {
     #[arg(long, env = "GATEWAY_USAGE_FLUSH_MS", default_value_t = DEFAULT_USAGE_FLUSH_MS)]
     pub usage_flush_ms: u64,
 
+    /// Fast-mode plans: the most requests a data plane leases from Redis at once.
+    #[arg(long, env = "GATEWAY_FAST_LEASE_MAX", default_value_t = DEFAULT_LEASE_MAX)]
+    pub fast_lease_max: u64,
+
+    /// Fast-mode plans: how long a leased budget may be spent before what is left is dropped.
+    #[arg(long, env = "GATEWAY_FAST_LEASE_TTL_MS", default_value_t = DEFAULT_LEASE_TTL_MS)]
+    pub fast_lease_ttl_ms: u64,
+
     /// On shutdown, how long in-flight requests may take to finish.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
@@ -53,6 +63,8 @@ impl Default for ProxySettings {
             reload_poll_ms: DEFAULT_RELOAD_POLL_MS,
             usage_flush_ms: DEFAULT_USAGE_FLUSH_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            fast_lease_max: DEFAULT_LEASE_MAX,
+            fast_lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
         }
     }
 }
@@ -62,6 +74,8 @@ impl ProxySettings {
         LimiterSettings {
             redis_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),
             fail_closed: self.redis_fail_closed,
+            lease_max: self.fast_lease_max.max(1),
+            lease_ttl: Duration::from_millis(self.fast_lease_ttl_ms.max(1)),
             ..LimiterSettings::default()
         }
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use domain::apikey::KeyHash;
 use domain::clock::SharedClock;
 use domain::limits::{Decision, Limiter, Subject};
-use domain::plan::PlanLimits;
+use domain::plan::{Enforcement, PlanLimits};
 use domain::sea_orm::DatabaseConnection;
 use domain::snapshot::{ApiEntry, Snapshot};
 use domain::usage::{Bucket, Counts};
@@ -66,6 +66,7 @@ struct Auth {
     client: Option<(i64, HeaderValue)>,
     subject: Subject,
     limits: PlanLimits,
+    enforcement: Enforcement,
 }
 
 fn upstream_client() -> anyhow::Result<UpstreamClient> {
@@ -187,7 +188,11 @@ impl Gateway {
         };
 
         // Limit.
-        let Ok((decision, _)) = self.limiter.check(auth.subject, &auth.limits).await else {
+        let Ok((decision, _)) = self
+            .limiter
+            .check_with(auth.subject, &auth.limits, auth.enforcement)
+            .await
+        else {
             return self.fail(&GatewayError::LimiterUnavailable, rid);
         };
         if !decision.allowed {
@@ -322,6 +327,7 @@ impl Gateway {
             client,
             subject,
             limits: plan.limits,
+            enforcement: plan.enforcement,
         })
     }
 

@@ -48,13 +48,23 @@ pub fn generous() -> PlanLimits {
 
 /// A tenant `slug` with a plan, an API `svc` forwarding to `upstream`, and a key.
 pub async fn seed(db: &DatabaseConnection, slug: &str, upstream: &str, l: PlanLimits) -> Fixture {
+    seed_with(db, slug, upstream, l, Enforcement::Strict).await
+}
+
+pub async fn seed_with(
+    db: &DatabaseConnection,
+    slug: &str,
+    upstream: &str,
+    l: PlanLimits,
+    mode: Enforcement,
+) -> Fixture {
     let owner = store::create_user(db, slug, &format!("{slug}@example.com"), "x", false)
         .await
         .unwrap();
     let tenant = store::create_tenant(db, slug, &Slug::parse(slug).unwrap(), owner.id)
         .await
         .unwrap();
-    let plan = store::create_plan(db, tenant.id, "plan", l, Enforcement::Strict)
+    let plan = store::create_plan(db, tenant.id, "plan", l, mode)
         .await
         .unwrap();
     let api = store::create_api(

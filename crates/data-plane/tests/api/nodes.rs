@@ -11,7 +11,7 @@ use domain::store;
 use domain::testing::TestDb;
 use futures_util::future::join_all;
 
-use crate::helpers::{generous, limits, redis, seed, settings_for, spawn_gateway};
+use crate::helpers::{generous, limits, redis, seed, seed_with, settings_for, spawn_gateway};
 use crate::process::Proc;
 use crate::upstream::spawn_upstream;
 
@@ -74,6 +74,46 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
     ];
     assert_eq!(fire(&client, &urls, &quota.key, 400).await, (150, 250));
     assert_eq!(upstream.count(), 250);
+}
+
+/// Fast mode spends budgets leased from Redis: across nodes it never admits more than the limit,
+/// and refuses early at most one lease per node (`GATEWAY_FAST_LEASE_MAX`, documented).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fast_mode_across_processes_stays_within_its_documented_bound() {
+    let Some(redis) = redis() else { return };
+    let upstream = spawn_upstream().await;
+    let db = TestDb::sqlite().await;
+    let quota = seed_with(
+        &db.db,
+        "fast",
+        &upstream.url(""),
+        limits(1_000_000, None, Some(300), None),
+        Enforcement::Fast,
+    )
+    .await;
+    let lease_max = 16;
+    let env = [("GATEWAY_FAST_LEASE_MAX", "16")];
+    let a = Proc::spawn(&db.url, Some(&redis), &env);
+    let b = Proc::spawn(&db.url, Some(&redis), &env);
+    let urls = [
+        format!("{}{}", a.address, quota.path("/x")),
+        format!("{}{}", b.address, quota.path("/x")),
+    ];
+    let client = reqwest::Client::new();
+    let (ok, _) = fire(&client, &urls, &quota.key, 700).await;
+    eprintln!("fast mode, 2 nodes, 700 requests against a quota of 300: {ok} admitted");
+    assert!(
+        ok <= 300,
+        "fast mode admitted {ok} of a 300 quota: it must never overshoot"
+    );
+    assert!(
+        ok >= 300 - 2 * lease_max,
+        "fast mode admitted only {ok}: more refused early than 2 leases of {lease_max}"
+    );
+    assert_eq!(upstream.count(), ok);
+    // Quota spent everywhere: nothing more gets through either node.
+    let (more, _) = fire(&client, &urls, &quota.key, 50).await;
+    assert_eq!(more, 0);
 }
 
 async fn wait_for_subscribers(redis_url: &str, prefix: &str, n: i64) {

@@ -5,14 +5,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::hash::RandomState;
+
 use super::local::LocalStore;
 use super::redis::RedisStore;
+
 use super::{Decision, Params, Subject};
 use crate::clock::SharedClock;
-use crate::plan::PlanLimits;
+use crate::plan::{Enforcement, PlanLimits};
 
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// Largest fast-mode lease: requests a data plane may admit on one Redis round trip.
+pub const DEFAULT_LEASE_MAX: u64 = 32;
+/// How long a leased budget may be spent; what is left then is dropped (never over-admitted).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
+/// A lease takes at most this fraction (1/n) of what the tightest window has left, so leases
+/// shrink to single requests near a limit and other data planes are not starved.
+pub const LEASE_SHARE_DIV: u64 = 8;
+const LEASE_SHARDS: usize = 64;
+const LEASE_SWEEP_AT: usize = 4_096;
 
 #[derive(Debug, Clone, Copy)]
 pub struct LimiterSettings {
@@ -22,6 +35,10 @@ pub struct LimiterSettings {
     pub fail_closed: bool,
     /// How often a down Redis is probed.
     pub probe_interval: Duration,
+    /// Fast mode: the most requests leased from Redis at once.
+    pub lease_max: u64,
+    /// Fast mode: how long a lease may be spent.
+    pub lease_ttl: Duration,
 }
 
 impl Default for LimiterSettings {
@@ -30,6 +47,8 @@ impl Default for LimiterSettings {
             redis_timeout: DEFAULT_REDIS_TIMEOUT,
             fail_closed: false,
             probe_interval: DEFAULT_PROBE_INTERVAL,
+            lease_max: DEFAULT_LEASE_MAX,
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -46,8 +65,33 @@ pub enum LimiterError {
     Unavailable,
 }
 
+/// A budget leased from Redis for one subject (fast mode).
+struct Lease {
+    left: u64,
+    /// The windows as Redis saw them right after the lease was granted.
+    decision: Decision,
+    expires_ms: i64,
+}
+
+impl Lease {
+    /// The decision for one request spent from this lease: what this data plane still holds counts
+    /// as remaining.
+    fn spend(&mut self) -> Decision {
+        self.left -= 1;
+        let mut d = self.decision.clone();
+        for w in &mut d.windows {
+            w.remaining = w.remaining.saturating_add(self.left).min(w.limit);
+        }
+        d
+    }
+}
+
+type LeaseSlot = Arc<tokio::sync::Mutex<Option<Lease>>>;
+
 pub struct Limiter {
     local: LocalStore,
+    leases: Vec<std::sync::Mutex<HashMap<Subject, LeaseSlot>>>,
+    lease_hasher: RandomState,
     redis: Option<RedisStore>,
     redis_up: AtomicBool,
     settings: LimiterSettings,
@@ -69,6 +113,10 @@ impl Limiter {
         }
         Arc::new(Self {
             local: LocalStore::default(),
+            leases: (0..LEASE_SHARDS)
+                .map(|_| std::sync::Mutex::new(HashMap::new()))
+                .collect(),
+            lease_hasher: RandomState::new(),
             redis_up: AtomicBool::new(redis.is_some()),
             redis,
             settings,
@@ -95,21 +143,38 @@ impl Limiter {
         self.clock.now_ms()
     }
 
-    /// Checks and consumes one request of `subject` under `limits`.
+    /// Checks and consumes one request of `subject` under `limits` (strict mode).
     pub async fn check(
         &self,
         subject: Subject,
         limits: &PlanLimits,
     ) -> Result<(Decision, StoreKind), LimiterError> {
-        let params = Params::new(limits, self.clock.now_ms());
+        self.check_with(subject, limits, Enforcement::Strict).await
+    }
+
+    /// Checks and consumes one request: strict asks Redis every time; fast spends a budget leased
+    /// from Redis and asks again only when it runs out (never admitting more than the limit).
+    pub async fn check_with(
+        &self,
+        subject: Subject,
+        limits: &PlanLimits,
+        enforcement: Enforcement,
+    ) -> Result<(Decision, StoreKind), LimiterError> {
+        let now_ms = self.clock.now_ms();
+        let params = Params::new(limits, now_ms);
         if let Some(redis) = &self.redis {
             if self.redis_up() {
-                match tokio::time::timeout(
-                    self.settings.redis_timeout,
-                    redis.check(subject, &params),
-                )
-                .await
-                {
+                let result = match enforcement {
+                    Enforcement::Strict => {
+                        tokio::time::timeout(
+                            self.settings.redis_timeout,
+                            redis.check(subject, &params),
+                        )
+                        .await
+                    }
+                    Enforcement::Fast => self.fast(redis, subject, &params, now_ms).await,
+                };
+                match result {
                     Ok(Ok(decision)) => return Ok((decision, StoreKind::Redis)),
                     Ok(Err(e)) => self.mark_down(&e.to_string()),
                     Err(_) => self.mark_down("timed out"),
@@ -121,6 +186,69 @@ impl Limiter {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
         }
         Ok((self.local.check(subject, &params), StoreKind::Local))
+    }
+
+    fn lease_slot(&self, subject: Subject) -> LeaseSlot {
+        #[allow(clippy::cast_possible_truncation)] // only the low bits pick a shard
+        let shard =
+            (std::hash::BuildHasher::hash_one(&self.lease_hasher, subject) as usize) % LEASE_SHARDS;
+        let mut map = self.leases[shard]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= LEASE_SWEEP_AT {
+            let now = self.clock.now_ms();
+            map.retain(|_, slot| {
+                slot.try_lock().map_or(true, |l| {
+                    l.as_ref().is_some_and(|l| l.left > 0 && l.expires_ms > now)
+                })
+            });
+        }
+        map.entry(subject).or_default().clone()
+    }
+
+    /// Fast mode: spend the subject's lease, or lease a new budget from Redis. Requests of one
+    /// subject wait for each other only while a lease is being fetched.
+    async fn fast(
+        &self,
+        redis: &RedisStore,
+        subject: Subject,
+        params: &Params,
+        now_ms: i64,
+    ) -> Result<Result<Decision, super::redis::RedisStoreError>, tokio::time::error::Elapsed> {
+        let slot = self.lease_slot(subject);
+        let mut lease = slot.lock().await;
+        if let Some(l) = lease.as_mut()
+            && l.left > 0
+            && l.expires_ms > now_ms
+        {
+            return Ok(Ok(l.spend()));
+        }
+        let fetched = tokio::time::timeout(
+            self.settings.redis_timeout,
+            redis.grant(
+                subject,
+                params,
+                self.settings.lease_max.max(1),
+                LEASE_SHARE_DIV,
+            ),
+        )
+        .await?;
+        Ok(fetched.map(|(granted, decision)| {
+            if granted == 0 {
+                *lease = None;
+                return decision;
+            }
+            let expires_ms =
+                now_ms + i64::try_from(self.settings.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+            let mut l = Lease {
+                left: granted,
+                decision,
+                expires_ms,
+            };
+            let d = l.spend();
+            *lease = Some(l);
+            d
+        }))
     }
 
     fn mark_down(&self, why: &str) {

@@ -3,7 +3,7 @@
 //! nothing. The decision rule lives in [`decide`]; the Redis store runs the same rule in Lua
 //! (see `limits.lua`) and both stores are held to the same scenario tests.
 
-mod limiter;
+pub mod limiter;
 pub mod local;
 pub mod redis;
 
@@ -210,41 +210,55 @@ fn saturating_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// The decision rule: given the stored state before the request, decide, and return the state to
-/// store when the request is admitted. `limits.lua` is this function in Lua.
+/// The decision rule for one request: given the stored state before it, decide, and return the
+/// state to store when it is admitted. `limits.lua` is [`grant`] in Lua.
 pub fn decide(p: &Params, before: &State) -> (Decision, Option<State>) {
-    let burst = as_i64(p.burst);
-    let tat = before.tat_us.max(p.now_us);
-    let new_tat = tat + p.interval_us;
-    let minute_wait = new_tat - burst * p.interval_us - p.now_us;
-    let day_count = p.day.map_or(0, |(_, per)| {
-        if before.day_id == per.id {
-            before.day_count
-        } else {
-            0
-        }
-    });
-    let month_count = p.month.map_or(0, |(_, per)| {
-        if before.month_id == per.id {
-            before.month_count
-        } else {
-            0
-        }
-    });
+    let (_, decision, after) = grant(p, before, 1, 0);
+    (decision, after)
+}
 
-    let mut waits = [
-        (Window::Minute, minute_wait.max(0)),
-        (Window::Day, 0),
-        (Window::Month, 0),
-    ];
-    if let Some((limit, per)) = p.day
-        && day_count >= limit
-    {
+/// Grants up to `want` requests at once, all windows together: as many as every window can
+/// admit now, at least one or none (a refusal consumes nothing). With `share_div > 0` a grant
+/// of several is also capped at `1/share_div` of what the tightest window has left, so that a
+/// node leasing a budget near the limit leaves the rest to others.
+/// Returns the number granted, the decision (the state of every window after the grant; for a
+/// refusal, which window and how long to wait) and the state to store.
+pub fn grant(
+    p: &Params,
+    before: &State,
+    want: u64,
+    share_div: u64,
+) -> (u64, Decision, Option<State>) {
+    let burst = as_i64(p.burst);
+    let interval = p.interval_us;
+    let tat = before.tat_us.max(p.now_us);
+    let count_in = |period: Option<(u64, Period)>, id: i64, count: u64| {
+        period.map_or(0, |(_, per)| if id == per.id { count } else { 0 })
+    };
+    let day_count = count_in(p.day, before.day_id, before.day_count);
+    let month_count = count_in(p.month, before.month_id, before.month_count);
+
+    // How many requests each window admits right now.
+    let minute_avail = saturating_u64((p.now_us + burst * interval - tat) / interval);
+    let day_avail = p.day.map_or(u64::MAX, |(l, _)| l.saturating_sub(day_count));
+    let month_avail = p
+        .month
+        .map_or(u64::MAX, |(l, _)| l.saturating_sub(month_count));
+    let avail = minute_avail.min(day_avail).min(month_avail);
+    let cap = avail
+        .checked_div(share_div)
+        .map_or(u64::MAX, |share| share.max(1));
+    let granted = want.min(avail).min(cap);
+    let allowed = granted > 0;
+
+    let mut waits = [(Window::Minute, 0), (Window::Day, 0), (Window::Month, 0)];
+    if minute_avail == 0 {
+        waits[0].1 = tat + interval - burst * interval - p.now_us;
+    }
+    if let (Some((_, per)), 0) = (p.day, day_avail) {
         waits[1].1 = per.end_us - p.now_us;
     }
-    if let Some((limit, per)) = p.month
-        && month_count >= limit
-    {
+    if let (Some((_, per)), 0) = (p.month, month_avail) {
         waits[2].1 = per.end_us - p.now_us;
     }
     let (hit_window, wait_us) = waits
@@ -252,19 +266,19 @@ pub fn decide(p: &Params, before: &State) -> (Decision, Option<State>) {
         .copied()
         .max_by_key(|(_, w)| *w)
         .unwrap_or((Window::Minute, 0));
-    let allowed = wait_us <= 0;
 
-    let (tat_after, day_after, month_after) = if allowed {
-        (new_tat, day_count + 1, month_count + 1)
-    } else {
-        (tat, day_count, month_count)
-    };
+    let g = as_i64(granted);
+    let (tat_after, day_after, month_after) = (
+        tat + g * interval,
+        day_count + granted,
+        month_count + granted,
+    );
     let mut windows = Vec::with_capacity(3);
     let used_us = tat_after - p.now_us;
     windows.push(WindowState {
         window: Window::Minute,
         limit: p.burst,
-        remaining: saturating_u64((burst * p.interval_us - used_us) / p.interval_us).min(p.burst),
+        remaining: saturating_u64((burst * interval - used_us) / interval).min(p.burst),
         reset_ms: ceil_div(used_us, US_PER_MS),
     });
     if let Some((limit, per)) = p.day {
@@ -294,13 +308,13 @@ pub fn decide(p: &Params, before: &State) -> (Decision, Option<State>) {
         windows,
     };
     let after = allowed.then(|| State {
-        tat_us: new_tat,
+        tat_us: tat_after,
         day_id: p.day.map_or(0, |(_, per)| per.id),
         day_count: day_after,
         month_id: p.month.map_or(0, |(_, per)| per.id),
         month_count: month_after,
     });
-    (decision, after)
+    (granted, decision, after)
 }
 
 /// How long a subject's state must be kept: until the bucket is full and every quota period ends.
@@ -509,6 +523,33 @@ mod tests {
                 admitted += usize::from(t.await.unwrap());
             }
             assert_eq!(admitted, 50);
+        }
+    }
+
+    #[tokio::test]
+    async fn grants_of_several_take_what_every_window_allows() {
+        let plan = limits(60, Some(10), Some(12), None);
+        let t0 = ms(2026, 11, 22, 12, 0, 0);
+        for store in stores() {
+            let p = Params::new(&plan, t0);
+            let (granted, d) = match &store {
+                Store::Local(_) => {
+                    let (g, d, _) = grant(&p, &State::default(), 4, 0);
+                    (g, d)
+                }
+                Store::Redis(r) => r.grant(KEY, &p, 4, 0).await.unwrap(),
+            };
+            assert_eq!((granted, d.allowed), (4, true));
+            let Store::Redis(r) = &store else { continue };
+            // 6 left in the bucket; a share cap of 1/3 grants 2 of them.
+            assert_eq!(r.grant(KEY, &p, 10, 3).await.unwrap().0, 2);
+            assert_eq!(r.grant(KEY, &p, 10, 0).await.unwrap().0, 4);
+            let (g, d) = r.grant(KEY, &p, 10, 0).await.unwrap();
+            assert_eq!((g, d.allowed, d.hit), (0, false, Some(Window::Minute)));
+            assert_eq!(d.retry_after_ms, 1_000);
+            // Later the day quota (12, 10 spent) is what caps the grant.
+            let later = Params::new(&plan, t0 + 60_000);
+            assert_eq!(r.grant(KEY, &later, 10, 0).await.unwrap().0, 2);
         }
     }
 

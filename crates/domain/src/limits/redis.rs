@@ -3,7 +3,7 @@
 use deadpool_redis::{Config, Pool, Runtime};
 use redis::Script;
 
-use super::{Decision, Params, State, Subject, decide};
+use super::{Decision, Params, State, Subject, grant};
 
 /// Connections kept per data plane.
 pub const POOL_SIZE: usize = 64;
@@ -50,6 +50,17 @@ impl RedisStore {
 
     /// Checks and, when admitted, consumes one request of `subject` in every window, atomically.
     pub async fn check(&self, subject: Subject, p: &Params) -> Result<Decision, RedisStoreError> {
+        self.grant(subject, p, 1, 0).await.map(|(_, d)| d)
+    }
+
+    /// Grants up to `want` requests at once (a fast-mode lease), see [`grant`].
+    pub async fn grant(
+        &self,
+        subject: Subject,
+        p: &Params,
+        want: u64,
+        share_div: u64,
+    ) -> Result<(u64, Decision), RedisStoreError> {
         let mut conn = self
             .pool
             .get()
@@ -69,9 +80,11 @@ impl RedisStore {
             .arg(ml)
             .arg(month.map_or(0, |m| m.id))
             .arg(month.map_or(0, |m| m.end_us))
+            .arg(want)
+            .arg(share_div)
             .invoke_async(&mut conn)
             .await?;
-        let (allowed, tat, dp, dc, mp, mc) = reply;
+        let (granted_by_redis, tat, dp, dc, mp, mc) = reply;
         let before = State {
             tat_us: tat,
             day_id: dp,
@@ -79,19 +92,25 @@ impl RedisStore {
             month_id: mp,
             month_count: u64::try_from(mc).unwrap_or(0),
         };
-        let (decision, _) = decide(p, &before);
-        if decision.allowed != (allowed == 1) {
+        let (granted, decision, _) = grant(p, &before, want, share_div);
+        let by_redis = u64::try_from(granted_by_redis).unwrap_or(0);
+        if granted != by_redis {
             tracing::error!(
                 ?before,
                 ?p,
-                "limits.lua and decide() disagree; trusting Redis"
+                granted,
+                by_redis,
+                "limits.lua and grant() disagree; trusting Redis"
             );
-            return Ok(Decision {
-                allowed: allowed == 1,
-                ..decision
-            });
+            return Ok((
+                by_redis,
+                Decision {
+                    allowed: by_redis > 0,
+                    ..decision
+                },
+            ));
         }
-        Ok(decision)
+        Ok((granted, decision))
     }
 
     /// A cheap round trip, used to tell whether Redis is back.
