@@ -48,6 +48,10 @@ pub struct ProxySettings {
     #[arg(long, env = "GATEWAY_FAST_LEASE_TTL_MS", default_value_t = DEFAULT_LEASE_TTL_MS)]
     pub fast_lease_ttl_ms: u64,
 
+    /// Worker threads, each with its own listening socket and upstream pool; 0 = one per core.
+    #[arg(long, env = "GATEWAY_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
     /// On shutdown, how long in-flight requests may take to finish.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
@@ -65,6 +69,7 @@ impl Default for ProxySettings {
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             fast_lease_max: DEFAULT_LEASE_MAX,
             fast_lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
+            workers: 0,
         }
     }
 }

@@ -1,5 +1,6 @@
 use clap::Parser;
 use data_plane::{Application, DataPlaneSettings};
+use mimalloc::MiMalloc;
 
 /// Gateway data plane: the authenticated, rate-limited proxy.
 #[derive(Parser)]
@@ -9,7 +10,11 @@ struct Cli {
     settings: DataPlaneSettings,
 }
 
-#[tokio::main]
+/// mimalloc: fewer cycles per allocation than glibc's malloc on the proxy's many small buffers.
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     domain::telemetry::init();
     let app = Application::build(Cli::parse().settings).await?;

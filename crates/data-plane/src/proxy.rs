@@ -37,7 +37,8 @@ use crate::usage::UsageRecorder;
 
 /// What the gateway answers with: the upstream's body streamed through, or one of its own.
 pub type Body = Either<Incoming, Full<Bytes>>;
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Limited<Incoming>>;
+/// The keep-alive pool to upstreams; each worker thread has its own.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Limited<Incoming>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
@@ -54,7 +55,6 @@ pub struct Gateway {
     pub settings: ProxySettings,
     /// Set once the first snapshot is loaded.
     pub loaded: AtomicBool,
-    client: UpstreamClient,
 }
 
 /// A request that passed authentication: what limiting, forwarding and recording need.
@@ -69,7 +69,8 @@ struct Auth {
     enforcement: Enforcement,
 }
 
-fn upstream_client() -> anyhow::Result<UpstreamClient> {
+/// A keep-alive pool to upstreams (HTTP and HTTPS with the system's roots).
+pub fn upstream_client() -> anyhow::Result<UpstreamClient> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -105,13 +106,13 @@ impl Gateway {
             clock,
             settings,
             loaded: AtomicBool::new(false),
-            client: upstream_client()?,
         })
     }
 
-    /// Entry point of every request.
+    /// Entry point of every request; `client` is the calling worker's upstream pool.
     pub async fn handle(
         self: Arc<Self>,
+        client: UpstreamClient,
         peer: SocketAddr,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
@@ -121,15 +122,20 @@ impl Gateway {
             }
             "/health/ready" => self.readiness().await.map(Either::Right),
             "/metrics" => self.metrics_page().map(Either::Right),
-            _ => self.proxy(peer, req).await,
+            _ => self.proxy(&client, peer, req).await,
         };
         Ok(resp)
     }
 
-    async fn proxy(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    async fn proxy(
+        &self,
+        client: &UpstreamClient,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let rid = request_id(req.headers());
-        let mut resp = self.proxy_phases(peer, req, &rid).await;
+        let mut resp = self.proxy_phases(client, peer, req, &rid).await;
         if let Ok(v) = HeaderValue::from_str(&rid) {
             resp.headers_mut().insert(&X_REQUEST_ID, v);
         }
@@ -140,17 +146,17 @@ impl Gateway {
     }
 
     fn fail(&self, err: &GatewayError, rid: &str) -> Response<Body> {
-        let outcome = if err.status().is_server_error() {
-            "error"
+        if err.status().is_server_error() {
+            self.metrics.errors.inc();
         } else {
-            "denied"
-        };
-        self.metrics.requests.with_label_values(&[outcome]).inc();
+            self.metrics.denied.inc();
+        }
         err.to_response(rid).map(Either::Right)
     }
 
     async fn proxy_phases(
         &self,
+        client: &UpstreamClient,
         peer: SocketAddr,
         req: Request<Incoming>,
         rid: &str,
@@ -208,7 +214,9 @@ impl Gateway {
         }
 
         // Forward.
-        let result = self.forward(peer, req, upstream_uri, &auth, rid).await;
+        let result = self
+            .forward(client, peer, req, upstream_uri, &auth, rid)
+            .await;
 
         // Respond and record.
         let upstream_failed = match &result {
@@ -228,7 +236,7 @@ impl Gateway {
         );
         let mut resp = match result {
             Ok(r) => {
-                self.metrics.requests.with_label_values(&["proxied"]).inc();
+                self.metrics.proxied.inc();
                 r.map(Either::Left)
             }
             Err(e) => self.fail(&e, rid),
@@ -238,7 +246,7 @@ impl Gateway {
     }
 
     fn rejected(&self, decision: &Decision, rid: &str) -> Response<Body> {
-        self.metrics.requests.with_label_values(&["rejected"]).inc();
+        self.metrics.rejected.inc();
         let tight = decision.tightest();
         let err = GatewayError::RateLimited {
             window: decision.hit.map_or("minute", domain::limits::Window::name),
@@ -333,6 +341,7 @@ impl Gateway {
 
     async fn forward(
         &self,
+        client: &UpstreamClient,
         peer: SocketAddr,
         req: Request<Incoming>,
         uri: Uri,
@@ -379,7 +388,7 @@ impl Gateway {
         let upstream_req = Request::from_parts(parts, Limited::new(body, limit));
 
         let timeout = auth.api.timeout;
-        match tokio::time::timeout(timeout, self.client.request(upstream_req)).await {
+        match tokio::time::timeout(timeout, client.request(upstream_req)).await {
             Err(_) => Err(GatewayError::UpstreamTimeout {
                 timeout_ms: timeout.as_millis(),
             }),

@@ -12,22 +12,24 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::DataPlaneSettings;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, UpstreamClient, upstream_client};
 use crate::reload;
 use crate::usage::UsageRecorder;
 
 /// Pause after a failed `accept` (EMFILE and friends) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const LISTEN_BACKLOG: i32 = 1024;
 /// Attempts of the last usage flush at shutdown.
 const FINAL_FLUSH_ATTEMPTS: u32 = 5;
 
 pub struct Application {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
     gateway: Arc<Gateway>,
     settings: DataPlaneSettings,
@@ -79,7 +81,7 @@ impl Application {
             keys = snap.key_count(),
             "snapshot loaded"
         );
-        let listener = TcpListener::bind(shared.data_plane_addr).await?;
+        let listener = reuseport_listener(shared.data_plane_addr)?;
         let addr = listener.local_addr()?;
         let (stop_tx, _) = watch::channel(false);
         Ok(Self {
@@ -128,8 +130,17 @@ impl Application {
             stop_rx.clone(),
         ));
 
-        serve(&listener, &gateway, &settings, stop_rx).await;
-        drop(listener);
+        let workers = spawn_workers(listener, &gateway, &settings, &stop_rx)?;
+        let joined = tokio::task::spawn_blocking(move || {
+            workers
+                .into_iter()
+                .map(|w| w.join().map_err(|_| anyhow::anyhow!("a worker panicked"))?)
+                .collect::<anyhow::Result<Vec<()>>>()
+        })
+        .await?;
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "worker failed");
+        }
 
         let _ = stop_tx.send(true);
         let _ = tokio::join!(reloader, prober, flusher);
@@ -146,9 +157,62 @@ impl Application {
     }
 }
 
+/// A listening socket with `SO_REUSEPORT`, so each worker thread can accept on its own socket.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// One worker per core (or `GATEWAY_WORKERS`): a single-threaded runtime with its own listening
+/// socket and upstream pool, like nginx's worker processes. A request stays on one thread from
+/// accept to response; the shared state (snapshot, limits, usage) is behind atomics and sharded
+/// locks.
+fn spawn_workers(
+    first: std::net::TcpListener,
+    gateway: &Arc<Gateway>,
+    settings: &DataPlaneSettings,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<anyhow::Result<()>>>> {
+    let addr = first.local_addr()?;
+    let count = match settings.proxy.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    let mut first = Some(first);
+    let mut handles = Vec::with_capacity(count);
+    for i in 0..count {
+        let listener = match first.take() {
+            Some(l) => l,
+            None => reuseport_listener(addr)?,
+        };
+        let (gw, settings, stop) = (gateway.clone(), settings.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("gw-worker-{i}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let client = upstream_client()?;
+                    serve(&listener, &gw, &client, &settings, stop).await;
+                    Ok(())
+                })
+            })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
 async fn serve(
     listener: &TcpListener,
     gateway: &Arc<Gateway>,
+    client: &UpstreamClient,
     settings: &DataPlaneSettings,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -167,14 +231,14 @@ async fn serve(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let gw = gateway.clone();
+        let (gw, client) = (gateway.clone(), client.clone());
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(max_buf)
             .serve_connection(
                 TokioIo::new(stream),
-                service_fn(move |req| gw.clone().handle(peer, req)),
+                service_fn(move |req| gw.clone().handle(client.clone(), peer, req)),
             );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
