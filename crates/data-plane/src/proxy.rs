@@ -452,15 +452,16 @@ impl Gateway {
 
 /// `/{tenant}/{api}{rest}?{query}` split out of a request URI.
 #[derive(Debug, PartialEq, Eq)]
-struct Target<'a> {
-    tenant: &'a str,
-    api: &'a str,
+pub struct Target<'a> {
+    pub tenant: &'a str,
+    pub api: &'a str,
     /// Empty, or starting with `/`.
-    rest: &'a str,
-    query: Option<&'a str>,
+    pub rest: &'a str,
+    pub query: Option<&'a str>,
 }
 
-fn parse_target(uri: &Uri) -> Result<Target<'_>, GatewayError> {
+/// The parse phase: which tenant and API a request is for, and the rest of its path.
+pub fn parse_target(uri: &Uri) -> Result<Target<'_>, GatewayError> {
     let path = uri.path().strip_prefix('/').ok_or(GatewayError::NoRoute)?;
     let (tenant, after) = path.split_once('/').ok_or(GatewayError::NoRoute)?;
     let (api, rest) = after.find('/').map_or((after, ""), |i| after.split_at(i));
@@ -482,9 +483,21 @@ fn parse_target(uri: &Uri) -> Result<Target<'_>, GatewayError> {
 }
 
 fn is_dot_segment(seg: &str) -> bool {
-    let lower = seg.to_ascii_lowercase();
-    let decoded = lower.replace("%2e", ".");
-    decoded == "." || decoded == ".."
+    // ".", "..", and their percent-encoded spellings (%2e, any case), without allocating.
+    let b = seg.as_bytes();
+    let (mut dots, mut i) = (0, 0);
+    while i < b.len() {
+        if b[i] == b'.' {
+            i += 1;
+        } else if b.len() - i >= 3 && b[i] == b'%' && b[i + 1] == b'2' && (b[i + 2] | 0x20) == b'e'
+        {
+            i += 3;
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 fn upstream_uri(api: &ApiEntry, t: &Target<'_>) -> Result<Uri, GatewayError> {

@@ -2,24 +2,28 @@
 //! does not (or 503 when configured fail-closed), and back to Redis by itself.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::collections::HashMap;
 use std::hash::RandomState;
 
+use arc_swap::ArcSwapOption;
+
 use super::local::LocalStore;
 use super::redis::RedisStore;
 
-use super::{Decision, Params, Subject};
+use super::{Ask, Decision, Params, Subject};
 use crate::clock::SharedClock;
 use crate::plan::{Enforcement, PlanLimits};
 
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// Largest fast-mode lease: requests a data plane may admit on one Redis round trip.
-pub const DEFAULT_LEASE_MAX: u64 = 32;
+pub const DEFAULT_LEASE_MAX: u64 = 128;
 /// How long a leased budget may be spent; what is left then is dropped (never over-admitted).
+/// A data plane holds at most two leases of a subject at once (the current one and the next,
+/// fetched when the current runs low): that is the most it can refuse early per window.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
 /// A lease takes at most this fraction (1/n) of what the tightest window has left, so leases
 /// shrink to single requests near a limit and other data planes are not starved.
@@ -65,28 +69,96 @@ pub enum LimiterError {
     Unavailable,
 }
 
-/// A budget leased from Redis for one subject (fast mode).
+/// A budget leased from Redis for one subject (fast mode). Spending is a lock-free decrement;
+/// fetching a new lease is serialised per subject, and starts in the background once the budget
+/// runs low, so requests rarely wait for Redis.
+#[derive(Default)]
 struct Lease {
-    left: u64,
-    /// The windows as Redis saw them right after the lease was granted.
-    decision: Decision,
-    expires_ms: i64,
+    left: AtomicU64,
+    expires_ms: AtomicI64,
+    /// The windows as Redis saw them at the last grant, for the response headers.
+    decision: ArcSwapOption<Decision>,
+    refill: tokio::sync::Mutex<()>,
+    prefetching: AtomicBool,
+    /// Day and month period ids of the last grant: unspent requests are given back only to the
+    /// period they were taken from.
+    periods: std::sync::Mutex<(i64, i64)>,
+}
+
+fn periods_of(p: &Params) -> (i64, i64) {
+    (
+        p.day.map_or(0, |(_, per)| per.id),
+        p.month.map_or(0, |(_, per)| per.id),
+    )
 }
 
 impl Lease {
-    /// The decision for one request spent from this lease: what this data plane still holds counts
-    /// as remaining.
-    fn spend(&mut self) -> Decision {
-        self.left -= 1;
-        let mut d = self.decision.clone();
-        for w in &mut d.windows {
-            w.remaining = w.remaining.saturating_add(self.left).min(w.limit);
+    /// Spends one request of the lease, if it has one left and has not expired; returns the
+    /// decision for it and how many are left.
+    fn try_spend(&self, now_ms: i64) -> Option<(Decision, u64)> {
+        if self.expires_ms.load(Ordering::Acquire) <= now_ms {
+            return None;
         }
-        d
+        let mut cur = self.left.load(Ordering::Acquire);
+        loop {
+            if cur == 0 {
+                return None;
+            }
+            match self
+                .left
+                .compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        let left = cur - 1;
+        let snapshot = self.decision.load_full()?;
+        Some((with_held(&snapshot, left), left))
+    }
+
+    /// Takes back what an expired lease never spent, to return it to Redis with the next grant
+    /// (nothing when the lease was taken in an earlier day or month: that period is over).
+    fn take_unspent(&self, now_ms: i64, params: &Params) -> u64 {
+        if self.expires_ms.load(Ordering::Acquire) > now_ms {
+            return 0;
+        }
+        let unspent = self.left.swap(0, Ordering::AcqRel);
+        let same_period = *self
+            .periods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            == periods_of(params);
+        if same_period { unspent } else { 0 }
+    }
+
+    /// Installs a fresh grant (replacing whatever had expired, adding to what is still valid).
+    fn install(&self, granted: u64, decision: Decision, params: &Params, now_ms: i64, ttl_ms: i64) {
+        *self
+            .periods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = periods_of(params);
+        if self.expires_ms.load(Ordering::Acquire) <= now_ms {
+            self.left.store(granted, Ordering::Release);
+        } else {
+            self.left.fetch_add(granted, Ordering::AcqRel);
+        }
+        self.decision.store(Some(Arc::new(decision)));
+        self.expires_ms
+            .store(now_ms.saturating_add(ttl_ms), Ordering::Release);
     }
 }
 
-type LeaseSlot = Arc<tokio::sync::Mutex<Option<Lease>>>;
+/// A lease's decision with what this data plane still holds counted as remaining.
+fn with_held(d: &Decision, held: u64) -> Decision {
+    let mut d = d.clone();
+    for w in &mut d.windows {
+        w.remaining = w.remaining.saturating_add(held).min(w.limit);
+    }
+    d
+}
+
+type LeaseSlot = Arc<Lease>;
 
 pub struct Limiter {
     local: LocalStore,
@@ -197,17 +269,18 @@ impl Limiter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= LEASE_SWEEP_AT {
             let now = self.clock.now_ms();
-            map.retain(|_, slot| {
-                slot.try_lock().map_or(true, |l| {
-                    l.as_ref().is_some_and(|l| l.left > 0 && l.expires_ms > now)
-                })
+            map.retain(|_, l| {
+                l.expires_ms.load(Ordering::Relaxed) > now || Arc::strong_count(l) > 1
             });
         }
         map.entry(subject).or_default().clone()
     }
 
-    /// Fast mode: spend the subject's lease, or lease a new budget from Redis. Requests of one
-    /// subject wait for each other only while a lease is being fetched.
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.settings.lease_ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Fast mode: spend the subject's lease, or lease a new budget from Redis.
     async fn fast(
         &self,
         redis: &RedisStore,
@@ -215,40 +288,73 @@ impl Limiter {
         params: &Params,
         now_ms: i64,
     ) -> Result<Result<Decision, super::redis::RedisStoreError>, tokio::time::error::Elapsed> {
-        let slot = self.lease_slot(subject);
-        let mut lease = slot.lock().await;
-        if let Some(l) = lease.as_mut()
-            && l.left > 0
-            && l.expires_ms > now_ms
-        {
-            return Ok(Ok(l.spend()));
+        let lease = self.lease_slot(subject);
+        if let Some((decision, left)) = lease.try_spend(now_ms) {
+            self.maybe_prefetch(&lease, redis, subject, params, left);
+            return Ok(Ok(decision));
         }
+        let _one_fetch = lease.refill.lock().await;
+        // Another request may have refilled while this one waited.
+        if let Some((decision, _)) = lease.try_spend(now_ms) {
+            return Ok(Ok(decision));
+        }
+        let ask = Ask {
+            want: self.settings.lease_max.max(1),
+            share_div: LEASE_SHARE_DIV,
+            refund: lease.take_unspent(now_ms, params),
+        };
         let fetched = tokio::time::timeout(
             self.settings.redis_timeout,
-            redis.grant(
-                subject,
-                params,
-                self.settings.lease_max.max(1),
-                LEASE_SHARE_DIV,
-            ),
+            redis.grant(subject, params, ask),
         )
         .await?;
         Ok(fetched.map(|(granted, decision)| {
             if granted == 0 {
-                *lease = None;
                 return decision;
             }
-            let expires_ms =
-                now_ms + i64::try_from(self.settings.lease_ttl.as_millis()).unwrap_or(i64::MAX);
-            let mut l = Lease {
-                left: granted,
-                decision,
-                expires_ms,
-            };
-            let d = l.spend();
-            *lease = Some(l);
-            d
+            lease.install(granted - 1, decision.clone(), params, now_ms, self.ttl_ms());
+            with_held(&decision, granted - 1)
         }))
+    }
+
+    /// Once a lease runs low, fetches the next one in the background (one fetch at a time).
+    fn maybe_prefetch(
+        &self,
+        lease: &LeaseSlot,
+        redis: &RedisStore,
+        subject: Subject,
+        params: &Params,
+        left: u64,
+    ) {
+        let want = self.settings.lease_max.max(1);
+        if left > want / 2 || lease.prefetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (lease, redis, params, ttl_ms, timeout) = (
+            lease.clone(),
+            redis.clone(),
+            *params,
+            self.ttl_ms(),
+            self.settings.redis_timeout,
+        );
+        tokio::spawn(async move {
+            {
+                let _one_fetch = lease.refill.lock().await;
+                let ask = Ask {
+                    want,
+                    share_div: LEASE_SHARE_DIV,
+                    refund: 0,
+                };
+                let fetched =
+                    tokio::time::timeout(timeout, redis.grant(subject, &params, ask)).await;
+                if let Ok(Ok((granted, decision))) = fetched
+                    && granted > 0
+                {
+                    lease.install(granted, decision, &params, params.now_us / 1_000, ttl_ms);
+                }
+            }
+            lease.prefetching.store(false, Ordering::Release);
+        });
     }
 
     fn mark_down(&self, why: &str) {

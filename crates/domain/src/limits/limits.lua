@@ -2,12 +2,13 @@
 -- Lua (both are held to the same tests). Data planes batch concurrent requests into one call;
 -- each subject is still decided atomically and in order, and a refusal changes nothing.
 -- KEYS[i]  subject i's state hash: tat, dp (day id), dc, mp (month id), mc
--- ARGV     11 values per subject: now_us, interval_us, burst, day_limit (0 = none), day_id,
---          day_end_us, month_limit (0 = none), month_id, month_end_us, want, share_div (0 = no cap)
+-- ARGV     12 values per subject: now_us, interval_us, burst, day_limit (0 = none), day_id,
+--          day_end_us, month_limit (0 = none), month_id, month_end_us, want, share_div (0 = no cap),
+--          refund (unspent requests of an expired lease, given back first)
 -- Returns  6 values per subject: granted, then tat, dp, dc, mp, mc as they were BEFORE its grant.
 local out = {}
 for i = 1, #KEYS do
-  local a = (i - 1) * 11
+  local a = (i - 1) * 12
   local now = tonumber(ARGV[a + 1])
   local interval = tonumber(ARGV[a + 2])
   local burst = tonumber(ARGV[a + 3])
@@ -19,6 +20,7 @@ for i = 1, #KEYS do
   local month_end = tonumber(ARGV[a + 9])
   local want = tonumber(ARGV[a + 10])
   local share_div = tonumber(ARGV[a + 11])
+  local refund = tonumber(ARGV[a + 12])
 
   local s = redis.call('HMGET', KEYS[i], 'tat', 'dp', 'dc', 'mp', 'mc')
   local tat0 = tonumber(s[1]) or 0
@@ -27,19 +29,19 @@ for i = 1, #KEYS do
   local mp0 = tonumber(s[4]) or 0
   local mc0 = tonumber(s[5]) or 0
 
-  local tat = math.max(tat0, now)
+  local tat = math.max(tat0 - refund * interval, now)
   local avail = math.floor((now + burst * interval - tat) / interval)
   if avail < 0 then avail = 0 end
   local dc = 0
-  if day_limit > 0 and dp0 == day_id then dc = dc0 end
+  if day_limit > 0 and dp0 == day_id then dc = math.max(dc0 - refund, 0) end
   local mc = 0
-  if month_limit > 0 and mp0 == month_id then mc = mc0 end
+  if month_limit > 0 and mp0 == month_id then mc = math.max(mc0 - refund, 0) end
   if day_limit > 0 then avail = math.min(avail, math.max(day_limit - dc, 0)) end
   if month_limit > 0 then avail = math.min(avail, math.max(month_limit - mc, 0)) end
   local granted = math.min(want, avail)
   if share_div > 0 then granted = math.min(granted, math.max(math.floor(avail / share_div), 1)) end
 
-  if granted > 0 then
+  if granted > 0 or refund > 0 then
     local new_tat = tat + granted * interval
     local until_us = new_tat
     if day_limit > 0 and day_end > until_us then until_us = day_end end

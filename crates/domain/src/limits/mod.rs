@@ -213,27 +213,57 @@ fn saturating_u64(v: i64) -> u64 {
 /// The decision rule for one request: given the stored state before it, decide, and return the
 /// state to store when it is admitted. `limits.lua` is [`grant`] in Lua.
 pub fn decide(p: &Params, before: &State) -> (Decision, Option<State>) {
-    let (_, decision, after) = grant(p, before, 1, 0);
+    let (_, decision, after) = grant(p, before, Ask::ONE);
     (decision, after)
 }
 
-/// Grants up to `want` requests at once, all windows together: as many as every window can
-/// admit now, at least one or none (a refusal consumes nothing). With `share_div > 0` a grant
-/// of several is also capped at `1/share_div` of what the tightest window has left, so that a
-/// node leasing a budget near the limit leaves the rest to others.
+/// What a grant asks for: how many requests, the share cap, and leased-but-unspent requests to
+/// give back first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    /// Grant up to this many (1 for a single request).
+    pub want: u64,
+    /// With `share_div > 0`, a grant of several is capped at `1/share_div` of what the tightest
+    /// window has left, so that a data plane leasing a budget near the limit leaves the rest to
+    /// others.
+    pub share_div: u64,
+    /// Requests of an expired lease that were never spent: returned to every window of the
+    /// current period before granting.
+    pub refund: u64,
+}
+
+impl Ask {
+    pub const ONE: Self = Self {
+        want: 1,
+        share_div: 0,
+        refund: 0,
+    };
+}
+
+/// Grants up to `ask.want` requests at once, all windows together: as many as every window can
+/// admit now, at least one or none (a refusal consumes nothing; a refund is kept either way).
 /// Returns the number granted, the decision (the state of every window after the grant; for a
 /// refusal, which window and how long to wait) and the state to store.
-pub fn grant(
-    p: &Params,
-    before: &State,
-    want: u64,
-    share_div: u64,
-) -> (u64, Decision, Option<State>) {
+pub fn grant(p: &Params, before: &State, ask: Ask) -> (u64, Decision, Option<State>) {
+    let Ask {
+        want,
+        share_div,
+        refund,
+    } = ask;
     let burst = as_i64(p.burst);
     let interval = p.interval_us;
-    let tat = before.tat_us.max(p.now_us);
+    let tat = before
+        .tat_us
+        .saturating_sub(as_i64(refund).saturating_mul(interval))
+        .max(p.now_us);
     let count_in = |period: Option<(u64, Period)>, id: i64, count: u64| {
-        period.map_or(0, |(_, per)| if id == per.id { count } else { 0 })
+        period.map_or(0, |(_, per)| {
+            if id == per.id {
+                count.saturating_sub(refund)
+            } else {
+                0
+            }
+        })
     };
     let day_count = count_in(p.day, before.day_id, before.day_count);
     let month_count = count_in(p.month, before.month_id, before.month_count);
@@ -334,6 +364,8 @@ mod tests {
     use std::sync::Arc;
 
     use chrono::{TimeZone, Utc};
+
+    use crate::clock::Clock;
 
     use super::local::LocalStore;
     use super::redis::{RedisStore, pool};
@@ -534,23 +566,183 @@ mod tests {
             let p = Params::new(&plan, t0);
             let (granted, d) = match &store {
                 Store::Local(_) => {
-                    let (g, d, _) = grant(&p, &State::default(), 4, 0);
+                    let (g, d, _) = grant(
+                        &p,
+                        &State::default(),
+                        Ask {
+                            want: 4,
+                            ..Ask::ONE
+                        },
+                    );
                     (g, d)
                 }
-                Store::Redis(r) => r.grant(KEY, &p, 4, 0).await.unwrap(),
+                Store::Redis(r) => r
+                    .grant(
+                        KEY,
+                        &p,
+                        Ask {
+                            want: 4,
+                            ..Ask::ONE
+                        },
+                    )
+                    .await
+                    .unwrap(),
             };
             assert_eq!((granted, d.allowed), (4, true));
             let Store::Redis(r) = &store else { continue };
             // 6 left in the bucket; a share cap of 1/3 grants 2 of them.
-            assert_eq!(r.grant(KEY, &p, 10, 3).await.unwrap().0, 2);
-            assert_eq!(r.grant(KEY, &p, 10, 0).await.unwrap().0, 4);
-            let (g, d) = r.grant(KEY, &p, 10, 0).await.unwrap();
+            assert_eq!(
+                r.grant(
+                    KEY,
+                    &p,
+                    Ask {
+                        want: 10,
+                        share_div: 3,
+                        refund: 0
+                    }
+                )
+                .await
+                .unwrap()
+                .0,
+                2
+            );
+            assert_eq!(
+                r.grant(
+                    KEY,
+                    &p,
+                    Ask {
+                        want: 10,
+                        ..Ask::ONE
+                    }
+                )
+                .await
+                .unwrap()
+                .0,
+                4
+            );
+            let (g, d) = r
+                .grant(
+                    KEY,
+                    &p,
+                    Ask {
+                        want: 10,
+                        ..Ask::ONE
+                    },
+                )
+                .await
+                .unwrap();
             assert_eq!((g, d.allowed, d.hit), (0, false, Some(Window::Minute)));
             assert_eq!(d.retry_after_ms, 1_000);
             // Later the day quota (12, 10 spent) is what caps the grant.
             let later = Params::new(&plan, t0 + 60_000);
-            assert_eq!(r.grant(KEY, &later, 10, 0).await.unwrap().0, 2);
+            assert_eq!(
+                r.grant(
+                    KEY,
+                    &later,
+                    Ask {
+                        want: 10,
+                        ..Ask::ONE
+                    }
+                )
+                .await
+                .unwrap()
+                .0,
+                2
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn unspent_lease_requests_are_given_back_to_the_same_period() {
+        let Some(url) = redis_url() else { return };
+        let r = RedisStore::new(pool(&url).unwrap(), unique_name("gwtest"));
+        let plan = limits(1_000_000, None, Some(10), None);
+        let p = Params::new(&plan, ms(2026, 11, 22, 12, 0, 0));
+        assert_eq!(
+            r.grant(
+                KEY,
+                &p,
+                Ask {
+                    want: 5,
+                    ..Ask::ONE
+                }
+            )
+            .await
+            .unwrap()
+            .0,
+            5
+        );
+        // 3 of the 5 were never spent: given back, then 2 granted: 4 taken in all.
+        let (g, d) = r
+            .grant(
+                KEY,
+                &p,
+                Ask {
+                    want: 2,
+                    share_div: 0,
+                    refund: 3,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(g, 2);
+        assert_eq!(window(&d, Window::Day).remaining, 6);
+    }
+
+    /// Fast mode through the limiter: a lease, spent in part, expires; the next request gives the
+    /// rest back, so the day's count holds only what was admitted.
+    #[tokio::test]
+    async fn fast_mode_returns_what_an_expired_lease_did_not_spend() {
+        let Some(url) = redis_url() else { return };
+        let clock = crate::clock::ManualClock::at(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 22, 12, 0, 0)
+                .unwrap(),
+        );
+        let store = RedisStore::new(pool(&url).unwrap(), unique_name("gwtest"));
+        let settings = LimiterSettings {
+            lease_max: 10,
+            redis_timeout: std::time::Duration::from_secs(2),
+            ..LimiterSettings::default()
+        };
+        let limiter = Limiter::new(Some(store.clone()), settings, Arc::new(clock.clone()));
+        let plan = limits(1_000_000, None, Some(100), None);
+        let fast = crate::plan::Enforcement::Fast;
+        for _ in 0..2 {
+            assert!(
+                limiter
+                    .check_with(KEY, &plan, fast)
+                    .await
+                    .unwrap()
+                    .0
+                    .allowed
+            );
+        }
+        clock.advance_ms(2_000);
+        let (d, kind) = limiter.check_with(KEY, &plan, fast).await.unwrap();
+        assert_eq!(kind, StoreKind::Redis);
+        assert_eq!(
+            window(&d, Window::Day).remaining,
+            97,
+            "3 admitted, the rest given back or held"
+        );
+        // What Redis itself counts: 3 spent + the 9 this node still holds.
+        let p = Params::new(&plan, clock.now_ms());
+        let (_, d) = store
+            .grant(
+                Subject::Key {
+                    tenant_id: 1,
+                    key_id: 7,
+                },
+                &p,
+                Ask {
+                    want: 1,
+                    ..Ask::ONE
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(window(&d, Window::Day).remaining, 100 - 12 - 1);
     }
 
     #[test]

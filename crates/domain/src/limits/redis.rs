@@ -10,7 +10,7 @@ use futures_util::stream::FuturesUnordered;
 use redis::Script;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Decision, Params, State, Subject, grant};
+use super::{Ask, Decision, Params, State, Subject, grant};
 
 /// Connections kept per data plane.
 pub const POOL_SIZE: usize = 16;
@@ -19,6 +19,8 @@ pub const MAX_BATCH: usize = 128;
 /// Most script calls under way at once.
 pub const MAX_IN_FLIGHT: usize = 4;
 const QUEUE: usize = 8_192;
+/// Values per subject returned by `limits.lua`.
+const RESULT_WIDTH: usize = 6;
 /// Longest a script call may take before its requests are answered with an error.
 const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -49,8 +51,7 @@ pub fn pool(url: &str) -> Result<Pool, RedisStoreError> {
 struct Job {
     key: String,
     params: Params,
-    want: u64,
-    share_div: u64,
+    ask: Ask,
     reply: oneshot::Sender<Result<(u64, Decision), RedisStoreError>>,
 }
 
@@ -83,7 +84,7 @@ impl RedisStore {
 
     /// Checks and, when admitted, consumes one request of `subject` in every window, atomically.
     pub async fn check(&self, subject: Subject, p: &Params) -> Result<Decision, RedisStoreError> {
-        self.grant(subject, p, 1, 0).await.map(|(_, d)| d)
+        self.grant(subject, p, Ask::ONE).await.map(|(_, d)| d)
     }
 
     /// Grants up to `want` requests at once (a fast-mode lease), see [`grant`].
@@ -91,15 +92,13 @@ impl RedisStore {
         &self,
         subject: Subject,
         p: &Params,
-        want: u64,
-        share_div: u64,
+        ask: Ask,
     ) -> Result<(u64, Decision), RedisStoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             key: subject.redis_key(&self.prefix),
             params: *p,
-            want,
-            share_div,
+            ask,
             reply,
         };
         self.jobs
@@ -188,11 +187,12 @@ async fn call(
             .arg(ml)
             .arg(month.map_or(0, |m| m.id))
             .arg(month.map_or(0, |m| m.end_us))
-            .arg(job.want)
-            .arg(job.share_div);
+            .arg(job.ask.want)
+            .arg(job.ask.share_div)
+            .arg(job.ask.refund);
     }
     let flat: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-    if flat.len() != batch.len() * 6 {
+    if flat.len() != batch.len() * RESULT_WIDTH {
         return Err(RedisStoreError::Redis(format!(
             "limits.lua answered {} values for {} subjects",
             flat.len(),
@@ -201,7 +201,7 @@ async fn call(
     }
     Ok(batch
         .iter()
-        .zip(flat.chunks_exact(6))
+        .zip(flat.chunks_exact(RESULT_WIDTH))
         .map(|(job, r)| {
             let before = State {
                 tat_us: r[1],
@@ -211,7 +211,7 @@ async fn call(
                 month_count: u64::try_from(r[5]).unwrap_or(0),
             };
             let by_redis = u64::try_from(r[0]).unwrap_or(0);
-            let (granted, decision, _) = grant(&job.params, &before, job.want, job.share_div);
+            let (granted, decision, _) = grant(&job.params, &before, job.ask);
             if granted == by_redis {
                 (granted, decision)
             } else {

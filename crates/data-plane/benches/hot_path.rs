@@ -1,0 +1,113 @@
+//! The in-process hot path of one request, without the network: parse the path, find tenant and
+//! API in the snapshot, hash and look up the key, and decide the limits in process.
+//! `cargo bench -p data-plane --bench hot_path`
+
+// Bench set-up fails loudly on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use data_plane::proxy::parse_target;
+use domain::apikey::{ApiKey, KeyHash};
+use domain::header::{KeyHeader, UpstreamTimeout};
+use domain::limits::local::LocalStore;
+use domain::limits::{Params, Subject};
+use domain::plan::{Enforcement, PlanLimits};
+use domain::slug::Slug;
+use domain::snapshot::Snapshot;
+use domain::store::{self, NewApi};
+use domain::upstream::UpstreamUrl;
+use http::Uri;
+
+const KEYS: usize = 10_000;
+
+fn snapshot_with_keys() -> (Snapshot, String, tempfile::TempDir) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        );
+        let db = domain::db::connect_and_migrate(&url).await.expect("db");
+        let owner = store::create_user(&db, "bench", "b@example.com", "x", false)
+            .await
+            .expect("user");
+        let tenant =
+            store::create_tenant(&db, "Acme", &Slug::parse("acme").expect("slug"), owner.id)
+                .await
+                .expect("tenant");
+        let limits =
+            PlanLimits::new(1_000_000_000, None, Some(1_000_000_000), None).expect("limits");
+        let plan = store::create_plan(&db, tenant.id, "p", limits, Enforcement::Strict)
+            .await
+            .expect("plan");
+        let api = NewApi {
+            name: "Weather".into(),
+            slug: Slug::parse("weather").expect("slug"),
+            upstream_url: UpstreamUrl::parse("http://127.0.0.1:9/v1").expect("url"),
+            key_header: KeyHeader::default(),
+            timeout: UpstreamTimeout::default(),
+        };
+        store::create_api(&db, tenant.id, api).await.expect("api");
+        let mut last = None;
+        for _ in 0..KEYS {
+            let (_, raw) = store::create_api_key(&db, tenant.id, plan.id, "k", None)
+                .await
+                .expect("key");
+            last = Some(raw);
+        }
+        let snap = Snapshot::load(&db).await.expect("snapshot");
+        (
+            snap,
+            last.map(|k: ApiKey| k.expose().to_owned())
+                .unwrap_or_default(),
+            dir,
+        )
+    })
+}
+
+fn hot_path(c: &mut Criterion) {
+    let (snap, key, _dir) = snapshot_with_keys();
+    let store = LocalStore::default();
+    let uri: Uri = "/acme/weather/forecast/today?city=berlin&days=3"
+        .parse()
+        .expect("uri");
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut group = c.benchmark_group("hot_path");
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("parse_lookup_hash_limit", |b| {
+        b.iter(|| {
+            let target = parse_target(&uri).expect("target");
+            let tenant = snap.tenant(target.tenant).expect("tenant");
+            let api = tenant.api(target.api).expect("api");
+            let entry = snap.key(&KeyHash::of(&key)).expect("key");
+            let plan = snap.plan(entry.plan_id).expect("plan");
+            let subject = Subject::Key {
+                tenant_id: tenant.id,
+                key_id: entry.id,
+            };
+            let decision = store.check(subject, &Params::new(&plan.limits, now_ms));
+            assert!(decision.allowed && api.is_active);
+            decision
+        });
+    });
+    group.bench_function("key_hash", |b| {
+        b.iter(|| KeyHash::of(std::hint::black_box(&key)));
+    });
+    group.bench_function("local_limit_decision", |b| {
+        let plan = snap
+            .plan(snap.key(&KeyHash::of(&key)).expect("key").plan_id)
+            .expect("plan");
+        let subject = Subject::Key {
+            tenant_id: 1,
+            key_id: 1,
+        };
+        b.iter(|| store.check(subject, &Params::new(&plan.limits, now_ms)));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);
