@@ -1,7 +1,8 @@
 -- Atomic check-and-consume of every window of one or more subjects: `grant` in limits/mod.rs in
 -- Lua (both are held to the same tests). Data planes batch concurrent requests into one call;
 -- each subject is still decided atomically and in order, and a refusal changes nothing.
--- KEYS[i]  subject i's state hash: tat, dp (day id), dc, mp (month id), mc
+-- KEYS[i]  subject i's state: "tat dp dc mp mc" (GCRA arrival time, day id and count, month id
+--          and count) in one string, so a decision is one GET and one SET
 -- ARGV     12 values per subject: now_us, interval_us, burst, day_limit (0 = none), day_id,
 --          day_end_us, month_limit (0 = none), month_id, month_end_us, want, share_div (0 = no cap),
 --          refund (unspent requests of an expired lease, given back first)
@@ -22,12 +23,14 @@ for i = 1, #KEYS do
   local share_div = tonumber(ARGV[a + 11])
   local refund = tonumber(ARGV[a + 12])
 
-  local s = redis.call('HMGET', KEYS[i], 'tat', 'dp', 'dc', 'mp', 'mc')
-  local tat0 = tonumber(s[1]) or 0
-  local dp0 = tonumber(s[2]) or 0
-  local dc0 = tonumber(s[3]) or 0
-  local mp0 = tonumber(s[4]) or 0
-  local mc0 = tonumber(s[5]) or 0
+  local tat0, dp0, dc0, mp0, mc0 = 0, 0, 0, 0, 0
+  local stored = redis.call('GET', KEYS[i])
+  if stored then
+    local a1, a2, a3, a4, a5 = string.match(stored, '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
+    if a1 then
+      tat0, dp0, dc0, mp0, mc0 = tonumber(a1), tonumber(a2), tonumber(a3), tonumber(a4), tonumber(a5)
+    end
+  end
 
   local tat = math.max(tat0 - refund * interval, now)
   local avail = math.floor((now + burst * interval - tat) / interval)
@@ -46,12 +49,9 @@ for i = 1, #KEYS do
     local until_us = new_tat
     if day_limit > 0 and day_end > until_us then until_us = day_end end
     if month_limit > 0 and month_end > until_us then until_us = month_end end
-    local fmt = '%.0f'
-    redis.call('HSET', KEYS[i],
-      'tat', string.format(fmt, new_tat),
-      'dp', string.format(fmt, day_limit > 0 and day_id or 0), 'dc', string.format(fmt, dc + granted),
-      'mp', string.format(fmt, month_limit > 0 and month_id or 0), 'mc', string.format(fmt, mc + granted))
-    redis.call('PEXPIRE', KEYS[i], math.ceil((until_us - now) / 1000) + 1000)
+    local state = string.format('%.0f %.0f %.0f %.0f %.0f', new_tat,
+      day_limit > 0 and day_id or 0, dc + granted, month_limit > 0 and month_id or 0, mc + granted)
+    redis.call('SET', KEYS[i], state, 'PX', math.ceil((until_us - now) / 1000) + 1000)
   end
   local o = (i - 1) * 6
   out[o + 1] = granted

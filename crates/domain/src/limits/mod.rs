@@ -39,18 +39,18 @@ impl Subject {
         }
     }
 
-    /// Redis key of this subject's limit state; the tenant is hash-tagged so a tenant's keys share a
-    /// Redis Cluster slot.
+    /// Redis key of this subject's limit state (`r` = the packed-string layout of `limits.lua`);
+    /// the tenant is hash-tagged so a tenant's keys share a Redis Cluster slot.
     pub fn redis_key(self, prefix: &str) -> String {
         match self {
-            Self::Key { tenant_id, key_id } => format!("{prefix}:{{t:{tenant_id}}}:l:k:{key_id}"),
+            Self::Key { tenant_id, key_id } => format!("{prefix}:{{t:{tenant_id}}}:r:k:{key_id}"),
             Self::Client {
                 tenant_id,
                 client_row_id,
             } => {
-                format!("{prefix}:{{t:{tenant_id}}}:l:c:{client_row_id}")
+                format!("{prefix}:{{t:{tenant_id}}}:r:c:{client_row_id}")
             }
-            Self::Login(hash) => format!("{prefix}:login:{hash:016x}"),
+            Self::Login(hash) => format!("{prefix}:r:login:{hash:016x}"),
         }
     }
 }
@@ -747,11 +747,11 @@ mod tests {
 
     #[test]
     fn redis_keys_are_namespaced_and_hash_tagged() {
-        assert_eq!(KEY.redis_key("gw"), "gw:{t:1}:l:k:7");
+        assert_eq!(KEY.redis_key("gw"), "gw:{t:1}:r:k:7");
         let c = Subject::Client {
             tenant_id: 3,
             client_row_id: 9,
         };
-        assert_eq!(c.redis_key("gw"), "gw:{t:3}:l:c:9");
+        assert_eq!(c.redis_key("gw"), "gw:{t:3}:r:c:9");
     }
 }

@@ -17,7 +17,7 @@ pub const POOL_SIZE: usize = 16;
 /// Most subjects decided by one script call.
 pub const MAX_BATCH: usize = 128;
 /// Most script calls under way at once.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 2;
 const QUEUE: usize = 8_192;
 /// Values per subject returned by `limits.lua`.
 const RESULT_WIDTH: usize = 6;
