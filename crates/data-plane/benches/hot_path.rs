@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use data_plane::proxy::parse_target;
-use domain::apikey::{ApiKey, KeyHash};
+use domain::apikey::KeyHash;
 use domain::header::{KeyHeader, UpstreamTimeout};
 use domain::limits::local::LocalStore;
 use domain::limits::{Params, Subject};
@@ -51,20 +51,14 @@ fn snapshot_with_keys() -> (Snapshot, String, tempfile::TempDir) {
             timeout: UpstreamTimeout::default(),
         };
         store::create_api(&db, tenant.id, api).await.expect("api");
-        let mut last = None;
-        for _ in 0..KEYS {
-            let (_, raw) = store::create_api_key(&db, tenant.id, plan.id, "k", None)
-                .await
-                .expect("key");
-            last = Some(raw);
-        }
+        store::insert_generated_keys(&db, tenant.id, plan.id, KEYS - 1)
+            .await
+            .expect("keys");
+        let (_, raw) = store::create_api_key(&db, tenant.id, plan.id, "k", None)
+            .await
+            .expect("key");
         let snap = Snapshot::load(&db).await.expect("snapshot");
-        (
-            snap,
-            last.map(|k: ApiKey| k.expose().to_owned())
-                .unwrap_or_default(),
-            dir,
-        )
+        (snap, raw.expose().to_owned(), dir)
     })
 }
 

@@ -8,19 +8,13 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use domain::apikey::ApiKey;
 use domain::entities::api_key;
 use domain::plan::{Enforcement, PlanLimits};
-use domain::sea_orm::{
-    ActiveValue::Set, DatabaseConnection, EntityTrait, PaginatorTrait, TransactionTrait,
-};
+use domain::sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait, TransactionTrait};
 use domain::slug::Slug;
 use domain::snapshot::Snapshot;
 use domain::store;
-
-const BATCH: usize = 2_000;
 
 async fn seeded(n: usize) -> DatabaseConnection {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-db");
@@ -45,29 +39,11 @@ async fn seeded(n: usize) -> DatabaseConnection {
     let plan = store::create_plan(&db, tenant.id, "p", limits, Enforcement::Strict)
         .await
         .expect("plan");
-    for start in (0..n).step_by(BATCH) {
-        let rows = (start..(start + BATCH).min(n)).map(|_| {
-            let raw = ApiKey::generate();
-            api_key::ActiveModel {
-                tenant_id: Set(tenant.id),
-                plan_id: Set(plan.id),
-                name: Set("k".into()),
-                prefix: Set(raw.display_prefix()),
-                key_hash: Set(raw.hash().to_hex()),
-                is_active: Set(true),
-                expires_at: Set(None),
-                created_at: Set(Utc::now()),
-                last_used_at: Set(None),
-                ..Default::default()
-            }
-        });
-        let txn = db.begin().await.expect("txn");
-        api_key::Entity::insert_many(rows)
-            .exec(&txn)
-            .await
-            .expect("insert");
-        txn.commit().await.expect("commit");
-    }
+    let txn = db.begin().await.expect("txn");
+    store::insert_generated_keys(&txn, tenant.id, plan.id, n)
+        .await
+        .expect("keys");
+    txn.commit().await.expect("commit");
     db
 }
 

@@ -255,7 +255,9 @@ async fn the_key_list_paginates_thousands_of_keys() {
         .unwrap()
         .unwrap();
     for _ in 0..10 {
-        seed_keys(&app.db.db, tenant.id, plan, 1000).await;
+        domain::store::insert_generated_keys(&app.db.db, tenant.id, plan, 1000)
+            .await
+            .unwrap();
     }
     let first = app.get("/keys").await;
     assert_eq!(first.status, 200);
@@ -270,31 +272,6 @@ async fn the_key_list_paginates_thousands_of_keys() {
         200,
         "out-of-range pages clamp"
     );
-}
-
-async fn seed_keys(
-    db: &domain::sea_orm::DatabaseConnection,
-    tenant_id: i64,
-    plan_id: i64,
-    n: usize,
-) {
-    use domain::sea_orm::ActiveValue::Set;
-    let rows = (0..n).map(|_| {
-        let raw = domain::apikey::ApiKey::generate();
-        api_key::ActiveModel {
-            tenant_id: Set(tenant_id),
-            plan_id: Set(plan_id),
-            name: Set("bulk".into()),
-            prefix: Set(raw.display_prefix()),
-            key_hash: Set(raw.hash().to_hex()),
-            is_active: Set(true),
-            expires_at: Set(None),
-            created_at: Set(chrono::Utc::now()),
-            last_used_at: Set(None),
-            ..Default::default()
-        }
-    });
-    api_key::Entity::insert_many(rows).exec(db).await.unwrap();
 }
 
 #[tokio::test]

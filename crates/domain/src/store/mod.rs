@@ -188,6 +188,36 @@ pub async fn create_api_key(
     Ok((k, raw))
 }
 
+/// Inserts `n` keys of random value for a plan, in batches (load tests and benchmarks: nobody ever
+/// sees these keys). Does not bump the config version.
+pub async fn insert_generated_keys(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    plan_id: i64,
+    n: usize,
+) -> StoreResult<()> {
+    const BATCH: usize = 2_000;
+    for start in (0..n).step_by(BATCH) {
+        let rows = (start..(start + BATCH).min(n)).map(|_| {
+            let raw = ApiKey::generate();
+            api_key::ActiveModel {
+                tenant_id: Set(tenant_id),
+                plan_id: Set(plan_id),
+                name: Set("generated".into()),
+                prefix: Set(raw.display_prefix()),
+                key_hash: Set(raw.hash().to_hex()),
+                is_active: Set(true),
+                expires_at: Set(None),
+                created_at: Set(Utc::now()),
+                last_used_at: Set(None),
+                ..Default::default()
+            }
+        });
+        api_key::Entity::insert_many(rows).exec(db).await?;
+    }
+    Ok(())
+}
+
 pub async fn create_client(
     db: &impl ConnectionTrait,
     tenant_id: i64,

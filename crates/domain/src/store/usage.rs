@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+};
 
 use super::StoreResult;
 use crate::entities::{usage_minute, usage_rollup};
@@ -30,6 +32,36 @@ fn counts_of(requests: i64, rejected: i64, upstream_errors: i64) -> Counts {
     }
 }
 
+impl UsageFilter {
+    /// The filter as a condition on a usage table's api, key and client columns.
+    fn condition<C: ColumnTrait>(self, api: C, key: C, client: C) -> Condition {
+        let mut c = Condition::all();
+        for (col, id) in [
+            (api, self.api_id),
+            (key, self.key_id),
+            (client, self.client_id),
+        ] {
+            if let Some(id) = id {
+                c = c.add(col.eq(id));
+            }
+        }
+        c
+    }
+}
+
+/// Sums counts per bucket (day or minute), in bucket order.
+fn summed<K: std::hash::Hash + Ord + Copy>(
+    rows: impl IntoIterator<Item = (K, Counts)>,
+) -> Vec<(K, Counts)> {
+    let mut by: HashMap<K, Counts> = HashMap::new();
+    for (k, c) in rows {
+        by.entry(k).or_default().add(c);
+    }
+    let mut out: Vec<_> = by.into_iter().collect();
+    out.sort_by_key(|(k, _)| *k);
+    out
+}
+
 /// Daily rows of a tenant between two days (inclusive), summed per day.
 pub async fn daily(
     db: &impl ConnectionTrait,
@@ -39,29 +71,16 @@ pub async fn daily(
     f: UsageFilter,
 ) -> StoreResult<Vec<(NaiveDate, Counts)>> {
     use usage_rollup::Column as C;
-    let mut q = usage_rollup::Entity::find()
+    let rows = usage_rollup::Entity::find()
         .filter(C::TenantId.eq(tenant_id))
         .filter(C::Day.gte(from))
-        .filter(C::Day.lte(to));
-    if let Some(id) = f.api_id {
-        q = q.filter(C::ApiId.eq(id));
-    }
-    if let Some(id) = f.key_id {
-        q = q.filter(C::KeyId.eq(id));
-    }
-    if let Some(id) = f.client_id {
-        q = q.filter(C::ClientId.eq(id));
-    }
-    let mut by_day: HashMap<NaiveDate, Counts> = HashMap::new();
-    for r in q.all(db).await? {
-        by_day
-            .entry(r.day)
-            .or_default()
-            .add(counts_of(r.requests, r.rejected, r.upstream_errors));
-    }
-    let mut out: Vec<_> = by_day.into_iter().collect();
-    out.sort_by_key(|(d, _)| *d);
-    Ok(out)
+        .filter(C::Day.lte(to))
+        .filter(f.condition(C::ApiId, C::KeyId, C::ClientId))
+        .all(db)
+        .await?;
+    Ok(summed(rows.into_iter().map(|r| {
+        (r.day, counts_of(r.requests, r.rejected, r.upstream_errors))
+    })))
 }
 
 /// Minute rows of a tenant between two minutes since the epoch (inclusive), summed per minute.
@@ -73,30 +92,19 @@ pub async fn minutes(
     f: UsageFilter,
 ) -> StoreResult<Vec<(i64, Counts)>> {
     use usage_minute::Column as C;
-    let mut q = usage_minute::Entity::find()
+    let rows = usage_minute::Entity::find()
         .filter(C::TenantId.eq(tenant_id))
         .filter(C::Minute.gte(from))
-        .filter(C::Minute.lte(to));
-    if let Some(id) = f.api_id {
-        q = q.filter(C::ApiId.eq(id));
-    }
-    if let Some(id) = f.key_id {
-        q = q.filter(C::KeyId.eq(id));
-    }
-    if let Some(id) = f.client_id {
-        q = q.filter(C::ClientId.eq(id));
-    }
-    let mut by_minute: HashMap<i64, Counts> = HashMap::new();
-    for r in q.all(db).await? {
-        by_minute.entry(r.minute).or_default().add(counts_of(
-            r.requests,
-            r.rejected,
-            r.upstream_errors,
-        ));
-    }
-    let mut out: Vec<_> = by_minute.into_iter().collect();
-    out.sort_by_key(|(m, _)| *m);
-    Ok(out)
+        .filter(C::Minute.lte(to))
+        .filter(f.condition(C::ApiId, C::KeyId, C::ClientId))
+        .all(db)
+        .await?;
+    Ok(summed(rows.into_iter().map(|r| {
+        (
+            r.minute,
+            counts_of(r.requests, r.rejected, r.upstream_errors),
+        )
+    })))
 }
 
 /// Requests per key of a tenant since `from` (inclusive), for the given keys or all when empty.

@@ -2,17 +2,13 @@
 //! strict and a fast plan with limits never reached, a key on each, and `N` more keys.
 //! `bench-seed <database-url> <upstream-url> [extra-keys]` prints the keys as JSON.
 
-use chrono::Utc;
-use domain::apikey::ApiKey;
-use domain::entities::api_key;
 use domain::header::{KeyHeader, UpstreamTimeout};
 use domain::plan::{Enforcement, PlanLimits};
-use domain::sea_orm::{ActiveValue::Set, EntityTrait, TransactionTrait};
+use domain::sea_orm::TransactionTrait;
 use domain::slug::Slug;
 use domain::store::{self, NewApi};
 use domain::upstream::UpstreamUrl;
 
-const BATCH: usize = 2_000;
 /// Far above anything a benchmark reaches.
 const NEVER: i64 = 1_000_000_000;
 
@@ -42,29 +38,9 @@ async fn main() -> anyhow::Result<()> {
     store::create_api(&db, tenant.id, new_api).await?;
     let (_, strict_key) = store::create_api_key(&db, tenant.id, strict.id, "strict", None).await?;
     let (_, fast_key) = store::create_api_key(&db, tenant.id, fast.id, "fast", None).await?;
-    let mut left = extra;
-    while left > 0 {
-        let take = left.min(BATCH);
-        let rows = (0..take).map(|_| {
-            let raw = ApiKey::generate();
-            api_key::ActiveModel {
-                tenant_id: Set(tenant.id),
-                plan_id: Set(strict.id),
-                name: Set("filler".into()),
-                prefix: Set(raw.display_prefix()),
-                key_hash: Set(raw.hash().to_hex()),
-                is_active: Set(true),
-                expires_at: Set(None),
-                created_at: Set(Utc::now()),
-                last_used_at: Set(None),
-                ..Default::default()
-            }
-        });
-        let txn = db.begin().await?;
-        api_key::Entity::insert_many(rows).exec(&txn).await?;
-        txn.commit().await?;
-        left -= take;
-    }
+    let txn = db.begin().await?;
+    store::insert_generated_keys(&txn, tenant.id, strict.id, extra).await?;
+    txn.commit().await?;
     println!(
         "{}",
         serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items"})
