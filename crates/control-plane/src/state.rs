@@ -23,4 +23,9 @@ impl AppState {
     pub async fn changed(&self) {
         self.publisher.config_changed(&self.db).await;
     }
+
+    /// Publishes that only these keys changed: data planes apply them without a full reload.
+    pub async fn keys_changed(&self, key_ids: &[i64]) {
+        self.publisher.keys_changed(&self.db, key_ids).await;
+    }
 }

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub snapshot_version: IntGauge,
     pub snapshot_keys: IntGauge,
     pub snapshot_reloads: IntCounter,
+    pub key_updates: IntCounter,
     pub usage_flush_errors: IntGauge,
 }
 
@@ -59,6 +60,10 @@ impl Metrics {
         let snapshot_version = must(IntGauge::new("snapshot_version", "Config version served"));
         let snapshot_keys = must(IntGauge::new("snapshot_keys", "API keys in the snapshot"));
         let snapshot_reloads = must(IntCounter::new("snapshot_reloads_total", "Snapshot loads"));
+        let key_updates = must(IntCounter::new(
+            "key_updates_total",
+            "Keys applied from change events without a reload",
+        ));
         let usage_flush_errors = must(IntGauge::new(
             "usage_flush_errors",
             "Failed usage flushes (retried)",
@@ -72,6 +77,7 @@ impl Metrics {
             Box::new(snapshot_version.clone()),
             Box::new(snapshot_keys.clone()),
             Box::new(snapshot_reloads.clone()),
+            Box::new(key_updates.clone()),
             Box::new(usage_flush_errors.clone()),
         ] {
             must(registry.register(c));
@@ -90,6 +96,7 @@ impl Metrics {
             snapshot_version,
             snapshot_keys,
             snapshot_reloads,
+            key_updates,
             usage_flush_errors,
         }
     }

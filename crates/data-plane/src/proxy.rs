@@ -35,6 +35,9 @@ use crate::headers::{
 use crate::metrics::Metrics;
 use crate::usage::UsageRecorder;
 
+/// Key entries newer than the snapshot, by hash, with the config version they came with.
+pub type KeyOverlay = std::collections::HashMap<KeyHash, (i64, domain::snapshot::KeyEntry)>;
+
 /// What the gateway answers with: the upstream's body streamed through, or one of its own.
 pub type Body = Either<Incoming, Full<Bytes>>;
 /// The keep-alive pool to upstreams; each worker thread has its own.
@@ -47,6 +50,9 @@ const MAX_KEY_LEN: usize = 512;
 
 pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
+    /// Keys changed after the snapshot was loaded (applied from change events), with the config
+    /// version that carried them; emptied of what a newer snapshot already has.
+    pub key_overlay: ArcSwap<KeyOverlay>,
     pub limiter: Arc<Limiter>,
     pub usage: UsageRecorder,
     pub metrics: Metrics,
@@ -99,6 +105,7 @@ impl Gateway {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            key_overlay: ArcSwap::from_pointee(KeyOverlay::new()),
             limiter,
             usage,
             metrics: Metrics::new(),
@@ -284,8 +291,13 @@ impl Gateway {
         if raw.len() > MAX_KEY_LEN {
             return Err(GatewayError::InvalidKey);
         }
-        let key = snap
-            .key(&KeyHash::of(raw))
+        let hash = KeyHash::of(raw);
+        // Keys changed since the snapshot was loaded win over the snapshot's copy.
+        let overlay = self.key_overlay.load();
+        let key = overlay
+            .get(&hash)
+            .map(|(_, entry)| entry)
+            .or_else(|| snap.key(&hash))
             .ok_or(GatewayError::InvalidKey)?;
         // Another tenant's key is indistinguishable from an unknown one.
         if key.tenant_id != tenant.id {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use domain::snapshot::Snapshot;
 use tokio::sync::{Notify, watch};
 
-use crate::proxy::Gateway;
+use domain::events::Change;
+
+use crate::proxy::{Gateway, KeyOverlay};
 
 const RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -22,8 +24,34 @@ pub async fn reload(gw: &Gateway) -> Result<(), domain::sea_orm::DbErr> {
         .set(i64::try_from(snap.key_count()).unwrap_or(i64::MAX));
     gw.metrics.snapshot_reloads.inc();
     tracing::debug!(version = snap.version, keys = snap.key_count(), took = ?started.elapsed(), "snapshot loaded");
+    let version = snap.version;
     gw.snapshot.store(Arc::new(snap));
+    // What the new snapshot already has no longer needs the overlay.
+    gw.key_overlay.rcu(|o| {
+        let mut o = KeyOverlay::clone(o);
+        o.retain(|_, (v, _)| *v > version);
+        o
+    });
     gw.loaded.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Applies changed keys without reloading the snapshot: what makes a revocation take effect within
+/// a second whatever the number of keys.
+pub async fn apply_keys(gw: &Gateway, ids: &[i64]) -> Result<(), domain::sea_orm::DbErr> {
+    let version = domain::store::config_version(&gw.db).await.unwrap_or(0);
+    let entries = domain::snapshot::load_key_entries(&gw.db, ids).await?;
+    gw.key_overlay.rcu(|o| {
+        let mut o = KeyOverlay::clone(o);
+        for (hash, entry) in &entries {
+            o.insert(*hash, (version, *entry));
+        }
+        o
+    });
+    gw.metrics
+        .key_updates
+        .inc_by(u64::try_from(entries.len()).unwrap_or(0));
+    tracing::debug!(?ids, version, "keys applied from a change event");
     Ok(())
 }
 
@@ -35,14 +63,21 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let notify = Arc::new(Notify::new());
+    let (keys_tx, mut keys_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<i64>>();
     if let Some((url, prefix)) = redis {
         let notify = notify.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
             loop {
-                let n = notify.clone();
+                let (n, keys) = (notify.clone(), keys_tx.clone());
+                let on_change = move |change: Change| match change {
+                    Change::Any => n.notify_one(),
+                    Change::Keys(ids) => {
+                        let _ = keys.send(ids);
+                    }
+                };
                 tokio::select! {
-                    res = domain::events::listen(&url, &prefix, move || n.notify_one()) => {
+                    res = domain::events::listen(&url, &prefix, on_change) => {
                         if let Err(e) = res {
                             tracing::warn!(error = %e, "config-change subscription lost; reconnecting");
                         }
@@ -61,6 +96,12 @@ pub async fn run(
     loop {
         let event = tokio::select! {
             () = notify.notified() => true,
+            Some(ids) = keys_rx.recv() => {
+                if let Err(e) = apply_keys(&gw, &ids).await {
+                    tracing::warn!(error = %e, "could not apply changed keys; the next reload will");
+                }
+                continue;
+            }
             _ = tick.tick() => false,
             _ = stop.changed() => return,
         };

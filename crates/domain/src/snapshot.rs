@@ -262,32 +262,56 @@ where
     let mut keys = HashMap::with_capacity(usize::try_from(count).unwrap_or(0));
     let mut rows = api_key::Entity::find()
         .select_only()
-        .columns([
-            api_key::Column::Id,
-            api_key::Column::TenantId,
-            api_key::Column::PlanId,
-            api_key::Column::KeyHash,
-            api_key::Column::IsActive,
-            api_key::Column::ExpiresAt,
-        ])
+        .columns(KEY_COLUMNS)
         .into_tuple::<KeyRow>()
         .stream(db)
         .await?;
     while let Some(row) = rows.next().await {
-        let (id, tenant_id, plan_id, hash, is_active, expires_at) = row?;
-        if let Some(hash) = KeyHash::from_hex(&hash) {
-            let expires_at_ms = expires_at.map(|t| t.timestamp_millis());
-            keys.insert(
-                hash,
-                KeyEntry {
-                    id,
-                    tenant_id,
-                    plan_id,
-                    is_active,
-                    expires_at_ms,
-                },
-            );
+        if let Some((hash, entry)) = key_entry(row?) {
+            keys.insert(hash, entry);
         }
     }
     Ok(keys)
 }
+
+fn key_entry(
+    (id, tenant_id, plan_id, hash, is_active, expires_at): KeyRow,
+) -> Option<(KeyHash, KeyEntry)> {
+    let hash = KeyHash::from_hex(&hash)?;
+    let expires_at_ms = expires_at.map(|t| t.timestamp_millis());
+    Some((
+        hash,
+        KeyEntry {
+            id,
+            tenant_id,
+            plan_id,
+            is_active,
+            expires_at_ms,
+        },
+    ))
+}
+
+/// The current entries of some keys, for applying a key change without a full reload.
+pub async fn load_key_entries(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+) -> Result<Vec<(KeyHash, KeyEntry)>, DbErr> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let rows: Vec<KeyRow> = api_key::Entity::find()
+        .select_only()
+        .columns(KEY_COLUMNS)
+        .filter(api_key::Column::Id.is_in(ids.iter().copied()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().filter_map(key_entry).collect())
+}
+
+const KEY_COLUMNS: [api_key::Column; 6] = [
+    api_key::Column::Id,
+    api_key::Column::TenantId,
+    api_key::Column::PlanId,
+    api_key::Column::KeyHash,
+    api_key::Column::IsActive,
+    api_key::Column::ExpiresAt,
+];

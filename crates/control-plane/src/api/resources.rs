@@ -289,7 +289,7 @@ pub async fn create_key(
     let expires_at = future_expiry(b.expires_at)?;
     let (k, raw) =
         store::create_api_key(&state.db, c.tenant.id, plan.id, &key_name, expires_at).await?;
-    state.changed().await;
+    state.keys_changed(&[k.id]).await;
     Ok(created(&KeyCreated::new(k, &raw)))
 }
 
@@ -347,7 +347,7 @@ pub async fn update_key(
         None => k.expires_at,
     };
     let k = store::update_key(&state.db, c.tenant.id, k.id, &key_name, plan_id, expires_at).await?;
-    state.changed().await;
+    state.keys_changed(&[k.id]).await;
     Ok(ok(&KeyOut::from(k)))
 }
 
@@ -361,7 +361,7 @@ pub async fn revoke_key(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     store::revoke_key(&state.db, c.tenant.id, *id).await?;
-    state.changed().await;
+    state.keys_changed(&[*id]).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -384,7 +384,7 @@ pub async fn rotate_key(
     }
     let until = Utc::now() + Duration::seconds(grace);
     let (k, raw) = store::rotate_key(&state.db, c.tenant.id, *id, until).await?;
-    state.changed().await;
+    state.keys_changed(&[*id, k.id]).await;
     Ok(created(&KeyCreated::new(k, &raw)))
 }
 

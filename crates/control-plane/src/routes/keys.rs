@@ -225,9 +225,9 @@ pub async fn create(
         .ok()
         .flatten();
     if let (Some(plan), true) = (plan, errors.is_empty()) {
-        let (_, raw) =
+        let (key, raw) =
             store::create_api_key(&state.db, u.tenant.id, plan.id, &name, expires_at).await?;
-        state.changed().await;
+        state.keys_changed(&[key.id]).await;
         return key_created(&u, &state, name, raw.expose().to_owned(), None).await;
     }
     let plans = store::list_plans(&state.db, u.tenant.id).await?;
@@ -251,7 +251,7 @@ pub async fn revoke(
 ) -> Result<HttpResponse, UiError> {
     let k = store::get_key(&state.db, u.tenant.id, path.into_inner()).await?;
     store::revoke_key(&state.db, u.tenant.id, k.id).await?;
-    state.changed().await;
+    state.keys_changed(&[k.id]).await;
     flash(
         &u.session,
         format!("Key '{}' ({}…) revoked.", k.name, k.prefix),
@@ -319,8 +319,8 @@ pub async fn rotate(
     let old = store::get_key(&state.db, u.tenant.id, path.into_inner()).await?;
     let until = Utc::now() + Duration::hours(hours);
     match store::rotate_key(&state.db, u.tenant.id, old.id, until).await {
-        Ok((_, raw)) => {
-            state.changed().await;
+        Ok((new, raw)) => {
+            state.keys_changed(&[old.id, new.id]).await;
             let note = if hours == 0 {
                 format!("The old key {}… no longer works.", old.prefix)
             } else {
