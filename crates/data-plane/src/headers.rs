@@ -27,6 +27,27 @@ pub static X_GATEWAY_TENANT: HeaderName = HeaderName::from_static("x-gateway-ten
 pub static X_GATEWAY_KEY_ID: HeaderName = HeaderName::from_static("x-gateway-key-id");
 pub static X_GATEWAY_CLIENT_ID: HeaderName = HeaderName::from_static("x-gateway-client-id");
 
+// The rate-limit fields, named once rather than parsed from strings on every response.
+static LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static PER_WINDOW: [(HeaderName, HeaderName); 3] = [
+    (
+        HeaderName::from_static("x-ratelimit-limit-minute"),
+        HeaderName::from_static("x-ratelimit-remaining-minute"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-day"),
+        HeaderName::from_static("x-ratelimit-remaining-day"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-month"),
+        HeaderName::from_static("x-ratelimit-remaining-month"),
+    ),
+];
+
 /// Removes hop-by-hop fields, including every field named in `Connection`, and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
@@ -97,16 +118,16 @@ fn window_seconds(w: Window) -> u32 {
 pub fn insert_rate_limit(headers: &mut HeaderMap, d: &Decision) {
     let Some(tight) = d.tightest() else { return };
     let secs = |ms: i64| (ms.max(0) + 999) / 1000;
-    headers.insert("x-ratelimit-limit", HeaderValue::from(tight.limit));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(tight.remaining));
-    headers.insert("x-ratelimit-reset", HeaderValue::from(secs(tight.reset_ms)));
+    headers.insert(&LIMIT, HeaderValue::from(tight.limit));
+    headers.insert(&REMAINING, HeaderValue::from(tight.remaining));
+    headers.insert(&RESET, HeaderValue::from(secs(tight.reset_ms)));
     let mut policy = String::with_capacity(64);
     for w in &d.windows {
-        let (limit, remaining) = match w.window {
-            Window::Minute => ("x-ratelimit-limit-minute", "x-ratelimit-remaining-minute"),
-            Window::Day => ("x-ratelimit-limit-day", "x-ratelimit-remaining-day"),
-            Window::Month => ("x-ratelimit-limit-month", "x-ratelimit-remaining-month"),
-        };
+        let (limit, remaining) = &PER_WINDOW[match w.window {
+            Window::Minute => 0,
+            Window::Day => 1,
+            Window::Month => 2,
+        }];
         headers.insert(limit, HeaderValue::from(w.limit));
         headers.insert(remaining, HeaderValue::from(w.remaining));
         if !policy.is_empty() {
@@ -121,7 +142,7 @@ pub fn insert_rate_limit(headers: &mut HeaderMap, d: &Decision) {
         );
     }
     if let Ok(v) = HeaderValue::from_str(&policy) {
-        headers.insert("ratelimit-policy", v);
+        headers.insert(&POLICY, v);
     }
     let current = format!(
         "\"{}\";r={};t={}",
@@ -130,7 +151,7 @@ pub fn insert_rate_limit(headers: &mut HeaderMap, d: &Decision) {
         secs(tight.reset_ms)
     );
     if let Ok(v) = HeaderValue::from_str(&current) {
-        headers.insert("ratelimit", v);
+        headers.insert(&RATELIMIT, v);
     }
     if !d.allowed {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs()));

@@ -188,25 +188,42 @@ async fn a_key_event_applies_the_key_without_reloading_the_snapshot() {
     let fx = seed(&db.db, "acme", &upstream.url(""), generous()).await;
     let mut settings = settings_for(&db.url, Some(&redis));
     settings.proxy.reload_poll_ms = 60_000;
-    let gws = [spawn_gateway(settings.clone(), None).await, spawn_gateway(settings, None).await];
+    let gws = [
+        spawn_gateway(settings.clone(), None).await,
+        spawn_gateway(settings, None).await,
+    ];
     wait_for_subscribers(&redis.0, &redis.1, 2).await;
     for gw in &gws {
         assert_eq!(gw.get(&fx.path("/x"), &fx.key).await.status(), 200);
     }
-    let reloads: Vec<u64> = gws.iter().map(|g| g.gateway.metrics.snapshot_reloads.get()).collect();
+    let reloads: Vec<u64> = gws
+        .iter()
+        .map(|g| g.gateway.metrics.snapshot_reloads.get())
+        .collect();
 
     let publisher = Publisher::new(Some(pool(&redis.0).unwrap()), redis.1.clone());
-    store::revoke_key(&db.db, fx.tenant.id, fx.key_id).await.unwrap();
+    store::revoke_key(&db.db, fx.tenant.id, fx.key_id)
+        .await
+        .unwrap();
     let revoked_at = Instant::now();
     publisher.keys_changed(&db.db, &[fx.key_id]).await;
     for gw in &gws {
         while gw.get(&fx.path("/x"), &fx.key).await.status() != 403 {
-            assert!(revoked_at.elapsed() < Duration::from_secs(1), "still admitted after 1 s");
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(1),
+                "still admitted after 1 s"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    let after: Vec<u64> = gws.iter().map(|g| g.gateway.metrics.snapshot_reloads.get()).collect();
-    assert_eq!(after, reloads, "the revocation came without a snapshot reload");
+    let after: Vec<u64> = gws
+        .iter()
+        .map(|g| g.gateway.metrics.snapshot_reloads.get())
+        .collect();
+    assert_eq!(
+        after, reloads,
+        "the revocation came without a snapshot reload"
+    );
     assert!(gws.iter().all(|g| g.gateway.metrics.key_updates.get() >= 1));
     // A later full reload keeps the revocation (the snapshot now has it).
     data_plane::reload::reload(&gws[0].gateway).await.unwrap();
