@@ -48,6 +48,42 @@ static PER_WINDOW: [(HeaderName, HeaderName); 3] = [
     ),
 ];
 
+/// Looking a request field up by its lowercase name, in hyper's map or in the raw head the fast
+/// path parsed.
+pub trait HeaderSource {
+    fn header(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl HeaderSource for HeaderMap {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(HeaderValue::as_bytes)
+    }
+}
+
+impl HeaderSource for [httparse::Header<'_>] {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// Whether a field is hop-by-hop: never forwarded in either direction (`Upgrade` included).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+        || name.eq_ignore_ascii_case("upgrade")
+}
+
+/// Whether `name` is listed in one of the `Connection` values (so hop-by-hop for this message).
+pub fn connection_lists<'a>(connection: impl IntoIterator<Item = &'a [u8]>, name: &str) -> bool {
+    connection.into_iter().any(|v| {
+        v.split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
+}
+
 /// Removes hop-by-hop fields, including every field named in `Connection`, and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
@@ -80,8 +116,10 @@ pub fn strip_gateway_fields(headers: &mut HeaderMap) {
 
 /// The caller's `X-Request-ID` when it is a sane token (1-128 of `[A-Za-z0-9._:-]`), else a new
 /// UUID.
-pub fn request_id(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
+pub fn request_id(headers: &(impl HeaderSource + ?Sized)) -> String {
+    if let Some(v) = headers
+        .header(X_REQUEST_ID.as_str())
+        .and_then(|v| std::str::from_utf8(v).ok())
         && !v.is_empty()
         && v.len() <= 128
         && v.bytes()
@@ -116,11 +154,26 @@ fn window_seconds(w: Window) -> u32 {
 /// `X-RateLimit-*` for the tightest window and per window, plus the IETF `RateLimit-Policy` and
 /// `RateLimit` fields.
 pub fn insert_rate_limit(headers: &mut HeaderMap, d: &Decision) {
+    rate_limit_fields(d, |name, value| {
+        headers.insert(name, value);
+    });
+}
+
+/// Whether a response field is one the gateway sets itself (the upstream's copy is replaced).
+pub fn is_gateway_response_field(name: &str) -> bool {
+    let starts = |p: &str| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p);
+    starts("x-ratelimit-")
+        || starts("ratelimit")
+        || name.eq_ignore_ascii_case(X_REQUEST_ID.as_str())
+}
+
+/// The fields of [`insert_rate_limit`], handed to `emit` one by one.
+pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, HeaderValue)) {
     let Some(tight) = d.tightest() else { return };
     let secs = |ms: i64| (ms.max(0) + 999) / 1000;
-    headers.insert(&LIMIT, HeaderValue::from(tight.limit));
-    headers.insert(&REMAINING, HeaderValue::from(tight.remaining));
-    headers.insert(&RESET, HeaderValue::from(secs(tight.reset_ms)));
+    emit(&LIMIT, HeaderValue::from(tight.limit));
+    emit(&REMAINING, HeaderValue::from(tight.remaining));
+    emit(&RESET, HeaderValue::from(secs(tight.reset_ms)));
     let mut policy = String::with_capacity(64);
     for w in &d.windows {
         let (limit, remaining) = &PER_WINDOW[match w.window {
@@ -128,8 +181,8 @@ pub fn insert_rate_limit(headers: &mut HeaderMap, d: &Decision) {
             Window::Day => 1,
             Window::Month => 2,
         }];
-        headers.insert(limit, HeaderValue::from(w.limit));
-        headers.insert(remaining, HeaderValue::from(w.remaining));
+        emit(limit, HeaderValue::from(w.limit));
+        emit(remaining, HeaderValue::from(w.remaining));
         if !policy.is_empty() {
             policy.push_str(", ");
         }
@@ -142,7 +195,7 @@ pub fn insert_rate_limit(headers: &mut HeaderMap, d: &Decision) {
         );
     }
     if let Ok(v) = HeaderValue::from_str(&policy) {
-        headers.insert(&POLICY, v);
+        emit(&POLICY, v);
     }
     let current = format!(
         "\"{}\";r={};t={}",
@@ -151,10 +204,13 @@ pub fn insert_rate_limit(headers: &mut HeaderMap, d: &Decision) {
         secs(tight.reset_ms)
     );
     if let Ok(v) = HeaderValue::from_str(&current) {
-        headers.insert(&RATELIMIT, v);
+        emit(&RATELIMIT, v);
     }
     if !d.allowed {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs()));
+        emit(
+            &header::RETRY_AFTER,
+            HeaderValue::from(d.retry_after_secs()),
+        );
     }
 }
 

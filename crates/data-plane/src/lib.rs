@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod errors;
+pub mod fast;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;

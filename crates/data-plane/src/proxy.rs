@@ -15,7 +15,7 @@ use domain::plan::{Enforcement, PlanLimits};
 use domain::sea_orm::DatabaseConnection;
 use domain::snapshot::{ApiEntry, Snapshot};
 use domain::usage::{Bucket, Counts};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -28,9 +28,9 @@ use serde_json::json;
 use crate::config::ProxySettings;
 use crate::errors::{GatewayError, json_response};
 use crate::headers::{
-    X_CLIENT_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_GATEWAY_CLIENT_ID,
-    X_GATEWAY_KEY_ID, X_GATEWAY_TENANT, X_REQUEST_ID, head_size, insert_rate_limit, request_id,
-    strip_gateway_fields, strip_hop_by_hop,
+    HeaderSource, X_CLIENT_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_GATEWAY_CLIENT_ID, X_GATEWAY_KEY_ID, X_GATEWAY_TENANT, X_REQUEST_ID, head_size,
+    insert_rate_limit, request_id, strip_gateway_fields, strip_hop_by_hop,
 };
 use crate::metrics::Metrics;
 use crate::usage::UsageRecorder;
@@ -64,15 +64,15 @@ pub struct Gateway {
 }
 
 /// A request that passed authentication: what limiting, forwarding and recording need.
-struct Auth {
-    tenant_id: i64,
-    tenant_slug: HeaderValue,
-    api: Arc<ApiEntry>,
-    key_id: i64,
-    client: Option<(i64, HeaderValue)>,
-    subject: Subject,
-    limits: PlanLimits,
-    enforcement: Enforcement,
+pub(crate) struct Auth {
+    pub(crate) tenant_id: i64,
+    pub(crate) tenant_slug: HeaderValue,
+    pub(crate) api: Arc<ApiEntry>,
+    pub(crate) key_id: i64,
+    pub(crate) client: Option<(i64, HeaderValue)>,
+    pub(crate) subject: Subject,
+    pub(crate) limits: PlanLimits,
+    pub(crate) enforcement: Enforcement,
 }
 
 /// A keep-alive pool to upstreams (HTTP and HTTPS with the system's roots).
@@ -153,12 +153,17 @@ impl Gateway {
     }
 
     fn fail(&self, err: &GatewayError, rid: &str) -> Response<Body> {
+        self.fail_response(err, rid).map(Either::Right)
+    }
+
+    /// The gateway's own answer to a failed request, counted.
+    pub(crate) fn fail_response(&self, err: &GatewayError, rid: &str) -> Response<Full<Bytes>> {
         if err.status().is_server_error() {
             self.metrics.errors.inc();
         } else {
             self.metrics.denied.inc();
         }
-        err.to_response(rid).map(Either::Right)
+        err.to_response(rid)
     }
 
     async fn proxy_phases(
@@ -253,6 +258,15 @@ impl Gateway {
     }
 
     fn rejected(&self, decision: &Decision, rid: &str) -> Response<Body> {
+        self.rejected_response(decision, rid).map(Either::Right)
+    }
+
+    /// The 429 for a refused request, counted, with its rate-limit fields.
+    pub(crate) fn rejected_response(
+        &self,
+        decision: &Decision,
+        rid: &str,
+    ) -> Response<Full<Bytes>> {
         self.metrics.rejected.inc();
         let tight = decision.tightest();
         let err = GatewayError::RateLimited {
@@ -260,12 +274,16 @@ impl Gateway {
             retry_after_secs: decision.retry_after_secs(),
             reset_secs: tight.map_or(0, |w| (w.reset_ms + 999) / 1000),
         };
-        let mut resp = err.to_response(rid).map(Either::Right);
+        let mut resp = err.to_response(rid);
         insert_rate_limit(resp.headers_mut(), decision);
         resp
     }
 
-    fn authenticate(&self, t: &Target<'_>, headers: &HeaderMap) -> Result<Auth, GatewayError> {
+    pub(crate) fn authenticate<H: HeaderSource + ?Sized>(
+        &self,
+        t: &Target<'_>,
+        headers: &H,
+    ) -> Result<Auth, GatewayError> {
         let snap = self.snapshot.load();
         let tenant = snap
             .tenant(t.tenant)
@@ -278,8 +296,10 @@ impl Gateway {
         let missing = || GatewayError::MissingKey {
             header: api.key_header_name.to_string(),
         };
-        let raw = headers.get(&*api.key_header).ok_or_else(missing)?;
-        let raw = raw.to_str().map_err(|_| GatewayError::InvalidKey)?.trim();
+        let raw = headers.header(&api.key_header).ok_or_else(missing)?;
+        let raw = std::str::from_utf8(raw)
+            .map_err(|_| GatewayError::InvalidKey)?
+            .trim();
         let raw = if api.key_header.as_ref() == "authorization" {
             raw.strip_prefix("Bearer ").unwrap_or(raw).trim()
         } else {
@@ -312,9 +332,10 @@ impl Gateway {
         {
             return Err(GatewayError::KeyExpired);
         }
-        let (plan_id, subject, client) = match headers.get(&X_CLIENT_ID) {
+        let (plan_id, subject, client) = match headers.header(X_CLIENT_ID.as_str()) {
             Some(v) => {
-                let id = v.to_str().map_err(|_| GatewayError::UnknownClient)?;
+                let id = std::str::from_utf8(v).map_err(|_| GatewayError::UnknownClient)?;
+                let value = HeaderValue::from_str(id).map_err(|_| GatewayError::UnknownClient)?;
                 let c = tenant
                     .client(id)
                     .filter(|c| c.is_active)
@@ -323,7 +344,7 @@ impl Gateway {
                     tenant_id: tenant.id,
                     client_row_id: c.id,
                 };
-                (c.plan_id, subject, Some((c.id, v.clone())))
+                (c.plan_id, subject, Some((c.id, value)))
             }
             None => (
                 key.plan_id,
@@ -365,35 +386,25 @@ impl Gateway {
         if content_length(&parts.headers).is_some_and(|len| len > max_body) {
             return Err(GatewayError::BodyTooLarge { limit: max_body });
         }
-        let original_host = parts.headers.get(header::HOST).cloned();
         let h = &mut parts.headers;
+        let original_host = h.remove(header::HOST);
+        let prior_xff = h.remove(&X_FORWARDED_FOR);
         strip_hop_by_hop(h);
         strip_gateway_fields(h);
         h.remove(&*auth.api.key_header);
-        if let Ok(host) = HeaderValue::from_str(&auth.api.upstream_authority) {
-            h.insert(header::HOST, host);
-        }
-        let peer_ip = peer.ip().to_string();
-        let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) if !prior.is_empty() => format!("{prior}, {peer_ip}"),
-            _ => peer_ip,
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert(&X_FORWARDED_FOR, v);
-        }
-        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        match original_host {
-            Some(host) => h.insert(&X_FORWARDED_HOST, host),
-            None => h.remove(&X_FORWARDED_HOST),
-        };
-        if let Ok(v) = HeaderValue::from_str(rid) {
-            h.insert(&X_REQUEST_ID, v);
-        }
-        h.insert(&X_GATEWAY_TENANT, auth.tenant_slug.clone());
-        h.insert(&X_GATEWAY_KEY_ID, HeaderValue::from(auth.key_id));
-        if let Some((_, client_id)) = &auth.client {
-            h.insert(&X_GATEWAY_CLIENT_ID, client_id.clone());
-        }
+        h.remove(&X_FORWARDED_HOST);
+        forwarded_fields(
+            auth,
+            peer,
+            prior_xff.as_ref().map(HeaderValue::as_bytes),
+            original_host.as_ref().map(HeaderValue::as_bytes),
+            rid,
+            |name, value| {
+                if let Ok(v) = HeaderValue::from_bytes(value) {
+                    h.insert(name, v);
+                }
+            },
+        );
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
@@ -462,6 +473,43 @@ impl Gateway {
     }
 }
 
+/// The fields the gateway sets on a forwarded request, once the caller's copies of them, the key
+/// and hop-by-hop fields are gone: `Host`, `X-Forwarded-*`, `X-Request-ID`, `X-Gateway-*`.
+pub(crate) fn forwarded_fields(
+    auth: &Auth,
+    peer: SocketAddr,
+    prior_xff: Option<&[u8]>,
+    original_host: Option<&[u8]>,
+    rid: &str,
+    mut emit: impl FnMut(&HeaderName, &[u8]),
+) {
+    emit(&header::HOST, auth.api.upstream_authority.as_bytes());
+    let peer_ip = peer.ip().to_string();
+    match prior_xff.filter(|p| !p.is_empty()) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + peer_ip.len());
+            v.extend_from_slice(prior);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer_ip.as_bytes());
+            emit(&X_FORWARDED_FOR, &v);
+        }
+        None => emit(&X_FORWARDED_FOR, peer_ip.as_bytes()),
+    }
+    emit(&X_FORWARDED_PROTO, b"http");
+    if let Some(host) = original_host {
+        emit(&X_FORWARDED_HOST, host);
+    }
+    emit(&X_REQUEST_ID, rid.as_bytes());
+    emit(&X_GATEWAY_TENANT, auth.tenant_slug.as_bytes());
+    emit(
+        &X_GATEWAY_KEY_ID,
+        itoa::Buffer::new().format(auth.key_id).as_bytes(),
+    );
+    if let Some((_, client_id)) = &auth.client {
+        emit(&X_GATEWAY_CLIENT_ID, client_id.as_bytes());
+    }
+}
+
 /// `/{tenant}/{api}{rest}?{query}` split out of a request URI.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Target<'a> {
@@ -474,7 +522,15 @@ pub struct Target<'a> {
 
 /// The parse phase: which tenant and API a request is for, and the rest of its path.
 pub fn parse_target(uri: &Uri) -> Result<Target<'_>, GatewayError> {
-    let path = uri.path().strip_prefix('/').ok_or(GatewayError::NoRoute)?;
+    parse_target_parts(uri.path(), uri.query())
+}
+
+/// [`parse_target`] of a path and query already split apart.
+pub fn parse_target_parts<'a>(
+    path: &'a str,
+    query: Option<&'a str>,
+) -> Result<Target<'a>, GatewayError> {
+    let path = path.strip_prefix('/').ok_or(GatewayError::NoRoute)?;
     let (tenant, after) = path.split_once('/').ok_or(GatewayError::NoRoute)?;
     let (api, rest) = after.find('/').map_or((after, ""), |i| after.split_at(i));
     if tenant.is_empty() || api.is_empty() {
@@ -490,7 +546,7 @@ pub fn parse_target(uri: &Uri) -> Result<Target<'_>, GatewayError> {
         tenant,
         api,
         rest,
-        query: uri.query(),
+        query,
     })
 }
 

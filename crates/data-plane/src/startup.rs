@@ -11,12 +11,12 @@ use domain::limits::redis::{RedisStore, pool};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::DataPlaneSettings;
+use crate::fast::{Conn, Exit, Prefixed, UpstreamPool};
 use crate::proxy::{Gateway, UpstreamClient, upstream_client};
 use crate::reload;
 use crate::usage::UsageRecorder;
@@ -216,7 +216,10 @@ async fn serve(
     settings: &DataPlaneSettings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver until it ends: a send asks idle ones to close, and
+    // `closed` says when the last one has.
+    let (drain_tx, drain_rx) = watch::channel(());
+    let pool = Arc::new(UpstreamPool::default());
     let max_buf = (settings.proxy.max_header_bytes * 2).max(16 * 1024);
     loop {
         let (stream, peer) = tokio::select! {
@@ -231,24 +234,24 @@ async fn serve(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (gw, client) = (gateway.clone(), client.clone());
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(max_buf)
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |req| gw.clone().handle(client.clone(), peer, req)),
-            );
-        let conn = graceful.watch(conn);
+        let (gw, client, pool, mut drain) = (
+            gateway.clone(),
+            client.clone(),
+            pool.clone(),
+            drain_rx.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let mut conn = Conn::new(&gw, &pool, stream, peer);
+            if let Exit::HandOff(read) = conn.run(&mut drain).await {
+                let io = Prefixed::new(read, conn.into_client());
+                serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
             }
         });
     }
+    drop(drain_rx);
+    let _ = drain_tx.send(());
     let grace = Duration::from_millis(settings.proxy.shutdown_grace_ms);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(grace, drain_tx.closed())
         .await
         .is_err()
     {
@@ -256,6 +259,37 @@ async fn serve(
             ?grace,
             "in-flight requests still running after the grace period"
         );
+    }
+}
+
+/// The rest of a connection the fast path handed over: hyper serves it through
+/// [`Gateway::handle`], closing gracefully when `drain` fires.
+async fn serve_with_hyper(
+    gw: Arc<Gateway>,
+    client: UpstreamClient,
+    peer: SocketAddr,
+    io: Prefixed,
+    max_buf: usize,
+    mut drain: watch::Receiver<()>,
+) {
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(max_buf)
+        .serve_connection(
+            TokioIo::new(io),
+            service_fn(move |req| gw.clone().handle(client.clone(), peer, req)),
+        );
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = drain.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

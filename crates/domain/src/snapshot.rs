@@ -32,6 +32,12 @@ pub struct ApiEntry {
     pub upstream_base: Box<str>,
     /// The `Host` header sent upstream.
     pub upstream_authority: Box<str>,
+    /// `host:port` to connect to (the port filled in from the scheme when the URL has none).
+    pub upstream_addr: Box<str>,
+    /// The upstream's path prefix without a trailing `/` (empty for the root).
+    pub upstream_path: Box<str>,
+    /// Whether the upstream is spoken to over TLS (`https`).
+    pub upstream_tls: bool,
     /// Lowercase name of the header the key is read from.
     pub key_header: Box<str>,
     /// The same name as the tenant wrote it, for messages.
@@ -183,6 +189,9 @@ async fn load_apis(
             slug: a.slug.clone().into(),
             upstream_base: upstream.base().into(),
             upstream_authority: upstream.authority().into(),
+            upstream_addr: upstream.connect_addr().into(),
+            upstream_path: upstream.url().path().trim_end_matches('/').into(),
+            upstream_tls: upstream.url().scheme() == "https",
             upstream,
             key_header: a.key_header.to_ascii_lowercase().into(),
             key_header_name: a.key_header.clone().into(),

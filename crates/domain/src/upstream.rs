@@ -61,6 +61,13 @@ impl UpstreamUrl {
         }
     }
 
+    /// `host:port` to connect to, with the scheme's port when the URL names none.
+    pub fn connect_addr(&self) -> String {
+        let host = self.0.host_str().unwrap_or_default();
+        let port = self.0.port_or_known_default().unwrap_or(80);
+        format!("{host}:{port}")
+    }
+
     /// The upstream URL's own query string, if it has one (prepended to the caller's).
     pub fn query(&self) -> Option<&str> {
         self.0.query()

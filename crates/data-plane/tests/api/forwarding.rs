@@ -1,8 +1,6 @@
 //! Routing and forwarding: paths, queries, methods, bodies, headers, statuses, upstream failures.
 
 use data_plane::config::ProxySettings;
-use domain::entities::api;
-use domain::sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
 use reqwest::Method;
 
 use crate::helpers::{EnvOptions, TestEnv};
@@ -152,31 +150,25 @@ async fn hop_by_hop_response_headers_are_stripped() {
     assert_eq!(resp.headers()["x-upstream-kept"], "yes");
 }
 
-async fn point_api_at(env: &TestEnv, url: String, timeout_ms: i32) {
-    let mut a = env.fx.api.clone().into_active_model();
-    a.upstream_url = Set(url);
-    a.timeout_ms = Set(timeout_ms);
-    let _: api::Model = a.update(&env.db.db).await.unwrap();
-    env.gw.reload().await;
-}
-
 #[tokio::test]
 async fn slow_upstream_is_504_and_unreachable_or_reset_is_502() {
     let env = TestEnv::new().await;
-    point_api_at(&env, env.upstream.url(""), 100).await;
+    env.point_api_at(env.upstream.url(""), 100).await;
     let resp = env.get("/slow/2000").await;
     assert_eq!(resp.status(), 504);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "upstream_timeout");
 
-    point_api_at(&env, format!("http://{}", refused_addr().await), 1000).await;
+    env.point_api_at(format!("http://{}", refused_addr().await), 1000)
+        .await;
     let resp = env.get("/x").await;
     assert_eq!(resp.status(), 502);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "upstream_unreachable");
     assert_eq!(body["error"]["code"], 502);
 
-    point_api_at(&env, format!("http://{}", resetting_upstream().await), 1000).await;
+    env.point_api_at(format!("http://{}", resetting_upstream().await), 1000)
+        .await;
     assert_eq!(env.get("/x").await.status(), 502);
 }
 

@@ -12,7 +12,7 @@ use domain::clock::ManualClock;
 use domain::entities::{api, plan, tenant};
 use domain::header::{KeyHeader, UpstreamTimeout};
 use domain::plan::{Enforcement, PlanLimits};
-use domain::sea_orm::DatabaseConnection;
+use domain::sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseConnection, IntoActiveModel};
 use domain::settings::Settings;
 use domain::slug::Slug;
 use domain::store::{self, NewApi};
@@ -222,5 +222,14 @@ impl TestEnv {
 
     pub async fn get(&self, rest: &str) -> reqwest::Response {
         self.gw.get(&self.fx.path(rest), &self.fx.key).await
+    }
+
+    /// Points the fixture's API at another upstream URL and timeout, and reloads.
+    pub async fn point_api_at(&self, url: String, timeout_ms: i32) {
+        let mut a = self.fx.api.clone().into_active_model();
+        a.upstream_url = Set(url);
+        a.timeout_ms = Set(timeout_ms);
+        let _: api::Model = a.update(&self.db.db).await.unwrap();
+        self.gw.reload().await;
     }
 }

@@ -14,3 +14,4 @@ mod nodes;
 mod process;
 mod streaming;
 mod upstream;
+mod wire;
