@@ -689,6 +689,28 @@ mod tests {
         assert_eq!(window(&d, Window::Day).remaining, 6);
     }
 
+    /// Counters written by an earlier version (the text form) still count after an upgrade.
+    #[tokio::test]
+    async fn state_in_the_earlier_text_form_is_still_honoured() {
+        let Some(url) = redis_url() else { return };
+        let prefix = unique_name("gwtest");
+        let r = RedisStore::new(pool(&url).unwrap(), prefix.clone());
+        let plan = limits(1_000_000, None, Some(10), None);
+        let p = Params::new(&plan, ms(2026, 11, 22, 12, 0, 0));
+        let day = p.day.unwrap().1.id;
+        let mut conn = r.pool().get().await.unwrap();
+        let text = format!("{} {day} 7 0 0", p.now_us);
+        let _: () = ::redis::cmd("SET")
+            .arg(KEY.redis_key(&prefix))
+            .arg(text)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (g, d) = r.grant(KEY, &p, Ask::ONE).await.unwrap();
+        assert_eq!(g, 1);
+        assert_eq!(window(&d, Window::Day).remaining, 2, "7 counted before, 1 now");
+    }
+
     /// Fast mode through the limiter: a lease, spent in part, expires; the next request gives the
     /// rest back, so the day's count holds only what was admitted.
     #[tokio::test]

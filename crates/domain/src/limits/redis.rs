@@ -162,6 +162,29 @@ async fn run_batch(pool: &Pool, script: &Script, batch: Vec<Job>) {
     }
 }
 
+fn int(v: impl TryInto<i64>) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
+}
+
+/// Little-endian doubles, as `struct.unpack('<d…')` in `limits.lua` reads them. Every value is an
+/// integer below 2^53 (µs timestamps, counts, limits), so the conversion is exact.
+#[allow(clippy::cast_precision_loss)]
+fn pack<const N: usize>(values: [i64; N]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| (*v as f64).to_le_bytes())
+        .collect()
+}
+
+/// The doubles of `limits.lua`'s answer back to integers.
+#[allow(clippy::cast_possible_truncation)]
+fn unpack(bytes: &[u8]) -> Vec<i64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i64)
+        .collect()
+}
+
 async fn call(
     pool: &Pool,
     script: &Script,
@@ -176,29 +199,31 @@ async fn call(
         let p = &job.params;
         let (dl, day) = p.day.map_or((0, None), |(l, per)| (l, Some(per)));
         let (ml, month) = p.month.map_or((0, None), |(l, per)| (l, Some(per)));
-        invocation
-            .key(&job.key)
-            .arg(p.now_us)
-            .arg(p.interval_us)
-            .arg(p.burst)
-            .arg(dl)
-            .arg(day.map_or(0, |d| d.id))
-            .arg(day.map_or(0, |d| d.end_us))
-            .arg(ml)
-            .arg(month.map_or(0, |m| m.id))
-            .arg(month.map_or(0, |m| m.end_us))
-            .arg(job.ask.want)
-            .arg(job.ask.share_div)
-            .arg(job.ask.refund);
+        let args = pack([
+            p.now_us,
+            p.interval_us,
+            int(p.burst),
+            int(dl),
+            day.map_or(0, |d| d.id),
+            day.map_or(0, |d| d.end_us),
+            int(ml),
+            month.map_or(0, |m| m.id),
+            month.map_or(0, |m| m.end_us),
+            int(job.ask.want),
+            int(job.ask.share_div),
+            int(job.ask.refund),
+        ]);
+        invocation.key(&job.key).arg(&args[..]);
     }
-    let flat: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-    if flat.len() != batch.len() * RESULT_WIDTH {
+    let packed: Vec<u8> = invocation.invoke_async(&mut conn).await?;
+    if packed.len() != batch.len() * RESULT_WIDTH * 8 {
         return Err(RedisStoreError::Redis(format!(
-            "limits.lua answered {} values for {} subjects",
-            flat.len(),
+            "limits.lua answered {} bytes for {} subjects",
+            packed.len(),
             batch.len()
         )));
     }
+    let flat = unpack(&packed);
     Ok(batch
         .iter()
         .zip(flat.chunks_exact(RESULT_WIDTH))
