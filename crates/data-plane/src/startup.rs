@@ -198,6 +198,11 @@ fn spawn_workers(
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
+                    if let (Some(store), Some(url)) =
+                        (gw.limiter.redis_store(), settings.shared.redis_url.as_deref())
+                    {
+                        store.attach_current_thread(url)?;
+                    }
                     let listener = TcpListener::from_std(listener)?;
                     let client = upstream_client()?;
                     serve(&listener, &gw, &client, &settings, stop).await;

@@ -197,6 +197,11 @@ impl Limiter {
         })
     }
 
+    /// The Redis store, when one is configured.
+    pub fn redis_store(&self) -> Option<&RedisStore> {
+        self.redis.as_ref()
+    }
+
     pub fn redis_configured(&self) -> bool {
         self.redis.is_some()
     }

@@ -4,6 +4,9 @@
 //! batch is a single request, so batching adds no wait; under load it turns hundreds of round
 //! trips into a few.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use deadpool_redis::{Config, Pool, Runtime};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -60,6 +63,16 @@ pub struct RedisStore {
     pool: Pool,
     prefix: String,
     jobs: mpsc::Sender<Job>,
+    /// Tells this store's per-thread dispatchers from another store's.
+    id: u64,
+}
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Dispatchers running on this thread's runtime, by store id (see
+    /// [`RedisStore::attach_current_thread`]).
+    static THREAD_JOBS: RefCell<Vec<(u64, mpsc::Sender<Job>)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl RedisStore {
@@ -71,7 +84,31 @@ impl RedisStore {
             pool,
             prefix: prefix.into(),
             jobs,
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Gives the calling thread (a data-plane worker with its own single-threaded runtime) a
+    /// dispatcher of its own, with connections to `url` opened on this runtime: this thread's
+    /// requests are then batched, sent and answered without waking another thread.
+    pub fn attach_current_thread(&self, url: &str) -> Result<(), RedisStoreError> {
+        let pool = pool(url)?;
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(dispatch(pool, rx));
+        THREAD_JOBS.with(|t| t.borrow_mut().push((self.id, jobs)));
+        Ok(())
+    }
+
+    /// This thread's dispatcher when it has one, else the shared one.
+    fn jobs(&self) -> mpsc::Sender<Job> {
+        THREAD_JOBS
+            .with(|t| {
+                t.borrow()
+                    .iter()
+                    .find(|(id, _)| *id == self.id)
+                    .map(|(_, jobs)| jobs.clone())
+            })
+            .unwrap_or_else(|| self.jobs.clone())
     }
 
     pub fn pool(&self) -> &Pool {
@@ -101,7 +138,7 @@ impl RedisStore {
             ask,
             reply,
         };
-        self.jobs
+        self.jobs()
             .send(job)
             .await
             .map_err(|_| RedisStoreError::Stopped)?;
