@@ -198,9 +198,10 @@ fn spawn_workers(
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
-                    if let (Some(store), Some(url)) =
-                        (gw.limiter.redis_store(), settings.shared.redis_url.as_deref())
-                    {
+                    if let (Some(store), Some(url)) = (
+                        gw.limiter.redis_store(),
+                        settings.shared.redis_url.as_deref(),
+                    ) {
                         store.attach_current_thread(url)?;
                     }
                     let listener = TcpListener::from_std(listener)?;

@@ -708,7 +708,28 @@ mod tests {
             .unwrap();
         let (g, d) = r.grant(KEY, &p, Ask::ONE).await.unwrap();
         assert_eq!(g, 1);
-        assert_eq!(window(&d, Window::Day).remaining, 2, "7 counted before, 1 now");
+        assert_eq!(
+            window(&d, Window::Day).remaining,
+            2,
+            "7 counted before, 1 now"
+        );
+        // Rewritten in the packed form, and still set to expire: within a minute of the day's end.
+        let ttl_ms: i64 = ::redis::cmd("PTTL")
+            .arg(KEY.redis_key(&prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let day_left_ms = (p.day.unwrap().1.end_us - p.now_us) / 1000;
+        assert!(
+            ttl_ms > day_left_ms && ttl_ms <= day_left_ms + 61_000,
+            "{ttl_ms} ms"
+        );
+        for _ in 0..2 {
+            let (g, _) = r.grant(KEY, &p, Ask::ONE).await.unwrap();
+            assert_eq!(g, 1);
+        }
+        let (g, d) = r.grant(KEY, &p, Ask::ONE).await.unwrap();
+        assert_eq!((g, d.allowed), (0, false), "the day's 10 are used up");
     }
 
     /// Fast mode through the limiter: a lease, spent in part, expires; the next request gives the
