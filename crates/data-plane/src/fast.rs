@@ -48,8 +48,10 @@ const POOL_MAX_IDLE_PER_ADDR: usize = 512;
 /// Idle upstream connections of one worker thread, by `host:port`.
 #[derive(Default)]
 pub struct UpstreamPool {
-    idle: Mutex<HashMap<Box<str>, Vec<(TcpStream, Instant)>>>,
+    idle: Mutex<IdleConnections>,
 }
+
+type IdleConnections = HashMap<Box<str>, Vec<(TcpStream, Instant)>>;
 
 impl UpstreamPool {
     fn take(&self, addr: &str) -> Option<TcpStream> {
@@ -326,62 +328,7 @@ impl<'a> Conn<'a> {
             return fail(GatewayError::BodyTooLarge { limit }, rid);
         }
 
-        // The upstream head: request line, the caller's end-to-end fields, then ours.
-        let api = &auth.api;
-        out.clear();
-        out.extend_from_slice(method.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(api.upstream_path.as_bytes());
-        out.extend_from_slice(t.rest.as_bytes());
-        match (api.upstream.query(), t.query) {
-            (Some(a), Some(b)) => {
-                out.push(b'?');
-                out.extend_from_slice(a.as_bytes());
-                out.push(b'&');
-                out.extend_from_slice(b.as_bytes());
-            }
-            (Some(q), None) | (None, Some(q)) => {
-                out.push(b'?');
-                out.extend_from_slice(q.as_bytes());
-            }
-            (None, None) => {}
-        }
-        if api.upstream_path.is_empty() && t.rest.is_empty() {
-            // "GET ?q" is not a request line; the root it means is "/".
-            let at = method.len() + 1;
-            out.insert(at, b'/');
-        }
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        let connection = headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .map(|h| h.value);
-        let mut original_host = None;
-        let mut prior_xff = None;
-        for h in headers {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("host") {
-                original_host = Some(h.value);
-                continue;
-            }
-            if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str()) {
-                prior_xff = Some(h.value);
-                continue;
-            }
-            if is_hop_by_hop(name)
-                || connection_lists(connection.clone(), name)
-                || name.eq_ignore_ascii_case(&api.key_header)
-                || name.eq_ignore_ascii_case(X_FORWARDED_HOST.as_str())
-                || is_replaced_request_field(name)
-            {
-                continue;
-            }
-            push_field(out, name.as_bytes(), h.value);
-        }
-        forwarded_fields(&auth, *peer, prior_xff, original_host, &rid, |n, v| {
-            push_field(out, n.as_str().as_bytes(), v);
-        });
-        out.extend_from_slice(b"\r\n");
+        write_upstream_head(out, method, &t, headers, &auth, *peer, &rid);
         Step::Forward(Box::new(Prepared {
             head_len,
             auth,
@@ -727,7 +674,7 @@ impl<'a> Conn<'a> {
         let body = body
             .collect()
             .await
-            .map(|b| b.to_bytes())
+            .map(http_body_util::Collected::to_bytes)
             .unwrap_or_default();
         let out = &mut self.out;
         out.clear();
@@ -735,6 +682,74 @@ impl<'a> Conn<'a> {
         out.extend_from_slice(&body);
         self.client.write_all(out).await.is_ok()
     }
+}
+
+/// The upstream's request head into `out`: request line, the caller's end-to-end fields, then
+/// the gateway's.
+fn write_upstream_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    t: &crate::proxy::Target<'_>,
+    headers: &[httparse::Header<'_>],
+    auth: &Auth,
+    peer: SocketAddr,
+    rid: &str,
+) {
+    let api = &auth.api;
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(api.upstream_path.as_bytes());
+    out.extend_from_slice(t.rest.as_bytes());
+    match (api.upstream.query(), t.query) {
+        (Some(a), Some(b)) => {
+            out.push(b'?');
+            out.extend_from_slice(a.as_bytes());
+            out.push(b'&');
+            out.extend_from_slice(b.as_bytes());
+        }
+        (Some(q), None) | (None, Some(q)) => {
+            out.push(b'?');
+            out.extend_from_slice(q.as_bytes());
+        }
+        (None, None) => {}
+    }
+    if api.upstream_path.is_empty() && t.rest.is_empty() {
+        // "GET ?q" is not a request line; the root it means is "/".
+        let at = method.len() + 1;
+        out.insert(at, b'/');
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let connection = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .map(|h| h.value);
+    let mut original_host = None;
+    let mut prior_xff = None;
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            original_host = Some(h.value);
+            continue;
+        }
+        if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str()) {
+            prior_xff = Some(h.value);
+            continue;
+        }
+        if is_hop_by_hop(name)
+            || connection_lists(connection.clone(), name)
+            || name.eq_ignore_ascii_case(&api.key_header)
+            || name.eq_ignore_ascii_case(X_FORWARDED_HOST.as_str())
+            || is_replaced_request_field(name)
+        {
+            continue;
+        }
+        push_field(out, name.as_bytes(), h.value);
+    }
+    forwarded_fields(auth, peer, prior_xff, original_host, rid, |n, v| {
+        push_field(out, n.as_str().as_bytes(), v);
+    });
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Request fields the gateway sets itself, so the caller's copies are dropped.

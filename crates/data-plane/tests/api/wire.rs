@@ -67,8 +67,9 @@ async fn a_body_arriving_in_pieces_reaches_the_upstream_whole() {
         env.fx.key
     );
     s.write_all(head.as_bytes()).await.unwrap();
+    let piece = vec![b'z'; 100_000];
     for _ in 0..3 {
-        s.write_all(&[b'z'; 100_000]).await.unwrap();
+        s.write_all(&piece).await.unwrap();
         s.flush().await.unwrap();
         tokio::task::yield_now().await;
     }
