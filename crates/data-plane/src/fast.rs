@@ -145,7 +145,8 @@ pub struct Conn<'a> {
     gw: &'a Gateway,
     pool: &'a UpstreamPool,
     client: TcpStream,
-    peer: SocketAddr,
+    /// The caller's address as `X-Forwarded-For` names it, formatted once per connection.
+    peer_ip: String,
     buf: BytesMut,
     ubuf: BytesMut,
     out: Vec<u8>,
@@ -163,7 +164,7 @@ impl<'a> Conn<'a> {
             gw,
             pool,
             client,
-            peer,
+            peer_ip: peer.ip().to_string(),
             buf: BytesMut::with_capacity(READ_CHUNK),
             ubuf: BytesMut::with_capacity(READ_CHUNK),
             out: Vec::with_capacity(1024),
@@ -240,7 +241,11 @@ impl<'a> Conn<'a> {
     /// request is written into `self.out`.
     fn plan(&mut self) -> Step {
         let Self {
-            gw, buf, out, peer, ..
+            gw,
+            buf,
+            out,
+            peer_ip,
+            ..
         } = self;
         if buf.is_empty() {
             return Step::NeedMore;
@@ -328,7 +333,7 @@ impl<'a> Conn<'a> {
             return fail(GatewayError::BodyTooLarge { limit }, rid);
         }
 
-        write_upstream_head(out, method, &t, headers, &auth, *peer, &rid);
+        write_upstream_head(out, method, &t, headers, &auth, peer_ip, &rid);
         Step::Forward(Box::new(Prepared {
             head_len,
             auth,
@@ -544,22 +549,28 @@ impl<'a> Conn<'a> {
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut length = None;
-        let mut chunked = false;
-        let mut coded = false;
         let mut upstream_close = false;
+        // Transfer-Encoding decides the framing, and a Content-Length beside it is not forwarded
+        // (RFC 9112 6.3): the client must not see two framings.
+        let coding = headers
+            .iter()
+            .rfind(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|h| h.value);
+        let coded = coding.is_some();
+        let chunked = coding.is_some_and(|v| {
+            v.rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        });
         let connection = headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
             .map(|h| h.value);
         for h in headers {
             let name = h.name;
-            if name.eq_ignore_ascii_case("transfer-encoding") {
-                coded = true;
-                chunked = h
-                    .value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if name.eq_ignore_ascii_case("transfer-encoding")
+                || (coded && name.eq_ignore_ascii_case("content-length"))
+            {
                 continue;
             }
             if name.eq_ignore_ascii_case("connection") {
@@ -594,8 +605,11 @@ impl<'a> Conn<'a> {
         } else {
             Framing::UntilClose
         };
-        if framing == Framing::Chunked {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        match (framing, coding) {
+            (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            // A coding other than chunked last: passed on as it is, the body ending at close.
+            (Framing::UntilClose, Some(v)) => push_field(out, b"transfer-encoding", v),
+            _ => {}
         }
         push_field(out, b"x-request-id", p.rid.as_bytes());
         rate_limit_fields(decision, |n, v| {
@@ -692,7 +706,7 @@ fn write_upstream_head(
     t: &crate::proxy::Target<'_>,
     headers: &[httparse::Header<'_>],
     auth: &Auth,
-    peer: SocketAddr,
+    peer_ip: &str,
     rid: &str,
 ) {
     let api = &auth.api;
@@ -746,7 +760,7 @@ fn write_upstream_head(
         }
         push_field(out, name.as_bytes(), h.value);
     }
-    forwarded_fields(auth, peer, prior_xff, original_host, rid, |n, v| {
+    forwarded_fields(auth, peer_ip, prior_xff, original_host, rid, |n, v| {
         push_field(out, n.as_str().as_bytes(), v);
     });
     out.extend_from_slice(b"\r\n");

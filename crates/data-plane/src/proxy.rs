@@ -395,7 +395,7 @@ impl Gateway {
         h.remove(&X_FORWARDED_HOST);
         forwarded_fields(
             auth,
-            peer,
+            &peer.ip().to_string(),
             prior_xff.as_ref().map(HeaderValue::as_bytes),
             original_host.as_ref().map(HeaderValue::as_bytes),
             rid,
@@ -477,14 +477,13 @@ impl Gateway {
 /// and hop-by-hop fields are gone: `Host`, `X-Forwarded-*`, `X-Request-ID`, `X-Gateway-*`.
 pub(crate) fn forwarded_fields(
     auth: &Auth,
-    peer: SocketAddr,
+    peer_ip: &str,
     prior_xff: Option<&[u8]>,
     original_host: Option<&[u8]>,
     rid: &str,
     mut emit: impl FnMut(&HeaderName, &[u8]),
 ) {
     emit(&header::HOST, auth.api.upstream_authority.as_bytes());
-    let peer_ip = peer.ip().to_string();
     match prior_xff.filter(|p| !p.is_empty()) {
         Some(prior) => {
             let mut v = Vec::with_capacity(prior.len() + 2 + peer_ip.len());

@@ -111,7 +111,8 @@ async fn raw_upstream(answer: &'static [u8]) -> String {
 async fn chunked_and_close_delimited_bodies_pass_through_intact() {
     let env = TestEnv::new().await;
     let chunked = raw_upstream(
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n\
+        // A stray Content-Length beside chunked must not reach the client (two framings).
+        b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n\
           5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n",
     )
     .await;
@@ -120,6 +121,7 @@ async fn chunked_and_close_delimited_bodies_pass_through_intact() {
         let resp = env.get("/x").await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["transfer-encoding"], "chunked");
+        assert!(resp.headers().get("content-length").is_none());
         assert!(resp.headers().contains_key("x-ratelimit-limit"));
         assert_eq!(resp.text().await.unwrap(), "hello, world");
     }
