@@ -273,29 +273,9 @@ impl<'a> Conn<'a> {
         if !target.starts_with('/') {
             return Step::HandOff;
         }
-        let mut body_len = None;
-        let mut close = false;
-        for h in headers {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect")
-            {
-                return Step::HandOff;
-            }
-            if name.eq_ignore_ascii_case("content-length") {
-                let parsed = std::str::from_utf8(h.value)
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse::<u64>().ok());
-                match (body_len, parsed) {
-                    (None, Some(n)) => body_len = Some(n),
-                    _ => return Step::HandOff,
-                }
-            }
-            if name.eq_ignore_ascii_case("connection") && connection_lists([h.value], "close") {
-                close = true;
-            }
-        }
-        let body_len = body_len.unwrap_or(0);
+        let Some((body_len, close)) = request_framing(headers) else {
+            return Step::HandOff;
+        };
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
@@ -696,6 +676,33 @@ impl<'a> Conn<'a> {
         out.extend_from_slice(&body);
         self.client.write_all(out).await.is_ok()
     }
+}
+
+/// A request's body length and whether it asks to close, or `None` when its framing is hyper's
+/// to handle: `Transfer-Encoding`, `Expect`, or a `Content-Length` that is repeated or not a number.
+fn request_framing(headers: &[httparse::Header<'_>]) -> Option<(u64, bool)> {
+    let mut body_len = None;
+    let mut close = false;
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect") {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            let parsed = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (body_len, parsed) {
+                (None, Some(n)) => body_len = Some(n),
+                _ => return None,
+            }
+        }
+        if name.eq_ignore_ascii_case("connection") && connection_lists([h.value], "close") {
+            close = true;
+        }
+    }
+    Some((body_len.unwrap_or(0), close))
 }
 
 /// The upstream's request head into `out`: request line, the caller's end-to-end fields, then
