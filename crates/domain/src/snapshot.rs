@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QuerySelect,
-};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QuerySelect, StreamTrait};
 
 use crate::apikey::KeyHash;
 use crate::entities::{api, api_key, client, plan, tenant};
@@ -111,14 +109,16 @@ impl Snapshot {
 
     /// Loads the whole configuration. The version is read first, so a write that lands during the
     /// load is picked up by the next reload rather than missed.
-    /// Takes the pool (not a transaction): keys are read over several connections at once.
-    pub async fn load(db: &DatabaseConnection) -> Result<Self, DbErr> {
+    pub async fn load<C>(db: &C) -> Result<Self, DbErr>
+    where
+        C: ConnectionTrait + StreamTrait + Send,
+    {
         let version = crate::store::config_version(db).await.unwrap_or(0);
         let (mut tenants, slug_of) = load_tenants(db).await?;
         load_apis(db, &mut tenants, &slug_of).await?;
         load_clients(db, &mut tenants, &slug_of).await?;
         let plans = load_plans(db).await?;
-        let keys = load_keys(db, KEY_LOAD_SHARD_MIN).await?;
+        let keys = load_keys(db).await?;
         Ok(Self {
             version,
             tenants,
@@ -262,48 +262,19 @@ async fn load_plans(db: &impl ConnectionTrait) -> Result<HashMap<i64, PlanEntry>
     Ok(plans)
 }
 
-/// Key ranges read at once while loading: the database decodes rows on several connections (with
-/// SQLite, each on its own thread) while this task fills the map.
-const KEY_LOAD_SHARDS: i64 = 4;
-/// Below this many keys one query is as fast.
-const KEY_LOAD_SHARD_MIN: u64 = 50_000;
-
-async fn load_keys(
-    db: &DatabaseConnection,
-    shard_from: u64,
-) -> Result<HashMap<KeyHash, KeyEntry>, DbErr> {
-    use sea_orm::{ColumnTrait, QueryFilter};
+async fn load_keys<C>(db: &C) -> Result<HashMap<KeyHash, KeyEntry>, DbErr>
+where
+    C: ConnectionTrait + StreamTrait + Send,
+{
     // Streamed: at a million keys, materialising every row first would double the peak memory.
     let count = api_key::Entity::find().count(db).await?;
     let mut keys = HashMap::with_capacity(usize::try_from(count).unwrap_or(0));
-    let (lo, hi): (Option<i64>, Option<i64>) = api_key::Entity::find()
+    let mut rows = api_key::Entity::find()
         .select_only()
-        .column_as(api_key::Column::Id.min(), "lo")
-        .column_as(api_key::Column::Id.max(), "hi")
-        .into_tuple()
-        .one(db)
-        .await?
-        .unwrap_or((None, None));
-    let (Some(lo), Some(hi)) = (lo, hi) else {
-        return Ok(keys);
-    };
-    let shards = if count < shard_from {
-        1
-    } else {
-        KEY_LOAD_SHARDS
-    };
-    let span = (hi - lo) / shards + 1;
-    let streams = futures_util::future::try_join_all((0..shards).map(|i| {
-        let from = lo + i * span;
-        api_key::Entity::find()
-            .select_only()
-            .columns(KEY_COLUMNS)
-            .filter(api_key::Column::Id.between(from, from + span - 1))
-            .into_tuple::<KeyRow>()
-            .stream(db)
-    }))
-    .await?;
-    let mut rows = futures_util::stream::select_all(streams);
+        .columns(KEY_COLUMNS)
+        .into_tuple::<KeyRow>()
+        .stream(db)
+        .await?;
     while let Some(row) = rows.next().await {
         if let Some((hash, entry)) = key_entry(row?) {
             keys.insert(hash, entry);
@@ -353,57 +324,3 @@ const KEY_COLUMNS: [api_key::Column; 6] = [
     api_key::Column::IsActive,
     api_key::Column::ExpiresAt,
 ];
-
-#[cfg(test)]
-mod load_tests {
-    use sea_orm::{ColumnTrait, Condition, QueryFilter, TransactionTrait};
-
-    use super::*;
-    use crate::plan::{Enforcement, PlanLimits};
-    use crate::slug::Slug;
-    use crate::store;
-    use crate::testing::TestDb;
-
-    /// Sharded loading (used from 50k keys) finds exactly the keys one query finds, gaps in the
-    /// ids included, on SQLite and PostgreSQL.
-    #[tokio::test]
-    async fn keys_load_the_same_in_one_query_or_in_shards() {
-        for test_db in TestDb::all().await {
-            let db = &test_db.db;
-            let owner = store::create_user(db, "shards", "s@example.com", "x", false)
-                .await
-                .unwrap();
-            let slug = Slug::parse("shards").unwrap();
-            let tenant = store::create_tenant(db, "Shards", &slug, owner.id)
-                .await
-                .unwrap();
-            let limits = PlanLimits::new(60, None, None, None).unwrap();
-            let plan = store::create_plan(db, tenant.id, "p", limits, Enforcement::Strict)
-                .await
-                .unwrap();
-            let txn = db.begin().await.unwrap();
-            store::insert_generated_keys(&txn, tenant.id, plan.id, 1_003)
-                .await
-                .unwrap();
-            txn.commit().await.unwrap();
-            // Gaps, and the first id gone, so the shards' ranges start off the lowest id.
-            let lo = api_key::Entity::find().one(db).await.unwrap().unwrap().id;
-            api_key::Entity::delete_many()
-                .filter(
-                    Condition::any()
-                        .add(api_key::Column::Id.between(lo, lo + 40))
-                        .add(api_key::Column::Id.between(lo + 500, lo + 620)),
-                )
-                .exec(db)
-                .await
-                .unwrap();
-            let one = load_keys(db, u64::MAX).await.unwrap();
-            let sharded = load_keys(db, 0).await.unwrap();
-            assert_eq!(one.len(), 1_003 - 41 - 121);
-            assert_eq!(sharded.len(), one.len());
-            for (hash, entry) in &one {
-                assert_eq!(sharded.get(hash).map(|e| e.id), Some(entry.id));
-            }
-        }
-    }
-}
