@@ -113,8 +113,9 @@ impl Lease {
             }
         }
         let left = cur - 1;
-        let snapshot = self.decision.load_full()?;
-        Some((with_held(&snapshot, left), left))
+        // `load`, not `load_full`: no shared reference count bounced between workers per request.
+        let snapshot = self.decision.load();
+        Some((with_held(snapshot.as_ref()?, left), left))
     }
 
     /// Takes back what an expired lease never spent, to return it to Redis with the next grant
@@ -332,7 +333,9 @@ impl Limiter {
         left: u64,
     ) {
         let want = self.settings.lease_max.max(1);
-        if left > want / 2 || lease.prefetching.swap(true, Ordering::AcqRel) {
+        // At a quarter spent: the next lease has three quarters of this one's time to arrive.
+        // What a node holds stays under two leases (the rest of this one plus the next).
+        if left > want - want / 4 || lease.prefetching.swap(true, Ordering::AcqRel) {
             return;
         }
         let (lease, redis, params, ttl_ms, timeout) = (
