@@ -12,6 +12,7 @@ pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 20;
 pub const DEFAULT_RELOAD_POLL_MS: u64 = 2_000;
 pub const DEFAULT_USAGE_FLUSH_MS: u64 = 1_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_LEASE_TTL_MS: u64 = 1_000;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -55,6 +56,11 @@ pub struct ProxySettings {
     /// On shutdown, how long in-flight requests may take to finish.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
+
+    /// Longest wait for a request head, idle keep-alive time included: the connection is closed
+    /// after it.
+    #[arg(long, env = "GATEWAY_HEADER_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_TIMEOUT_MS)]
+    pub header_timeout_ms: u64,
 }
 
 impl Default for ProxySettings {
@@ -67,6 +73,7 @@ impl Default for ProxySettings {
             reload_poll_ms: DEFAULT_RELOAD_POLL_MS,
             usage_flush_ms: DEFAULT_USAGE_FLUSH_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
             fast_lease_max: DEFAULT_LEASE_MAX,
             fast_lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
             workers: 0,

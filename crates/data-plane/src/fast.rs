@@ -41,7 +41,6 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Bodies up to this size already in the buffer go out in the same write as the head.
 const INLINE_BODY: usize = 16 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
 const POOL_MAX_IDLE_PER_ADDR: usize = 512;
 
@@ -193,14 +192,25 @@ impl<'a> Conn<'a> {
     }
 
     async fn serve(&mut self, drain: &mut watch::Receiver<()>) -> Exit {
+        // One deadline for the whole head, however slowly its bytes trickle in.
+        let mut head_deadline = None;
         loop {
             let step = self.plan();
+            if !matches!(step, Step::NeedMore) {
+                head_deadline = None;
+            }
             match step {
                 Step::NeedMore => {
                     let idle = self.buf.is_empty();
+                    // From the end of the previous exchange (or the connection's start) to the
+                    // head's last byte: idle keep-alive connections and slow senders alike.
+                    let deadline = *head_deadline.get_or_insert_with(|| {
+                        tokio::time::Instant::now()
+                            + Duration::from_millis(self.gw.settings.header_timeout_ms)
+                    });
                     self.buf.reserve(READ_CHUNK);
                     let read = tokio::select! {
-                        r = tokio::time::timeout(IDLE_TIMEOUT, self.client.read_buf(&mut self.buf)) => r,
+                        r = tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.buf)) => r,
                         _ = drain.changed(), if idle => return Exit::Done,
                     };
                     match read {

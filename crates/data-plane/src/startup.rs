@@ -23,7 +23,6 @@ use crate::usage::UsageRecorder;
 
 /// Pause after a failed `accept` (EMFILE and friends) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const LISTEN_BACKLOG: i32 = 1024;
 /// Attempts of the last usage flush at shutdown.
 const FINAL_FLUSH_ATTEMPTS: u32 = 5;
@@ -278,9 +277,10 @@ async fn serve_with_hyper(
     max_buf: usize,
     mut drain: watch::Receiver<()>,
 ) {
+    let header_timeout_ms = gw.settings.header_timeout_ms;
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(Duration::from_millis(header_timeout_ms))
         .max_buf_size(max_buf)
         .serve_connection(
             TokioIo::new(io),

@@ -188,3 +188,52 @@ async fn http_1_0_chunked_uploads_and_health_are_served_on_the_same_connection_t
     assert_eq!(env.upstream.last().body_len, 3);
     assert!(answer.ends_with(r#"{"status":"ok"}"#), "{answer}");
 }
+
+#[tokio::test]
+async fn idle_connections_and_trickled_heads_are_closed_at_the_header_deadline() {
+    let env = crate::helpers::TestEnv::with(crate::helpers::EnvOptions {
+        proxy: Some(data_plane::config::ProxySettings {
+            header_timeout_ms: 300,
+            ..data_plane::config::ProxySettings::default()
+        }),
+        ..crate::helpers::EnvOptions::default()
+    })
+    .await;
+    let addr = env.gw.address.trim_start_matches("http://").to_owned();
+    // After one answered request, the kept-alive connection sits idle and is closed.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let raw = format!(
+        "GET {} HTTP/1.1\r\nHost: gw\r\nX-API-Key: {}\r\n\r\n",
+        env.fx.path("/idle"),
+        env.fx.key
+    );
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an idle connection must be closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // A head sent a byte at a time, each within the deadline, still runs out of time in all.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut closed = false;
+    for b in raw.bytes().cycle().take(400) {
+        tick.tick().await;
+        if s.write_all(&[b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut probe)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a trickled head must not hold the connection open");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
