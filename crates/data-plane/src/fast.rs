@@ -408,7 +408,8 @@ impl<'a> Conn<'a> {
                     },
                 );
                 tracing::debug!(error = ?e, api_id = auth.api.id, "upstream request failed");
-                let resp = gw.fail_response(&e, &p.rid);
+                let mut resp = gw.fail_response(&e, &p.rid);
+                crate::headers::insert_rate_limit(resp.headers_mut(), &decision);
                 // The body may be half sent: this connection cannot be trusted to stay in step.
                 self.answer(resp, &p.rid, true).await;
                 return false;

@@ -156,6 +156,8 @@ async fn slow_upstream_is_504_and_unreachable_or_reset_is_502() {
     env.point_api_at(env.upstream.url(""), 100).await;
     let resp = env.get("/slow/2000").await;
     assert_eq!(resp.status(), 504);
+    // The request was admitted, so its rate-limit fields come back with the gateway's error.
+    assert!(resp.headers().contains_key("x-ratelimit-remaining"));
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "upstream_timeout");
 
