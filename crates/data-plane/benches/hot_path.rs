@@ -1,5 +1,6 @@
 //! The in-process hot path of one request, without the network: parse the path, find tenant and
-//! API in the snapshot, hash and look up the key, and decide the limits in process.
+//! API in the snapshot, hash and look up the key, and decide the limits in process; and the fast
+//! path's parse of a whole request head.
 //! `cargo bench -p data-plane --bench hot_path`
 
 // Bench set-up fails loudly on purpose.
@@ -8,7 +9,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use data_plane::proxy::parse_target;
+use data_plane::proxy::{parse_target, parse_target_parts};
 use domain::apikey::KeyHash;
 use domain::header::{KeyHeader, UpstreamTimeout};
 use domain::limits::local::LocalStore;
@@ -85,6 +86,27 @@ fn hot_path(c: &mut Criterion) {
             let decision = store.check(subject, &Params::new(&plan.limits, now_ms));
             assert!(decision.allowed && api.is_active);
             decision
+        });
+    });
+    // What the fast path does with a request head before authentication: parse it in place and
+    // split out tenant, API and the rest of the path.
+    let head = format!(
+        "GET /acme/weather/forecast/today?city=berlin&days=3 HTTP/1.1\r\nHost: gw.example.com\r\n\
+         User-Agent: bench/1.0\r\nAccept: application/json\r\nX-API-Key: {key}\r\n\r\n"
+    );
+    group.bench_function("request_head_parse", |b| {
+        b.iter(|| {
+            let mut storage = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut storage);
+            let status = req
+                .parse(std::hint::black_box(head.as_bytes()))
+                .expect("head");
+            let target = req.path.expect("path");
+            let (path, query) = target
+                .split_once('?')
+                .map_or((target, None), |(p, q)| (p, Some(q)));
+            let t = parse_target_parts(path, query).expect("target");
+            (status.is_complete(), t.rest.len(), req.headers.len())
         });
     });
     group.bench_function("key_hash", |b| {
