@@ -5,6 +5,9 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "common/mod.rs"]
+mod common;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let listen: std::net::SocketAddr = args
@@ -12,38 +15,12 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:7501".into())
         .parse()?;
     let upstream = args.next().unwrap_or_else(|| "127.0.0.1:7070".into());
-    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let handles: Vec<_> = (0..workers)
-        .map(|_| {
-            let upstream = upstream.clone();
-            std::thread::spawn(move || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async move {
-                    let socket =
-                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-                    socket.set_reuse_port(true)?;
-                    socket.set_nonblocking(true)?;
-                    socket.bind(&listen.into())?;
-                    socket.listen(1024)?;
-                    let listener = tokio::net::TcpListener::from_std(socket.into())?;
-                    loop {
-                        let (stream, _) = listener.accept().await?;
-                        let _ = stream.set_nodelay(true);
-                        let upstream = upstream.clone();
-                        tokio::spawn(async move {
-                            let _ = conn(stream, &upstream).await;
-                        });
-                    }
-                })
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
-    }
-    Ok(())
+    common::serve_on_every_core(listen, move |stream| {
+        let upstream = upstream.clone();
+        async move {
+            let _ = conn(stream, &upstream).await;
+        }
+    })
 }
 
 fn content_length(headers: &[httparse::Header<'_>]) -> usize {

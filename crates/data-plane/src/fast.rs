@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use domain::usage::{Bucket, Counts};
+use domain::usage::Counts;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -353,13 +353,7 @@ impl<'a> Conn<'a> {
         self.buf.advance(p.head_len);
         let gw = self.gw;
         let auth = &p.auth;
-        let bucket = Bucket {
-            tenant_id: auth.tenant_id,
-            api_id: auth.api.id,
-            key_id: auth.key_id,
-            client_id: auth.client.as_ref().map_or(0, |c| c.0),
-            minute: gw.clock.now_ms().div_euclid(60_000),
-        };
+        let bucket = auth.bucket(gw.clock.now_ms());
         let keep_going = !p.close;
         let unread_body = p.body_len > 0;
 

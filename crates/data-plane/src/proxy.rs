@@ -94,6 +94,19 @@ pub fn upstream_client() -> anyhow::Result<UpstreamClient> {
         .build(https))
 }
 
+impl Auth {
+    /// The usage bucket this request is counted in, for the minute of `now_ms`.
+    pub(crate) fn bucket(&self, now_ms: i64) -> Bucket {
+        Bucket {
+            tenant_id: self.tenant_id,
+            api_id: self.api.id,
+            key_id: self.key_id,
+            client_id: self.client.as_ref().map_or(0, |c| c.0),
+            minute: now_ms.div_euclid(60_000),
+        }
+    }
+}
+
 impl Gateway {
     /// A gateway serving an empty snapshot until the first [`crate::reload::reload`].
     pub fn new(
@@ -197,13 +210,7 @@ impl Gateway {
             Ok(u) => u,
             Err(e) => return self.fail(&e, rid),
         };
-        let bucket = Bucket {
-            tenant_id: auth.tenant_id,
-            api_id: auth.api.id,
-            key_id: auth.key_id,
-            client_id: auth.client.as_ref().map_or(0, |c| c.0),
-            minute: self.clock.now_ms().div_euclid(60_000),
-        };
+        let bucket = auth.bucket(self.clock.now_ms());
 
         // Limit.
         let Ok((decision, _)) = self
