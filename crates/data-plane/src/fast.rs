@@ -501,7 +501,12 @@ impl<'a> Conn<'a> {
         head_len: usize,
     ) -> bool {
         let Some((framing, reusable, close)) = self.response_head(p, decision) else {
+            // Conflicting lengths: nothing of it can be passed on safely.
             self.upstream = None;
+            let resp = self
+                .gw
+                .fail_response(&GatewayError::UpstreamUnreachable, &p.rid);
+            self.answer(resp, &p.rid, true).await;
             return false;
         };
         self.ubuf.advance(head_len);

@@ -237,3 +237,17 @@ async fn idle_connections_and_trickled_heads_are_closed_at_the_header_deadline()
     assert!(closed, "a trickled head must not hold the connection open");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn an_answer_with_conflicting_lengths_is_a_502_not_passed_on() {
+    let env = TestEnv::new().await;
+    let bad = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\nok and then some more",
+    )
+    .await;
+    env.point_api_at(bad, 2000).await;
+    let resp = env.get("/x").await;
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "upstream_unreachable");
+}
