@@ -1,4 +1,5 @@
-//! The data plane: authenticates, limits, proxies and counts (hyper 1.x).
+//! The data plane: authenticates, limits, proxies and counts: an HTTP/1.1 fast path (`fast`) for
+//! ordinary requests, hyper 1.x (`proxy`) for the rest.
 
 pub mod config;
 pub mod errors;

@@ -1,4 +1,6 @@
-//! The request path, top to bottom: parse -> authenticate -> limit -> forward -> respond -> record.
+//! The request path on hyper (what the fast path in `fast.rs` hands over), top to bottom: parse ->
+//! authenticate -> limit -> forward -> respond -> record. Authentication, the error answers and the
+//! forwarded fields here serve both paths.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
