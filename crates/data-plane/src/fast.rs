@@ -756,7 +756,7 @@ fn write_upstream_head(
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .map(|h| h.value);
     let mut original_host = None;
-    let mut prior_xff = None;
+    let mut prior_xff = Vec::new();
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -764,7 +764,7 @@ fn write_upstream_head(
             continue;
         }
         if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str()) {
-            prior_xff = Some(h.value);
+            prior_xff.push(h.value);
             continue;
         }
         if is_hop_by_hop(name)
@@ -777,7 +777,7 @@ fn write_upstream_head(
         }
         push_field(out, name.as_bytes(), h.value);
     }
-    forwarded_fields(auth, peer_ip, prior_xff, original_host, rid, |n, v| {
+    forwarded_fields(auth, peer_ip, &prior_xff, original_host, rid, |n, v| {
         push_field(out, n.as_str().as_bytes(), v);
     });
     out.extend_from_slice(b"\r\n");

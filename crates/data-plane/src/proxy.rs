@@ -397,7 +397,8 @@ impl Gateway {
         }
         let h = &mut parts.headers;
         let original_host = h.remove(header::HOST);
-        let prior_xff = h.remove(&X_FORWARDED_FOR);
+        let prior_xff: Vec<HeaderValue> = h.get_all(&X_FORWARDED_FOR).iter().cloned().collect();
+        h.remove(&X_FORWARDED_FOR);
         strip_hop_by_hop(h);
         strip_gateway_fields(h);
         h.remove(&*auth.api.key_header);
@@ -405,7 +406,10 @@ impl Gateway {
         forwarded_fields(
             auth,
             &peer.ip().to_string(),
-            prior_xff.as_ref().map(HeaderValue::as_bytes),
+            &prior_xff
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect::<Vec<_>>(),
             original_host.as_ref().map(HeaderValue::as_bytes),
             rid,
             |name, value| {
@@ -487,21 +491,23 @@ impl Gateway {
 pub(crate) fn forwarded_fields(
     auth: &Auth,
     peer_ip: &str,
-    prior_xff: Option<&[u8]>,
+    prior_xff: &[&[u8]],
     original_host: Option<&[u8]>,
     rid: &str,
     mut emit: impl FnMut(&HeaderName, &[u8]),
 ) {
     emit(&header::HOST, auth.api.upstream_authority.as_bytes());
-    match prior_xff.filter(|p| !p.is_empty()) {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + peer_ip.len());
+    // Every `X-Forwarded-For` line the caller sent, in order (one list, RFC 9110 5.3), then the peer.
+    if prior_xff.iter().all(|p| p.is_empty()) {
+        emit(&X_FORWARDED_FOR, peer_ip.as_bytes());
+    } else {
+        let mut v = Vec::with_capacity(64);
+        for prior in prior_xff.iter().filter(|p| !p.is_empty()) {
             v.extend_from_slice(prior);
             v.extend_from_slice(b", ");
-            v.extend_from_slice(peer_ip.as_bytes());
-            emit(&X_FORWARDED_FOR, &v);
         }
-        None => emit(&X_FORWARDED_FOR, peer_ip.as_bytes()),
+        v.extend_from_slice(peer_ip.as_bytes());
+        emit(&X_FORWARDED_FOR, &v);
     }
     emit(&X_FORWARDED_PROTO, b"http");
     if let Some(host) = original_host {

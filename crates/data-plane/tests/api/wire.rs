@@ -251,3 +251,29 @@ async fn an_answer_with_conflicting_lengths_is_a_502_not_passed_on() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "upstream_unreachable");
 }
+
+#[tokio::test]
+async fn every_forwarded_for_line_reaches_the_upstream_as_one_list_on_both_paths() {
+    let env = TestEnv::new().await;
+    let (path, key) = (env.fx.path("/xff"), &env.fx.key);
+    // HTTP/1.1 takes the fast path, HTTP/1.0 the hyper one.
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let answer = exchange(
+            &env,
+            format!(
+                "GET {path} {version}\r\nHost: gw\r\nX-API-Key: {key}\r\n\
+                 X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-For: 198.51.100.7, 192.0.2.1\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert!(answer.contains(" 200 "), "{version}: {answer}");
+        let seen = env.upstream.last().headers;
+        assert_eq!(
+            seen.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["203.0.113.9, 198.51.100.7, 192.0.2.1, 127.0.0.1"],
+            "{version}"
+        );
+    }
+}
