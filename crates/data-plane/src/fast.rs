@@ -20,7 +20,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use domain::usage::Counts;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -29,8 +28,8 @@ use tokio::sync::watch;
 
 use crate::errors::GatewayError;
 use crate::headers::{
-    X_FORWARDED_FOR, X_FORWARDED_HOST, connection_lists, is_gateway_response_field, is_hop_by_hop,
-    rate_limit_fields, request_id,
+    X_FORWARDED_FOR, X_FORWARDED_HOST, connection_lists, is_gateway_field,
+    is_gateway_response_field, is_hop_by_hop, rate_limit_fields, request_id,
 };
 use crate::proxy::{Auth, Gateway, forwarded_fields, parse_target_parts};
 
@@ -171,9 +170,8 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// The client socket, for hyper after a hand-off; the upstream goes back to the pool.
-    pub fn into_client(mut self) -> TcpStream {
-        self.release_upstream();
+    /// The client socket, for hyper after a hand-off ([`Self::run`] has pooled the upstream).
+    pub fn into_client(self) -> TcpStream {
         self.client
     }
 
@@ -354,34 +352,35 @@ impl<'a> Conn<'a> {
         let gw = self.gw;
         let auth = &p.auth;
         let bucket = auth.bucket(gw.clock.now_ms());
-        let keep_going = !p.close;
-        let unread_body = p.body_len > 0;
-
-        let Ok((decision, _)) = gw
+        let refusal = match gw
             .limiter
             .check_with(auth.subject, &auth.limits, auth.enforcement)
             .await
-        else {
-            let resp = gw.fail_response(&GatewayError::LimiterUnavailable, &p.rid);
-            let close = !keep_going || unread_body;
-            return self.answer(resp, &p.rid, close).await && !close;
+        {
+            Err(_) => gw.fail_response(&GatewayError::LimiterUnavailable, &p.rid),
+            Ok((decision, _)) if !decision.allowed => {
+                gw.record_rejected(bucket);
+                gw.rejected_response(&decision, &p.rid)
+            }
+            Ok((decision, _)) => return self.forward(&p, bucket, &decision).await,
         };
-        if !decision.allowed {
-            gw.usage.record(
-                bucket,
-                Counts {
-                    requests: 1,
-                    rejected: 1,
-                    upstream_errors: 0,
-                },
-            );
-            let resp = gw.rejected_response(&decision, &p.rid);
-            let close = !keep_going || unread_body;
-            return self.answer(resp, &p.rid, close).await && !close;
-        }
+        // A refused request's body is never read, so the connection cannot go on after it.
+        let close = p.close || p.body_len > 0;
+        self.answer(refusal, &p.rid, close).await && !close
+    }
 
+    /// Sends an admitted request upstream and relays the answer; false when the connection must
+    /// end.
+    async fn forward(
+        &mut self,
+        p: &Prepared,
+        bucket: domain::usage::Bucket,
+        decision: &domain::limits::Decision,
+    ) -> bool {
+        let gw = self.gw;
+        let auth = &p.auth;
         let timeout = auth.api.timeout;
-        let head = match tokio::time::timeout(timeout, self.send(&p)).await {
+        let head = match tokio::time::timeout(timeout, self.send(p)).await {
             Ok(Ok(head)) => Ok(head),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(GatewayError::UpstreamTimeout {
@@ -392,37 +391,17 @@ impl<'a> Conn<'a> {
             Ok(h) => h,
             Err(e) => {
                 self.upstream = None;
-                gw.metrics.upstream_errors.inc();
-                gw.usage.record(
-                    bucket,
-                    Counts {
-                        requests: 1,
-                        rejected: 0,
-                        upstream_errors: 1,
-                    },
-                );
+                gw.record_forwarded(bucket, false, true);
                 tracing::debug!(error = ?e, api_id = auth.api.id, "upstream request failed");
                 let mut resp = gw.fail_response(&e, &p.rid);
-                crate::headers::insert_rate_limit(resp.headers_mut(), &decision);
+                crate::headers::insert_rate_limit(resp.headers_mut(), decision);
                 // The body may be half sent: this connection cannot be trusted to stay in step.
                 self.answer(resp, &p.rid, true).await;
                 return false;
             }
         };
-        let upstream_failed = status >= 500;
-        if upstream_failed {
-            gw.metrics.upstream_errors.inc();
-        }
-        gw.metrics.proxied.inc();
-        gw.usage.record(
-            bucket,
-            Counts {
-                requests: 1,
-                rejected: 0,
-                upstream_errors: i64::from(upstream_failed),
-            },
-        );
-        self.relay(&p, &decision, head_len).await
+        gw.record_forwarded(bucket, true, status >= 500);
+        self.relay(p, decision, head_len).await
     }
 
     /// Sends the request (head in `self.out`, then its body) and reads the upstream's response
@@ -785,8 +764,7 @@ fn write_upstream_head(
 
 /// Request fields the gateway sets itself, so the caller's copies are dropped.
 fn is_replaced_request_field(name: &str) -> bool {
-    let b = name.as_bytes();
-    (b.len() >= 10 && b[..10].eq_ignore_ascii_case(b"x-gateway-"))
+    is_gateway_field(name)
         || name.eq_ignore_ascii_case("x-forwarded-proto")
         || name.eq_ignore_ascii_case("x-request-id")
 }

@@ -102,11 +102,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// Whether a field is one of the `X-Gateway-*` fields only the gateway may set (any case).
+pub fn is_gateway_field(name: &str) -> bool {
+    name.len() >= 10 && name.as_bytes()[..10].eq_ignore_ascii_case(b"x-gateway-")
+}
+
 /// Removes `X-Gateway-*` fields a caller sent, so the upstream can trust the ones we add.
 pub fn strip_gateway_fields(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-gateway-"))
+        .filter(|k| is_gateway_field(k.as_str()))
         .cloned()
         .collect();
     for name in spoofed {

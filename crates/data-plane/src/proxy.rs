@@ -223,14 +223,7 @@ impl Gateway {
             return self.fail(&GatewayError::LimiterUnavailable, rid);
         };
         if !decision.allowed {
-            self.usage.record(
-                bucket,
-                Counts {
-                    requests: 1,
-                    rejected: 1,
-                    upstream_errors: 0,
-                },
-            );
+            self.record_rejected(bucket);
             return self.rejected(&decision, rid);
         }
 
@@ -244,8 +237,35 @@ impl Gateway {
             Ok(r) => r.status().is_server_error(),
             Err(e) => e.status().is_server_error(),
         };
+        self.record_forwarded(bucket, result.is_ok(), upstream_failed);
+        let mut resp = match result {
+            Ok(r) => r.map(Either::Left),
+            Err(e) => self.fail(&e, rid),
+        };
+        insert_rate_limit(resp.headers_mut(), &decision);
+        resp
+    }
+
+    /// Counts a request its limits refused (the 429 is counted by [`Self::rejected_response`]).
+    pub(crate) fn record_rejected(&self, bucket: Bucket) {
+        self.usage.record(
+            bucket,
+            Counts {
+                requests: 1,
+                rejected: 1,
+                upstream_errors: 0,
+            },
+        );
+    }
+
+    /// Counts an admitted request: whether the upstream answered, and whether it failed (a 5xx,
+    /// or no answer: unreachable, timed out).
+    pub(crate) fn record_forwarded(&self, bucket: Bucket, answered: bool, upstream_failed: bool) {
         if upstream_failed {
             self.metrics.upstream_errors.inc();
+        }
+        if answered {
+            self.metrics.proxied.inc();
         }
         self.usage.record(
             bucket,
@@ -255,15 +275,6 @@ impl Gateway {
                 upstream_errors: i64::from(upstream_failed),
             },
         );
-        let mut resp = match result {
-            Ok(r) => {
-                self.metrics.proxied.inc();
-                r.map(Either::Left)
-            }
-            Err(e) => self.fail(&e, rid),
-        };
-        insert_rate_limit(resp.headers_mut(), &decision);
-        resp
     }
 
     fn rejected(&self, decision: &Decision, rid: &str) -> Response<Body> {
