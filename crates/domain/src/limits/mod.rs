@@ -399,6 +399,14 @@ mod tests {
         v
     }
 
+    /// Asking for `n` requests at once, nothing given back.
+    fn want(n: u64) -> Ask {
+        Ask {
+            want: n,
+            ..Ask::ONE
+        }
+    }
+
     const KEY: Subject = Subject::Key {
         tenant_id: 1,
         key_id: 7,
@@ -566,27 +574,10 @@ mod tests {
             let p = Params::new(&plan, t0);
             let (granted, d) = match &store {
                 Store::Local(_) => {
-                    let (g, d, _) = grant(
-                        &p,
-                        &State::default(),
-                        Ask {
-                            want: 4,
-                            ..Ask::ONE
-                        },
-                    );
+                    let (g, d, _) = grant(&p, &State::default(), want(4));
                     (g, d)
                 }
-                Store::Redis(r) => r
-                    .grant(
-                        KEY,
-                        &p,
-                        Ask {
-                            want: 4,
-                            ..Ask::ONE
-                        },
-                    )
-                    .await
-                    .unwrap(),
+                Store::Redis(r) => r.grant(KEY, &p, want(4)).await.unwrap(),
             };
             assert_eq!((granted, d.allowed), (4, true));
             let Store::Redis(r) = &store else { continue };
@@ -606,49 +597,13 @@ mod tests {
                 .0,
                 2
             );
-            assert_eq!(
-                r.grant(
-                    KEY,
-                    &p,
-                    Ask {
-                        want: 10,
-                        ..Ask::ONE
-                    }
-                )
-                .await
-                .unwrap()
-                .0,
-                4
-            );
-            let (g, d) = r
-                .grant(
-                    KEY,
-                    &p,
-                    Ask {
-                        want: 10,
-                        ..Ask::ONE
-                    },
-                )
-                .await
-                .unwrap();
+            assert_eq!(r.grant(KEY, &p, want(10)).await.unwrap().0, 4);
+            let (g, d) = r.grant(KEY, &p, want(10)).await.unwrap();
             assert_eq!((g, d.allowed, d.hit), (0, false, Some(Window::Minute)));
             assert_eq!(d.retry_after_ms, 1_000);
             // Later the day quota (12, 10 spent) is what caps the grant.
             let later = Params::new(&plan, t0 + 60_000);
-            assert_eq!(
-                r.grant(
-                    KEY,
-                    &later,
-                    Ask {
-                        want: 10,
-                        ..Ask::ONE
-                    }
-                )
-                .await
-                .unwrap()
-                .0,
-                2
-            );
+            assert_eq!(r.grant(KEY, &later, want(10)).await.unwrap().0, 2);
         }
     }
 
@@ -658,20 +613,7 @@ mod tests {
         let r = RedisStore::new(pool(&url).unwrap(), unique_name("gwtest"));
         let plan = limits(1_000_000, None, Some(10), None);
         let p = Params::new(&plan, ms(2026, 11, 22, 12, 0, 0));
-        assert_eq!(
-            r.grant(
-                KEY,
-                &p,
-                Ask {
-                    want: 5,
-                    ..Ask::ONE
-                }
-            )
-            .await
-            .unwrap()
-            .0,
-            5
-        );
+        assert_eq!(r.grant(KEY, &p, want(5)).await.unwrap().0, 5);
         // 3 of the 5 were never spent: given back, then 2 granted: 4 taken in all.
         let (g, d) = r
             .grant(
@@ -778,10 +720,7 @@ mod tests {
                     key_id: 7,
                 },
                 &p,
-                Ask {
-                    want: 1,
-                    ..Ask::ONE
-                },
+                want(1),
             )
             .await
             .unwrap();
