@@ -11,9 +11,11 @@ use domain::store;
 use domain::testing::TestDb;
 use futures_util::future::join_all;
 
-use crate::helpers::{generous, limits, redis, seed, seed_with, settings_for, spawn_gateway};
+use crate::helpers::{
+    Fixture, TestGateway, generous, limits, redis, seed, seed_with, settings_for, spawn_gateway,
+};
 use crate::process::Proc;
-use crate::upstream::spawn_upstream;
+use crate::upstream::{Upstream, spawn_upstream};
 
 async fn fire(client: &reqwest::Client, urls: &[String], key: &str, n: usize) -> (usize, usize) {
     let calls = (0..n).map(|i| {
@@ -134,13 +136,22 @@ async fn wait_for_subscribers(redis_url: &str, prefix: &str, n: i64) {
     panic!("data planes did not subscribe to config changes");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_revoked_key_is_refused_by_every_data_plane_within_a_second() {
-    let Some(redis) = redis() else { return };
+/// An upstream, a database with one tenant, and two data planes sharing Redis, both subscribed
+/// to change events and answering the fixture's key. Polling is slowed to a minute: only a Redis
+/// event can make a change land fast. `None` when no Redis is configured (outside CI).
+struct TwoNodes {
+    redis: (String, String),
+    _upstream: Upstream,
+    db: TestDb,
+    fx: Fixture,
+    gws: [TestGateway; 2],
+}
+
+async fn two_subscribed_gateways() -> Option<TwoNodes> {
+    let redis = redis()?;
     let upstream = spawn_upstream().await;
     let db = TestDb::sqlite().await;
     let fx = seed(&db.db, "acme", &upstream.url(""), generous()).await;
-    // Polling is slowed to a minute: only the Redis event can make this fast.
     let mut settings = settings_for(&db.url, Some(&redis));
     settings.proxy.reload_poll_ms = 60_000;
     let gws = [
@@ -151,6 +162,27 @@ async fn a_revoked_key_is_refused_by_every_data_plane_within_a_second() {
     for gw in &gws {
         assert_eq!(gw.get(&fx.path("/x"), &fx.key).await.status(), 200);
     }
+    Some(TwoNodes {
+        redis,
+        _upstream: upstream,
+        db,
+        fx,
+        gws,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_key_is_refused_by_every_data_plane_within_a_second() {
+    let Some(TwoNodes {
+        redis,
+        _upstream,
+        db,
+        fx,
+        gws,
+    }) = two_subscribed_gateways().await
+    else {
+        return;
+    };
 
     // What the control plane does: write, then publish.
     let publisher = Publisher::new(Some(pool(&redis.0).unwrap()), redis.1.clone());
@@ -182,20 +214,16 @@ async fn a_revoked_key_is_refused_by_every_data_plane_within_a_second() {
 /// many keys there are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_event_applies_the_key_without_reloading_the_snapshot() {
-    let Some(redis) = redis() else { return };
-    let upstream = spawn_upstream().await;
-    let db = TestDb::sqlite().await;
-    let fx = seed(&db.db, "acme", &upstream.url(""), generous()).await;
-    let mut settings = settings_for(&db.url, Some(&redis));
-    settings.proxy.reload_poll_ms = 60_000;
-    let gws = [
-        spawn_gateway(settings.clone(), None).await,
-        spawn_gateway(settings, None).await,
-    ];
-    wait_for_subscribers(&redis.0, &redis.1, 2).await;
-    for gw in &gws {
-        assert_eq!(gw.get(&fx.path("/x"), &fx.key).await.status(), 200);
-    }
+    let Some(TwoNodes {
+        redis,
+        _upstream,
+        db,
+        fx,
+        gws,
+    }) = two_subscribed_gateways().await
+    else {
+        return;
+    };
     let reloads: Vec<u64> = gws
         .iter()
         .map(|g| g.gateway.metrics.snapshot_reloads.get())
