@@ -8,27 +8,48 @@
 --          earlier versions is still read. The key lives a minute past what its windows need, so
 --          most writes overwrite it in place (SETRANGE keeps the expiry) instead of SET ... PX,
 --          which costs three times as much.
--- ARGV[i]  12 doubles: now_us, interval_us, burst, day_limit (0 = none), day_id, day_end_us,
+-- ARGV[i]  13 doubles: now_us, interval_us, burst, day_limit (0 = none), day_id, day_end_us,
 --          month_limit (0 = none), month_id, month_end_us, want, share_div (0 = no cap), refund
---          (unspent requests of an expired lease, given back first)
+--          (unspent requests of an expired lease, given back first), more (1 when KEYS[i] is
+--          asked again later in this call: its state is then carried, not written, until the last)
 -- Returns  one string: 6 doubles per subject, granted, then tat, dp, dc, mp, mc as they were
 --          BEFORE its grant.
 local unpack, pack = struct.unpack, struct.pack
 local floor, max, min = math.floor, math.max, math.min
 local out = {}
-for i = 1, #KEYS do
-  local now, interval, burst, day_limit, day_id, day_end, month_limit, month_id, month_end, want,
-    share_div, refund = unpack('<dddddddddddd', ARGV[i])
+-- A subject asked again later in this call (a busy key) is read once, carried from ask to ask
+-- here (tat, dp, dc, mp, mc, exp, px, changed), and written once, at its last ask.
+local carried = {}
 
-  local tat0, dp0, dc0, mp0, mc0, exp0 = 0, 0, 0, 0, 0, 0
-  local stored = redis.call('GET', KEYS[i])
-  if stored then
-    if #stored == 48 then
-      tat0, dp0, dc0, mp0, mc0, exp0 = unpack('<dddddd', stored)
-    else
-      local a1, a2, a3, a4, a5 = string.match(stored, '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
-      if a1 then
-        tat0, dp0, dc0, mp0, mc0 = tonumber(a1), tonumber(a2), tonumber(a3), tonumber(a4), tonumber(a5)
+-- px: how long the key must now live (ms), or 0 to keep its expiry and overwrite in place.
+local function write(key, tat, dp, dc, mp, mc, exp, px)
+  local state = pack('<dddddd', tat, dp, dc, mp, mc, exp)
+  if px > 0 then
+    redis.call('SET', key, state, 'PX', px)
+  else
+    redis.call('SETRANGE', key, 0, state)
+  end
+end
+
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local now, interval, burst, day_limit, day_id, day_end, month_limit, month_id, month_end, want,
+    share_div, refund, more = unpack('<ddddddddddddd', ARGV[i])
+
+  local tat0, dp0, dc0, mp0, mc0, exp0, px, changed = 0, 0, 0, 0, 0, 0, 0, false
+  local c = carried[key]
+  if c then
+    tat0, dp0, dc0, mp0, mc0, exp0, px, changed = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+  else
+    local stored = redis.call('GET', key)
+    if stored then
+      if #stored == 48 then
+        tat0, dp0, dc0, mp0, mc0, exp0 = unpack('<dddddd', stored)
+      else
+        local a1, a2, a3, a4, a5 = string.match(stored, '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
+        if a1 then
+          tat0, dp0, dc0, mp0, mc0 = tonumber(a1), tonumber(a2), tonumber(a3), tonumber(a4), tonumber(a5)
+        end
       end
     end
   end
@@ -45,20 +66,29 @@ for i = 1, #KEYS do
   local granted = min(want, avail)
   if share_div > 0 then granted = min(granted, max(floor(avail / share_div), 1)) end
 
+  local tat1, dp1, dc1, mp1, mc1, exp1 = tat0, dp0, dc0, mp0, mc0, exp0
   if granted > 0 or refund > 0 then
-    local new_tat = tat + granted * interval
-    local until_us = new_tat
+    tat1, dc1, mc1 = tat + granted * interval, dc + granted, mc + granted
+    dp1, mp1 = day_limit > 0 and day_id or 0, month_limit > 0 and month_id or 0
+    local until_us = tat1
     if day_limit > 0 and day_end > until_us then until_us = day_end end
     if month_limit > 0 and month_end > until_us then until_us = month_end end
-    local dp, mp = day_limit > 0 and day_id or 0, month_limit > 0 and month_id or 0
-    if exp0 >= until_us + 1000000 then
-      redis.call('SETRANGE', KEYS[i], 0, pack('<dddddd', new_tat, dp, dc + granted, mp, mc + granted, exp0))
-    else
-      local exp = until_us + 60000000
-      redis.call('SET', KEYS[i], pack('<dddddd', new_tat, dp, dc + granted, mp, mc + granted, exp),
-        'PX', math.ceil((exp - now) / 1000))
+    if exp0 < until_us + 1000000 then
+      exp1 = until_us + 60000000
+      px = math.ceil((exp1 - now) / 1000)
     end
+    changed = true
+  end
+  if more > 0 then
+    carried[key] = {tat1, dp1, dc1, mp1, mc1, exp1, px, changed}
+  else
+    if c then carried[key] = nil end
+    if changed then write(key, tat1, dp1, dc1, mp1, mc1, exp1, px) end
   end
   out[i] = pack('<dddddd', granted, tat0, dp0, dc0, mp0, mc0)
+end
+-- Whatever a caller said would be asked again and was not.
+for key, c in pairs(carried) do
+  if c[8] then write(key, c[1], c[2], c[3], c[4], c[5], c[6], c[7]) end
 end
 return table.concat(out)

@@ -231,8 +231,17 @@ async fn call(
         .get()
         .await
         .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
+    // Whether each job's subject is asked again later in the batch (limits.lua then carries its
+    // state instead of writing it in between).
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    let mut again: Vec<bool> = batch
+        .iter()
+        .rev()
+        .map(|job| !seen.insert(job.key.as_str()))
+        .collect();
+    again.reverse();
     let mut invocation = script.prepare_invoke();
-    for job in batch {
+    for (job, again) in batch.iter().zip(again) {
         let p = &job.params;
         let (dl, day) = p.day.map_or((0, None), |(l, per)| (l, Some(per)));
         let (ml, month) = p.month.map_or((0, None), |(l, per)| (l, Some(per)));
@@ -249,6 +258,7 @@ async fn call(
             int(job.ask.want),
             int(job.ask.share_div),
             int(job.ask.refund),
+            i64::from(again),
         ]);
         invocation.key(&job.key).arg(&args[..]);
     }
@@ -293,4 +303,57 @@ async fn call(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PlanLimits;
+    use crate::testing::{redis_url, unique_name};
+
+    fn job(key: &str, params: Params) -> Job {
+        Job {
+            key: key.to_owned(),
+            params,
+            ask: Ask::ONE,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// One script call asking for two subjects in turn: a subject asked again is carried from ask
+    /// to ask within the call, and what the call leaves is stored (and set to expire) for the next.
+    #[tokio::test]
+    async fn a_call_asking_for_one_subject_many_times_counts_every_ask() {
+        let Some(url) = redis_url() else { return };
+        let pool = pool(&url).unwrap();
+        let prefix = unique_name("gwtest");
+        let (a, b) = (format!("{prefix}:a"), format!("{prefix}:b"));
+        // Burst 3, one a minute: the fourth ask of a subject is refused.
+        let plan = PlanLimits::new(1, Some(3), Some(100), None).unwrap();
+        let p = Params::new(&plan, 1_795_000_000_000);
+        let script = Script::new(include_str!("limits.lua"));
+        let order = [&a, &b, &a, &a, &b, &a];
+        let batch: Vec<Job> = order.iter().map(|k| job(k, p)).collect();
+        let granted: Vec<u64> = call(&pool, &script, &batch)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect();
+        assert_eq!(granted, [1, 1, 1, 1, 1, 0]);
+
+        let again = call(&pool, &script, &[job(&a, p), job(&b, p)])
+            .await
+            .unwrap();
+        assert_eq!((again[0].0, again[1].0), (0, 1), "a has spent 3, b 2 of 3");
+        let mut conn = pool.get().await.unwrap();
+        for key in [&a, &b] {
+            let ttl_ms: i64 = ::redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(ttl_ms > 0, "{key} lives until its windows end: {ttl_ms}");
+        }
+    }
 }
