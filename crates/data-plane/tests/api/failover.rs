@@ -252,3 +252,26 @@ async fn fail_closed_refuses_with_503_while_redis_is_down() {
     assert_eq!(gw.get(&path, &env.fx.key).await.status(), 200);
     let _ = spawn_upstream;
 }
+
+/// Redis restarted while the data plane was idle: the first request after it is still decided by
+/// Redis (the closed connection is replaced, not reported as an outage).
+#[tokio::test]
+async fn a_redis_restart_between_requests_goes_unnoticed() {
+    let Some(mut redis) = PrivateRedis::start() else {
+        return;
+    };
+    let proxy = ProxySettings {
+        redis_timeout_ms: 2_000,
+        redis_fail_closed: true,
+        ..ProxySettings::default()
+    };
+    let (env, gw) = env_on(&redis, proxy).await;
+    let path = env.fx.path("/x");
+    assert_eq!(gw.get(&path, &env.fx.key).await.status(), 200);
+    redis.kill();
+    redis.restart();
+    for _ in 0..3 {
+        assert_eq!(gw.get(&path, &env.fx.key).await.status(), 200);
+    }
+    assert_eq!(metric(&gw, "gateway_redis_up").await, 1);
+}

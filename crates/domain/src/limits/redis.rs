@@ -1,4 +1,4 @@
-//! The Redis counter store: one Lua script (EVALSHA) decides atomically, on pooled connections.
+//! The Redis counter store: one Lua script (EVALSHA) decides atomically.
 //! Concurrent requests are batched: a dispatcher task takes whatever is queued (up to
 //! [`MAX_BATCH`]) into one script call, with up to [`MAX_IN_FLIGHT`] calls at once. At low load a
 //! batch is a single request, so batching adds no wait; under load it turns hundreds of round
@@ -11,6 +11,7 @@ use deadpool_redis::{Config, Pool, Runtime};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use redis::Script;
+use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Ask, Decision, Params, State, Subject, grant};
@@ -33,13 +34,20 @@ pub enum RedisStoreError {
     Pool(String),
     #[error("redis: {0}")]
     Redis(String),
+    /// The connection was found closed (Redis restarted, a peer reset it).
+    #[error("redis connection lost: {0}")]
+    Dropped(String),
     #[error("the Redis dispatcher has stopped")]
     Stopped,
 }
 
 impl From<redis::RedisError> for RedisStoreError {
     fn from(e: redis::RedisError) -> Self {
-        Self::Redis(e.to_string())
+        if e.is_connection_dropped() || e.is_io_error() {
+            Self::Dropped(e.to_string())
+        } else {
+            Self::Redis(e.to_string())
+        }
     }
 }
 
@@ -157,8 +165,22 @@ impl RedisStore {
     }
 }
 
+/// What a batch did to the dispatcher's connection.
+enum Outcome {
+    /// The kept connection served it.
+    Served,
+    /// It needed a connection from the pool (verified there by a PING): keep this one.
+    Fresh(deadpool_redis::Connection),
+    /// It failed: the kept connection is given up, and the next batch takes a verified one.
+    Failed,
+}
+
+/// Batches this dispatcher's jobs into script calls on one kept, multiplexed connection (the
+/// calls in flight share it). Taking a connection from the pool for every call would cost a
+/// PING round trip each time (the pool verifies what it hands out): twice the round trips.
 async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Job>) {
     let script = Script::new(include_str!("limits.lua"));
+    let mut kept: Option<deadpool_redis::Connection> = None;
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -171,30 +193,61 @@ async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Job>) {
                         Err(_) => break,
                     }
                 }
-                in_flight.push(run_batch(&pool, &script, batch));
+                let conn = kept.as_deref().cloned();
+                in_flight.push(run_batch(&pool, conn, &script, batch));
             }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => match outcome {
+                Outcome::Served => {}
+                Outcome::Fresh(conn) => {
+                    kept.get_or_insert(conn);
+                }
+                Outcome::Failed => kept = None,
+            }
         }
     }
     while in_flight.next().await.is_some() {}
 }
 
-async fn run_batch(pool: &Pool, script: &Script, batch: Vec<Job>) {
+async fn run_batch(
+    pool: &Pool,
+    conn: Option<MultiplexedConnection>,
+    script: &Script,
+    batch: Vec<Job>,
+) -> Outcome {
+    let attempt = async {
+        if let Some(mut kept) = conn {
+            match call(&mut kept, script, &batch).await {
+                // Closed while idle (Redis restarted): once more on a verified connection.
+                Err(RedisStoreError::Dropped(e)) => {
+                    tracing::debug!(error = %e, "kept Redis connection was closed; taking another");
+                }
+                other => return other.map(|replies| (replies, None)),
+            }
+        }
+        let fresh = pool
+            .get()
+            .await
+            .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
+        let replies = call(&mut MultiplexedConnection::clone(&fresh), script, &batch).await?;
+        Ok::<_, RedisStoreError>((replies, Some(fresh)))
+    };
     // A call that hangs (a stalled server, a dead peer) must not hold its slot forever.
-    let result = match tokio::time::timeout(BATCH_TIMEOUT, call(pool, script, &batch)).await {
+    let result = match tokio::time::timeout(BATCH_TIMEOUT, attempt).await {
         Ok(r) => r,
         Err(_) => Err(RedisStoreError::Redis("the script call timed out".into())),
     };
     match result {
-        Ok(replies) => {
+        Ok((replies, fresh)) => {
             for (job, reply) in batch.into_iter().zip(replies) {
                 let _ = job.reply.send(Ok(reply));
             }
+            fresh.map_or(Outcome::Served, Outcome::Fresh)
         }
         Err(e) => {
             for job in batch {
                 let _ = job.reply.send(Err(e.clone()));
             }
+            Outcome::Failed
         }
     }
 }
@@ -223,14 +276,10 @@ fn unpack(bytes: &[u8]) -> Vec<i64> {
 }
 
 async fn call(
-    pool: &Pool,
+    conn: &mut MultiplexedConnection,
     script: &Script,
     batch: &[Job],
 ) -> Result<Vec<(u64, Decision)>, RedisStoreError> {
-    let mut conn = pool
-        .get()
-        .await
-        .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
     // Whether each job's subject is asked again later in the batch (limits.lua then carries its
     // state instead of writing it in between).
     let mut seen = std::collections::HashSet::with_capacity(batch.len());
@@ -262,7 +311,7 @@ async fn call(
         ]);
         invocation.key(&job.key).arg(&args[..]);
     }
-    let packed: Vec<u8> = invocation.invoke_async(&mut conn).await?;
+    let packed: Vec<u8> = invocation.invoke_async(conn).await?;
     if packed.len() != batch.len() * RESULT_WIDTH * 8 {
         return Err(RedisStoreError::Redis(format!(
             "limits.lua answered {} bytes for {} subjects",
@@ -334,7 +383,8 @@ mod tests {
         let script = Script::new(include_str!("limits.lua"));
         let order = [&a, &b, &a, &a, &b, &a];
         let batch: Vec<Job> = order.iter().map(|k| job(k, p)).collect();
-        let granted: Vec<u64> = call(&pool, &script, &batch)
+        let mut conn = MultiplexedConnection::clone(&pool.get().await.unwrap());
+        let granted: Vec<u64> = call(&mut conn, &script, &batch)
             .await
             .unwrap()
             .into_iter()
@@ -342,11 +392,10 @@ mod tests {
             .collect();
         assert_eq!(granted, [1, 1, 1, 1, 1, 0]);
 
-        let again = call(&pool, &script, &[job(&a, p), job(&b, p)])
+        let again = call(&mut conn, &script, &[job(&a, p), job(&b, p)])
             .await
             .unwrap();
         assert_eq!((again[0].0, again[1].0), (0, 1), "a has spent 3, b 2 of 3");
-        let mut conn = pool.get().await.unwrap();
         for key in [&a, &b] {
             let ttl_ms: i64 = ::redis::cmd("PTTL")
                 .arg(key)
