@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,6 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::errors::GatewayError;
 use crate::headers::{
@@ -32,6 +31,7 @@ use crate::headers::{
     is_gateway_response_field, is_hop_by_hop, rate_limit_fields, request_id,
 };
 use crate::proxy::{Auth, Gateway, forwarded_fields, parse_target_parts};
+use crate::watchdog::{Watchdog, Watchdogs};
 
 const MAX_HEADERS: usize = 128;
 const NO_HEADERS: &[httparse::Header<'_>] = &[];
@@ -142,6 +142,9 @@ enum Step {
 pub struct Conn<'a> {
     gw: &'a Gateway,
     pool: &'a UpstreamPool,
+    dogs: &'a Watchdogs,
+    /// This connection's deadline: the request head's, then the upstream answer's.
+    dog: Arc<Watchdog>,
     client: TcpStream,
     /// The caller's address as `X-Forwarded-For` names it, formatted once per connection.
     peer_ip: String,
@@ -155,12 +158,15 @@ impl<'a> Conn<'a> {
     pub fn new(
         gw: &'a Gateway,
         pool: &'a UpstreamPool,
+        dogs: &'a Watchdogs,
         client: TcpStream,
         peer: SocketAddr,
     ) -> Self {
         Self {
             gw,
             pool,
+            dogs,
+            dog: dogs.watch(),
             client,
             peer_ip: peer.ip().to_string(),
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -181,36 +187,39 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// Serves requests until the connection ends, a request needs hyper, or `drain` fires while
-    /// the connection is idle.
-    pub async fn run(&mut self, drain: &mut watch::Receiver<()>) -> Exit {
-        let exit = self.serve(drain).await;
+    /// Serves requests until the connection ends, a request needs hyper, or the worker drains
+    /// while the connection is idle.
+    pub async fn run(&mut self) -> Exit {
+        let exit = self.serve().await;
+        self.dog.disarm();
         self.release_upstream();
         exit
     }
 
-    async fn serve(&mut self, drain: &mut watch::Receiver<()>) -> Exit {
+    async fn serve(&mut self) -> Exit {
         // One deadline for the whole head, however slowly its bytes trickle in.
-        let mut head_deadline = None;
+        let mut head_armed = false;
         loop {
             let step = self.plan();
             if !matches!(step, Step::NeedMore) {
-                head_deadline = None;
+                head_armed = false;
+                self.dog.disarm();
             }
             match step {
                 Step::NeedMore => {
                     let idle = self.buf.is_empty();
                     // From the end of the previous exchange (or the connection's start) to the
                     // head's last byte: idle keep-alive connections and slow senders alike.
-                    let deadline = *head_deadline.get_or_insert_with(|| {
-                        tokio::time::Instant::now()
-                            + Duration::from_millis(self.gw.settings.header_timeout_ms)
-                    });
+                    if !head_armed {
+                        let within = Duration::from_millis(self.gw.settings.header_timeout_ms);
+                        self.dog.arm(self.dogs, within);
+                        head_armed = true;
+                    }
                     self.buf.reserve(READ_CHUNK);
-                    let read = tokio::select! {
-                        r = tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.buf)) => r,
-                        _ = drain.changed(), if idle => return Exit::Done,
-                    };
+                    let read = self
+                        .dog
+                        .guard(self.dogs, idle, self.client.read_buf(&mut self.buf))
+                        .await;
                     match read {
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return Exit::Done,
@@ -380,7 +389,10 @@ impl<'a> Conn<'a> {
         let gw = self.gw;
         let auth = &p.auth;
         let timeout = auth.api.timeout;
-        let head = match tokio::time::timeout(timeout, self.send(p)).await {
+        self.dog.arm(self.dogs, timeout);
+        let sent = self.dog.clone().guard(self.dogs, false, self.send(p)).await;
+        self.dog.disarm();
+        let head = match sent {
             Ok(Ok(head)) => Ok(head),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(GatewayError::UpstreamTimeout {

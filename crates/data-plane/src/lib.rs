@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod reload;
 pub mod startup;
 pub mod usage;
+pub mod watchdog;
 
 pub use config::DataPlaneSettings;
 pub use startup::Application;

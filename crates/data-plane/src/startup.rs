@@ -20,6 +20,7 @@ use crate::fast::{Conn, Exit, Prefixed, UpstreamPool};
 use crate::proxy::{Gateway, UpstreamClient, upstream_client};
 use crate::reload;
 use crate::usage::UsageRecorder;
+use crate::watchdog::Watchdogs;
 
 /// Pause after a failed `accept` (EMFILE and friends) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -225,6 +226,8 @@ async fn serve(
     // `closed` says when the last one has.
     let (drain_tx, drain_rx) = watch::channel(());
     let pool = Arc::new(UpstreamPool::default());
+    let dogs = Watchdogs::new();
+    let sweeper = tokio::spawn(dogs.clone().run());
     let max_buf = (settings.proxy.max_header_bytes * 2).max(16 * 1024);
     loop {
         let (stream, peer) = tokio::select! {
@@ -239,21 +242,24 @@ async fn serve(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (gw, client, pool, mut drain) = (
+        let (gw, client, pool, dogs, drain) = (
             gateway.clone(),
             client.clone(),
             pool.clone(),
+            dogs.clone(),
             drain_rx.clone(),
         );
         tokio::spawn(async move {
-            let mut conn = Conn::new(&gw, &pool, stream, peer);
-            if let Exit::HandOff(read) = conn.run(&mut drain).await {
+            let mut conn = Conn::new(&gw, &pool, &dogs, stream, peer);
+            if let Exit::HandOff(read) = conn.run().await {
                 let io = Prefixed::new(read, conn.into_client());
                 serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
             }
         });
     }
     drop(drain_rx);
+    // Idle fast-path connections end at once; hyper's close after their current exchange.
+    dogs.drain();
     let _ = drain_tx.send(());
     let grace = Duration::from_millis(settings.proxy.shutdown_grace_ms);
     if tokio::time::timeout(grace, drain_tx.closed())
@@ -265,6 +271,7 @@ async fn serve(
             "in-flight requests still running after the grace period"
         );
     }
+    sweeper.abort();
 }
 
 /// The rest of a connection the fast path handed over: hyper serves it through
