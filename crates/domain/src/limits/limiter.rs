@@ -191,7 +191,7 @@ impl Limiter {
                 .collect(),
             lease_hasher: RandomState::new(),
             redis_up: AtomicBool::new(redis.is_some()),
-            redis,
+            redis: redis.map(|r| r.answering_within(settings.redis_timeout)),
             settings,
             clock,
             fallbacks: AtomicU64::new(0),
@@ -242,20 +242,15 @@ impl Limiter {
         let params = Params::new(limits, now_ms);
         if let Some(redis) = &self.redis {
             if self.redis_up() {
+                // The store answers within `redis_timeout` (its dispatcher keeps every request's
+                // deadline: one timer per script call, not one per request).
                 let result = match enforcement {
-                    Enforcement::Strict => {
-                        tokio::time::timeout(
-                            self.settings.redis_timeout,
-                            redis.check(subject, &params),
-                        )
-                        .await
-                    }
+                    Enforcement::Strict => redis.check(subject, &params).await,
                     Enforcement::Fast => self.fast(redis, subject, &params, now_ms).await,
                 };
                 match result {
-                    Ok(Ok(decision)) => return Ok((decision, StoreKind::Redis)),
-                    Ok(Err(e)) => self.mark_down(&e.to_string()),
-                    Err(_) => self.mark_down("timed out"),
+                    Ok(decision) => return Ok((decision, StoreKind::Redis)),
+                    Err(e) => self.mark_down(&e.to_string()),
                 }
             }
             if self.settings.fail_closed {
@@ -293,34 +288,28 @@ impl Limiter {
         subject: Subject,
         params: &Params,
         now_ms: i64,
-    ) -> Result<Result<Decision, super::redis::RedisStoreError>, tokio::time::error::Elapsed> {
+    ) -> Result<Decision, super::redis::RedisStoreError> {
         let lease = self.lease_slot(subject);
         if let Some((decision, left)) = lease.try_spend(now_ms) {
             self.maybe_prefetch(&lease, redis, subject, params, left);
-            return Ok(Ok(decision));
+            return Ok(decision);
         }
         let _one_fetch = lease.refill.lock().await;
         // Another request may have refilled while this one waited.
         if let Some((decision, _)) = lease.try_spend(now_ms) {
-            return Ok(Ok(decision));
+            return Ok(decision);
         }
         let ask = Ask {
             want: self.settings.lease_max.max(1),
             share_div: LEASE_SHARE_DIV,
             refund: lease.take_unspent(now_ms, params),
         };
-        let fetched = tokio::time::timeout(
-            self.settings.redis_timeout,
-            redis.grant(subject, params, ask),
-        )
-        .await?;
-        Ok(fetched.map(|(granted, decision)| {
-            if granted == 0 {
-                return decision;
-            }
-            lease.install(granted - 1, decision.clone(), params, now_ms, self.ttl_ms());
-            with_held(&decision, granted - 1)
-        }))
+        let (granted, decision) = redis.grant(subject, params, ask).await?;
+        if granted == 0 {
+            return Ok(decision);
+        }
+        lease.install(granted - 1, decision.clone(), params, now_ms, self.ttl_ms());
+        Ok(with_held(&decision, granted - 1))
     }
 
     /// Once a lease runs low, fetches the next one in the background (one fetch at a time).
@@ -338,13 +327,7 @@ impl Limiter {
         if left > want - want / 4 || lease.prefetching.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (lease, redis, params, ttl_ms, timeout) = (
-            lease.clone(),
-            redis.clone(),
-            *params,
-            self.ttl_ms(),
-            self.settings.redis_timeout,
-        );
+        let (lease, redis, params, ttl_ms) = (lease.clone(), redis.clone(), *params, self.ttl_ms());
         tokio::spawn(async move {
             {
                 let _one_fetch = lease.refill.lock().await;
@@ -353,9 +336,8 @@ impl Limiter {
                     share_div: LEASE_SHARE_DIV,
                     refund: 0,
                 };
-                let fetched =
-                    tokio::time::timeout(timeout, redis.grant(subject, &params, ask)).await;
-                if let Ok(Ok((granted, decision))) = fetched
+                let fetched = redis.grant(subject, &params, ask).await;
+                if let Ok((granted, decision)) = fetched
                     && granted > 0
                 {
                     lease.install(granted, decision, &params, params.now_us / 1_000, ttl_ms);

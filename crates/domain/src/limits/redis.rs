@@ -13,6 +13,7 @@ use futures_util::stream::FuturesUnordered;
 use redis::Script;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Duration, Instant};
 
 use super::{Ask, Decision, Params, State, Subject, grant};
 
@@ -25,8 +26,9 @@ pub const MAX_IN_FLIGHT: usize = 2;
 const QUEUE: usize = 8_192;
 /// Values per subject returned by `limits.lua`.
 const RESULT_WIDTH: usize = 6;
-/// Longest a script call may take before its requests are answered with an error.
-const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Longest a request waits for its answer (queued and in its script call) unless the store is
+/// told otherwise ([`RedisStore::answering_within`]).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisStoreError {
@@ -39,6 +41,8 @@ pub enum RedisStoreError {
     Dropped(String),
     #[error("the Redis dispatcher has stopped")]
     Stopped,
+    #[error("timed out")]
+    TimedOut,
 }
 
 impl From<redis::RedisError> for RedisStoreError {
@@ -63,6 +67,8 @@ struct Job {
     key: String,
     params: Params,
     ask: Ask,
+    /// When the request stops waiting: it is answered [`RedisStoreError::TimedOut`] then.
+    deadline: Instant,
     reply: oneshot::Sender<Result<(u64, Decision), RedisStoreError>>,
 }
 
@@ -73,6 +79,7 @@ pub struct RedisStore {
     jobs: mpsc::Sender<Job>,
     /// Tells this store's per-thread dispatchers from another store's.
     id: u64,
+    timeout: Duration,
 }
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
@@ -93,7 +100,16 @@ impl RedisStore {
             prefix: prefix.into(),
             jobs,
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The store with every request answered within `timeout` (an error after it). The deadline
+    /// travels with the request: one timer per script call, however many requests it carries.
+    #[must_use]
+    pub fn answering_within(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Gives the calling thread (a data-plane worker with its own single-threaded runtime) a
@@ -144,6 +160,7 @@ impl RedisStore {
             key: subject.redis_key(&self.prefix),
             params: *p,
             ask,
+            deadline: Instant::now() + self.timeout,
             reply,
         };
         self.jobs()
@@ -186,15 +203,23 @@ async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Job>) {
         tokio::select! {
             job = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(job) = job else { break };
-                let mut batch = vec![job];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(j) => batch.push(j),
-                        Err(_) => break,
+                let now = Instant::now();
+                let mut batch = Vec::new();
+                let mut next = Some(job);
+                while let Some(job) = next {
+                    if job.deadline > now {
+                        batch.push(job);
+                    } else {
+                        // Waited its whole time in the queue (every call in flight is slow).
+                        let _ = job.reply.send(Err(RedisStoreError::TimedOut));
                     }
+                    next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
                 }
+                let Some(deadline) = batch.iter().map(|j| j.deadline).min() else {
+                    continue;
+                };
                 let conn = kept.as_deref().cloned();
-                in_flight.push(run_batch(&pool, conn, &script, batch));
+                in_flight.push(run_batch(&pool, conn, &script, batch, deadline));
             }
             Some(outcome) = in_flight.next(), if !in_flight.is_empty() => match outcome {
                 Outcome::Served => {}
@@ -213,6 +238,7 @@ async fn run_batch(
     conn: Option<MultiplexedConnection>,
     script: &Script,
     batch: Vec<Job>,
+    deadline: Instant,
 ) -> Outcome {
     let attempt = async {
         if let Some(mut kept) = conn {
@@ -231,10 +257,11 @@ async fn run_batch(
         let replies = call(&mut MultiplexedConnection::clone(&fresh), script, &batch).await?;
         Ok::<_, RedisStoreError>((replies, Some(fresh)))
     };
-    // A call that hangs (a stalled server, a dead peer) must not hold its slot forever.
-    let result = match tokio::time::timeout(BATCH_TIMEOUT, attempt).await {
+    // A call that hangs (a stalled server, a dead peer) answers its requests by the earliest
+    // of their deadlines.
+    let result = match tokio::time::timeout_at(deadline, attempt).await {
         Ok(r) => r,
-        Err(_) => Err(RedisStoreError::Redis("the script call timed out".into())),
+        Err(_) => Err(RedisStoreError::TimedOut),
     };
     match result {
         Ok((replies, fresh)) => {
@@ -365,6 +392,7 @@ mod tests {
             key: key.to_owned(),
             params,
             ask: Ask::ONE,
+            deadline: Instant::now() + DEFAULT_TIMEOUT,
             reply: oneshot::channel().0,
         }
     }
