@@ -594,7 +594,7 @@ impl<'a> Conn<'a> {
         }
         push_field(out, b"x-request-id", p.rid.as_bytes());
         rate_limit_fields(decision, |n, v| {
-            push_field(out, n.as_str().as_bytes(), v.as_bytes());
+            push_field(out, n.as_str().as_bytes(), v);
         });
         let close = p.close || framing == Framing::UntilClose;
         if close {

@@ -1,8 +1,6 @@
 //! Header rules of the proxy: hop-by-hop stripping (RFC 9110 7.6.1), forwarding headers, request
 //! ids, and the rate-limit fields.
 
-use std::fmt::Write as _;
-
 use domain::limits::{Decision, Window};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -132,10 +130,14 @@ pub fn request_id(headers: &(impl HeaderSource + ?Sized)) -> String {
     {
         return v.to_owned();
     }
-    // From the thread's CSPRNG rather than getrandom: no system call per request.
+    // From the thread's CSPRNG rather than getrandom: no system call per request; encoded
+    // directly rather than through `Display`.
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
-        .to_string()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// Bytes of the request head as received: request line and header fields.
@@ -160,7 +162,10 @@ fn window_seconds(w: Window) -> u32 {
 /// `RateLimit` fields.
 pub fn insert_rate_limit(headers: &mut HeaderMap, d: &Decision) {
     rate_limit_fields(d, |name, value| {
-        headers.insert(name, value);
+        // Digits and the policy's ASCII: always a valid value.
+        if let Ok(v) = HeaderValue::from_bytes(value) {
+            headers.insert(name, v);
+        }
     });
 }
 
@@ -172,49 +177,49 @@ pub fn is_gateway_response_field(name: &str) -> bool {
         || name.eq_ignore_ascii_case(X_REQUEST_ID.as_str())
 }
 
-/// The fields of [`insert_rate_limit`], handed to `emit` one by one.
-pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, HeaderValue)) {
+/// The fields of [`insert_rate_limit`], handed to `emit` one by one as bytes (the fast path
+/// writes them straight into its response head: no allocation per field).
+pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, &[u8])) {
     let Some(tight) = d.tightest() else { return };
     let secs = |ms: i64| (ms.max(0) + 999) / 1000;
-    emit(&LIMIT, HeaderValue::from(tight.limit));
-    emit(&REMAINING, HeaderValue::from(tight.remaining));
-    emit(&RESET, HeaderValue::from(secs(tight.reset_ms)));
-    let mut policy = String::with_capacity(64);
+    let mut num = itoa::Buffer::new();
+    emit(&LIMIT, num.format(tight.limit).as_bytes());
+    emit(&REMAINING, num.format(tight.remaining).as_bytes());
+    emit(&RESET, num.format(secs(tight.reset_ms)).as_bytes());
+    let mut text = Vec::with_capacity(96);
     for w in &d.windows {
         let (limit, remaining) = &PER_WINDOW[match w.window {
             Window::Minute => 0,
             Window::Day => 1,
             Window::Month => 2,
         }];
-        emit(limit, HeaderValue::from(w.limit));
-        emit(remaining, HeaderValue::from(w.remaining));
-        if !policy.is_empty() {
-            policy.push_str(", ");
+        emit(limit, num.format(w.limit).as_bytes());
+        emit(remaining, num.format(w.remaining).as_bytes());
+        if !text.is_empty() {
+            text.extend_from_slice(b", ");
         }
-        let _ = write!(
-            policy,
-            "\"{}\";q={};w={}",
-            w.window.name(),
-            w.limit,
-            window_seconds(w.window)
-        );
+        // "minute";q=100;w=60
+        text.push(b'"');
+        text.extend_from_slice(w.window.name().as_bytes());
+        text.extend_from_slice(b"\";q=");
+        text.extend_from_slice(num.format(w.limit).as_bytes());
+        text.extend_from_slice(b";w=");
+        text.extend_from_slice(num.format(window_seconds(w.window)).as_bytes());
     }
-    if let Ok(v) = HeaderValue::from_str(&policy) {
-        emit(&POLICY, v);
-    }
-    let current = format!(
-        "\"{}\";r={};t={}",
-        tight.window.name(),
-        tight.remaining,
-        secs(tight.reset_ms)
-    );
-    if let Ok(v) = HeaderValue::from_str(&current) {
-        emit(&RATELIMIT, v);
-    }
+    emit(&POLICY, &text);
+    // "minute";r=99;t=1
+    text.clear();
+    text.push(b'"');
+    text.extend_from_slice(tight.window.name().as_bytes());
+    text.extend_from_slice(b"\";r=");
+    text.extend_from_slice(num.format(tight.remaining).as_bytes());
+    text.extend_from_slice(b";t=");
+    text.extend_from_slice(num.format(secs(tight.reset_ms)).as_bytes());
+    emit(&RATELIMIT, &text);
     if !d.allowed {
         emit(
             &header::RETRY_AFTER,
-            HeaderValue::from(d.retry_after_secs()),
+            num.format(d.retry_after_secs()).as_bytes(),
         );
     }
 }
