@@ -17,11 +17,12 @@ use tokio::time::{Duration, Instant};
 
 use super::{Ask, Decision, Params, State, Subject, grant};
 
-/// Connections kept per data plane.
+/// Most connections of one pool (the store's, and each worker's own; a dispatcher keeps one of
+/// its pool's for its script calls, the rest serve probes and usage writes).
 pub const POOL_SIZE: usize = 16;
 /// Most subjects decided by one script call.
 pub const MAX_BATCH: usize = 128;
-/// Most script calls under way at once.
+/// Most script calls of one dispatcher under way at once (pipelined on its connection).
 pub const MAX_IN_FLIGHT: usize = 2;
 const QUEUE: usize = 8_192;
 /// Values per subject returned by `limits.lua`.
