@@ -3,9 +3,10 @@
 //! A connection starts here. Each request head is parsed in place (httparse), authenticated and
 //! limited by the same code as the hyper path ([`Gateway::authenticate`], the limiter), written to a
 //! kept-alive upstream connection with the gateway's fields, and the answer is streamed back with
-//! its framing untouched (`Content-Length`, chunked, or until close). No per-request task, channel
-//! or header map: the upstream connection belongs to the client connection while it is used
-//! (and goes back to the worker's pool when the client leaves).
+//! its framing untouched (`Content-Length`, chunked, or until close). No per-request task, channel,
+//! header map or timer (deadlines are kept by [`crate::watchdog`]): the upstream connection belongs
+//! to the client connection while it is used (and goes back to the worker's pool when the client
+//! leaves).
 //!
 //! Anything else — HTTP/1.0, chunked or `Expect` uploads, duplicate lengths, non-origin-form
 //! targets, `https` upstreams, `/health` and `/metrics` — hands the connection, with every byte

@@ -4,7 +4,9 @@
 //! own worker touches. Every [`TICK`] the worker's sweeper wakes the connections whose deadline
 //! has passed, so a deadline fires at most one tick late and never early.
 //! Measured against a Tokio timer per wait (`tokio::time::timeout`): the two timers of a proxied
-//! request cost about 2 µs of the data plane's ~21 µs of CPU per request under saturating load.
+//! request cost about 0.9 µs of the data plane's ~20 µs of CPU per request under saturating load;
+//! the watchdog keeps about 0.7 µs of that. A sweep visits every connection of the worker: about
+//! 50 visits per second per connection, a few nanoseconds each.
 //! The same sweeper tells idle connections that the worker is draining.
 
 use std::future::Future;
