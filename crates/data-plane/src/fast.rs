@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -145,7 +145,7 @@ pub struct Conn<'a> {
     pool: &'a UpstreamPool,
     dogs: &'a Watchdogs,
     /// This connection's deadline: the request head's, then the upstream answer's.
-    dog: Arc<Watchdog>,
+    dog: &'a Watchdog,
     client: TcpStream,
     /// The caller's address as `X-Forwarded-For` names it, formatted once per connection.
     peer_ip: String,
@@ -160,6 +160,7 @@ impl<'a> Conn<'a> {
         gw: &'a Gateway,
         pool: &'a UpstreamPool,
         dogs: &'a Watchdogs,
+        dog: &'a Watchdog,
         client: TcpStream,
         peer: SocketAddr,
     ) -> Self {
@@ -167,7 +168,7 @@ impl<'a> Conn<'a> {
             gw,
             pool,
             dogs,
-            dog: dogs.watch(),
+            dog,
             client,
             peer_ip: peer.ip().to_string(),
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -391,7 +392,8 @@ impl<'a> Conn<'a> {
         let auth = &p.auth;
         let timeout = auth.api.timeout;
         self.dog.arm(self.dogs, timeout);
-        let sent = self.dog.clone().guard(self.dogs, false, self.send(p)).await;
+        let (dog, dogs) = (self.dog, self.dogs);
+        let sent = dog.guard(dogs, false, self.send(p)).await;
         self.dog.disarm();
         let head = match sent {
             Ok(Ok(head)) => Ok(head),

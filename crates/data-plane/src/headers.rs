@@ -177,6 +177,26 @@ pub fn is_gateway_response_field(name: &str) -> bool {
         || name.eq_ignore_ascii_case(X_REQUEST_ID.as_str())
 }
 
+/// One item of a structured `RateLimit` field: `"minute";q=100;w=60`.
+fn push_item(
+    out: &mut Vec<u8>,
+    window: Window,
+    (k1, v1): (&str, impl itoa::Integer),
+    (k2, v2): (&str, impl itoa::Integer),
+) {
+    let mut num = itoa::Buffer::new();
+    out.push(b'"');
+    out.extend_from_slice(window.name().as_bytes());
+    out.extend_from_slice(b"\";");
+    out.extend_from_slice(k1.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(num.format(v1).as_bytes());
+    out.push(b';');
+    out.extend_from_slice(k2.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(num.format(v2).as_bytes());
+}
+
 /// The fields of [`insert_rate_limit`], handed to `emit` one by one as bytes (the fast path
 /// writes them straight into its response head: no allocation per field).
 pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, &[u8])) {
@@ -198,23 +218,21 @@ pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, &[u8]))
         if !text.is_empty() {
             text.extend_from_slice(b", ");
         }
-        // "minute";q=100;w=60
-        text.push(b'"');
-        text.extend_from_slice(w.window.name().as_bytes());
-        text.extend_from_slice(b"\";q=");
-        text.extend_from_slice(num.format(w.limit).as_bytes());
-        text.extend_from_slice(b";w=");
-        text.extend_from_slice(num.format(window_seconds(w.window)).as_bytes());
+        push_item(
+            &mut text,
+            w.window,
+            ("q", w.limit),
+            ("w", window_seconds(w.window)),
+        );
     }
     emit(&POLICY, &text);
-    // "minute";r=99;t=1
     text.clear();
-    text.push(b'"');
-    text.extend_from_slice(tight.window.name().as_bytes());
-    text.extend_from_slice(b"\";r=");
-    text.extend_from_slice(num.format(tight.remaining).as_bytes());
-    text.extend_from_slice(b";t=");
-    text.extend_from_slice(num.format(secs(tight.reset_ms)).as_bytes());
+    push_item(
+        &mut text,
+        tight.window,
+        ("r", tight.remaining),
+        ("t", secs(tight.reset_ms)),
+    );
     emit(&RATELIMIT, &text);
     if !d.allowed {
         emit(

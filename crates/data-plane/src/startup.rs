@@ -250,7 +250,8 @@ async fn serve(
             drain_rx.clone(),
         );
         tokio::spawn(async move {
-            let mut conn = Conn::new(&gw, &pool, &dogs, stream, peer);
+            let dog = dogs.watch();
+            let mut conn = Conn::new(&gw, &pool, &dogs, &dog, stream, peer);
             if let Exit::HandOff(read) = conn.run().await {
                 let io = Prefixed::new(read, conn.into_client());
                 serve_with_hyper(gw, client, peer, io, max_buf, drain).await;

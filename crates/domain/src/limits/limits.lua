@@ -80,7 +80,11 @@ for i = 1, #KEYS do
     changed = true
   end
   if more > 0 then
-    carried[key] = {tat1, dp1, dc1, mp1, mc1, exp1, px, changed}
+    if c then
+      c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8] = tat1, dp1, dc1, mp1, mc1, exp1, px, changed
+    else
+      carried[key] = {tat1, dp1, dc1, mp1, mc1, exp1, px, changed}
+    end
   else
     if c then carried[key] = nil end
     if changed then write(key, tat1, dp1, dc1, mp1, mc1, exp1, px) end

@@ -196,8 +196,12 @@ enum Outcome {
 /// Batches this dispatcher's jobs into script calls on one kept, multiplexed connection (the
 /// calls in flight share it). Taking a connection from the pool for every call would cost a
 /// PING round trip each time (the pool verifies what it hands out): twice the round trips.
+fn limits_script() -> Script {
+    Script::new(include_str!("limits.lua"))
+}
+
 async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Job>) {
-    let script = Script::new(include_str!("limits.lua"));
+    let script = limits_script();
     let mut kept: Option<deadpool_redis::Connection> = None;
     let mut in_flight = FuturesUnordered::new();
     loop {
@@ -409,7 +413,7 @@ mod tests {
         // Burst 3, one a minute: the fourth ask of a subject is refused.
         let plan = PlanLimits::new(1, Some(3), Some(100), None).unwrap();
         let p = Params::new(&plan, 1_795_000_000_000);
-        let script = Script::new(include_str!("limits.lua"));
+        let script = limits_script();
         let order = [&a, &b, &a, &a, &b, &a];
         let batch: Vec<Job> = order.iter().map(|k| job(k, p)).collect();
         let mut conn = MultiplexedConnection::clone(&pool.get().await.unwrap());
