@@ -11,7 +11,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use domain::entities::api_key;
 use domain::plan::{Enforcement, PlanLimits};
-use domain::sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait, TransactionTrait};
+use domain::sea_orm::{
+    ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, TransactionTrait,
+};
 use domain::slug::Slug;
 use domain::snapshot::Snapshot;
 use domain::store;
@@ -44,6 +46,13 @@ async fn seeded(n: usize) -> DatabaseConnection {
         .await
         .expect("keys");
     txn.commit().await.expect("commit");
+    if url.starts_with("sqlite:") {
+        // One huge transaction leaves every page in the write-ahead log, where each read looks it
+        // up again (5.7 s instead of 4.2 s here); a live database is checkpointed as it goes.
+        db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+            .await
+            .expect("checkpoint");
+    }
     db
 }
 
