@@ -13,5 +13,6 @@ mod limits;
 mod nodes;
 mod process;
 mod streaming;
+mod tls;
 mod upstream;
 mod wire;

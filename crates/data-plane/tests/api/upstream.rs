@@ -30,11 +30,12 @@ pub struct Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    scheme: &'static str,
 }
 
 impl Upstream {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub fn last(&self) -> Seen {
@@ -148,30 +149,68 @@ async fn handle(
 
 /// Starts the upstream on 127.0.0.1:0.
 pub async fn spawn_upstream() -> Upstream {
+    serve(None).await
+}
+
+/// Starts the upstream on 127.0.0.1:0 speaking HTTPS only, with a new self-signed certificate for
+/// `127.0.0.1`; also returns that certificate (PEM), for a client to trust or not.
+pub async fn spawn_tls_upstream() -> (Upstream, String) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .unwrap();
+    let up = serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    (up, cert.pem())
+}
+
+async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let up = Upstream {
         addr,
         seen: seen.clone(),
+        scheme: if tls.is_some() { "https" } else { "http" },
     };
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let seen = seen.clone();
+            let (seen, tls) = (seen.clone(), tls.clone());
             tokio::spawn(async move {
-                let _ = http1::Builder::new()
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        service_fn(move |req| handle(seen.clone(), req)),
-                    )
-                    .await;
+                match tls {
+                    None => serve_connection(stream, seen).await,
+                    // A client that refuses the certificate ends here, unserved.
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            serve_connection(stream, seen).await;
+                        }
+                    }
+                }
             });
         }
     });
     up
+}
+
+async fn serve_connection<S>(stream: S, seen: Arc<Mutex<Vec<Seen>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let _ = http1::Builder::new()
+        .serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| handle(seen.clone(), req)),
+        )
+        .await;
 }
 
 /// An address where nothing listens (connection refused).
