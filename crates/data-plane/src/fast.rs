@@ -32,7 +32,7 @@ use crate::headers::{
     is_gateway_response_field, is_hop_by_hop, rate_limit_fields, request_id,
 };
 use crate::proxy::{Auth, Gateway, forwarded_fields, parse_target_parts};
-use crate::watchdog::{Watchdog, Watchdogs};
+use crate::watchdog::Watchdog;
 
 const MAX_HEADERS: usize = 128;
 const NO_HEADERS: &[httparse::Header<'_>] = &[];
@@ -143,7 +143,6 @@ enum Step {
 pub struct Conn<'a> {
     gw: &'a Gateway,
     pool: &'a UpstreamPool,
-    dogs: &'a Watchdogs,
     /// This connection's deadline: the request head's, then the upstream answer's.
     dog: &'a Watchdog,
     client: TcpStream,
@@ -159,7 +158,6 @@ impl<'a> Conn<'a> {
     pub fn new(
         gw: &'a Gateway,
         pool: &'a UpstreamPool,
-        dogs: &'a Watchdogs,
         dog: &'a Watchdog,
         client: TcpStream,
         peer: SocketAddr,
@@ -167,7 +165,6 @@ impl<'a> Conn<'a> {
         Self {
             gw,
             pool,
-            dogs,
             dog,
             client,
             peer_ip: peer.ip().to_string(),
@@ -214,13 +211,13 @@ impl<'a> Conn<'a> {
                     // head's last byte: idle keep-alive connections and slow senders alike.
                     if !head_armed {
                         let within = Duration::from_millis(self.gw.settings.header_timeout_ms);
-                        self.dog.arm(self.dogs, within);
+                        self.dog.arm(within);
                         head_armed = true;
                     }
                     self.buf.reserve(READ_CHUNK);
                     let read = self
                         .dog
-                        .guard(self.dogs, idle, self.client.read_buf(&mut self.buf))
+                        .guard(idle, self.client.read_buf(&mut self.buf))
                         .await;
                     match read {
                         Ok(Ok(n)) if n > 0 => {}
@@ -391,9 +388,9 @@ impl<'a> Conn<'a> {
         let gw = self.gw;
         let auth = &p.auth;
         let timeout = auth.api.timeout;
-        self.dog.arm(self.dogs, timeout);
-        let (dog, dogs) = (self.dog, self.dogs);
-        let sent = dog.guard(dogs, false, self.send(p)).await;
+        self.dog.arm(timeout);
+        let dog = self.dog;
+        let sent = dog.guard(false, self.send(p)).await;
         self.dog.disarm();
         let head = match sent {
             Ok(Ok(head)) => Ok(head),

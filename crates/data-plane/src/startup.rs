@@ -242,16 +242,15 @@ async fn serve(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (gw, client, pool, dogs, drain) = (
+        let (gw, client, pool, dog, drain) = (
             gateway.clone(),
             client.clone(),
             pool.clone(),
-            dogs.clone(),
+            dogs.watch(),
             drain_rx.clone(),
         );
         tokio::spawn(async move {
-            let dog = dogs.watch();
-            let mut conn = Conn::new(&gw, &pool, &dogs, &dog, stream, peer);
+            let mut conn = Conn::new(&gw, &pool, &dog, stream, peer);
             if let Exit::HandOff(read) = conn.run().await {
                 let io = Prefixed::new(read, conn.into_client());
                 serve_with_hyper(gw, client, peer, io, max_buf, drain).await;

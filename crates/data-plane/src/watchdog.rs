@@ -30,6 +30,7 @@ pub struct Watchdogs {
 
 /// One connection's deadline.
 pub struct Watchdog {
+    dogs: Arc<Watchdogs>,
     /// Milliseconds after the worker's epoch when the current wait ends; `u64::MAX` = none.
     due_ms: AtomicU64,
     fired: AtomicBool,
@@ -59,8 +60,9 @@ impl Watchdogs {
     }
 
     /// A watchdog for a new connection, watched until the connection drops it.
-    pub fn watch(&self) -> Arc<Watchdog> {
+    pub fn watch(self: &Arc<Self>) -> Arc<Watchdog> {
         let dog = Arc::new(Watchdog {
+            dogs: self.clone(),
             due_ms: AtomicU64::new(u64::MAX),
             fired: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -114,11 +116,11 @@ impl Watchdogs {
 
 impl Watchdog {
     /// Starts a deadline `within` from now (replacing any armed one).
-    pub fn arm(&self, dogs: &Watchdogs, within: Duration) {
+    pub fn arm(&self, within: Duration) {
         let within = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
         self.fired.store(false, Ordering::Relaxed);
         self.due_ms.store(
-            dogs.now_ms().saturating_add(within).min(u64::MAX - 1),
+            self.dogs.now_ms().saturating_add(within).min(u64::MAX - 1),
             Ordering::Release,
         );
     }
@@ -133,12 +135,7 @@ impl Watchdog {
 
     /// Runs `fut` until it completes, the armed deadline passes, or (when `idle`) the worker
     /// drains. The deadline stays armed: several waits can share one (a head read in pieces).
-    pub async fn guard<F: Future>(
-        &self,
-        dogs: &Watchdogs,
-        idle: bool,
-        fut: F,
-    ) -> Result<F::Output, Interrupted> {
+    pub async fn guard<F: Future>(&self, idle: bool, fut: F) -> Result<F::Output, Interrupted> {
         let mut fut = pin!(fut);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
@@ -149,7 +146,7 @@ impl Watchdog {
             if self.expired() {
                 return Poll::Ready(Err(Interrupted::Deadline));
             }
-            if idle && dogs.draining.load(Ordering::Acquire) {
+            if idle && self.dogs.draining.load(Ordering::Acquire) {
                 return Poll::Ready(Err(Interrupted::Draining));
             }
             Poll::Pending
@@ -168,8 +165,8 @@ mod tests {
         let sweeper = tokio::spawn(dogs.clone().run());
         let dog = dogs.watch();
         let started = Instant::now();
-        dog.arm(&dogs, Duration::from_millis(100));
-        let r = dog.guard(&dogs, false, std::future::pending::<()>()).await;
+        dog.arm(Duration::from_millis(100));
+        let r = dog.guard(false, std::future::pending::<()>()).await;
         assert_eq!(r, Err(Interrupted::Deadline));
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(100), "{waited:?}");
@@ -177,7 +174,7 @@ mod tests {
         // Disarmed, a wait runs to completion, however long.
         dog.disarm();
         let r = dog
-            .guard(&dogs, false, tokio::time::sleep(Duration::from_millis(150)))
+            .guard(false, tokio::time::sleep(Duration::from_millis(150)))
             .await;
         assert_eq!(r, Ok(()));
         sweeper.abort();
@@ -187,12 +184,10 @@ mod tests {
     async fn draining_ends_idle_waits_only() {
         let dogs = Watchdogs::new();
         let (idle_dog, busy_dog) = (dogs.watch(), dogs.watch());
-        let d = dogs.clone();
-        let idle = async move { idle_dog.guard(&d, true, std::future::pending::<()>()).await };
-        let d = dogs.clone();
+        let idle = async move { idle_dog.guard(true, std::future::pending::<()>()).await };
         let busy = async move {
             busy_dog
-                .guard(&d, false, tokio::time::sleep(Duration::from_millis(100)))
+                .guard(false, tokio::time::sleep(Duration::from_millis(100)))
                 .await
         };
         let (idle, busy) = (tokio::spawn(idle), tokio::spawn(busy));
@@ -203,7 +198,7 @@ mod tests {
         // A connection that becomes idle after the drain ends at once.
         let late = dogs.watch();
         assert_eq!(
-            late.guard(&dogs, true, std::future::pending::<()>()).await,
+            late.guard(true, std::future::pending::<()>()).await,
             Err(Interrupted::Draining)
         );
     }

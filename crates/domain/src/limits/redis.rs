@@ -193,13 +193,14 @@ enum Outcome {
     Failed,
 }
 
-/// Batches this dispatcher's jobs into script calls on one kept, multiplexed connection (the
-/// calls in flight share it). Taking a connection from the pool for every call would cost a
-/// PING round trip each time (the pool verifies what it hands out): twice the round trips.
+/// The decision script (EVALSHA, loaded on first use).
 fn limits_script() -> Script {
     Script::new(include_str!("limits.lua"))
 }
 
+/// Batches this dispatcher's jobs into script calls on one kept, multiplexed connection (the
+/// calls in flight share it). Taking a connection from the pool for every call would cost a
+/// PING round trip each time (the pool verifies what it hands out): twice the round trips.
 async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Job>) {
     let script = limits_script();
     let mut kept: Option<deadpool_redis::Connection> = None;
