@@ -31,7 +31,7 @@ use crate::headers::{
     X_FORWARDED_FOR, X_FORWARDED_HOST, connection_lists, is_gateway_field,
     is_gateway_response_field, is_hop_by_hop, rate_limit_fields, request_id,
 };
-use crate::proxy::{Auth, Gateway, forwarded_fields, parse_target_parts};
+use crate::proxy::{Auth, Gateway, forwarded_fields, parse_target_parts, split_at_byte};
 use crate::watchdog::Watchdog;
 
 const MAX_HEADERS: usize = 128;
@@ -292,7 +292,7 @@ impl<'a> Conn<'a> {
         let Some((body_len, close)) = request_framing(headers) else {
             return Step::HandOff;
         };
-        let (path, query) = match target.split_once('?') {
+        let (path, query) = match split_at_byte(target, b'?') {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
@@ -491,7 +491,7 @@ impl<'a> Conn<'a> {
         decision: &domain::limits::Decision,
         head_len: usize,
     ) -> bool {
-        let Some((framing, reusable, close)) = self.response_head(p, decision) else {
+        let Some((framing, reusable, close)) = self.response_head(p, decision, head_len) else {
             // Conflicting lengths: nothing of it can be passed on safely.
             self.upstream = None;
             let resp = self
@@ -514,10 +514,12 @@ impl<'a> Conn<'a> {
         &mut self,
         p: &Prepared,
         decision: &domain::limits::Decision,
+        head_len: usize,
     ) -> Option<(Framing, bool, bool)> {
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut storage);
-        if !matches!(resp.parse(&self.ubuf), Ok(httparse::Status::Complete(_))) {
+        // The head must end where `read_response_head` found its end (it did not parse it).
+        if resp.parse(&self.ubuf) != Ok(httparse::Status::Complete(head_len)) {
             return None;
         }
         let status = resp.code.unwrap_or(502);
@@ -850,6 +852,16 @@ async fn copy_exact(
 async fn read_response_head(up: &mut TcpStream, ubuf: &mut BytesMut) -> io::Result<(u16, usize)> {
     ubuf.clear();
     loop {
+        // The usual head (CRLF line ends, all of it in the buffer) is found without parsing it;
+        // `Conn::response_head` parses it once, as it writes the client's.
+        if let Some((code, n)) = quick_head(ubuf) {
+            match code {
+                101 => return Err(io::Error::new(io::ErrorKind::InvalidData, "101")),
+                100..=199 => ubuf.advance(n),
+                _ => return Ok((code, n)),
+            }
+            continue;
+        }
         if !ubuf.is_empty() {
             let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut resp = httparse::Response::new(&mut storage);
@@ -877,6 +889,33 @@ async fn read_response_head(up: &mut TcpStream, ubuf: &mut BytesMut) -> io::Resu
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
+}
+
+/// The status code of a response head that is all in `buf` with CRLF line ends, and where the head
+/// ends; `None` when the head is partial, ends its lines otherwise, or has no sane status line.
+fn quick_head(buf: &[u8]) -> Option<(u16, usize)> {
+    // The first blank line ends the head: CRLF CRLF, with no bare-LF blank line before it.
+    let blank = memchr::memmem::find(buf, b"\n\r\n")?;
+    let end = blank + 3;
+    if blank == 0 || buf[blank - 1] != b'\r' || memchr::memmem::find(&buf[..end], b"\n\n").is_some()
+    {
+        return None;
+    }
+    // "HTTP/1.1 200 OK\r\n", or without the reason phrase.
+    let line = buf.get(..13)?;
+    let digits = &line[9..12];
+    if !(line.starts_with(b"HTTP/1.")
+        && line[7].is_ascii_digit()
+        && line[8] == b' '
+        && digits.iter().all(u8::is_ascii_digit)
+        && matches!(line[12], b' ' | b'\r'))
+    {
+        return None;
+    }
+    let code = digits
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    Some((code, end))
 }
 
 /// Finds where a chunked body ends without decoding it (the bytes pass through as they are).
@@ -1065,6 +1104,45 @@ mod tests {
             seen += p.len();
         }
         None
+    }
+
+    #[test]
+    fn a_response_head_ends_where_httparse_says_or_is_left_to_it() {
+        let parsed = |buf: &[u8]| {
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut storage);
+            match resp.parse(buf) {
+                Ok(httparse::Status::Complete(n)) => Some((resp.code.unwrap_or(0), n)),
+                _ => None,
+            }
+        };
+        // (head, found without httparse); the rest are left to httparse: partial heads, bare-LF
+        // line ends (even with CRLF CRLF in the body), a status line that is not one.
+        for (head, quick) in [
+            (&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..], true),
+            (b"HTTP/1.1 204\r\n\r\n", true),
+            (b"HTTP/1.0 404 Not Found\r\nA: b\r\n\r\nbody\r\n\r\n", true),
+            // A bare LF inside the head, CRLF CRLF at its end: the same end either way.
+            (b"HTTP/1.1 200 OK\nA: b\r\n\r\n", true),
+            (
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+                true,
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false),
+            (b"HTTP/1.1 200 OK\nContent-Length: 4\n\n\r\n\r\n", false),
+            (b"HTTP/1.1 2x0 OK\r\n\r\n", false),
+            (b"HTTP/2.0 200 OK\r\n\r\n", false),
+            (b"\r\n\r\n", false),
+        ] {
+            let expected = if quick { parsed(head) } else { None };
+            assert!(!quick || expected.is_some());
+            assert_eq!(
+                quick_head(head),
+                expected,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
     }
 
     #[test]

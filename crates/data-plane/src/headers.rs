@@ -130,10 +130,13 @@ pub fn request_id(headers: &(impl HeaderSource + ?Sized)) -> String {
     {
         return v.to_owned();
     }
-    // From the thread's CSPRNG rather than getrandom: no system call per request; encoded
-    // directly rather than through `Display`.
+    // From the thread's CSPRNG rather than getrandom: no system call per request; filled in one
+    // call (`random::<[u8; 16]>` draws each byte on its own); encoded directly rather than
+    // through `Display`.
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Builder::from_random_bytes(rand::random())
+    uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .hyphenated()
         .encode_lower(&mut text)

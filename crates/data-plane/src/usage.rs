@@ -2,7 +2,7 @@
 //! batches to Redis (minute buckets) and to the database (daily rollups, key `last_used_at`).
 //! A failed write is kept and retried at the next flush; the last flush runs at shutdown.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 

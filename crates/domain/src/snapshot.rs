@@ -1,7 +1,7 @@
 //! The routing snapshot: everything the data plane needs to authenticate and limit a request,
 //! loaded from the database in one pass and swapped atomically, so the hot path never queries it.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -58,10 +58,10 @@ fn parse_field(f: &str) -> Option<((i64, i64, i64), char)> {
 }
 
 /// Adds `counts` to Redis in one pipeline (the data plane's flush).
-pub async fn write_minutes(
+pub async fn write_minutes<S: std::hash::BuildHasher>(
     pool: &Pool,
     prefix: &str,
-    counts: &HashMap<Bucket, Counts>,
+    counts: &HashMap<Bucket, Counts, S>,
 ) -> Result<(), redis::RedisError> {
     if counts.is_empty() {
         return Ok(());

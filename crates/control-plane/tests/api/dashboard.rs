@@ -377,9 +377,12 @@ async fn the_overview_shows_usage_charts_and_a_curl() {
         rejected: 3,
         upstream_errors: 1,
     };
-    domain::store::add_minutes(&app.db.db, &[(bucket, counts)].into())
-        .await
-        .unwrap();
+    domain::store::add_minutes(
+        &app.db.db,
+        &std::collections::HashMap::from([(bucket, counts)]),
+    )
+    .await
+    .unwrap();
     let delta = domain::store::UsageDelta {
         tenant_id: tenant.id,
         day: now.date_naive(),

@@ -555,7 +555,7 @@ async fn usage_totals_and_series() {
             rejected: 1,
             upstream_errors: 0,
         };
-        domain::store::add_minutes(&app.db.db, &[(b, c)].into())
+        domain::store::add_minutes(&app.db.db, &std::collections::HashMap::from([(b, c)]))
             .await
             .unwrap();
         let d = domain::store::UsageDelta {

@@ -239,6 +239,29 @@ async fn idle_connections_and_trickled_heads_are_closed_at_the_header_deadline()
 }
 
 #[tokio::test]
+async fn answers_with_bare_lf_line_ends_or_interim_heads_are_relayed() {
+    let env = TestEnv::new().await;
+    for (answer, body) in [
+        // Bare LF line ends, and a body that holds CRLF CRLF (not the end of the head).
+        (
+            &b"HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 9\n\nab\r\n\r\ncde"[..],
+            "ab\r\n\r\ncde",
+        ),
+        // An interim 103 before the answer: only the answer reaches the client.
+        (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "ok",
+        ),
+    ] {
+        env.point_api_at(raw_upstream(answer).await, 2000).await;
+        let resp = env.get("/x").await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().contains_key("x-ratelimit-limit"));
+        assert_eq!(resp.text().await.unwrap(), body);
+    }
+}
+
+#[tokio::test]
 async fn an_answer_with_conflicting_lengths_is_a_502_not_passed_on() {
     let env = TestEnv::new().await;
     let bad = raw_upstream(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::hash::RandomState;
 
 use arc_swap::ArcSwapOption;

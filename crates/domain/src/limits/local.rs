@@ -1,8 +1,11 @@
 //! The in-process counter store: the embedded default without Redis, and the fallback while Redis
 //! is unreachable. Exact within one process; each process counts on its own.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::collections::hash_map::Entry as Slot;
+use std::hash::BuildHasher;
+
+use foldhash::HashMap;
+use foldhash::fast::RandomState;
 use std::sync::Mutex;
 
 use super::{Decision, Params, State, Subject, decide, state_ttl_ms};
@@ -25,8 +28,8 @@ pub struct LocalStore {
 impl Default for LocalStore {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::default(),
         }
     }
 }
@@ -41,20 +44,26 @@ impl LocalStore {
         if map.len() >= SWEEP_AT {
             map.retain(|_, e| e.expires_us > p.now_us);
         }
-        let before = map
-            .get(&subject)
-            .filter(|e| e.expires_us > p.now_us)
-            .map_or_else(State::default, |e| e.state);
+        // One lookup (one hash) whether the subject is new, current or expired.
+        let slot = map.entry(subject);
+        let before = match &slot {
+            Slot::Occupied(e) if e.get().expires_us > p.now_us => e.get().state,
+            _ => State::default(),
+        };
         let (decision, after) = decide(p, &before);
         if let Some(after) = after {
-            let expires_us = p.now_us + state_ttl_ms(p, &after) * 1_000;
-            map.insert(
-                subject,
-                Entry {
-                    state: after,
-                    expires_us,
-                },
-            );
+            let entry = Entry {
+                state: after,
+                expires_us: p.now_us + state_ttl_ms(p, &after) * 1_000,
+            };
+            match slot {
+                Slot::Occupied(mut e) => {
+                    e.insert(entry);
+                }
+                Slot::Vacant(e) => {
+                    e.insert(entry);
+                }
+            }
         }
         decision
     }

@@ -151,9 +151,9 @@ pub async fn per_tenant_since(
 }
 
 /// Adds minute buckets to the minute table (insert, or add to the existing row).
-pub async fn add_minutes(
+pub async fn add_minutes<S: std::hash::BuildHasher>(
     db: &impl ConnectionTrait,
-    batch: &HashMap<Bucket, Counts>,
+    batch: &HashMap<Bucket, Counts, S>,
 ) -> StoreResult<()> {
     use usage_minute::Column as C;
     if batch.is_empty() {
