@@ -894,13 +894,20 @@ async fn read_response_head(up: &mut TcpStream, ubuf: &mut BytesMut) -> io::Resu
 /// The status code of a response head that is all in `buf` with CRLF line ends, and where the head
 /// ends; `None` when the head is partial, ends its lines otherwise, or has no sane status line.
 fn quick_head(buf: &[u8]) -> Option<(u16, usize)> {
-    // The first blank line ends the head: CRLF CRLF, with no bare-LF blank line before it.
-    let blank = memchr::memmem::find(buf, b"\n\r\n")?;
-    let end = blank + 3;
-    if blank == 0 || buf[blank - 1] != b'\r' || memchr::memmem::find(&buf[..end], b"\n\n").is_some()
-    {
-        return None;
+    // The first blank line ends the head: CRLF CRLF, with no bare-LF blank line before it. (A
+    // line-by-line scan: `memmem` sets up more than it saves on a head this short.)
+    let mut end = None;
+    for lf in memchr::memchr_iter(b'\n', buf) {
+        match (buf.get(lf + 1), buf.get(lf + 2)) {
+            (Some(b'\r'), Some(b'\n')) if lf > 0 && buf[lf - 1] == b'\r' => {
+                end = Some(lf + 3);
+                break;
+            }
+            (Some(b'\r' | b'\n') | None, _) => return None,
+            _ => {}
+        }
     }
+    let end = end?;
     // "HTTP/1.1 200 OK\r\n", or without the reason phrase.
     let line = buf.get(..13)?;
     let digits = &line[9..12];

@@ -42,16 +42,24 @@ impl Subject {
     /// Redis key of this subject's limit state (`r` = the packed-string layout of `limits.lua`);
     /// the tenant is hash-tagged so a tenant's keys share a Redis Cluster slot.
     pub fn redis_key(self, prefix: &str) -> String {
-        match self {
-            Self::Key { tenant_id, key_id } => format!("{prefix}:{{t:{tenant_id}}}:r:k:{key_id}"),
+        let (tenant_id, kind, id) = match self {
+            Self::Key { tenant_id, key_id } => (tenant_id, ":r:k:", key_id),
             Self::Client {
                 tenant_id,
                 client_row_id,
-            } => {
-                format!("{prefix}:{{t:{tenant_id}}}:r:c:{client_row_id}")
-            }
-            Self::Login(hash) => format!("{prefix}:r:login:{hash:016x}"),
-        }
+            } => (tenant_id, ":r:c:", client_row_id),
+            Self::Login(hash) => return format!("{prefix}:r:login:{hash:016x}"),
+        };
+        // Built on every strict request: pieces pushed, not `format!` (a quarter of the cost).
+        let mut num = itoa::Buffer::new();
+        let mut key = String::with_capacity(prefix.len() + 48);
+        key.push_str(prefix);
+        key.push_str(":{t:");
+        key.push_str(num.format(tenant_id));
+        key.push('}');
+        key.push_str(kind);
+        key.push_str(num.format(id));
+        key
     }
 }
 

@@ -315,7 +315,7 @@ async fn call(
 ) -> Result<Vec<(u64, Decision)>, RedisStoreError> {
     // Whether each job's subject is asked again later in the batch (limits.lua then carries its
     // state instead of writing it in between).
-    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    let mut seen: foldhash::HashSet<&str> = foldhash::HashSetExt::with_capacity(batch.len());
     let mut again: Vec<bool> = batch
         .iter()
         .rev()
