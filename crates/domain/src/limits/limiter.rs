@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use foldhash::{HashMap, HashMapExt};
-use std::hash::RandomState;
 
 use arc_swap::ArcSwapOption;
 
@@ -189,7 +189,7 @@ impl Limiter {
             leases: (0..LEASE_SHARDS)
                 .map(|_| std::sync::Mutex::new(HashMap::new()))
                 .collect(),
-            lease_hasher: RandomState::new(),
+            lease_hasher: RandomState::default(),
             redis_up: AtomicBool::new(redis.is_some()),
             redis: redis.map(|r| r.answering_within(settings.redis_timeout)),
             settings,

@@ -52,18 +52,10 @@ impl LocalStore {
         };
         let (decision, after) = decide(p, &before);
         if let Some(after) = after {
-            let entry = Entry {
+            slot.insert_entry(Entry {
                 state: after,
                 expires_us: p.now_us + state_ttl_ms(p, &after) * 1_000,
-            };
-            match slot {
-                Slot::Occupied(mut e) => {
-                    e.insert(entry);
-                }
-                Slot::Vacant(e) => {
-                    e.insert(entry);
-                }
-            }
+            });
         }
         decision
     }
