@@ -184,7 +184,8 @@ pub struct Decision {
     pub hit: Option<Window>,
     /// Milliseconds until the request would be admitted by every window; 0 when allowed.
     pub retry_after_ms: i64,
-    pub windows: Vec<WindowState>,
+    /// Minute, then day and month when the plan has them: inline, no allocation per decision.
+    pub windows: arrayvec::ArrayVec<WindowState, 3>,
 }
 
 impl Decision {
@@ -311,7 +312,7 @@ pub fn grant(p: &Params, before: &State, ask: Ask) -> (u64, Decision, Option<Sta
         day_count + granted,
         month_count + granted,
     );
-    let mut windows = Vec::with_capacity(3);
+    let mut windows = arrayvec::ArrayVec::new();
     let used_us = tat_after - p.now_us;
     windows.push(WindowState {
         window: Window::Minute,
