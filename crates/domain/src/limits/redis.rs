@@ -298,14 +298,18 @@ fn int(v: impl TryInto<i64>) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
 }
 
+/// Values per subject sent to `limits.lua`.
+const ARG_WIDTH: usize = 13;
+
 /// Little-endian doubles, as `struct.unpack('<d…')` in `limits.lua` reads them. Every value is an
 /// integer below 2^53 (µs timestamps, counts, limits), so the conversion is exact.
 #[allow(clippy::cast_precision_loss)]
-fn pack<const N: usize>(values: [i64; N]) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|v| (*v as f64).to_le_bytes())
-        .collect()
+fn pack(values: [i64; ARG_WIDTH]) -> [u8; ARG_WIDTH * 8] {
+    let mut out = [0; ARG_WIDTH * 8];
+    for (chunk, v) in out.chunks_exact_mut(8).zip(values) {
+        chunk.copy_from_slice(&(v as f64).to_le_bytes());
+    }
+    out
 }
 
 /// The doubles of `limits.lua`'s answer back to integers.
@@ -331,7 +335,17 @@ async fn call(
         .map(|job| !seen.insert(job.key.as_str()))
         .collect();
     again.reverse();
-    let mut invocation = script.prepare_invoke();
+    // EVALSHA sha numkeys key… arg…, written straight into one command buffer (redis-rs's
+    // ScriptInvocation would copy every key and argument twice more).
+    let key_bytes: usize = batch.iter().map(|j| j.key.len()).sum();
+    let mut cmd = redis::Cmd::with_capacity(
+        3 + 2 * batch.len(),
+        64 + key_bytes + batch.len() * ARG_WIDTH * 8,
+    );
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(batch.len());
+    for job in batch {
+        cmd.arg(job.key.as_str());
+    }
     for (job, again) in batch.iter().zip(again) {
         let p = &job.params;
         let (dl, day) = p.day.map_or((0, None), |(l, per)| (l, Some(per)));
@@ -351,9 +365,16 @@ async fn call(
             int(job.ask.refund),
             i64::from(again),
         ]);
-        invocation.key(&job.key).arg(&args[..]);
+        cmd.arg(&args[..]);
     }
-    let packed: Vec<u8> = invocation.invoke_async(conn).await?;
+    let packed: Vec<u8> = match cmd.query_async(conn).await {
+        // Not in this server's script cache (a restart, SCRIPT FLUSH): load it and ask again.
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await?
+        }
+        other => other?,
+    };
     if packed.len() != batch.len() * RESULT_WIDTH * 8 {
         return Err(RedisStoreError::Redis(format!(
             "limits.lua answered {} bytes for {} subjects",
@@ -410,6 +431,31 @@ mod tests {
             deadline: Instant::now() + DEFAULT_TIMEOUT,
             reply: oneshot::channel().0,
         }
+    }
+
+    /// A server that does not have the script (restarted, flushed) is sent it, and the call that
+    /// found it missing is answered, counted once. (Each call here uses a copy of the script no
+    /// server has seen, rather than flushing a Redis other tests are using.)
+    #[tokio::test]
+    async fn a_server_without_the_script_is_sent_it_and_answers() {
+        let Some(url) = redis_url() else { return };
+        let pool = pool(&url).unwrap();
+        let name = unique_name("gwtest");
+        let key = format!("{name}:s");
+        // Burst 2: the third ask is refused.
+        let plan = PlanLimits::new(1, Some(2), None, None).unwrap();
+        let p = Params::new(&plan, 1_795_000_000_000);
+        let mut conn = MultiplexedConnection::clone(&pool.get().await.unwrap());
+        let mut granted = Vec::new();
+        for (i, batch) in [vec![job(&key, p)], vec![job(&key, p), job(&key, p)]]
+            .into_iter()
+            .enumerate()
+        {
+            let unseen = Script::new(&format!("{}\n-- {name} {i}", include_str!("limits.lua")));
+            let answers = call(&mut conn, &unseen, &batch).await.unwrap();
+            granted.extend(answers.into_iter().map(|(g, _)| g));
+        }
+        assert_eq!(granted, [1, 1, 0]);
     }
 
     /// One script call asking for two subjects in turn: a subject asked again is carried from ask
