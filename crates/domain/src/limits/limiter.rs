@@ -1,6 +1,7 @@
 //! Chooses the store per request: Redis while it answers in time, the in-process store while it
 //! does not (or 503 when configured fail-closed), and back to Redis by itself.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,6 +31,10 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
 pub const LEASE_SHARE_DIV: u64 = 8;
 const LEASE_SHARDS: usize = 64;
 const LEASE_SWEEP_AT: usize = 4_096;
+/// A worker thread draws at most this many requests of a lease at a time (and at most 1/8 of
+/// what the lease has left), then spends them touching nothing another thread writes.
+pub const DRAW_MAX: u64 = 16;
+const DRAW_SHARE_DIV: u64 = 8;
 
 #[derive(Debug, Clone, Copy)]
 pub struct LimiterSettings {
@@ -83,6 +88,9 @@ struct Lease {
     /// Day and month period ids of the last grant: unspent requests are given back only to the
     /// period they were taken from.
     periods: std::sync::Mutex<(i64, i64)>,
+    /// Requests worker threads drew but did not spend before their draw expired, with the periods
+    /// they were granted in: given back to Redis with the next grant.
+    stale: std::sync::Mutex<(u64, (i64, i64))>,
 }
 
 fn periods_of(p: &Params) -> (i64, i64) {
@@ -94,8 +102,8 @@ fn periods_of(p: &Params) -> (i64, i64) {
 
 impl Lease {
     /// Spends one request of the lease, if it has one left and has not expired; returns the
-    /// decision for it and how many are left.
-    fn try_spend(&self, now_ms: i64) -> Option<(Decision, u64)> {
+    /// decision for it.
+    fn try_spend(&self, now_ms: i64) -> Option<Decision> {
         if self.expires_ms.load(Ordering::Acquire) <= now_ms {
             return None;
         }
@@ -115,7 +123,7 @@ impl Lease {
         let left = cur - 1;
         // `load`, not `load_full`: no shared reference count bounced between workers per request.
         let snapshot = self.decision.load();
-        Some((with_held(snapshot.as_ref()?, left), left))
+        Some(with_held(snapshot.as_ref()?, left))
     }
 
     /// Takes back what an expired lease never spent, to return it to Redis with the next grant
@@ -131,6 +139,42 @@ impl Lease {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             == periods_of(params);
         if same_period { unspent } else { 0 }
+    }
+
+    fn periods(&self) -> (i64, i64) {
+        *self
+            .periods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps what a worker drew and did not spend in time, to give back with the next grant.
+    fn keep_stale(&self, unspent: u64, periods: (i64, i64)) {
+        let mut stale = self
+            .stale
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if stale.1 == periods {
+            stale.0 += unspent;
+        } else {
+            // An older period's requests are not given back to a newer one.
+            *stale = (unspent, periods);
+        }
+    }
+
+    /// What workers drew and did not spend, when it was granted in the current periods.
+    fn take_stale(&self, params: &Params) -> u64 {
+        let (unspent, periods) = std::mem::take(
+            &mut *self
+                .stale
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if periods == periods_of(params) {
+            unspent
+        } else {
+            0
+        }
     }
 
     /// Installs a fresh grant (replacing whatever had expired, adding to what is still valid).
@@ -161,7 +205,73 @@ fn with_held(d: &Decision, held: u64) -> Decision {
 
 type LeaseSlot = Arc<Lease>;
 
+/// A worker thread's draw from a node's lease: spent with no lock and no shared write.
+struct Draw {
+    lease: LeaseSlot,
+    left: u64,
+    expires_ms: i64,
+    /// The periods the drawn requests were granted in; `None` when a grant landed while drawing
+    /// (then they are not given back: never to a period they were not taken from).
+    periods: Option<(i64, i64)>,
+}
+
+impl Draw {
+    /// Hands what this draw did not spend to its lease, to be given back to Redis.
+    fn give_back(&mut self) {
+        if let (unspent @ 1.., Some(periods)) = (std::mem::take(&mut self.left), self.periods) {
+            self.lease.keep_stale(unspent, periods);
+        }
+    }
+
+    /// Draws up to [`DRAW_MAX`] requests (1/8 of what is left) from the lease while it is valid;
+    /// returns what the lease has left after, `None` when it has nothing.
+    fn refill(&mut self, now_ms: i64) -> Option<u64> {
+        let lease = &self.lease;
+        let expires_ms = lease.expires_ms.load(Ordering::Acquire);
+        if expires_ms <= now_ms {
+            return None;
+        }
+        let periods = lease.periods();
+        let mut cur = lease.left.load(Ordering::Acquire);
+        loop {
+            if cur == 0 {
+                return None;
+            }
+            let take = (cur / DRAW_SHARE_DIV).clamp(1, DRAW_MAX);
+            match lease.left.compare_exchange_weak(
+                cur,
+                cur - take,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.left = take;
+                    self.expires_ms = expires_ms;
+                    self.periods = (lease.periods() == periods).then_some(periods);
+                    return Some(cur - take);
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+impl Drop for Draw {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+thread_local! {
+    /// This thread's draws, by limiter and subject.
+    static DRAWS: RefCell<HashMap<(u64, Subject), Draw>> = RefCell::new(HashMap::new());
+}
+
+static NEXT_LIMITER_ID: AtomicU64 = AtomicU64::new(0);
+
 pub struct Limiter {
+    /// Tells this limiter's per-thread draws from another's.
+    id: u64,
     local: LocalStore,
     leases: Vec<std::sync::Mutex<HashMap<Subject, LeaseSlot>>>,
     lease_hasher: RandomState,
@@ -185,6 +295,7 @@ impl Limiter {
             );
         }
         Arc::new(Self {
+            id: NEXT_LIMITER_ID.fetch_add(1, Ordering::Relaxed),
             local: LocalStore::default(),
             leases: (0..LEASE_SHARDS)
                 .map(|_| std::sync::Mutex::new(HashMap::new()))
@@ -289,20 +400,19 @@ impl Limiter {
         params: &Params,
         now_ms: i64,
     ) -> Result<Decision, super::redis::RedisStoreError> {
-        let lease = self.lease_slot(subject);
-        if let Some((decision, left)) = lease.try_spend(now_ms) {
-            self.maybe_prefetch(&lease, redis, subject, params, left);
+        if let Some(decision) = self.spend_drawn(redis, subject, params, now_ms) {
             return Ok(decision);
         }
+        let lease = self.lease_slot(subject);
         let _one_fetch = lease.refill.lock().await;
         // Another request may have refilled while this one waited.
-        if let Some((decision, _)) = lease.try_spend(now_ms) {
+        if let Some(decision) = lease.try_spend(now_ms) {
             return Ok(decision);
         }
         let ask = Ask {
             want: self.settings.lease_max.max(1),
             share_div: LEASE_SHARE_DIV,
-            refund: lease.take_unspent(now_ms, params),
+            refund: lease.take_unspent(now_ms, params) + lease.take_stale(params),
         };
         let (granted, decision) = redis.grant(subject, params, ask).await?;
         if granted == 0 {
@@ -310,6 +420,37 @@ impl Limiter {
         }
         lease.install(granted - 1, decision.clone(), params, now_ms, self.ttl_ms());
         Ok(with_held(&decision, granted - 1))
+    }
+
+    /// Fast mode's common case: spends a request this thread drew from the node's lease, drawing
+    /// again when its draw is spent or expired. `None` when the lease has nothing left to draw.
+    fn spend_drawn(
+        &self,
+        redis: &RedisStore,
+        subject: Subject,
+        params: &Params,
+        now_ms: i64,
+    ) -> Option<Decision> {
+        DRAWS.with_borrow_mut(|draws| {
+            if draws.len() >= LEASE_SWEEP_AT {
+                draws.retain(|_, d| d.expires_ms > now_ms);
+            }
+            let draw = draws.entry((self.id, subject)).or_insert_with(|| Draw {
+                lease: self.lease_slot(subject),
+                left: 0,
+                expires_ms: 0,
+                periods: None,
+            });
+            if draw.left == 0 || draw.expires_ms <= now_ms {
+                draw.give_back();
+                let lease_left = draw.refill(now_ms)?;
+                self.maybe_prefetch(&draw.lease, redis, subject, params, lease_left);
+            }
+            draw.left -= 1;
+            let held = draw.left + draw.lease.left.load(Ordering::Relaxed);
+            let snapshot = draw.lease.decision.load();
+            Some(with_held(snapshot.as_ref()?, held))
+        })
     }
 
     /// Once a lease runs low, fetches the next one in the background (one fetch at a time).
@@ -334,7 +475,7 @@ impl Limiter {
                 let ask = Ask {
                     want,
                     share_div: LEASE_SHARE_DIV,
-                    refund: 0,
+                    refund: lease.take_stale(&params),
                 };
                 let fetched = redis.grant(subject, &params, ask).await;
                 if let Ok((granted, decision)) = fetched

@@ -683,11 +683,12 @@ mod tests {
         assert_eq!((g, d.allowed), (0, false), "the day's 10 are used up");
     }
 
-    /// Fast mode through the limiter: a lease, spent in part, expires; the next request gives the
-    /// rest back, so the day's count holds only what was admitted.
-    #[tokio::test]
-    async fn fast_mode_returns_what_an_expired_lease_did_not_spend() {
-        let Some(url) = redis_url() else { return };
+    /// A fast-mode limiter on the test Redis with leases of up to `lease_max`, its clock and its
+    /// store (`None` without a test Redis).
+    fn fast_limiter(
+        lease_max: u64,
+    ) -> Option<(crate::clock::ManualClock, RedisStore, Arc<Limiter>)> {
+        let url = redis_url()?;
         let clock = crate::clock::ManualClock::at(
             chrono::Utc
                 .with_ymd_and_hms(2026, 11, 22, 12, 0, 0)
@@ -695,11 +696,21 @@ mod tests {
         );
         let store = RedisStore::new(pool(&url).unwrap(), unique_name("gwtest"));
         let settings = LimiterSettings {
-            lease_max: 10,
+            lease_max,
             redis_timeout: std::time::Duration::from_secs(2),
             ..LimiterSettings::default()
         };
         let limiter = Limiter::new(Some(store.clone()), settings, Arc::new(clock.clone()));
+        Some((clock, store, limiter))
+    }
+
+    /// Fast mode through the limiter: a lease, spent in part, expires; the next request gives the
+    /// rest back, so the day's count holds only what was admitted.
+    #[tokio::test]
+    async fn fast_mode_returns_what_an_expired_lease_did_not_spend() {
+        let Some((clock, store, limiter)) = fast_limiter(10) else {
+            return;
+        };
         let plan = limits(1_000_000, None, Some(100), None);
         let fast = crate::plan::Enforcement::Fast;
         for _ in 0..2 {
@@ -734,6 +745,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(window(&d, Window::Day).remaining, 100 - 12 - 1);
+    }
+
+    /// Fast mode: a worker draws part of its node's lease and spends it alone; what it drew and
+    /// did not spend before the lease expired is given back with the next grant like the rest.
+    #[tokio::test]
+    async fn fast_mode_returns_what_a_worker_drew_and_did_not_spend() {
+        let Some((clock, store, limiter)) = fast_limiter(80) else {
+            return;
+        };
+        let plan = limits(1_000_000, None, Some(1_000), None);
+        let fast = crate::plan::Enforcement::Fast;
+        // The first request leases 80 (keeping 79); the second draws 79 / 8 = 9 of them.
+        for remaining in [999, 998] {
+            let (d, _) = limiter.check_with(KEY, &plan, fast).await.unwrap();
+            assert!(d.allowed);
+            assert_eq!(window(&d, Window::Day).remaining, remaining);
+        }
+        clock.advance_ms(2_000);
+        let (d, _) = limiter.check_with(KEY, &plan, fast).await.unwrap();
+        assert_eq!(
+            window(&d, Window::Day).remaining,
+            997,
+            "3 admitted: the lease's 70 and the draw's 8 given back"
+        );
+        // Redis counts the 3 spent and the 79 the new lease holds.
+        let p = Params::new(&plan, clock.now_ms());
+        let (_, d) = store.grant(KEY, &p, want(1)).await.unwrap();
+        assert_eq!(window(&d, Window::Day).remaining, 1_000 - 3 - 79 - 1);
     }
 
     #[test]
