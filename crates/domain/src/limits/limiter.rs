@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use foldhash::{HashMap, HashMapExt};
 
 use arc_swap::ArcSwapOption;
 
 use super::local::LocalStore;
 use super::redis::RedisStore;
+use super::swept::Swept;
 
 use super::{Ask, Decision, Params, Subject};
 use crate::clock::SharedClock;
@@ -30,7 +30,6 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
 /// shrink to single requests near a limit and other data planes are not starved.
 pub const LEASE_SHARE_DIV: u64 = 8;
 const LEASE_SHARDS: usize = 64;
-const LEASE_SWEEP_AT: usize = 4_096;
 /// A worker thread draws at most this many requests of a lease at a time (and at most 1/8 of
 /// what the lease has left), then spends them touching nothing another thread writes.
 pub const DRAW_MAX: u64 = 16;
@@ -264,7 +263,7 @@ impl Drop for Draw {
 
 thread_local! {
     /// This thread's draws, by limiter and subject.
-    static DRAWS: RefCell<HashMap<(u64, Subject), Draw>> = RefCell::new(HashMap::new());
+    static DRAWS: RefCell<Swept<(u64, Subject), Draw>> = RefCell::new(Swept::default());
 }
 
 static NEXT_LIMITER_ID: AtomicU64 = AtomicU64::new(0);
@@ -273,7 +272,7 @@ pub struct Limiter {
     /// Tells this limiter's per-thread draws from another's.
     id: u64,
     local: LocalStore,
-    leases: Vec<std::sync::Mutex<HashMap<Subject, LeaseSlot>>>,
+    leases: Vec<std::sync::Mutex<Swept<Subject, LeaseSlot>>>,
     lease_hasher: RandomState,
     redis: Option<RedisStore>,
     redis_up: AtomicBool,
@@ -298,7 +297,7 @@ impl Limiter {
             id: NEXT_LIMITER_ID.fetch_add(1, Ordering::Relaxed),
             local: LocalStore::default(),
             leases: (0..LEASE_SHARDS)
-                .map(|_| std::sync::Mutex::new(HashMap::new()))
+                .map(|_| std::sync::Mutex::default())
                 .collect(),
             lease_hasher: RandomState::default(),
             redis_up: AtomicBool::new(redis.is_some()),
@@ -376,16 +375,14 @@ impl Limiter {
         #[allow(clippy::cast_possible_truncation)] // only the low bits pick a shard
         let shard =
             (std::hash::BuildHasher::hash_one(&self.lease_hasher, subject) as usize) % LEASE_SHARDS;
-        let mut map = self.leases[shard]
+        let now = self.clock.now_ms();
+        self.leases[shard]
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= LEASE_SWEEP_AT {
-            let now = self.clock.now_ms();
-            map.retain(|_, l| {
-                l.expires_ms.load(Ordering::Relaxed) > now || Arc::strong_count(l) > 1
-            });
-        }
-        map.entry(subject).or_default().clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .swept(|_, l| l.expires_ms.load(Ordering::Relaxed) > now || Arc::strong_count(l) > 1)
+            .entry(subject)
+            .or_default()
+            .clone()
     }
 
     fn ttl_ms(&self) -> i64 {
@@ -432,9 +429,7 @@ impl Limiter {
         now_ms: i64,
     ) -> Option<Decision> {
         DRAWS.with_borrow_mut(|draws| {
-            if draws.len() >= LEASE_SWEEP_AT {
-                draws.retain(|_, d| d.expires_ms > now_ms);
-            }
+            let draws = draws.swept(|_, d| d.expires_ms > now_ms);
             let draw = draws.entry((self.id, subject)).or_insert_with(|| Draw {
                 lease: self.lease_slot(subject),
                 left: 0,

@@ -4,15 +4,13 @@
 use std::collections::hash_map::Entry as Slot;
 use std::hash::BuildHasher;
 
-use foldhash::HashMap;
 use foldhash::fast::RandomState;
 use std::sync::Mutex;
 
+use super::swept::Swept;
 use super::{Decision, Params, State, Subject, decide, state_ttl_ms};
 
 const SHARDS: usize = 64;
-/// Entries are swept for expiry once a shard holds this many.
-const SWEEP_AT: usize = 4_096;
 
 struct Entry {
     state: State,
@@ -21,7 +19,7 @@ struct Entry {
 
 /// Sharded maps of subject -> state; one shard lock makes a decision atomic.
 pub struct LocalStore {
-    shards: Vec<Mutex<HashMap<Subject, Entry>>>,
+    shards: Vec<Mutex<Swept<Subject, Entry>>>,
     hasher: RandomState,
 }
 
@@ -38,12 +36,10 @@ impl LocalStore {
     pub fn check(&self, subject: Subject, p: &Params) -> Decision {
         #[allow(clippy::cast_possible_truncation)] // only the low bits pick a shard
         let shard = (self.hasher.hash_one(subject) as usize) % SHARDS;
-        let mut map = self.shards[shard]
+        let mut shard = self.shards[shard]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, e| e.expires_us > p.now_us);
-        }
+        let map = shard.swept(|_, e| e.expires_us > p.now_us);
         // One lookup (one hash) whether the subject is new, current or expired.
         let slot = map.entry(subject);
         let before = match &slot {

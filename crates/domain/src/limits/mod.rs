@@ -6,6 +6,7 @@
 pub mod limiter;
 pub mod local;
 pub mod redis;
+mod swept;
 
 pub use limiter::{Limiter, LimiterError, LimiterSettings, StoreKind};
 
