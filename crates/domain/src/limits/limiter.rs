@@ -125,19 +125,21 @@ impl Lease {
         Some(with_held(snapshot.as_ref()?, left))
     }
 
-    /// Takes back what an expired lease never spent, to return it to Redis with the next grant
-    /// (nothing when the lease was taken in an earlier day or month: that period is over).
+    /// Takes back what an expired lease never spent and what workers drew and did not spend, to
+    /// return it to Redis with the next grant (nothing when it was taken in an earlier day or
+    /// month: that period is over).
     fn take_unspent(&self, now_ms: i64, params: &Params) -> u64 {
-        if self.expires_ms.load(Ordering::Acquire) > now_ms {
-            return 0;
-        }
-        let unspent = self.left.swap(0, Ordering::AcqRel);
-        let same_period = *self
-            .periods
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            == periods_of(params);
-        if same_period { unspent } else { 0 }
+        let expired = if self.expires_ms.load(Ordering::Acquire) > now_ms {
+            0
+        } else {
+            let unspent = self.left.swap(0, Ordering::AcqRel);
+            if self.periods() == periods_of(params) {
+                unspent
+            } else {
+                0
+            }
+        };
+        expired + self.take_stale(params)
     }
 
     fn periods(&self) -> (i64, i64) {
@@ -409,7 +411,7 @@ impl Limiter {
         let ask = Ask {
             want: self.settings.lease_max.max(1),
             share_div: LEASE_SHARE_DIV,
-            refund: lease.take_unspent(now_ms, params) + lease.take_stale(params),
+            refund: lease.take_unspent(now_ms, params),
         };
         let (granted, decision) = redis.grant(subject, params, ask).await?;
         if granted == 0 {
