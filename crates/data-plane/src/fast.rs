@@ -348,10 +348,7 @@ impl<'a> Conn<'a> {
     async fn exchange(&mut self, p: Prepared) -> bool {
         let started = Instant::now();
         let keep = self.limit_and_forward(p).await;
-        self.gw
-            .metrics
-            .latency
-            .observe(started.elapsed().as_secs_f64());
+        self.gw.metrics.observe_latency(started.elapsed());
         keep
     }
 

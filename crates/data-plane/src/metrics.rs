@@ -1,21 +1,96 @@
 //! Prometheus metrics of one data plane, served at `/metrics`.
+//!
+//! What every request records (its outcome, its latency) is counted by the recording thread in
+//! counters of its own ([`prometheus::local`]) and added to the registered metrics when they are
+//! scraped: a request writes no cache line another worker writes. With the shared metrics written
+//! directly, two threads recording at full speed took 186 ns per request against 13 ns for one
+//! (`cargo run --release -p data-plane --example metrics_contention`); on a many-core node every
+//! worker would wait on those lines.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
+/// What became of a request, as `gateway_requests_total` and `gateway_upstream_errors_total`
+/// count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forwarded and answered by the upstream.
+    Proxied,
+    /// Refused by its plan's limits (429).
+    Rejected,
+    /// Refused by the gateway: authentication, bad input (4xx of ours).
+    Denied,
+    /// Failed in the gateway (5xx of ours).
+    Error,
+    /// Forwarded, and the upstream failed (5xx, unreachable, timed out); counted beside the above.
+    UpstreamError,
+}
+
+/// One thread's counts, merged into the registered metrics at scrape.
+struct Local {
+    proxied: LocalIntCounter,
+    rejected: LocalIntCounter,
+    denied: LocalIntCounter,
+    errors: LocalIntCounter,
+    upstream_errors: LocalIntCounter,
+    latency: LocalHistogram,
+}
+
+impl Local {
+    fn counter(&self, outcome: Outcome) -> &LocalIntCounter {
+        match outcome {
+            Outcome::Proxied => &self.proxied,
+            Outcome::Rejected => &self.rejected,
+            Outcome::Denied => &self.denied,
+            Outcome::Error => &self.errors,
+            Outcome::UpstreamError => &self.upstream_errors,
+        }
+    }
+
+    fn flush(&self) {
+        for c in [
+            &self.proxied,
+            &self.rejected,
+            &self.denied,
+            &self.errors,
+            &self.upstream_errors,
+        ] {
+            c.flush();
+        }
+        self.latency.flush();
+    }
+}
+
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's counts, per [`Metrics`] it recorded into (one in a data plane; tests run
+    /// several gateways in one process).
+    static LOCALS: RefCell<Vec<(u64, Arc<Mutex<Local>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 pub struct Metrics {
     registry: Registry,
+    id: u64,
+    /// Every recording thread's counts (each locked by its thread per request, uncontended, and
+    /// by a scrape to flush it).
+    locals: Mutex<Vec<Arc<Mutex<Local>>>>,
     /// Requests by outcome: proxied, rejected, denied (auth/4xx of ours), error (5xx of ours).
-    pub requests: IntCounterVec,
-    /// The `requests` counters, resolved once (no label lookup per request).
-    pub proxied: IntCounter,
-    pub rejected: IntCounter,
-    pub denied: IntCounter,
-    pub errors: IntCounter,
-    pub upstream_errors: IntCounter,
-    pub latency: Histogram,
+    requests: IntCounterVec,
+    upstream_errors: IntCounter,
+    latency: Histogram,
     pub redis_up: IntGauge,
     pub limiter_fallbacks: IntGauge,
     pub snapshot_version: IntGauge,
@@ -84,10 +159,8 @@ impl Metrics {
         }
         Self {
             registry,
-            proxied: requests.with_label_values(&["proxied"]),
-            rejected: requests.with_label_values(&["rejected"]),
-            denied: requests.with_label_values(&["denied"]),
-            errors: requests.with_label_values(&["error"]),
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
+            locals: Mutex::new(Vec::new()),
             requests,
             upstream_errors,
             latency,
@@ -101,7 +174,50 @@ impl Metrics {
         }
     }
 
+    /// Counts one request's outcome.
+    pub fn count(&self, outcome: Outcome) {
+        self.with_local(|l| l.counter(outcome).inc());
+    }
+
+    /// Records how long a request took to its response head.
+    pub fn observe_latency(&self, took: Duration) {
+        self.with_local(|l| l.latency.observe(took.as_secs_f64()));
+    }
+
+    /// Runs `f` on this thread's counts, made on its first use here.
+    fn with_local<R>(&self, f: impl FnOnce(&Local) -> R) -> R {
+        LOCALS.with(|t| {
+            let mut t = t.borrow_mut();
+            if let Some((_, local)) = t.iter().find(|(id, _)| *id == self.id) {
+                return f(&lock(local));
+            }
+            // Entries of metrics dropped since (only this thread still holds them) go first.
+            t.retain(|(_, local)| Arc::strong_count(local) > 1);
+            let local = Arc::new(Mutex::new(self.new_local()));
+            lock(&self.locals).push(local.clone());
+            let out = f(&lock(&local));
+            t.push((self.id, local));
+            out
+        })
+    }
+
+    fn new_local(&self) -> Local {
+        let outcome = |name| self.requests.with_label_values(&[name]).local();
+        Local {
+            proxied: outcome("proxied"),
+            rejected: outcome("rejected"),
+            denied: outcome("denied"),
+            errors: outcome("error"),
+            upstream_errors: self.upstream_errors.local(),
+            latency: self.latency.local(),
+        }
+    }
+
+    /// The metrics in Prometheus's text format, with every thread's counts so far.
     pub fn render(&self) -> String {
+        for local in lock(&self.locals).iter() {
+            lock(local).flush();
+        }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
@@ -111,5 +227,85 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, name: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    #[test]
+    fn a_scrape_sees_what_every_thread_counted_once() {
+        let metrics = Metrics::new();
+        // Threads that record and end before the scrape, and this thread.
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        metrics.count(Outcome::Proxied);
+                        metrics.observe_latency(Duration::from_micros(700));
+                    }
+                    metrics.count(Outcome::Denied);
+                });
+            }
+        });
+        metrics.count(Outcome::Rejected);
+        metrics.count(Outcome::UpstreamError);
+        metrics.observe_latency(Duration::from_millis(3));
+        for _ in 0..2 {
+            // Scraped twice: a flush moves counts, it does not add them again.
+            let text = metrics.render();
+            let requests = "gateway_requests_total{outcome=";
+            assert_eq!(
+                line(&text, &format!("{requests}\"proxied\"}}")),
+                format!("{requests}\"proxied\"}} 15")
+            );
+            assert_eq!(
+                line(&text, &format!("{requests}\"denied\"}}")),
+                format!("{requests}\"denied\"}} 3")
+            );
+            assert_eq!(
+                line(&text, &format!("{requests}\"rejected\"}}")),
+                format!("{requests}\"rejected\"}} 1")
+            );
+            assert_eq!(
+                line(&text, "gateway_upstream_errors_total"),
+                "gateway_upstream_errors_total 1"
+            );
+            assert_eq!(
+                line(&text, "gateway_request_duration_seconds_count"),
+                "gateway_request_duration_seconds_count 16"
+            );
+            let le_1ms = "gateway_request_duration_seconds_bucket{le=\"0.001\"}";
+            assert_eq!(line(&text, le_1ms), format!("{le_1ms} 15"));
+            let le_5ms = "gateway_request_duration_seconds_bucket{le=\"0.005\"}";
+            assert_eq!(line(&text, le_5ms), format!("{le_5ms} 16"));
+        }
+    }
+
+    #[test]
+    fn gateways_in_one_process_count_apart() {
+        let first = Metrics::new();
+        first.count(Outcome::Proxied);
+        drop(first);
+        let second = Metrics::new();
+        second.count(Outcome::Proxied);
+        second.count(Outcome::Proxied);
+        let other = Metrics::new();
+        other.count(Outcome::Error);
+        let text = second.render();
+        assert!(
+            text.contains("gateway_requests_total{outcome=\"proxied\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("outcome=\"error\"} 1"), "{text}");
+        // The dropped metrics' counts no longer ride along on this thread.
+        LOCALS.with(|t| assert_eq!(t.borrow().len(), 2));
     }
 }

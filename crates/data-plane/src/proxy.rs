@@ -34,7 +34,7 @@ use crate::headers::{
     X_GATEWAY_CLIENT_ID, X_GATEWAY_KEY_ID, X_GATEWAY_TENANT, X_REQUEST_ID, head_size,
     insert_rate_limit, request_id, strip_gateway_fields, strip_hop_by_hop,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
 use crate::usage::UsageRecorder;
 
 /// Key entries newer than the snapshot, by hash, with the config version they came with.
@@ -161,9 +161,7 @@ impl Gateway {
         if let Ok(v) = HeaderValue::from_str(&rid) {
             resp.headers_mut().insert(&X_REQUEST_ID, v);
         }
-        self.metrics
-            .latency
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.observe_latency(started.elapsed());
         resp
     }
 
@@ -174,9 +172,9 @@ impl Gateway {
     /// The gateway's own answer to a failed request, counted.
     pub(crate) fn fail_response(&self, err: &GatewayError, rid: &str) -> Response<Full<Bytes>> {
         if err.status().is_server_error() {
-            self.metrics.errors.inc();
+            self.metrics.count(Outcome::Error);
         } else {
-            self.metrics.denied.inc();
+            self.metrics.count(Outcome::Denied);
         }
         err.to_response(rid)
     }
@@ -262,10 +260,10 @@ impl Gateway {
     /// or no answer: unreachable, timed out).
     pub(crate) fn record_forwarded(&self, bucket: Bucket, answered: bool, upstream_failed: bool) {
         if upstream_failed {
-            self.metrics.upstream_errors.inc();
+            self.metrics.count(Outcome::UpstreamError);
         }
         if answered {
-            self.metrics.proxied.inc();
+            self.metrics.count(Outcome::Proxied);
         }
         self.usage.record(
             bucket,
@@ -287,7 +285,7 @@ impl Gateway {
         decision: &Decision,
         rid: &str,
     ) -> Response<Full<Bytes>> {
-        self.metrics.rejected.inc();
+        self.metrics.count(Outcome::Rejected);
         let tight = decision.tightest();
         let err = GatewayError::RateLimited {
             window: decision.hit.map_or("minute", domain::limits::Window::name),
