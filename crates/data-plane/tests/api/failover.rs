@@ -225,6 +225,54 @@ async fn a_stalled_redis_times_out_into_local_limits() {
     until_redis(&gw, "up").await;
 }
 
+/// A Redis slower than usual but within the configured timeout (here longer than redis-rs's own
+/// 500 ms default) decides the request, and counts it once: the call is not abandoned mid-way and
+/// sent again on another connection.
+#[tokio::test]
+async fn a_slow_redis_within_the_timeout_decides_and_counts_once() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let (env, gw) = env_on(
+        &redis,
+        ProxySettings {
+            redis_timeout_ms: 5_000,
+            ..ProxySettings::default()
+        },
+    )
+    .await;
+    let path = env.fx.path("/x");
+    // The fixture's burst of 3: env_on spent one.
+    redis.signal("STOP");
+    let pid = redis.child.id().to_string();
+    // The fault: Redis answers again after 800 ms.
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+    });
+    let started = Instant::now();
+    let resp = gw.get(&path, &env.fx.key).await;
+    assert!(resume.join().unwrap().success());
+    assert_eq!(resp.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "decided by Redis, so after it resumed"
+    );
+    assert_eq!(resp.headers()["x-ratelimit-remaining-minute"], "1");
+    assert_eq!(
+        ready(&gw).await.1["redis"],
+        "up",
+        "a slow answer is no outage"
+    );
+    assert_eq!(metric(&gw, "gateway_limiter_fallback_requests").await, 0);
+    let last = gw.get(&path, &env.fx.key).await;
+    assert_eq!(last.status(), 200, "the third of the burst of 3");
+    assert_eq!(gw.get(&path, &env.fx.key).await.status(), 429);
+}
+
 #[tokio::test]
 async fn fail_closed_refuses_with_503_while_redis_is_down() {
     let Some(mut redis) = PrivateRedis::start() else {

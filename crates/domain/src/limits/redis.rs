@@ -48,7 +48,11 @@ pub enum RedisStoreError {
 
 impl From<redis::RedisError> for RedisStoreError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_connection_dropped() || e.is_io_error() {
+        // A call that timed out may still run when the server catches up: it is not "dropped",
+        // which would send it again on another connection and count its requests twice.
+        if e.is_timeout() {
+            Self::TimedOut
+        } else if e.is_connection_dropped() || e.is_io_error() {
             Self::Dropped(e.to_string())
         } else {
             Self::Redis(e.to_string())
@@ -62,10 +66,31 @@ impl From<redis::RedisError> for RedisStoreError {
 /// and deadpool-redis's own config cannot set it): a dispatcher pipelines a second script call
 /// behind the first, which Nagle would hold back until the first call's answer arrives.
 pub fn pool(url: &str) -> Result<Pool, RedisStoreError> {
+    build_pool(url, None)
+}
+
+/// A pool for one dispatcher's script calls: as [`pool`], without redis-rs's own answer timeout
+/// (500 ms), since every call is bounded by its requests' deadline (the store's timeout, which
+/// may be longer).
+fn dispatcher_pool(url: &str) -> Result<Pool, RedisStoreError> {
+    let unbounded = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(None);
+    build_pool(url, Some(unbounded))
+}
+
+fn build_pool(
+    url: &str,
+    config: Option<redis::AsyncConnectionConfig>,
+) -> Result<Pool, RedisStoreError> {
     let info = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| RedisStoreError::Pool(e.to_string()))?
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let manager = Manager::new(info).map_err(|e| RedisStoreError::Pool(e.to_string()))?;
+    let manager = match config {
+        Some(config) => Manager::new_with_config(info, config),
+        None => Manager::new(info),
+    }
+    .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
     Pool::builder(manager)
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)
@@ -126,7 +151,7 @@ impl RedisStore {
     /// dispatcher of its own, with connections to `url` opened on this runtime: this thread's
     /// requests are then batched, sent and answered without waking another thread.
     pub fn attach_current_thread(&self, url: &str) -> Result<(), RedisStoreError> {
-        let pool = pool(url)?;
+        let pool = dispatcher_pool(url)?;
         let (jobs, rx) = mpsc::channel(QUEUE);
         tokio::spawn(dispatch(pool, rx));
         THREAD_JOBS.with(|t| t.borrow_mut().push((self.id, jobs)));
@@ -431,6 +456,23 @@ mod tests {
             deadline: Instant::now() + DEFAULT_TIMEOUT,
             reply: oneshot::channel().0,
         }
+    }
+
+    /// A call that timed out in redis-rs is not taken for a closed connection: a dropped one is
+    /// retried on another connection, which would run a call the server may still run twice.
+    #[test]
+    fn a_timed_out_call_is_not_retried_as_dropped() {
+        let timed_out = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(matches!(
+            RedisStoreError::from(timed_out),
+            RedisStoreError::TimedOut
+        ));
+        let reset =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(
+            RedisStoreError::from(reset),
+            RedisStoreError::Dropped(_)
+        ));
     }
 
     /// A server that does not have the script (restarted, flushed) is sent it, and the call that
