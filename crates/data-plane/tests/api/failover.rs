@@ -145,19 +145,20 @@ async fn env_on(redis: &PrivateRedis, proxy: ProxySettings) -> (TestEnv, TestGat
     (env, gw)
 }
 
+async fn env_answering_within(redis: &PrivateRedis, timeout_ms: u64) -> (TestEnv, TestGateway) {
+    let proxy = ProxySettings {
+        redis_timeout_ms: timeout_ms,
+        ..ProxySettings::default()
+    };
+    env_on(redis, proxy).await
+}
+
 #[tokio::test]
 async fn redis_killed_mid_test_falls_back_to_local_limits_and_comes_back() {
     let Some(mut redis) = PrivateRedis::start() else {
         return;
     };
-    let (env, gw) = env_on(
-        &redis,
-        ProxySettings {
-            redis_timeout_ms: 200,
-            ..ProxySettings::default()
-        },
-    )
-    .await;
+    let (env, gw) = env_answering_within(&redis, 200).await;
     let path = env.fx.path("/x");
     assert_eq!(ready(&gw).await.1["redis"], "up");
     assert_eq!(gw.get(&path, &env.fx.key).await.status(), 200);
@@ -198,14 +199,7 @@ async fn a_stalled_redis_times_out_into_local_limits() {
     let Some(redis) = PrivateRedis::start() else {
         return;
     };
-    let (env, gw) = env_on(
-        &redis,
-        ProxySettings {
-            redis_timeout_ms: 50,
-            ..ProxySettings::default()
-        },
-    )
-    .await;
+    let (env, gw) = env_answering_within(&redis, 50).await;
     let path = env.fx.path("/x");
     // SIGSTOP freezes the Redis server: connections stay open, answers stop coming.
     redis.signal("STOP");
@@ -233,14 +227,7 @@ async fn a_slow_redis_within_the_timeout_decides_and_counts_once() {
     let Some(redis) = PrivateRedis::start() else {
         return;
     };
-    let (env, gw) = env_on(
-        &redis,
-        ProxySettings {
-            redis_timeout_ms: 5_000,
-            ..ProxySettings::default()
-        },
-    )
-    .await;
+    let (env, gw) = env_answering_within(&redis, 5_000).await;
     let path = env.fx.path("/x");
     // The fixture's burst of 3: env_on spent one.
     redis.signal("STOP");
