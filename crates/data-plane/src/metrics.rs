@@ -69,6 +69,9 @@ impl Local {
     }
 }
 
+/// The `outcome` labels of `gateway_requests_total`.
+const OUTCOMES: [&str; 4] = ["proxied", "rejected", "denied", "error"];
+
 static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -157,6 +160,10 @@ impl Metrics {
         ] {
             must(registry.register(c));
         }
+        // Every outcome is listed from the start, at 0, not from its first request.
+        for outcome in OUTCOMES {
+            requests.with_label_values(&[outcome]);
+        }
         Self {
             registry,
             id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
@@ -202,12 +209,13 @@ impl Metrics {
     }
 
     fn new_local(&self) -> Local {
-        let outcome = |name| self.requests.with_label_values(&[name]).local();
+        let [proxied, rejected, denied, errors] =
+            OUTCOMES.map(|name| self.requests.with_label_values(&[name]).local());
         Local {
-            proxied: outcome("proxied"),
-            rejected: outcome("rejected"),
-            denied: outcome("denied"),
-            errors: outcome("error"),
+            proxied,
+            rejected,
+            denied,
+            errors,
             upstream_errors: self.upstream_errors.local(),
             latency: self.latency.local(),
         }
@@ -286,6 +294,15 @@ mod tests {
             assert_eq!(line(&text, le_1ms), format!("{le_1ms} 15"));
             let le_5ms = "gateway_request_duration_seconds_bucket{le=\"0.005\"}";
             assert_eq!(line(&text, le_5ms), format!("{le_5ms} 16"));
+        }
+    }
+
+    #[test]
+    fn every_outcome_is_listed_before_any_request() {
+        let text = Metrics::new().render();
+        for outcome in OUTCOMES {
+            let zero = format!("gateway_requests_total{{outcome=\"{outcome}\"}} 0");
+            assert!(text.contains(&zero), "{text}");
         }
     }
 
