@@ -31,6 +31,7 @@ use crate::headers::{
     X_FORWARDED_FOR, X_FORWARDED_HOST, connection_lists, is_gateway_field,
     is_gateway_response_field, is_hop_by_hop, rate_limit_fields, request_id,
 };
+use crate::lock;
 use crate::proxy::{Auth, Gateway, forwarded_fields, parse_target_parts, split_at_byte};
 use crate::watchdog::Watchdog;
 
@@ -54,10 +55,7 @@ type IdleConnections = HashMap<Box<str>, Vec<(TcpStream, Instant)>>;
 
 impl UpstreamPool {
     fn take(&self, addr: &str) -> Option<TcpStream> {
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = lock(&self.idle);
         let list = idle.get_mut(addr)?;
         while let Some((stream, since)) = list.pop() {
             if since.elapsed() < POOL_IDLE_TIMEOUT && looks_open(&stream) {
@@ -71,10 +69,7 @@ impl UpstreamPool {
         if !looks_open(&stream) {
             return;
         }
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = lock(&self.idle);
         let list = idle.entry(addr).or_default();
         list.retain(|(_, since)| since.elapsed() < POOL_IDLE_TIMEOUT);
         if list.len() < POOL_MAX_IDLE_PER_ADDR {

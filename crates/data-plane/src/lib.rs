@@ -14,3 +14,8 @@ pub mod watchdog;
 
 pub use config::DataPlaneSettings;
 pub use startup::Application;
+
+/// Locks `m`, taking over a lock whose holder panicked (the state behind it stays usable).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

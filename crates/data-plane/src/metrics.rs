@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::local::{LocalHistogram, LocalIntCounter};
@@ -17,6 +17,8 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+
+use crate::lock;
 
 /// What became of a request, as `gateway_requests_total` and `gateway_upstream_errors_total`
 /// count it.
@@ -36,40 +38,19 @@ pub enum Outcome {
 
 /// One thread's counts, merged into the registered metrics at scrape.
 struct Local {
-    proxied: LocalIntCounter,
-    rejected: LocalIntCounter,
-    denied: LocalIntCounter,
-    errors: LocalIntCounter,
-    upstream_errors: LocalIntCounter,
+    /// By [`Outcome`], in its order.
+    counters: [LocalIntCounter; 5],
     latency: LocalHistogram,
 }
 
 impl Local {
-    fn counter(&self, outcome: Outcome) -> &LocalIntCounter {
-        match outcome {
-            Outcome::Proxied => &self.proxied,
-            Outcome::Rejected => &self.rejected,
-            Outcome::Denied => &self.denied,
-            Outcome::Error => &self.errors,
-            Outcome::UpstreamError => &self.upstream_errors,
-        }
-    }
-
     fn flush(&self) {
-        for c in [
-            &self.proxied,
-            &self.rejected,
-            &self.denied,
-            &self.errors,
-            &self.upstream_errors,
-        ] {
-            c.flush();
-        }
+        self.counters.iter().for_each(LocalIntCounter::flush);
         self.latency.flush();
     }
 }
 
-/// The `outcome` labels of `gateway_requests_total`.
+/// The `outcome` labels of `gateway_requests_total`, in [`Outcome`]'s order.
 const OUTCOMES: [&str; 4] = ["proxied", "rejected", "denied", "error"];
 
 static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
@@ -78,10 +59,6 @@ thread_local! {
     /// This thread's counts, per [`Metrics`] it recorded into (one in a data plane; tests run
     /// several gateways in one process).
     static LOCALS: RefCell<Vec<(u64, Arc<Mutex<Local>>)>> = const { RefCell::new(Vec::new()) };
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub struct Metrics {
@@ -183,7 +160,7 @@ impl Metrics {
 
     /// Counts one request's outcome.
     pub fn count(&self, outcome: Outcome) {
-        self.with_local(|l| l.counter(outcome).inc());
+        self.with_local(|l| l.counters[outcome as usize].inc());
     }
 
     /// Records how long a request took to its response head.
@@ -212,11 +189,13 @@ impl Metrics {
         let [proxied, rejected, denied, errors] =
             OUTCOMES.map(|name| self.requests.with_label_values(&[name]).local());
         Local {
-            proxied,
-            rejected,
-            denied,
-            errors,
-            upstream_errors: self.upstream_errors.local(),
+            counters: [
+                proxied,
+                rejected,
+                denied,
+                errors,
+                self.upstream_errors.local(),
+            ],
             latency: self.latency.local(),
         }
     }

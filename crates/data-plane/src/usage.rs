@@ -12,14 +12,12 @@ use domain::sea_orm::{DatabaseConnection, TransactionTrait};
 use domain::store::{self, UsageDelta};
 use domain::usage::{Bucket, Counts, write_minutes};
 
+use crate::lock;
+
 const SHARDS: usize = 32;
 const PRUNE_EVERY_MINUTES: i64 = 10;
 
 type Batch = HashMap<Bucket, Counts>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 fn merge(into: &mut Batch, from: &Batch) {
     for (b, c) in from {

@@ -12,11 +12,13 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
+
+use crate::lock;
 
 /// How often a worker looks for connections past their deadline.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -67,10 +69,7 @@ impl Watchdogs {
             fired: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         });
-        self.dogs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::downgrade(&dog));
+        lock(&self.dogs).push(Arc::downgrade(&dog));
         dog
     }
 
@@ -78,22 +77,19 @@ impl Watchdogs {
     fn sweep(&self) {
         let now = self.now_ms();
         let draining = self.draining.load(Ordering::Acquire);
-        self.dogs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|weak| {
-                let Some(dog) = weak.upgrade() else {
-                    return false;
-                };
-                if dog.due_ms.load(Ordering::Acquire) <= now {
-                    dog.fired.store(true, Ordering::Release);
-                    dog.waker.wake();
-                } else if draining {
-                    // Idle waits see the drain; busy ones go on.
-                    dog.waker.wake();
-                }
-                true
-            });
+        lock(&self.dogs).retain(|weak| {
+            let Some(dog) = weak.upgrade() else {
+                return false;
+            };
+            if dog.due_ms.load(Ordering::Acquire) <= now {
+                dog.fired.store(true, Ordering::Release);
+                dog.waker.wake();
+            } else if draining {
+                // Idle waits see the drain; busy ones go on.
+                dog.waker.wake();
+            }
+            true
+        });
     }
 
     /// Asks every idle connection to end (now and whenever one next becomes idle).

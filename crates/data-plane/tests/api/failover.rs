@@ -231,18 +231,13 @@ async fn a_slow_redis_within_the_timeout_decides_and_counts_once() {
     let path = env.fx.path("/x");
     // The fixture's burst of 3: env_on spent one.
     redis.signal("STOP");
-    let pid = redis.child.id().to_string();
-    // The fault: Redis answers again after 800 ms.
-    let resume = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(800));
-        std::process::Command::new("kill")
-            .args(["-CONT", &pid])
-            .status()
-            .unwrap()
-    });
     let started = Instant::now();
-    let resp = gw.get(&path, &env.fx.key).await;
-    assert!(resume.join().unwrap().success());
+    // The fault: Redis answers again after 800 ms.
+    let resume = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        redis.signal("CONT");
+    };
+    let (resp, ()) = tokio::join!(gw.get(&path, &env.fx.key), resume);
     assert_eq!(resp.status(), 200);
     assert!(
         started.elapsed() >= Duration::from_millis(700),

@@ -11,6 +11,7 @@ use foldhash::fast::RandomState;
 use arc_swap::ArcSwapOption;
 
 use super::local::LocalStore;
+use super::lock;
 use super::redis::RedisStore;
 use super::swept::Swept;
 
@@ -143,18 +144,12 @@ impl Lease {
     }
 
     fn periods(&self) -> (i64, i64) {
-        *self
-            .periods
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *lock(&self.periods)
     }
 
     /// Keeps what a worker drew and did not spend in time, to give back with the next grant.
     fn keep_stale(&self, unspent: u64, periods: (i64, i64)) {
-        let mut stale = self
-            .stale
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stale = lock(&self.stale);
         if stale.1 == periods {
             stale.0 += unspent;
         } else {
@@ -165,12 +160,7 @@ impl Lease {
 
     /// What workers drew and did not spend, when it was granted in the current periods.
     fn take_stale(&self, params: &Params) -> u64 {
-        let (unspent, periods) = std::mem::take(
-            &mut *self
-                .stale
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let (unspent, periods) = std::mem::take(&mut *lock(&self.stale));
         if periods == periods_of(params) {
             unspent
         } else {
@@ -180,10 +170,7 @@ impl Lease {
 
     /// Installs a fresh grant (replacing whatever had expired, adding to what is still valid).
     fn install(&self, granted: u64, decision: Decision, params: &Params, now_ms: i64, ttl_ms: i64) {
-        *self
-            .periods
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = periods_of(params);
+        *lock(&self.periods) = periods_of(params);
         if self.expires_ms.load(Ordering::Acquire) <= now_ms {
             self.left.store(granted, Ordering::Release);
         } else {
@@ -378,9 +365,7 @@ impl Limiter {
         let shard =
             (std::hash::BuildHasher::hash_one(&self.lease_hasher, subject) as usize) % LEASE_SHARDS;
         let now = self.clock.now_ms();
-        self.leases[shard]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.leases[shard])
             .swept(|_, l| l.expires_ms.load(Ordering::Relaxed) > now || Arc::strong_count(l) > 1)
             .entry(subject)
             .or_default()

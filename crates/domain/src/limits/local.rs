@@ -7,6 +7,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState;
 use std::sync::Mutex;
 
+use super::lock;
 use super::swept::Swept;
 use super::{Decision, Params, State, Subject, decide, state_ttl_ms};
 
@@ -36,9 +37,7 @@ impl LocalStore {
     pub fn check(&self, subject: Subject, p: &Params) -> Decision {
         #[allow(clippy::cast_possible_truncation)] // only the low bits pick a shard
         let shard = (self.hasher.hash_one(subject) as usize) % SHARDS;
-        let mut shard = self.shards[shard]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shard = lock(&self.shards[shard]);
         let map = shard.swept(|_, e| e.expires_us > p.now_us);
         // One lookup (one hash) whether the subject is new, current or expired.
         let slot = map.entry(subject);

@@ -8,6 +8,11 @@ pub mod local;
 pub mod redis;
 mod swept;
 
+/// Locks `m`, taking over a lock whose holder panicked (the state behind it stays usable).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub use limiter::{Limiter, LimiterError, LimiterSettings, StoreKind};
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
