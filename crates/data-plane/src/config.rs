@@ -15,8 +15,23 @@ pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_LEASE_TTL_MS: u64 = 1_000;
 
+/// Which engine reads client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Engine {
+    /// The HTTP/1.1 fast path, handing what it does not serve to hyper.
+    #[default]
+    Fast,
+    /// hyper for every connection (slower: for comparison and debugging).
+    Hyper,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProxySettings {
+    /// Which engine reads client connections: `fast` (the HTTP/1.1 fast path, handing the rest
+    /// to hyper) or `hyper` (hyper for everything).
+    #[arg(long, env = "GATEWAY_ENGINE", value_enum, default_value_t = Engine::Fast)]
+    pub engine: Engine,
+
     /// Largest request body forwarded (413 above it).
     #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: u64,
@@ -66,6 +81,7 @@ pub struct ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
+            engine: Engine::Fast,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,

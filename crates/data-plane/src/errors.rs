@@ -13,9 +13,17 @@ pub enum GatewayError {
     // Downstream: the caller's request.
     NoRoute,
     UnknownApi,
-    BadPath(&'static str),
+    BadRequest(&'static str),
+    /// The request body broke its own framing (a bad chunk, data past a chunk's size) or ended
+    /// before its length.
+    BadBody,
+    MethodNotAllowed {
+        method: String,
+    },
     HeadersTooLarge {
         limit: usize,
+        /// What exceeded it: the whole head, or the number of fields.
+        what: HeadLimit,
     },
     BodyTooLarge {
         limit: u64,
@@ -42,11 +50,19 @@ pub enum GatewayError {
     LimiterUnavailable,
 }
 
+/// Which limit of a request head was exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLimit {
+    Bytes,
+    Fields,
+}
+
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute | Self::UnknownApi => StatusCode::NOT_FOUND,
-            Self::BadPath(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MissingKey { .. } => StatusCode::UNAUTHORIZED,
@@ -65,7 +81,9 @@ impl GatewayError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::NoRoute | Self::UnknownApi => "not_found",
-            Self::BadPath(_) => "bad_request",
+            Self::BadRequest(_) => "bad_request",
+            Self::BadBody => "bad_request_body",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::MissingKey { .. } => "missing_api_key",
@@ -85,10 +103,21 @@ impl GatewayError {
         match self {
             Self::NoRoute => "No API here. Call /{tenant}/{api}/{path}.".into(),
             Self::UnknownApi => "No active API at this address.".into(),
-            Self::BadPath(why) => (*why).to_owned(),
-            Self::HeadersTooLarge { limit } => {
-                format!("The request line and headers exceed {limit} bytes.")
+            Self::BadRequest(why) => (*why).to_owned(),
+            Self::BadBody => {
+                "The request body is malformed or ended before its declared length.".into()
             }
+            Self::MethodNotAllowed { method } => {
+                format!("The gateway does not forward {method} requests.")
+            }
+            Self::HeadersTooLarge {
+                limit,
+                what: HeadLimit::Bytes,
+            } => format!("The request line and header fields exceed {limit} bytes."),
+            Self::HeadersTooLarge {
+                limit,
+                what: HeadLimit::Fields,
+            } => format!("The request has more than {limit} header fields."),
             Self::BodyTooLarge { limit } => format!("The request body exceeds {limit} bytes."),
             Self::MissingKey { header } => format!("Send your API key in the {header} header."),
             Self::InvalidKey => "The API key is not valid for this API.".into(),
@@ -126,7 +155,15 @@ impl GatewayError {
             })),
             Self::MissingKey { header } => Some(json!({"header": header})),
             Self::BodyTooLarge { limit } => Some(json!({"limit_bytes": limit})),
-            Self::HeadersTooLarge { limit } => Some(json!({"limit_bytes": limit})),
+            Self::HeadersTooLarge {
+                limit,
+                what: HeadLimit::Bytes,
+            } => Some(json!({"limit_bytes": limit})),
+            Self::HeadersTooLarge {
+                limit,
+                what: HeadLimit::Fields,
+            } => Some(json!({"limit_fields": limit})),
+            Self::MethodNotAllowed { method } => Some(json!({"method": method})),
             _ => None,
         }
     }

@@ -26,16 +26,19 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::errors::GatewayError;
+use crate::errors::{GatewayError, HeadLimit};
 use crate::headers::{
-    X_FORWARDED_FOR, X_FORWARDED_HOST, connection_lists, is_gateway_field,
-    is_gateway_response_field, is_hop_by_hop, rate_limit_fields, request_id,
+    X_FORWARDED_FOR, connection_has_option, forwards_request_field, forwards_response_field,
+    rate_limit_fields, request_id,
 };
 use crate::lock;
-use crate::proxy::{Auth, Gateway, forwarded_fields, parse_target_parts, split_at_byte};
+use crate::proxy::{
+    Auth, Gateway, admit_head, forwarded_fields, parse_target_parts, presented_key, split_at_byte,
+};
 use crate::watchdog::Watchdog;
 
-const MAX_HEADERS: usize = 128;
+/// Most header fields in a request head (431 above).
+pub const MAX_HEADERS: usize = 128;
 const NO_HEADERS: &[httparse::Header<'_>] = &[];
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -114,6 +117,7 @@ struct Prepared {
     head_len: usize,
     auth: Auth,
     rid: String,
+    /// The body's length as the gateway framed it (0 without `Content-Length`).
     body_len: u64,
     close: bool,
     is_head: bool,
@@ -124,8 +128,6 @@ struct Prepared {
 enum Step {
     NeedMore,
     HandOff,
-    /// Malformed head: answered with 400 and closed.
-    Malformed,
     Fail {
         head_len: usize,
         err: GatewayError,
@@ -220,13 +222,6 @@ impl<'a> Conn<'a> {
                     }
                 }
                 Step::HandOff => return Exit::HandOff(std::mem::take(&mut self.buf)),
-                Step::Malformed => {
-                    let _ = self
-                        .client
-                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .await;
-                    return Exit::Done;
-                }
                 Step::Fail {
                     head_len,
                     err,
@@ -267,26 +262,30 @@ impl<'a> Conn<'a> {
         let head_len = match req.parse(buf) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() <= max_head => return Step::NeedMore,
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                return Step::Fail {
-                    head_len: buf.len(),
-                    err: GatewayError::HeadersTooLarge { limit: max_head },
-                    rid: request_id(NO_HEADERS),
-                    close: true,
-                };
-            }
-            Err(_) => return Step::Malformed,
+            unparsed => return unparsable(unparsed.err(), buf.len(), max_head),
         };
         let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
             return Step::HandOff;
         };
         let headers: &[httparse::Header<'_>] = req.headers;
-        if !target.starts_with('/') {
+        // Anything but origin-form, and targets with a fragment (hyper's URI drops it), are
+        // hyper's; so are bodies framed by anything but one plain `Content-Length`.
+        if !target.starts_with('/') || target.contains('#') {
             return Step::HandOff;
         }
-        let Some((body_len, close)) = request_framing(headers) else {
-            return Step::HandOff;
+        let (length, close) = match request_framing(method, headers) {
+            Ok(RequestFraming::Length(length, close)) => (length, close),
+            Ok(RequestFraming::HandOff) => return Step::HandOff,
+            Err(err) => {
+                return Step::Fail {
+                    head_len,
+                    err,
+                    rid: request_id(headers),
+                    close: true,
+                };
+            }
         };
+        let body_len = length.unwrap_or(0);
         let (path, query) = match split_at_byte(target, b'?') {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
@@ -306,7 +305,13 @@ impl<'a> Conn<'a> {
             close: close || body_len > 0,
         };
         if head_len > max_head {
-            return fail(GatewayError::HeadersTooLarge { limit: max_head }, rid);
+            return fail(
+                GatewayError::HeadersTooLarge {
+                    limit: max_head,
+                    what: HeadLimit::Bytes,
+                },
+                rid,
+            );
         }
         let t = match parse_target_parts(path, query) {
             Ok(t) => t,
@@ -324,7 +329,7 @@ impl<'a> Conn<'a> {
             return fail(GatewayError::BodyTooLarge { limit }, rid);
         }
 
-        write_upstream_head(out, method, &t, headers, &auth, peer_ip, &rid);
+        write_upstream_head(out, method, &t, headers, length, &auth, peer_ip, &rid);
         Step::Forward(Box::new(Prepared {
             head_len,
             auth,
@@ -394,8 +399,10 @@ impl<'a> Conn<'a> {
         let (status, head_len) = match head {
             Ok(h) => h,
             Err(e) => {
+                // Never back to the pool: a request may be half written on it.
                 self.upstream = None;
-                gw.record_forwarded(bucket, false, true);
+                let upstream_failed = e.status().is_server_error();
+                gw.record_forwarded(bucket, false, upstream_failed);
                 tracing::debug!(error = ?e, api_id = auth.api.id, "upstream request failed");
                 let mut resp = gw.fail_response(&e, &p.rid);
                 crate::headers::insert_rate_limit(resp.headers_mut(), decision);
@@ -424,19 +431,22 @@ impl<'a> Conn<'a> {
             attempt += 1;
             let (key, mut up, reused) = self.checkout(addr).await?;
             let sent = async {
-                up.write_all(&self.out).await?;
+                up.write_all(&self.out).await.map_err(Side::Upstream)?;
                 if !inline {
                     copy_exact(&mut self.client, &mut up, &mut self.buf, p.body_len).await?;
                 }
-                read_response_head(&mut up, &mut self.ubuf).await
+                read_response_head(&mut up, &mut self.ubuf)
+                    .await
+                    .map_err(Side::Upstream)
             }
             .await;
+            // On any error `up` is dropped here: a connection that failed mid-request is closed.
             match sent {
                 Ok(head) => {
                     self.upstream = Some((key, up));
                     return Ok(head);
                 }
-                Err(e)
+                Err(Side::Upstream(e))
                     if reused
                         && inline
                         && p.idempotent
@@ -446,9 +456,13 @@ impl<'a> Conn<'a> {
                 {
                     tracing::debug!(error = %e, "kept-alive upstream connection was closed; retrying");
                 }
-                Err(e) => {
+                Err(Side::Upstream(e)) => {
                     tracing::debug!(error = %e, "upstream exchange failed");
                     return Err(GatewayError::UpstreamUnreachable);
+                }
+                Err(Side::Client(e)) => {
+                    tracing::debug!(error = %e, "request body ended early");
+                    return Err(GatewayError::BadBody);
                 }
             }
         }
@@ -541,33 +555,28 @@ impl<'a> Conn<'a> {
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
             .map(|h| h.value);
+        // The framing fields are never copied: the client's are written below from what the
+        // gateway decided, whatever `Connection` nominates.
         for h in headers {
             let name = h.name;
-            if name.eq_ignore_ascii_case("transfer-encoding")
-                || (coded && name.eq_ignore_ascii_case("content-length"))
-            {
+            if name.eq_ignore_ascii_case("transfer-encoding") {
                 continue;
             }
             if name.eq_ignore_ascii_case("connection") {
-                upstream_close |= connection_lists([h.value], "close");
+                upstream_close |= connection_has_option([h.value], "close");
                 continue;
             }
             if name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let n = content_length_value(h.value);
                 if n.is_none() || length.is_some_and(|l| Some(l) != n) {
                     return None;
                 }
                 length = n;
-            }
-            if is_hop_by_hop(name)
-                || connection_lists(connection.clone(), name)
-                || is_gateway_response_field(name)
-            {
                 continue;
             }
-            push_field(out, name.as_bytes(), h.value);
+            if forwards_response_field(name, connection.clone()) {
+                push_field(out, name.as_bytes(), h.value);
+            }
         }
         let framing = if p.is_head || status == 204 || status == 304 {
             Framing::None
@@ -580,10 +589,18 @@ impl<'a> Conn<'a> {
         } else {
             Framing::UntilClose
         };
-        match (framing, coding) {
-            (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        match (framing, coding, length) {
+            (Framing::Chunked, _, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
             // A coding other than chunked last: passed on as it is, the body ending at close.
-            (Framing::UntilClose, Some(v)) => push_field(out, b"transfer-encoding", v),
+            (Framing::UntilClose, Some(v), _) => push_field(out, b"transfer-encoding", v),
+            // Transfer-Encoding decides the framing, and a Content-Length beside it is not
+            // forwarded (RFC 9112 6.3); a 204 has none. A HEAD or 304 answer keeps the length
+            // of the body it stands for.
+            (Framing::Length(_) | Framing::None, None, Some(n)) if status != 204 => push_field(
+                out,
+                b"content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            ),
             _ => {}
         }
         push_field(out, b"x-request-id", p.rid.as_bytes());
@@ -673,40 +690,112 @@ impl<'a> Conn<'a> {
     }
 }
 
-/// A request's body length and whether it asks to close, or `None` when its framing is hyper's
-/// to handle: `Transfer-Encoding`, `Expect`, or a `Content-Length` that is repeated or not a number.
-fn request_framing(headers: &[httparse::Header<'_>]) -> Option<(u64, bool)> {
+/// The answer to a head that cannot be parsed (`None`: one still partial past the size limit);
+/// nothing after it can be framed, so the connection closes.
+fn unparsable(err: Option<httparse::Error>, buffered: usize, max_head: usize) -> Step {
+    let err = match err {
+        None => GatewayError::HeadersTooLarge {
+            limit: max_head,
+            what: HeadLimit::Bytes,
+        },
+        Some(httparse::Error::TooManyHeaders) => GatewayError::HeadersTooLarge {
+            limit: MAX_HEADERS,
+            what: HeadLimit::Fields,
+        },
+        Some(_) => GatewayError::BadRequest("The request is not valid HTTP/1.1."),
+    };
+    Step::Fail {
+        head_len: buffered,
+        err,
+        rid: request_id(NO_HEADERS),
+        close: true,
+    }
+}
+
+/// A `Content-Length` value: decimal digits only (no sign, no spaces inside, no list).
+fn content_length_value(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+const BAD_LENGTH: &str =
+    "Content-Length must be one decimal number (repeated only with the same value).";
+
+/// How a request's body is framed, as the fast path reads its head.
+#[derive(Debug, PartialEq, Eq)]
+enum RequestFraming {
+    /// A `Content-Length` (or none: no body), and whether the request asks to close.
+    Length(Option<u64>, bool),
+    /// `Transfer-Encoding` or `Expect`: hyper's to serve.
+    HandOff,
+}
+
+/// How the body after this head is framed, or why nothing after it can be read: framing that is
+/// no framing (a `Content-Length` that is not one number, two that differ, a `Transfer-Encoding`
+/// that does not end in chunked), or a head [`admit_head`] refuses.
+fn request_framing(
+    method: &str,
+    headers: &[httparse::Header<'_>],
+) -> Result<RequestFraming, GatewayError> {
+    let hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
+    admit_head(method, hosts, true)?;
     let mut body_len = None;
     let mut close = false;
+    let mut coded = false;
+    let mut chunked_last = false;
     for h in headers {
         let name = h.name;
-        if name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect") {
-            return None;
+        if name.eq_ignore_ascii_case("expect") {
+            coded = true;
+        }
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            coded = true;
+            chunked_last = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         }
         if name.eq_ignore_ascii_case("content-length") {
-            let parsed = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok());
-            match (body_len, parsed) {
-                (None, Some(n)) => body_len = Some(n),
-                _ => return None,
+            match (body_len, content_length_value(h.value)) {
+                (_, None) => return Err(GatewayError::BadRequest(BAD_LENGTH)),
+                (Some(a), Some(b)) if a != b => return Err(GatewayError::BadRequest(BAD_LENGTH)),
+                (_, n) => body_len = n,
             }
         }
-        if name.eq_ignore_ascii_case("connection") && connection_lists([h.value], "close") {
+        if name.eq_ignore_ascii_case("connection") && connection_has_option([h.value], "close") {
             close = true;
         }
     }
-    Some((body_len.unwrap_or(0), close))
+    let te = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    if te && !chunked_last {
+        return Err(GatewayError::BadRequest(
+            "A request's Transfer-Encoding must end in chunked (RFC 9112 6.3).",
+        ));
+    }
+    if coded {
+        // Transfer-Encoding beside a Content-Length wins over it (RFC 9112 6.3); hyper reads it.
+        return Ok(RequestFraming::HandOff);
+    }
+    Ok(RequestFraming::Length(body_len, close))
 }
 
 /// The upstream's request head into `out`: request line, the caller's end-to-end fields, then
 /// the gateway's.
+#[allow(clippy::too_many_arguments)] // each is one fact about the request; a struct would only rename them
 fn write_upstream_head(
     out: &mut Vec<u8>,
     method: &str,
     t: &crate::proxy::Target<'_>,
     headers: &[httparse::Header<'_>],
+    length: Option<u64>,
     auth: &Auth,
     peer_ip: &str,
     rid: &str,
@@ -740,39 +829,31 @@ fn write_upstream_head(
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .map(|h| h.value);
+    let key = presented_key(api, headers).unwrap_or_default().as_bytes();
     let mut original_host = None;
     let mut prior_xff = Vec::new();
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             original_host = Some(h.value);
-            continue;
-        }
-        if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str()) {
+        } else if name.eq_ignore_ascii_case(X_FORWARDED_FOR.as_str()) {
             prior_xff.push(h.value);
-            continue;
+        } else if forwards_request_field(name, h.value, connection.clone(), &api.key_header, key) {
+            push_field(out, name.as_bytes(), h.value);
         }
-        if is_hop_by_hop(name)
-            || connection_lists(connection.clone(), name)
-            || name.eq_ignore_ascii_case(&api.key_header)
-            || name.eq_ignore_ascii_case(X_FORWARDED_HOST.as_str())
-            || is_replaced_request_field(name)
-        {
-            continue;
-        }
-        push_field(out, name.as_bytes(), h.value);
+    }
+    // The body's framing, from the gateway's own reading of the head (never the caller's field).
+    if let Some(n) = length {
+        push_field(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        );
     }
     forwarded_fields(auth, peer_ip, &prior_xff, original_host, rid, |n, v| {
         push_field(out, n.as_str().as_bytes(), v);
     });
     out.extend_from_slice(b"\r\n");
-}
-
-/// Request fields the gateway sets itself, so the caller's copies are dropped.
-fn is_replaced_request_field(name: &str) -> bool {
-    is_gateway_field(name)
-        || name.eq_ignore_ascii_case("x-forwarded-proto")
-        || name.eq_ignore_ascii_case("x-request-id")
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -815,18 +896,24 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Which side of an exchange failed: the caller's (its body ended early) or the upstream's.
+enum Side {
+    Client(io::Error),
+    Upstream(io::Error),
+}
+
 /// Copies exactly `len` body bytes from the client to the upstream: first those already in `buf`.
 async fn copy_exact(
     client: &mut TcpStream,
     up: &mut TcpStream,
     buf: &mut BytesMut,
     len: u64,
-) -> io::Result<()> {
+) -> Result<(), Side> {
     let mut left = len;
     loop {
         let take = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
         if take > 0 {
-            up.write_all(&buf[..take]).await?;
+            up.write_all(&buf[..take]).await.map_err(Side::Upstream)?;
             buf.advance(take);
             left -= take as u64;
         }
@@ -834,8 +921,10 @@ async fn copy_exact(
             return Ok(());
         }
         buf.reserve(READ_CHUNK * 4);
-        if client.read_buf(buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        match client.read_buf(buf).await {
+            Ok(0) => return Err(Side::Client(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {}
+            Err(e) => return Err(Side::Client(e)),
         }
     }
 }

@@ -21,6 +21,7 @@ pub static X_CLIENT_ID: HeaderName = HeaderName::from_static("x-client-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_GATEWAY_TENANT: HeaderName = HeaderName::from_static("x-gateway-tenant");
 pub static X_GATEWAY_KEY_ID: HeaderName = HeaderName::from_static("x-gateway-key-id");
 pub static X_GATEWAY_CLIENT_ID: HeaderName = HeaderName::from_static("x-gateway-client-id");
@@ -66,6 +67,22 @@ impl HeaderSource for [httparse::Header<'_>] {
     }
 }
 
+/// Whether two field names are the same to an upstream: ASCII case ignored, and `_` taken for
+/// `-` (CGI-style servers — PHP, WSGI, nginx with `underscores_in_headers` — read `X_Gateway_Tenant`
+/// as `X-Gateway-Tenant`, so a lookalike must be treated like the field it imitates).
+pub fn same_field(name: &[u8], lower: &str) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (*a == b'_' && b == b'-'))
+}
+
+/// Whether `name` starts with `lower_prefix` the way [`same_field`] compares names.
+fn field_starts_with(name: &[u8], lower_prefix: &str) -> bool {
+    name.len() >= lower_prefix.len() && same_field(&name[..lower_prefix.len()], lower_prefix)
+}
+
 /// Whether a field is hop-by-hop: never forwarded in either direction (`Upgrade` included).
 pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP
@@ -74,47 +91,87 @@ pub fn is_hop_by_hop(name: &str) -> bool {
         || name.eq_ignore_ascii_case("upgrade")
 }
 
-/// Whether `name` is listed in one of the `Connection` values (so hop-by-hop for this message).
+/// Fields a `Connection` option can never remove: the message's framing (`Content-Length`,
+/// `Transfer-Encoding`), `Host` and the gateway's own `X-Gateway-*` fields are written by the
+/// gateway from its own decisions. A nomination of one of them is ignored (RFC 9110 7.6.1 lets a
+/// proxy drop a listed field; dropping these would let a peer change how a message is framed).
+pub fn is_protected_field(name: &[u8]) -> bool {
+    same_field(name, "content-length")
+        || same_field(name, "transfer-encoding")
+        || same_field(name, "host")
+        || is_gateway_field_bytes(name)
+}
+
+/// Whether `name` is listed in one of the `Connection` values (so hop-by-hop for this message);
+/// never true of a [protected](is_protected_field) field.
 pub fn connection_lists<'a>(connection: impl IntoIterator<Item = &'a [u8]>, name: &str) -> bool {
+    !is_protected_field(name.as_bytes()) && connection_has_option(connection, name)
+}
+
+/// Whether one of the `Connection` values carries the option `token` (`close`, `keep-alive`).
+pub fn connection_has_option<'a>(
+    connection: impl IntoIterator<Item = &'a [u8]>,
+    token: &str,
+) -> bool {
     connection.into_iter().any(|v| {
         v.split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 
-/// Removes hop-by-hop fields, including every field named in `Connection`, and `Upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
-/// Whether a field is one of the `X-Gateway-*` fields only the gateway may set (any case).
+/// Whether a field is one of the `X-Gateway-*` fields only the gateway may set (any case, `_` for
+/// `-` too).
 pub fn is_gateway_field(name: &str) -> bool {
-    name.len() >= 10 && name.as_bytes()[..10].eq_ignore_ascii_case(b"x-gateway-")
+    is_gateway_field_bytes(name.as_bytes())
 }
 
-/// Removes `X-Gateway-*` fields a caller sent, so the upstream can trust the ones we add.
-pub fn strip_gateway_fields(headers: &mut HeaderMap) {
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_gateway_field(k.as_str()))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
-    }
+fn is_gateway_field_bytes(name: &[u8]) -> bool {
+    field_starts_with(name, "x-gateway-")
+}
+
+/// Request fields the gateway sets itself (or, for `X-Forwarded-For`, rebuilds from the caller's
+/// and the peer), so the caller's copies — and their `_` lookalikes — never pass as they are.
+pub fn is_replaced_request_field(name: &str) -> bool {
+    let n = name.as_bytes();
+    is_gateway_field_bytes(n)
+        || same_field(n, "x-forwarded-for")
+        || same_field(n, "x-forwarded-proto")
+        || same_field(n, "x-forwarded-host")
+        || same_field(n, "x-request-id")
+        || same_field(n, "x-real-ip")
+        || same_field(n, "forwarded")
+}
+
+/// Whether a caller's request field goes on to the upstream (the one rule set of both engines).
+/// Dropped: hop-by-hop fields and those `Connection` lists, `Host` (the gateway writes the
+/// upstream's), the framing fields and their lookalikes (each engine writes the framing it decided
+/// itself), the fields the gateway replaces, the API's key field (and its lookalikes), and any
+/// field that carries the presented key (`Authorization: Bearer <key>` beside `X-API-Key`, say).
+pub fn forwards_request_field<'a>(
+    name: &str,
+    value: &[u8],
+    connection: impl IntoIterator<Item = &'a [u8]>,
+    key_header: &str,
+    key: &[u8],
+) -> bool {
+    let n = name.as_bytes();
+    !(is_hop_by_hop(name)
+        || same_field(n, "host")
+        || same_field(n, "content-length")
+        || same_field(n, "transfer-encoding")
+        || is_replaced_request_field(name)
+        || same_field(n, key_header)
+        || (!key.is_empty() && memchr::memmem::find(value, key).is_some())
+        || connection_lists(connection, name))
+}
+
+/// Whether an upstream's response field goes on to the client (the one rule set of both engines):
+/// not hop-by-hop, not listed in `Connection`, not one the gateway sets itself.
+pub fn forwards_response_field<'a>(
+    name: &str,
+    connection: impl IntoIterator<Item = &'a [u8]>,
+) -> bool {
+    !(is_hop_by_hop(name) || is_gateway_response_field(name) || connection_lists(connection, name))
 }
 
 /// The caller's `X-Request-ID` when it is a sane token (1-128 of `[A-Za-z0-9._:-]`), else a new
@@ -250,24 +307,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strips_hop_by_hop_and_connection_listed_fields() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
-        );
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert("x-keep", HeaderValue::from_static("yes"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert_eq!(h["x-keep"], "yes");
+    fn hop_by_hop_and_connection_listed_fields_are_dropped_but_never_the_framing() {
+        let connection: [&[u8]; 2] = [
+            b"keep-alive, X-Secret-Hop, Content-Length",
+            b"transfer-encoding,HOST, x-gateway-tenant",
+        ];
+        let fwd = |name: &str| forwards_response_field(name, connection);
+        for dropped in [
+            "connection",
+            "keep-alive",
+            "x-secret-hop",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+            "x-ratelimit-limit",
+        ] {
+            assert!(!fwd(dropped), "{dropped}");
+        }
+        assert!(fwd("x-keep"));
+        for protected in [
+            "content-length",
+            "Host",
+            "X-Gateway-Tenant",
+            "x_gateway_key_id",
+        ] {
+            assert!(
+                !connection_lists(connection, protected),
+                "{protected} cannot be nominated"
+            );
+        }
+    }
+
+    #[test]
+    fn request_fields_the_gateway_owns_and_lookalikes_never_pass() {
+        let fwd = |name: &str, value: &str| {
+            forwards_request_field(name, value.as_bytes(), [], "x-api-key", b"gw_live_secret")
+        };
+        for dropped in [
+            ("X_Gateway_Tenant", "bob"),
+            ("x-gateway-key-id", "1"),
+            ("X_API_KEY", "gw_live_secret"),
+            ("Authorization", "Bearer gw_live_secret"),
+            ("Cookie", "a=1; key=gw_live_secret"),
+            ("X-Real-IP", "10.0.0.1"),
+            ("Forwarded", "for=10.0.0.1"),
+            ("X_Forwarded_For", "10.0.0.1"),
+            ("Content_Length", "5"),
+            ("transfer_encoding", "chunked"),
+            ("Host", "x"),
+        ] {
+            assert!(!fwd(dropped.0, dropped.1), "{dropped:?}");
+        }
+        assert!(fwd("Authorization", "Bearer someone-elses-token"));
+        assert!(fwd("x-custom", "kept"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The data plane: authenticates, limits, proxies and counts: an HTTP/1.1 fast path (`fast`) for
 //! ordinary requests, hyper 1.x (`proxy`) for the rest.
 
+pub mod body;
 pub mod config;
 pub mod errors;
 pub mod fast;

@@ -19,7 +19,7 @@ use domain::snapshot::{ApiEntry, Snapshot};
 use domain::usage::{Bucket, Counts};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full, LengthLimitError, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -27,12 +27,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
+use crate::body::{BodyError, UpstreamBody, body_error};
 use crate::config::ProxySettings;
-use crate::errors::{GatewayError, json_response};
+use crate::errors::{GatewayError, HeadLimit, json_response};
 use crate::headers::{
     HeaderSource, X_CLIENT_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    X_GATEWAY_CLIENT_ID, X_GATEWAY_KEY_ID, X_GATEWAY_TENANT, X_REQUEST_ID, head_size,
-    insert_rate_limit, request_id, strip_gateway_fields, strip_hop_by_hop,
+    X_GATEWAY_CLIENT_ID, X_GATEWAY_KEY_ID, X_GATEWAY_TENANT, X_REAL_IP, X_REQUEST_ID,
+    forwards_request_field, forwards_response_field, head_size, insert_rate_limit, request_id,
 };
 use crate::metrics::{Metrics, Outcome};
 use crate::usage::UsageRecorder;
@@ -43,7 +44,7 @@ pub type KeyOverlay = foldhash::HashMap<KeyHash, (i64, domain::snapshot::KeyEntr
 /// What the gateway answers with: the upstream's body streamed through, or one of its own.
 pub type Body = Either<Incoming, Full<Bytes>>;
 /// The keep-alive pool to upstreams; each worker thread has its own.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Limited<Incoming>>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
@@ -192,9 +193,18 @@ impl Gateway {
             return self.fail(
                 &GatewayError::HeadersTooLarge {
                     limit: self.settings.max_header_bytes,
+                    what: HeadLimit::Bytes,
                 },
                 rid,
             );
+        }
+        let hosts = req.headers().get_all(header::HOST).iter().count();
+        if let Err(e) = admit_head(
+            req.method().as_str(),
+            hosts,
+            req.version() == Version::HTTP_11,
+        ) {
+            return self.fail_closing(&e, rid);
         }
         let target = match parse_target(req.uri()) {
             Ok(t) => t,
@@ -209,6 +219,17 @@ impl Gateway {
         let upstream_uri = match upstream_uri(&auth.api, &target) {
             Ok(u) => u,
             Err(e) => return self.fail(&e, rid),
+        };
+
+        // The body: too large or malformed is refused before it costs a token.
+        let max_body = self.settings.max_body_bytes;
+        let (parts, body) = req.into_parts();
+        if content_length(&parts.headers).is_some_and(|len| len > max_body) {
+            return self.fail_closing(&GatewayError::BodyTooLarge { limit: max_body }, rid);
+        }
+        let body = match UpstreamBody::read_ahead(body, max_body).await {
+            Ok(b) => b,
+            Err(e) => return self.fail_closing(&body_failure(&e, max_body), rid),
         };
         let bucket = auth.bucket(self.clock.now_ms());
 
@@ -227,7 +248,7 @@ impl Gateway {
 
         // Forward.
         let result = self
-            .forward(client, peer, req, upstream_uri, &auth, rid)
+            .forward(client, peer, parts, body, upstream_uri, &auth, rid)
             .await;
 
         // Respond and record.
@@ -238,9 +259,21 @@ impl Gateway {
         self.record_forwarded(bucket, result.is_ok(), upstream_failed);
         let mut resp = match result {
             Ok(r) => r.map(Either::Left),
+            // The caller's body broke mid-way: what is left of it cannot be read as a request.
+            Err(e @ (GatewayError::BadBody | GatewayError::BodyTooLarge { .. })) => {
+                self.fail_closing(&e, rid)
+            }
             Err(e) => self.fail(&e, rid),
         };
         insert_rate_limit(resp.headers_mut(), &decision);
+        resp
+    }
+
+    /// [`Self::fail`], closing the connection after the answer (the rest of it cannot be trusted).
+    fn fail_closing(&self, err: &GatewayError, rid: &str) -> Response<Body> {
+        let mut resp = self.fail(err, rid);
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         resp
     }
 
@@ -311,24 +344,7 @@ impl Gateway {
             .api(t.api)
             .filter(|a| a.is_active)
             .ok_or(GatewayError::UnknownApi)?;
-        let missing = || GatewayError::MissingKey {
-            header: api.key_header_name.to_string(),
-        };
-        let raw = headers.header(&api.key_header).ok_or_else(missing)?;
-        let raw = std::str::from_utf8(raw)
-            .map_err(|_| GatewayError::InvalidKey)?
-            .trim();
-        let raw = if api.key_header.as_ref() == "authorization" {
-            raw.strip_prefix("Bearer ").unwrap_or(raw).trim()
-        } else {
-            raw
-        };
-        if raw.is_empty() {
-            return Err(missing());
-        }
-        if raw.len() > MAX_KEY_LEN {
-            return Err(GatewayError::InvalidKey);
-        }
+        let raw = presented_key(api, headers)?;
         let hash = KeyHash::of(raw);
         // Keys changed since the snapshot was loaded win over the snapshot's copy.
         let overlay = self.key_overlay.load();
@@ -390,36 +406,59 @@ impl Gateway {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         client: &UpstreamClient,
         peer: SocketAddr,
-        req: Request<Incoming>,
+        mut parts: http::request::Parts,
+        body: UpstreamBody,
         uri: Uri,
         auth: &Auth,
         rid: &str,
     ) -> Result<Response<Incoming>, GatewayError> {
         let max_body = self.settings.max_body_bytes;
-        let (mut parts, body) = req.into_parts();
-        if content_length(&parts.headers).is_some_and(|len| len > max_body) {
-            return Err(GatewayError::BodyTooLarge { limit: max_body });
-        }
+        let received = std::mem::take(&mut parts.headers);
+        let connection: Vec<&[u8]> = received
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let key = presented_key(&auth.api, &received)
+            .unwrap_or_default()
+            .as_bytes();
         let h = &mut parts.headers;
-        let original_host = h.remove(header::HOST);
-        let prior_xff: Vec<HeaderValue> = h.get_all(&X_FORWARDED_FOR).iter().cloned().collect();
-        h.remove(&X_FORWARDED_FOR);
-        strip_hop_by_hop(h);
-        strip_gateway_fields(h);
-        h.remove(&*auth.api.key_header);
-        h.remove(&X_FORWARDED_HOST);
+        h.reserve(received.len() + 8);
+        let mut original_host = None;
+        let mut prior_xff = Vec::new();
+        for (name, value) in &received {
+            if name == header::HOST {
+                original_host = Some(value.as_bytes());
+            } else if name == X_FORWARDED_FOR {
+                prior_xff.push(value.as_bytes());
+            } else if forwards_request_field(
+                name.as_str(),
+                value.as_bytes(),
+                connection.iter().copied(),
+                &auth.api.key_header,
+                key,
+            ) {
+                h.append(name, value.clone());
+            }
+        }
+        // The body's framing, from what hyper read of it and what was read ahead: a length when
+        // known, else chunked (hyper's client writes it).
+        if let Some(n) = body
+            .known_len()
+            .filter(|n| *n > 0 || received.contains_key(header::CONTENT_LENGTH))
+        {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         forwarded_fields(
             auth,
             &peer.ip().to_string(),
-            &prior_xff
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect::<Vec<_>>(),
-            original_host.as_ref().map(HeaderValue::as_bytes),
+            &prior_xff,
+            original_host,
             rid,
             |name, value| {
                 if let Ok(v) = HeaderValue::from_bytes(value) {
@@ -429,23 +468,37 @@ impl Gateway {
         );
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-        let upstream_req = Request::from_parts(parts, Limited::new(body, limit));
+        let upstream_req = Request::from_parts(parts, body);
 
         let timeout = auth.api.timeout;
         match tokio::time::timeout(timeout, client.request(upstream_req)).await {
             Err(_) => Err(GatewayError::UpstreamTimeout {
                 timeout_ms: timeout.as_millis(),
             }),
-            Ok(Err(e)) if caused_by_body_limit(&e) => {
-                Err(GatewayError::BodyTooLarge { limit: max_body })
-            }
             Ok(Err(e)) => {
+                if let Some(b) = body_error(&e) {
+                    return Err(body_failure(b, max_body));
+                }
                 tracing::debug!(error = %e, api_id = auth.api.id, "upstream request failed");
                 Err(GatewayError::UpstreamUnreachable)
             }
             Ok(Ok(mut resp)) => {
-                strip_hop_by_hop(resp.headers_mut());
+                let received = std::mem::take(resp.headers_mut());
+                let connection: Vec<&[u8]> = received
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .map(HeaderValue::as_bytes)
+                    .collect();
+                let h = resp.headers_mut();
+                for (name, value) in &received {
+                    // hyper framed the body by its `Content-Length`: kept, whatever
+                    // `Connection` says (the client's framing follows from it).
+                    if name == header::CONTENT_LENGTH
+                        || forwards_response_field(name.as_str(), connection.iter().copied())
+                    {
+                        h.append(name, value.clone());
+                    }
+                }
                 Ok(resp)
             }
         }
@@ -495,6 +548,55 @@ impl Gateway {
     }
 }
 
+/// The key a request presents in its API's key field (after `Bearer ` when that field is
+/// `Authorization`), trimmed.
+pub(crate) fn presented_key<'h, H: HeaderSource + ?Sized>(
+    api: &ApiEntry,
+    headers: &'h H,
+) -> Result<&'h str, GatewayError> {
+    let missing = || GatewayError::MissingKey {
+        header: api.key_header_name.to_string(),
+    };
+    let raw = headers.header(&api.key_header).ok_or_else(missing)?;
+    let raw = std::str::from_utf8(raw)
+        .map_err(|_| GatewayError::InvalidKey)?
+        .trim();
+    let raw = if api.key_header.as_ref() == "authorization" {
+        raw.strip_prefix("Bearer ").unwrap_or(raw).trim()
+    } else {
+        raw
+    };
+    if raw.is_empty() {
+        return Err(missing());
+    }
+    if raw.len() > MAX_KEY_LEN {
+        return Err(GatewayError::InvalidKey);
+    }
+    Ok(raw)
+}
+
+/// What every request head must be, whichever engine read it: not `CONNECT` (the gateway makes
+/// no tunnels: a 2xx to it would turn the connection into one), and exactly one `Host` on
+/// HTTP/1.1, at most one before (RFC 9112 3.2: two could name two different hosts).
+pub(crate) fn admit_head(method: &str, hosts: usize, http11: bool) -> Result<(), GatewayError> {
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return Err(GatewayError::MethodNotAllowed {
+            method: "CONNECT".to_owned(),
+        });
+    }
+    if hosts > 1 {
+        return Err(GatewayError::BadRequest(
+            "The request has more than one Host field.",
+        ));
+    }
+    if hosts == 0 && http11 {
+        return Err(GatewayError::BadRequest(
+            "An HTTP/1.1 request must have a Host field.",
+        ));
+    }
+    Ok(())
+}
+
 /// The fields the gateway sets on a forwarded request, once the caller's copies of them, the key
 /// and hop-by-hop fields are gone: `Host`, `X-Forwarded-*`, `X-Request-ID`, `X-Gateway-*`.
 pub(crate) fn forwarded_fields(
@@ -522,6 +624,29 @@ pub(crate) fn forwarded_fields(
     if let Some(host) = original_host {
         emit(&X_FORWARDED_HOST, host);
     }
+    // The caller's own `X-Real-IP` and `Forwarded` were dropped: these name this hop only.
+    emit(&X_REAL_IP, peer_ip.as_bytes());
+    let mut fwd = Vec::with_capacity(64);
+    fwd.extend_from_slice(b"for=");
+    if peer_ip.contains(':') {
+        fwd.extend_from_slice(b"\"[");
+        fwd.extend_from_slice(peer_ip.as_bytes());
+        fwd.extend_from_slice(b"]\"");
+    } else {
+        fwd.extend_from_slice(peer_ip.as_bytes());
+    }
+    if let Some(host) = original_host {
+        fwd.extend_from_slice(b";host=\"");
+        for &b in host {
+            if b == b'"' || b == b'\\' {
+                fwd.push(b'\\');
+            }
+            fwd.push(b);
+        }
+        fwd.push(b'"');
+    }
+    fwd.extend_from_slice(b";proto=http");
+    emit(&header::FORWARDED, &fwd);
     emit(&X_REQUEST_ID, rid.as_bytes());
     emit(&X_GATEWAY_TENANT, auth.tenant_slug.as_bytes());
     emit(
@@ -561,7 +686,7 @@ pub fn parse_target_parts<'a>(
     }
     // `..` would climb out of the upstream's path prefix once the upstream normalises it.
     if rest.as_bytes().split(|b| *b == b'/').any(is_dot_segment) {
-        return Err(GatewayError::BadPath(
+        return Err(GatewayError::BadRequest(
             "The path must not contain '.' or '..' segments.",
         ));
     }
@@ -620,22 +745,19 @@ fn upstream_uri(api: &ApiEntry, t: &Target<'_>) -> Result<Uri, GatewayError> {
         (None, None) => {}
     }
     s.parse()
-        .map_err(|_| GatewayError::BadPath("The path is not valid."))
+        .map_err(|_| GatewayError::BadRequest("The path is not valid."))
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<LengthLimitError>() {
-            return true;
-        }
-        cur = err.source();
+/// The caller's answer when its own body failed.
+fn body_failure(e: &BodyError, max_body: u64) -> GatewayError {
+    match e {
+        BodyError::TooLarge(_) => GatewayError::BodyTooLarge { limit: max_body },
+        BodyError::Client(_) => GatewayError::BadBody,
     }
-    false
 }
 
 #[cfg(test)]
@@ -666,11 +788,11 @@ mod tests {
         assert_eq!(t("/"), Err(GatewayError::NoRoute));
         assert!(matches!(
             t("/acme/weather/../admin"),
-            Err(GatewayError::BadPath(_))
+            Err(GatewayError::BadRequest(_))
         ));
         assert!(matches!(
             t("/acme/weather/%2E%2e/admin"),
-            Err(GatewayError::BadPath(_))
+            Err(GatewayError::BadRequest(_))
         ));
         assert!(t("/acme/weather/a..b").is_ok());
     }

@@ -15,8 +15,10 @@ use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::DataPlaneSettings;
-use crate::fast::{Conn, Exit, Prefixed, UpstreamPool};
+use bytes::BytesMut;
+
+use crate::config::{DataPlaneSettings, Engine};
+use crate::fast::{Conn, Exit, MAX_HEADERS, Prefixed, UpstreamPool};
 use crate::proxy::{Gateway, UpstreamClient, upstream_client};
 use crate::reload;
 use crate::usage::UsageRecorder;
@@ -249,6 +251,13 @@ async fn serve(
             dogs.watch(),
             drain_rx.clone(),
         );
+        if settings.proxy.engine == Engine::Hyper {
+            tokio::spawn(async move {
+                let io = Prefixed::new(BytesMut::new(), stream);
+                serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let mut conn = Conn::new(&gw, &pool, &dog, stream, peer);
             if let Exit::HandOff(read) = conn.run().await {
@@ -289,6 +298,7 @@ async fn serve_with_hyper(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(header_timeout_ms))
         .max_buf_size(max_buf)
+        .max_headers(MAX_HEADERS)
         .serve_connection(
             TokioIo::new(io),
             service_fn(move |req| gw.clone().handle(client.clone(), peer, req)),

@@ -9,6 +9,7 @@ mod failover;
 mod forwarding;
 mod health;
 mod helpers;
+mod hostile;
 mod limits;
 mod nodes;
 mod process;

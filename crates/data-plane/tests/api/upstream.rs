@@ -24,6 +24,8 @@ pub struct Seen {
     pub uri: String,
     pub headers: HeaderMap,
     pub body_len: u64,
+    /// Which of the upstream's connections carried it (numbered from 1 as accepted).
+    pub conn: u64,
 }
 
 #[derive(Clone)]
@@ -62,6 +64,7 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Out> {
 
 async fn handle(
     seen: Arc<Mutex<Vec<Seen>>>,
+    conn: u64,
     req: Request<Incoming>,
 ) -> Result<Response<Out>, Infallible> {
     let (parts, mut body) = req.into_parts();
@@ -82,6 +85,7 @@ async fn handle(
         uri: uri.clone(),
         headers: parts.headers.clone(),
         body_len,
+        conn,
     });
     let path = parts.uri.path();
     // Routes are matched on the last segments, whatever prefix the API's upstream URL has.
@@ -180,18 +184,20 @@ async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         scheme: if tls.is_some() { "https" } else { "http" },
     };
     tokio::spawn(async move {
+        let mut conns = 0;
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (seen, tls) = (seen.clone(), tls.clone());
+            conns += 1;
+            let (seen, tls, conn) = (seen.clone(), tls.clone(), conns);
             tokio::spawn(async move {
                 match tls {
-                    None => serve_connection(stream, seen).await,
+                    None => serve_connection(stream, seen, conn).await,
                     // A client that refuses the certificate ends here, unserved.
                     Some(tls) => {
                         if let Ok(stream) = tls.accept(stream).await {
-                            serve_connection(stream, seen).await;
+                            serve_connection(stream, seen, conn).await;
                         }
                     }
                 }
@@ -201,14 +207,14 @@ async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
     up
 }
 
-async fn serve_connection<S>(stream: S, seen: Arc<Mutex<Vec<Seen>>>)
+async fn serve_connection<S>(stream: S, seen: Arc<Mutex<Vec<Seen>>>, conn: u64)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _ = http1::Builder::new()
         .serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| handle(seen.clone(), req)),
+            service_fn(move |req| handle(seen.clone(), conn, req)),
         )
         .await;
 }
