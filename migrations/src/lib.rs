@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_usage_minutes;
 mod m20261122_000003_api_tokens;
+mod m20261202_000001_upstream_safety;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_usage_minutes::Migration),
             Box::new(m20261122_000003_api_tokens::Migration),
+            Box::new(m20261202_000001_upstream_safety::Migration),
         ]
     }
 }

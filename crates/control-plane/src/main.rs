@@ -17,6 +17,9 @@ enum Command {
     Serve,
     /// Create a platform admin (or make an existing user one).
     CreateAdmin(control_plane::admin_cli::CreateAdmin),
+    /// Create the database if it is missing and apply every pending migration, then exit (the
+    /// data plane never migrates; `serve` does this too).
+    Migrate,
 }
 
 #[actix_web::main]
@@ -26,6 +29,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::CreateAdmin(args)) => {
             control_plane::admin_cli::run(&cli.settings.shared, args).await
+        }
+        Some(Command::Migrate) => {
+            domain::db::connect_and_migrate(&cli.settings.shared.database_url).await?;
+            println!("The database is migrated.");
+            Ok(())
         }
         Some(Command::Serve) | None => {
             let app = Application::build(cli.settings).await?;

@@ -50,6 +50,7 @@ fn snapshot_with_keys() -> (Snapshot, String, tempfile::TempDir) {
             upstream_url: UpstreamUrl::parse("http://127.0.0.1:9/v1").expect("url"),
             key_header: KeyHeader::default(),
             timeout: UpstreamTimeout::default(),
+            pass_encoded_slashes: false,
         };
         store::create_api(&db, tenant.id, api).await.expect("api");
         store::insert_generated_keys(&db, tenant.id, plan.id, KEYS - 1)

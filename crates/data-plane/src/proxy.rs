@@ -344,6 +344,11 @@ impl Gateway {
             .api(t.api)
             .filter(|a| a.is_active)
             .ok_or(GatewayError::UnknownApi)?;
+        if t.encoded_slash && !api.pass_encoded_slashes {
+            return Err(GatewayError::BadRequest(
+                "The path must not contain an encoded slash (%2F): this API does not pass them.",
+            ));
+        }
         let raw = presented_key(api, headers)?;
         let hash = KeyHash::of(raw);
         // Keys changed since the snapshot was loaded win over the snapshot's copy.
@@ -517,6 +522,7 @@ impl Gateway {
         let body = json!({
             "status": if ready { "ready" } else { "not_ready" },
             "database": if db_up { "up" } else { "down" },
+            "snapshot": if loaded { "loaded" } else { "waiting_for_schema" },
             "snapshot_version": self.snapshot.load().version,
             "redis": redis,
             "limiter": if self.limiter.redis_up() { "redis" } else { "local" },
@@ -666,6 +672,8 @@ pub struct Target<'a> {
     /// Empty, or starting with `/`.
     pub rest: &'a str,
     pub query: Option<&'a str>,
+    /// `rest` holds a percent-encoded slash (refused unless the API passes them).
+    pub encoded_slash: bool,
 }
 
 /// The parse phase: which tenant and API a request is for, and the rest of its path.
@@ -684,18 +692,80 @@ pub fn parse_target_parts<'a>(
     if tenant.is_empty() || api.is_empty() {
         return Err(GatewayError::NoRoute);
     }
-    // `..` would climb out of the upstream's path prefix once the upstream normalises it.
-    if rest.as_bytes().split(|b| *b == b'/').any(is_dot_segment) {
-        return Err(GatewayError::BadRequest(
-            "The path must not contain '.' or '..' segments.",
-        ));
-    }
+    let encoded_slash = check_path(rest)?;
     Ok(Target {
         tenant,
         api,
         rest,
         query,
+        encoded_slash,
     })
+}
+
+/// Refuses what an upstream could read as a way out of the API's path prefix once it decodes or
+/// normalises the path: dot segments (`..`, `%2e%2e`, `..;x` as Tomcat reads it), backslashes,
+/// NUL, and double-encoded dots, slashes, backslashes and NULs (`%252e`). Says whether the path
+/// holds an encoded slash, which only an API that passes them accepts.
+fn check_path(rest: &str) -> Result<bool, GatewayError> {
+    let b = rest.as_bytes();
+    let mut encoded_slash = false;
+    for i in memchr::memchr2_iter(b'%', b'\\', b) {
+        if b[i] == b'\\' {
+            return Err(GatewayError::BadRequest(
+                "The path must not contain backslashes.",
+            ));
+        }
+        let hex = |at: usize| {
+            b.get(at..at + 2)
+                .map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()])
+        };
+        match hex(i + 1).as_ref() {
+            Some(b"2f") => encoded_slash = true,
+            Some(b"5c") => {
+                return Err(GatewayError::BadRequest(
+                    "The path must not contain backslashes, encoded or not.",
+                ));
+            }
+            Some(b"00") => {
+                return Err(GatewayError::BadRequest(
+                    "The path must not contain an encoded NUL (%00).",
+                ));
+            }
+            Some(b"25") if matches!(hex(i + 3).as_ref(), Some(b"2e" | b"2f" | b"5c" | b"00")) => {
+                return Err(GatewayError::BadRequest(
+                    "The path must not contain double-encoded dots, slashes or NULs.",
+                ));
+            }
+            _ => {}
+        }
+    }
+    // Segments as an upstream that decodes `%2F` would see them, too.
+    let mut segments = b.split(|c| *c == b'/').flat_map(|seg| {
+        let mut rest = seg;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let at = (0..rest.len()).find(|&i| {
+                rest[i] == b'%'
+                    && rest
+                        .get(i + 1..i + 3)
+                        .is_some_and(|h| h.eq_ignore_ascii_case(b"2f"))
+            });
+            let (part, next) = match at {
+                Some(i) => (&rest[..i], &rest[i + 3..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
+            Some(part)
+        })
+    });
+    if segments.any(is_dot_segment) {
+        return Err(GatewayError::BadRequest(
+            "The path must not contain '.' or '..' segments.",
+        ));
+    }
+    Ok(encoded_slash)
 }
 
 /// Where the ASCII byte `b` first occurs in `s` (a byte search: `str::find` with a `char` pattern
@@ -711,7 +781,19 @@ pub(crate) fn split_at_byte(s: &str, b: u8) -> Option<(&str, &str)> {
 }
 
 fn is_dot_segment(b: &[u8]) -> bool {
-    // ".", "..", and their percent-encoded spellings (%2e, any case), without allocating.
+    // ".", "..", and their percent-encoded spellings (%2e, any case), without allocating; what
+    // follows a `;` (or `%3b`) is a path parameter some servers strip before they normalise.
+    let end = b
+        .iter()
+        .enumerate()
+        .position(|(i, c)| {
+            *c == b';'
+                || (*c == b'%'
+                    && b.get(i + 1..i + 3)
+                        .is_some_and(|h| h.eq_ignore_ascii_case(b"3b")))
+        })
+        .unwrap_or(b.len());
+    let b = &b[..end];
     let (mut dots, mut i) = (0, 0);
     while i < b.len() {
         if b[i] == b'.' {
@@ -778,7 +860,8 @@ mod tests {
                 tenant: "acme",
                 api: "weather",
                 rest: "/v1/today",
-                query: Some("city=a&city=b")
+                query: Some("city=a&city=b"),
+                encoded_slash: false,
             }
         );
         assert_eq!(t("/acme/weather").unwrap().rest, "");
@@ -795,5 +878,30 @@ mod tests {
             Err(GatewayError::BadRequest(_))
         ));
         assert!(t("/acme/weather/a..b").is_ok());
+        for bad in [
+            "/acme/weather/..%2f..%2fadmin",
+            "/acme/weather/%2e%2e%2fadmin",
+            "/acme/weather/..%5cadmin",
+            "/acme/weather/..\\admin",
+            "/acme/weather/..;/admin",
+            "/acme/weather/.;x/admin",
+            "/acme/weather/%2e%2E%3bjsessionid=1/admin",
+            "/acme/weather/a%00.json",
+            "/acme/weather/%252e%252e/admin",
+            "/acme/weather/a%252fb",
+        ] {
+            let r = t(bad);
+            let encoded_slash_only = r.as_ref().is_ok_and(|t| t.encoded_slash);
+            assert!(
+                matches!(r, Err(GatewayError::BadRequest(_))) || encoded_slash_only,
+                "{bad}"
+            );
+        }
+        assert!(t("/acme/weather/a%2fb").unwrap().encoded_slash);
+        assert!(matches!(
+            t("/acme/weather/..%2f..%2fadmin"),
+            Err(GatewayError::BadRequest(_))
+        ));
+        assert!(!t("/acme/weather/a;b=c/%41%20").unwrap().encoded_slash);
     }
 }

@@ -36,6 +36,33 @@ pub async fn reload(gw: &Gateway) -> Result<(), domain::sea_orm::DbErr> {
     Ok(())
 }
 
+/// The first snapshot, if the database's schema is initialised: otherwise (or when the load
+/// fails) the data plane stays not ready, and [`run`] tries again at every poll.
+pub async fn first_load(gw: &Gateway) -> bool {
+    if !domain::db::schema_ready(&gw.db).await {
+        tracing::warn!(
+            "the database schema is not initialised (or older than this data plane): not ready \
+             until the control plane (or `control-plane migrate`) has migrated it"
+        );
+        return false;
+    }
+    match reload(gw).await {
+        Ok(()) => {
+            let snap = gw.snapshot.load();
+            tracing::info!(
+                version = snap.version,
+                keys = snap.key_count(),
+                "snapshot loaded"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not load the snapshot; not ready, retrying");
+            false
+        }
+    }
+}
+
 /// Applies changed keys without reloading the snapshot: what makes a revocation take effect within
 /// a second whatever the number of keys.
 pub async fn apply_keys(gw: &Gateway, ids: &[i64]) -> Result<(), domain::sea_orm::DbErr> {
@@ -105,6 +132,13 @@ pub async fn run(
             _ = tick.tick() => false,
             _ = stop.changed() => return,
         };
+        if !gw.loaded.load(Ordering::Relaxed) {
+            // No snapshot yet: the schema was missing or the first load failed.
+            if domain::db::schema_ready(&gw.db).await {
+                first_load(&gw).await;
+            }
+            continue;
+        }
         if !event {
             let current = gw.snapshot.load().version;
             match domain::store::config_version(&gw.db).await {

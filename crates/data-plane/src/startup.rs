@@ -53,13 +53,15 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    /// Connects the database (migrating it), loads the first snapshot, binds the listener.
+    /// Connects the database (which must exist: the control plane creates and migrates it), loads
+    /// the first snapshot when the schema is there (until then the data plane serves and is not
+    /// ready, and the reloader keeps trying), binds the listener.
     pub async fn build_with_clock(
         settings: DataPlaneSettings,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
         let shared = &settings.shared;
-        let db = domain::db::connect_and_migrate(&shared.database_url).await?;
+        let db = domain::db::connect_existing(&shared.database_url).await?;
         let redis_pool = shared.redis_url.as_deref().map(pool).transpose()?;
         let store = redis_pool
             .clone()
@@ -76,13 +78,7 @@ impl Application {
             clock,
             settings.proxy.clone(),
         )?);
-        reload::reload(&gateway).await?;
-        let snap = gateway.snapshot.load();
-        tracing::info!(
-            version = snap.version,
-            keys = snap.key_count(),
-            "snapshot loaded"
-        );
+        reload::first_load(&gateway).await;
         let listener = reuseport_listener(shared.data_plane_addr)?;
         let addr = listener.local_addr()?;
         let (stop_tx, _) = watch::channel(false);

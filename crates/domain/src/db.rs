@@ -29,7 +29,50 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     Database::connect(opts).await
 }
 
-/// Connects and applies every pending migration: what each plane does at start-up.
+/// Connects to a database that must already exist, never creating it: what the data plane does
+/// (the control plane owns the schema). A SQLite URL's `mode=rwc` is opened as `mode=rw`, so a
+/// missing file is an error naming it instead of a new empty database.
+pub async fn connect_existing(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return connect(url).await;
+    };
+    let url = if url.contains("mode=rwc") {
+        url.replacen("mode=rwc", "mode=rw", 1)
+    } else {
+        url.to_owned()
+    };
+    let file = rest.trim_start_matches("//");
+    let file = file.split('?').next().unwrap_or(file);
+    if !file.is_empty() && !file.starts_with(":memory:") && !std::path::Path::new(file).exists() {
+        return Err(DbErr::Custom(format!(
+            "the database file {file} does not exist: start the control plane on it (or run \
+             `control-plane migrate`) first, the data plane never creates one"
+        )));
+    }
+    connect(&url).await
+}
+
+/// Whether every migration this build knows has been applied (`seaql_migrations` read directly:
+/// asking the migrator would create its table). A database ahead of this build is ready too.
+pub async fn schema_ready(db: &DatabaseConnection) -> bool {
+    use sea_orm::{ConnectionTrait, Statement};
+    let stmt = Statement::from_string(
+        db.get_database_backend(),
+        "SELECT version FROM seaql_migrations",
+    );
+    let Ok(rows) = db.query_all_raw(stmt).await else {
+        return false;
+    };
+    let applied: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+        .collect();
+    Migrator::migrations()
+        .iter()
+        .all(|m| applied.iter().any(|a| a == m.name()))
+}
+
+/// Connects and applies every pending migration: what the control plane does at start-up.
 pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, DbErr> {
     let db = connect(url).await?;
     Migrator::up(&db, None).await?;

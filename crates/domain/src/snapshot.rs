@@ -17,11 +17,14 @@ pub struct TenantEntry {
     pub id: i64,
     pub slug: Box<str>,
     pub is_active: bool,
+    /// May use loopback and private upstreams (a platform admin's decision).
+    pub trusted_upstreams: bool,
     apis: HashMap<Box<str>, Arc<ApiEntry>>,
     clients: HashMap<Box<str>, ClientEntry>,
 }
 
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // independent facts of an API, not encoded states
 pub struct ApiEntry {
     pub id: i64,
     pub tenant_id: i64,
@@ -42,6 +45,10 @@ pub struct ApiEntry {
     /// The same name as the tenant wrote it, for messages.
     pub key_header_name: Box<str>,
     pub timeout: Duration,
+    /// `%2F` in a path is passed through (else refused).
+    pub pass_encoded_slashes: bool,
+    /// The owning tenant may use loopback and private upstreams.
+    pub trusted_upstreams: bool,
     pub is_active: bool,
 }
 
@@ -138,23 +145,25 @@ type KeyRow = (
 async fn load_tenants(db: &impl ConnectionTrait) -> Result<(Tenants, SlugOf), DbErr> {
     let mut tenants = Tenants::new();
     let mut slug_of = SlugOf::new();
-    let rows: Vec<(i64, String, bool)> = tenant::Entity::find()
+    let rows: Vec<(i64, String, bool, bool)> = tenant::Entity::find()
         .select_only()
         .columns([
             tenant::Column::Id,
             tenant::Column::Slug,
             tenant::Column::IsActive,
+            tenant::Column::TrustedUpstreams,
         ])
         .into_tuple()
         .all(db)
         .await?;
-    for (id, slug, is_active) in rows {
+    for (id, slug, is_active, trusted_upstreams) in rows {
         let slug: Box<str> = slug.into();
         slug_of.insert(id, slug.clone());
         let entry = TenantEntry {
             id,
             slug: slug.clone(),
             is_active,
+            trusted_upstreams,
             apis: HashMap::new(),
             clients: HashMap::new(),
         };
@@ -192,6 +201,8 @@ async fn load_apis(
             key_header: a.key_header.to_ascii_lowercase().into(),
             key_header_name: a.key_header.clone().into(),
             timeout: Duration::from_millis(u64::from(a.timeout_ms.unsigned_abs())),
+            pass_encoded_slashes: a.pass_encoded_slashes,
+            trusted_upstreams: tenant.trusted_upstreams,
             is_active: a.is_active,
         };
         tenant.apis.insert(a.slug.into(), Arc::new(entry));

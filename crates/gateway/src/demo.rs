@@ -102,6 +102,7 @@ pub async fn seed_if_empty(
             upstream_url: UpstreamUrl::parse(&format!("http://{upstream}"))?,
             key_header: KeyHeader::default(),
             timeout: UpstreamTimeout::default(),
+            pass_encoded_slashes: false,
         },
     )
     .await?;

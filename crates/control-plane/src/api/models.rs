@@ -228,6 +228,8 @@ pub struct ApiOut {
     pub upstream_url: String,
     pub key_header: String,
     pub timeout_ms: i32,
+    /// Percent-encoded slashes (`%2F`) in a path are passed to the upstream (else refused, 400).
+    pub pass_encoded_slashes: bool,
     pub is_active: bool,
     /// Where callers reach this API through the gateway.
     pub gateway_url: String,
@@ -244,6 +246,7 @@ impl ApiOut {
             upstream_url: a.upstream_url,
             key_header: a.key_header,
             timeout_ms: a.timeout_ms,
+            pass_encoded_slashes: a.pass_encoded_slashes,
             is_active: a.is_active,
             created_at: a.created_at,
         }
@@ -258,6 +261,8 @@ pub struct ApiIn {
     pub upstream_url: String,
     pub key_header: Option<String>,
     pub timeout_ms: Option<i64>,
+    /// Pass `%2F` in paths through to the upstream (default false: refused with 400).
+    pub pass_encoded_slashes: Option<bool>,
     pub is_active: Option<bool>,
 }
 
@@ -269,6 +274,7 @@ pub struct ApiPatch {
     pub upstream_url: Option<String>,
     pub key_header: Option<String>,
     pub timeout_ms: Option<i64>,
+    pub pass_encoded_slashes: Option<bool>,
     pub is_active: Option<bool>,
 }
 
@@ -278,6 +284,7 @@ pub fn new_api(
     upstream: &str,
     header: Option<&str>,
     timeout: Option<i64>,
+    pass_encoded_slashes: bool,
 ) -> Result<NewApi, ApiError> {
     Ok(NewApi {
         name: name("name", name_v)?,
@@ -290,6 +297,7 @@ pub fn new_api(
         timeout: timeout
             .map_or(Ok(UpstreamTimeout::default()), UpstreamTimeout::from_millis)
             .map_err(|e| ApiError::invalid("timeout_ms", e.to_string()))?,
+        pass_encoded_slashes,
     })
 }
 

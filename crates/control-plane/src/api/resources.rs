@@ -171,6 +171,7 @@ pub async fn create_api(
         &b.upstream_url,
         b.key_header.as_deref(),
         b.timeout_ms,
+        b.pass_encoded_slashes.unwrap_or(false),
     )?;
     let mut a = store::create_api(&state.db, c.tenant.id, new)
         .await
@@ -232,6 +233,7 @@ pub async fn update_api(
         b.upstream_url.as_deref().unwrap_or(&a.upstream_url),
         Some(b.key_header.as_deref().unwrap_or(&a.key_header)),
         Some(b.timeout_ms.unwrap_or(i64::from(a.timeout_ms))),
+        b.pass_encoded_slashes.unwrap_or(a.pass_encoded_slashes),
     )?;
     let a = store::update_api(
         &state.db,

@@ -40,6 +40,8 @@ pub struct ApiForm {
     #[serde(default)]
     timeout_ms: String,
     #[serde(default)]
+    pass_encoded_slashes: Option<String>,
+    #[serde(default)]
     is_active: Option<String>,
 }
 
@@ -107,6 +109,7 @@ pub async fn edit(
         upstream_url: a.upstream_url,
         key_header: a.key_header,
         timeout_ms: a.timeout_ms.to_string(),
+        pass_encoded_slashes: a.pass_encoded_slashes.then(|| "on".into()),
         is_active: a.is_active.then(|| "on".into()),
     };
     let page = ApiFormPage {
@@ -126,6 +129,7 @@ pub fn parse_api(
     upstream: &str,
     header: &str,
     timeout: &str,
+    pass_encoded_slashes: bool,
 ) -> Result<NewApi, FieldErrors> {
     let mut errors = FieldErrors::default();
     let name = name.trim();
@@ -168,6 +172,7 @@ pub fn parse_api(
                 upstream_url,
                 key_header,
                 timeout,
+                pass_encoded_slashes,
             })
         }
         _ => Err(errors),
@@ -206,6 +211,7 @@ async fn save(
         &form.upstream_url,
         &form.key_header,
         &form.timeout_ms,
+        form.pass_encoded_slashes.is_some(),
     );
     let errors = match parsed {
         Ok(new) => {

@@ -71,3 +71,83 @@ async fn shutdown_stops_accepting() {
         "the gateway kept accepting after shutdown"
     );
 }
+
+#[tokio::test]
+async fn a_missing_database_file_is_an_error_not_a_new_empty_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("absent.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let err = match data_plane::Application::build(settings_for(&url, None)).await {
+        Ok(_) => panic!("the data plane started on a database that does not exist"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(err.contains("control-plane migrate"), "{err}");
+    assert!(!file.exists(), "the data plane created the database file");
+}
+
+/// Polls `/health/ready` until it answers `want` (or 10 s pass).
+async fn ready_becomes(gw: &crate::helpers::TestGateway, want: u16) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let resp = gw.client.get(gw.url("/health/ready")).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        if status == want {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/health/ready stayed {status}: {body}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn on_an_unmigrated_database_the_data_plane_waits_unready_and_migrates_nothing() {
+    use migration::{Migrator, MigratorTrait};
+    let mut dbs = vec![domain::testing::TestDb::sqlite_empty().await];
+    if let Some(admin) = domain::testing::required_env("TEST_DATABASE_URL") {
+        dbs.push(domain::testing::TestDb::postgres_from(&admin, false).await);
+    }
+    for db in dbs {
+        let mut settings = settings_for(&db.url, None);
+        settings.proxy.reload_poll_ms = 20;
+        let gw = spawn_gateway(settings, None).await;
+        let body = ready_becomes(&gw, 503).await;
+        assert_eq!(body["snapshot"], "waiting_for_schema", "{:?}", db.backend);
+        assert!(
+            Migrator::get_pending_migrations(&db.db).await.is_err()
+                || !Migrator::get_pending_migrations(&db.db)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+            "{:?}: the data plane migrated the database",
+            db.backend
+        );
+        // The control plane migrates it and a tenant signs up: the data plane becomes ready
+        // and serves it without a restart.
+        Migrator::up(&db.db, None).await.unwrap();
+        let upstream = crate::upstream::spawn_upstream().await;
+        let fx = crate::helpers::seed(
+            &db.db,
+            "late",
+            &upstream.url("/"),
+            crate::helpers::generous(),
+        )
+        .await;
+        let body = ready_becomes(&gw, 200).await;
+        assert_eq!(body["snapshot"], "loaded");
+        // Ready may have come between the migration and the sign-up: wait for the sign-up.
+        let version = domain::store::config_version(&db.db).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while gw.gateway.snapshot.load().version < version {
+            assert!(std::time::Instant::now() < deadline, "the sign-up never loaded");
+            tokio::task::yield_now().await;
+        }
+        let resp = gw.get(&fx.path("/hi"), &fx.key).await;
+        assert_eq!(resp.status(), 200, "{:?}", db.backend);
+        gw.stop().await;
+    }
+}

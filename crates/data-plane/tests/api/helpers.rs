@@ -76,6 +76,7 @@ pub async fn seed_with(
             upstream_url: UpstreamUrl::parse(upstream).unwrap(),
             key_header: KeyHeader::default(),
             timeout: UpstreamTimeout::default(),
+            pass_encoded_slashes: false,
         },
     )
     .await

@@ -595,3 +595,41 @@ async fn an_answer_whose_connection_field_nominates_its_length_keeps_its_framing
         }
     }
 }
+
+#[tokio::test]
+async fn encoded_traversal_is_refused_and_encoded_slashes_pass_only_where_allowed() {
+    for engine in ENGINES {
+        let h = hostile_env(engine, 200_000, None).await;
+        let (path, key) = (h.env.fx.path(""), h.env.fx.key.clone());
+        for bad in [
+            "/..%2f..%2fbobbase",
+            "/%2e%2e%2fbobbase",
+            "/%2E%2e/bobbase",
+            "/..%5cbobbase",
+            "/..\\bobbase",
+            "/..;/bobbase",
+            "/a/..;jsessionid=1/bobbase",
+            "/a%00.json",
+            "/%252e%252e/bobbase",
+            "/a%2fb",
+        ] {
+            let before = h.env.upstream.count();
+            let raw = format!("GET {path}{bad} HTTP/1.1\r\nHost: gw\r\nX-API-Key: {key}\r\n\r\n");
+            let answer = first_answer(&h, raw.as_bytes()).await.expect("an answer");
+            assert_eq!(answer.status, 400, "{engine:?} {bad}: {answer:?}");
+            assert_clean(&h, before, None, false, bad).await;
+        }
+        // An API that passes encoded slashes gets them, byte for byte; traversal stays refused.
+        let mut a = domain::sea_orm::IntoActiveModel::into_active_model(h.env.fx.api.clone());
+        a.pass_encoded_slashes = domain::sea_orm::ActiveValue::Set(true);
+        domain::sea_orm::ActiveModelTrait::update(a, &h.env.db.db)
+            .await
+            .unwrap();
+        h.env.gw.reload().await;
+        let resp = h.env.get("/files/a%2Fb.txt").await;
+        assert_eq!(resp.status(), 200, "{engine:?}");
+        assert_eq!(h.env.upstream.last().uri, "/base/files/a%2Fb.txt");
+        let resp = h.env.get("/files/..%2F..%2Fbobbase").await;
+        assert_eq!(resp.status(), 400, "{engine:?}");
+    }
+}

@@ -14,6 +14,8 @@ pub struct Model {
     pub key_header: String,
     pub timeout_ms: i32,
     pub is_active: bool,
+    /// Percent-encoded slashes (`%2F`) in a path are passed to the upstream instead of refused.
+    pub pass_encoded_slashes: bool,
     pub created_at: DateTimeUtc,
 }
 

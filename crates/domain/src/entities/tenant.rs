@@ -12,6 +12,8 @@ pub struct Model {
     pub slug: String,
     pub owner_id: i64,
     pub is_active: bool,
+    /// A platform admin lets this tenant use loopback and private upstreams.
+    pub trusted_upstreams: bool,
     pub created_at: DateTimeUtc,
 }
 

@@ -94,6 +94,7 @@ pub async fn create_tenant(
         slug: Set(slug.as_str().to_owned()),
         owner_id: Set(owner_id),
         is_active: Set(true),
+        trusted_upstreams: Set(false),
         created_at: Set(Utc::now()),
         ..Default::default()
     }
@@ -136,6 +137,8 @@ pub struct NewApi {
     pub upstream_url: UpstreamUrl,
     pub key_header: KeyHeader,
     pub timeout: UpstreamTimeout,
+    /// Pass `%2F` in paths through to the upstream (refused with 400 otherwise).
+    pub pass_encoded_slashes: bool,
 }
 
 pub async fn create_api(
@@ -150,6 +153,7 @@ pub async fn create_api(
         upstream_url: Set(new.upstream_url.to_string()),
         key_header: Set(new.key_header.as_str().to_owned()),
         timeout_ms: Set(new.timeout.millis()),
+        pass_encoded_slashes: Set(new.pass_encoded_slashes),
         is_active: Set(true),
         created_at: Set(Utc::now()),
         ..Default::default()
@@ -461,6 +465,7 @@ mod tests {
                 upstream_url: UpstreamUrl::parse("https://weather.example.com/v2/").unwrap(),
                 key_header: KeyHeader::default(),
                 timeout: UpstreamTimeout::default(),
+                pass_encoded_slashes: false,
             },
         )
         .await

@@ -81,6 +81,7 @@ pub async fn update_api(
     a.upstream_url = Set(new.upstream_url.to_string());
     a.key_header = Set(new.key_header.as_str().to_owned());
     a.timeout_ms = Set(new.timeout.millis());
+    a.pass_encoded_slashes = Set(new.pass_encoded_slashes);
     a.is_active = Set(is_active);
     let a = a.update(db).await?;
     bump_config_version(db).await?;

@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         upstream_url: UpstreamUrl::parse(&upstream)?,
         key_header: KeyHeader::default(),
         timeout: UpstreamTimeout::default(),
+        pass_encoded_slashes: false,
     };
     store::create_api(&db, tenant.id, new_api).await?;
     let (_, strict_key) = store::create_api_key(&db, tenant.id, strict.id, "strict", None).await?;
