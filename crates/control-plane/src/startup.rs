@@ -65,15 +65,17 @@ impl Application {
             std::sync::Arc::new(SystemClock),
         );
         domain::password::warm_up();
+        let listener = TcpListener::bind(shared.control_plane_addr)?;
+        let addr = listener.local_addr()?;
+        let upstream_policy = shared.upstream_policy(&[(addr, "control plane")]).await;
         let state = web::Data::new(AppState {
             db,
             publisher: Publisher::new(redis_pool, shared.redis_prefix.clone()),
             limiter,
             settings: settings.dashboard.clone(),
             asset_version: pages::asset_version(),
+            upstream_policy,
         });
-        let listener = TcpListener::bind(shared.control_plane_addr)?;
-        let addr = listener.local_addr()?;
         let secure = settings.dashboard.cookie_secure;
         let openapi = api::openapi();
         let server = HttpServer::new(move || {

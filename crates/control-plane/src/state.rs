@@ -5,6 +5,8 @@ use std::sync::Arc;
 use domain::events::Publisher;
 use domain::limits::Limiter;
 use domain::sea_orm::DatabaseConnection;
+use domain::upstream::UpstreamUrl;
+use domain::upstream_policy::UpstreamPolicy;
 
 use crate::config::DashboardSettings;
 
@@ -16,9 +18,19 @@ pub struct AppState {
     pub settings: DashboardSettings,
     /// Short hash of the static assets, appended to their URLs to bust caches.
     pub asset_version: String,
+    /// Which upstream addresses APIs may use (checked again by the data plane at connect time).
+    pub upstream_policy: UpstreamPolicy,
 }
 
 impl AppState {
+    /// What is wrong with an API's upstream for this tenant, for the `upstream_url` field.
+    pub async fn upstream_problem(&self, url: &UpstreamUrl, trusted: bool) -> Option<String> {
+        self.upstream_policy
+            .problem(&url.connect_addr(), trusted)
+            .await
+            .map(|p| format!("Upstream URL is refused: {p}."))
+    }
+
     /// Publishes the config-change event after a write (the version was bumped by the write).
     pub async fn changed(&self) {
         self.publisher.config_changed(&self.db).await;

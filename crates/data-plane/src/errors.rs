@@ -43,6 +43,8 @@ pub enum GatewayError {
     },
     // Upstream.
     UpstreamUnreachable,
+    /// The upstream's address is one the policy refuses for this tenant (SSRF guard).
+    UpstreamForbidden,
     UpstreamTimeout {
         timeout_ms: u128,
     },
@@ -72,7 +74,7 @@ impl GatewayError {
             | Self::PlanUnavailable
             | Self::UnknownClient => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnreachable | Self::UpstreamForbidden => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -94,6 +96,7 @@ impl GatewayError {
             Self::UnknownClient => "unknown_client",
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamForbidden => "upstream_forbidden",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::LimiterUnavailable => "limiter_unavailable",
         }
@@ -133,6 +136,10 @@ impl GatewayError {
                 "Rate limit exceeded: the {window} limit is used up. Retry in {retry_after_secs} s."
             ),
             Self::UpstreamUnreachable => "The upstream API could not be reached.".into(),
+            Self::UpstreamForbidden => "The upstream API's address is not one the gateway may \
+                 connect to (loopback, private, link-local or the gateway's own); the API's owner \
+                 can ask the operator to allow it."
+                .into(),
             Self::UpstreamTimeout { timeout_ms } => {
                 format!("The upstream API did not answer within {timeout_ms} ms.")
             }

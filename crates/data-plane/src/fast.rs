@@ -44,7 +44,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Bodies up to this size already in the buffer go out in the same write as the head.
 const INLINE_BODY: usize = 16 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
 const POOL_MAX_IDLE_PER_ADDR: usize = 512;
 
@@ -419,7 +418,7 @@ impl<'a> Conn<'a> {
     /// head into `self.ubuf`: its status and length. A kept-alive connection that turns out to be
     /// closed is replaced once, when the whole request is still at hand.
     async fn send(&mut self, p: &Prepared) -> Result<(u16, usize), GatewayError> {
-        let addr = &*p.auth.api.upstream_addr;
+        let api = &p.auth.api;
         let body_len = usize::try_from(p.body_len).unwrap_or(usize::MAX);
         let inline = body_len <= self.buf.len().min(INLINE_BODY);
         if inline {
@@ -429,7 +428,7 @@ impl<'a> Conn<'a> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (key, mut up, reused) = self.checkout(addr).await?;
+            let (key, mut up, reused) = self.checkout(api).await?;
             let sent = async {
                 up.write_all(&self.out).await.map_err(Side::Upstream)?;
                 if !inline {
@@ -468,26 +467,27 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// A connection to `addr` (with its pool key): this client's own, a pooled one, or a new one.
-    async fn checkout(&mut self, addr: &str) -> Result<(Box<str>, TcpStream, bool), GatewayError> {
+    /// A connection to the API's upstream (with its pool key): this client's own, a pooled one,
+    /// or a new one the upstream policy allows. Pools are keyed by address and the tenant's trust,
+    /// so a connection made for a trusted tenant never serves another.
+    async fn checkout(
+        &mut self,
+        api: &domain::snapshot::ApiEntry,
+    ) -> Result<(Box<str>, TcpStream, bool), GatewayError> {
+        let key = &*api.pool_key;
         if let Some((a, s)) = self.upstream.take() {
-            if *a == *addr && looks_open(&s) {
+            if *a == *key && looks_open(&s) {
                 return Ok((a, s, true));
             }
             self.pool.put(a, s);
         }
-        if let Some(s) = self.pool.take(addr) {
-            return Ok((addr.into(), s, true));
+        if let Some(s) = self.pool.take(key) {
+            return Ok((key.into(), s, true));
         }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| GatewayError::UpstreamUnreachable)?
-            .map_err(|e| {
-                tracing::debug!(error = %e, addr, "upstream connect failed");
-                GatewayError::UpstreamUnreachable
-            })?;
-        let _ = stream.set_nodelay(true);
-        Ok((addr.into(), stream, false))
+        let stream =
+            crate::upstream::connect(&self.gw.policy, &api.upstream_addr, api.trusted_upstreams)
+                .await?;
+        Ok((key.into(), stream, false))
     }
 
     /// Writes the response head (the upstream's, with ours added) and streams its body.

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod startup;
+pub mod upstream;
 pub mod usage;
 pub mod watchdog;
 

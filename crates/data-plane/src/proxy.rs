@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -16,15 +16,12 @@ use domain::limits::{Decision, Limiter, Subject};
 use domain::plan::{Enforcement, PlanLimits};
 use domain::sea_orm::DatabaseConnection;
 use domain::snapshot::{ApiEntry, Snapshot};
+use domain::upstream_policy::UpstreamPolicy;
 use domain::usage::{Bucket, Counts};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 use crate::body::{BodyError, UpstreamBody, body_error};
@@ -36,6 +33,7 @@ use crate::headers::{
     forwards_request_field, forwards_response_field, head_size, insert_rate_limit, request_id,
 };
 use crate::metrics::{Metrics, Outcome};
+use crate::upstream::{UpstreamClient, UpstreamClients, refusal};
 use crate::usage::UsageRecorder;
 
 /// Key entries newer than the snapshot, by hash, with the config version they came with.
@@ -43,11 +41,6 @@ pub type KeyOverlay = foldhash::HashMap<KeyHash, (i64, domain::snapshot::KeyEntr
 
 /// What the gateway answers with: the upstream's body streamed through, or one of its own.
 pub type Body = Either<Incoming, Full<Bytes>>;
-/// The keep-alive pool to upstreams; each worker thread has its own.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
 /// Longest key value hashed; anything longer is refused without work.
 const MAX_KEY_LEN: usize = 512;
 
@@ -62,6 +55,8 @@ pub struct Gateway {
     pub db: DatabaseConnection,
     pub clock: SharedClock,
     pub settings: ProxySettings,
+    /// Which upstream addresses may be connected to, for which tenants.
+    pub policy: Arc<UpstreamPolicy>,
     /// Set once the first snapshot is loaded.
     pub loaded: AtomicBool,
 }
@@ -76,25 +71,6 @@ pub(crate) struct Auth {
     pub(crate) subject: Subject,
     pub(crate) limits: PlanLimits,
     pub(crate) enforcement: Enforcement,
-}
-
-/// A keep-alive pool to upstreams (HTTP and HTTPS with the system's roots).
-pub fn upstream_client() -> anyhow::Result<UpstreamClient> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    // The provider is named, not left to crate features: another crate enabling a second rustls
-    // backend would otherwise make the default ambiguous.
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(usize::MAX)
-        .build(https))
 }
 
 impl Auth {
@@ -118,6 +94,7 @@ impl Gateway {
         db: DatabaseConnection,
         clock: SharedClock,
         settings: ProxySettings,
+        policy: Arc<UpstreamPolicy>,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
@@ -128,14 +105,15 @@ impl Gateway {
             db,
             clock,
             settings,
+            policy,
             loaded: AtomicBool::new(false),
         })
     }
 
-    /// Entry point of every request; `client` is the calling worker's upstream pool.
+    /// Entry point of every request; `clients` are the calling worker's upstream pools.
     pub async fn handle(
         self: Arc<Self>,
-        client: UpstreamClient,
+        clients: UpstreamClients,
         peer: SocketAddr,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
@@ -145,20 +123,20 @@ impl Gateway {
             }
             "/health/ready" => self.readiness().await.map(Either::Right),
             "/metrics" => self.metrics_page().map(Either::Right),
-            _ => self.proxy(&client, peer, req).await,
+            _ => self.proxy(&clients, peer, req).await,
         };
         Ok(resp)
     }
 
     async fn proxy(
         &self,
-        client: &UpstreamClient,
+        clients: &UpstreamClients,
         peer: SocketAddr,
         req: Request<Incoming>,
     ) -> Response<Body> {
         let started = Instant::now();
         let rid = request_id(req.headers());
-        let mut resp = self.proxy_phases(client, peer, req, &rid).await;
+        let mut resp = self.proxy_phases(clients, peer, req, &rid).await;
         if let Ok(v) = HeaderValue::from_str(&rid) {
             resp.headers_mut().insert(&X_REQUEST_ID, v);
         }
@@ -182,7 +160,7 @@ impl Gateway {
 
     async fn proxy_phases(
         &self,
-        client: &UpstreamClient,
+        clients: &UpstreamClients,
         peer: SocketAddr,
         req: Request<Incoming>,
         rid: &str,
@@ -247,6 +225,7 @@ impl Gateway {
         }
 
         // Forward.
+        let client = clients.for_tenant(auth.api.trusted_upstreams);
         let result = self
             .forward(client, peer, parts, body, upstream_uri, &auth, rid)
             .await;
@@ -483,6 +462,9 @@ impl Gateway {
             Ok(Err(e)) => {
                 if let Some(b) = body_error(&e) {
                     return Err(body_failure(b, max_body));
+                }
+                if refusal(&e).is_some() {
+                    return Err(GatewayError::UpstreamForbidden);
                 }
                 tracing::debug!(error = %e, api_id = auth.api.id, "upstream request failed");
                 Err(GatewayError::UpstreamUnreachable)

@@ -19,8 +19,9 @@ use bytes::BytesMut;
 
 use crate::config::{DataPlaneSettings, Engine};
 use crate::fast::{Conn, Exit, MAX_HEADERS, Prefixed, UpstreamPool};
-use crate::proxy::{Gateway, UpstreamClient, upstream_client};
+use crate::proxy::Gateway;
 use crate::reload;
+use crate::upstream::UpstreamClients;
 use crate::usage::UsageRecorder;
 use crate::watchdog::Watchdogs;
 
@@ -61,6 +62,9 @@ impl Application {
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
         let shared = &settings.shared;
+        let listener = reuseport_listener(shared.data_plane_addr)?;
+        let addr = listener.local_addr()?;
+        let policy = Arc::new(shared.upstream_policy(&[(addr, "data plane")]).await);
         let db = domain::db::connect_existing(&shared.database_url).await?;
         let redis_pool = shared.redis_url.as_deref().map(pool).transpose()?;
         let store = redis_pool
@@ -77,10 +81,9 @@ impl Application {
             db,
             clock,
             settings.proxy.clone(),
+            policy,
         )?);
         reload::first_load(&gateway).await;
-        let listener = reuseport_listener(shared.data_plane_addr)?;
-        let addr = listener.local_addr()?;
         let (stop_tx, _) = watch::channel(false);
         Ok(Self {
             listener,
@@ -203,7 +206,7 @@ fn spawn_workers(
                         store.attach_current_thread(url)?;
                     }
                     let listener = TcpListener::from_std(listener)?;
-                    let client = upstream_client()?;
+                    let client = UpstreamClients::new(&gw.policy)?;
                     serve(&listener, &gw, &client, &settings, stop).await;
                     Ok(())
                 })
@@ -216,7 +219,7 @@ fn spawn_workers(
 async fn serve(
     listener: &TcpListener,
     gateway: &Arc<Gateway>,
-    client: &UpstreamClient,
+    client: &UpstreamClients,
     settings: &DataPlaneSettings,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -283,7 +286,7 @@ async fn serve(
 /// [`Gateway::handle`], closing gracefully when `drain` fires.
 async fn serve_with_hyper(
     gw: Arc<Gateway>,
-    client: UpstreamClient,
+    client: UpstreamClients,
     peer: SocketAddr,
     io: Prefixed,
     max_buf: usize,

@@ -17,6 +17,7 @@ pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod upstream_policy;
 pub mod usage;
 
 #[cfg(any(test, feature = "test-support"))]

@@ -3,6 +3,10 @@
 
 use std::net::SocketAddr;
 
+use ipnet::IpNet;
+
+use crate::upstream_policy::{UpstreamPolicy, parse_allow_entry};
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://gateway.db?mode=rwc";
 pub const DEFAULT_REDIS_PREFIX: &str = "gw";
 pub const DEFAULT_CONTROL_PLANE_ADDR: &str = "0.0.0.0:8000";
@@ -33,6 +37,16 @@ pub struct Settings {
     /// Secret that signs session cookies (at least 32 bytes); random per start when unset.
     #[arg(long, env = "GATEWAY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+
+    /// Loopback and private ranges upstreams may use, comma-separated CIDRs or addresses
+    /// (`10.0.0.0/8,127.0.0.1`); empty = none (link-local, metadata and the gateway's own
+    /// services are refused whatever this says).
+    #[arg(long, env = "GATEWAY_UPSTREAM_ALLOW", value_delimiter = ',', value_parser = parse_allow_entry)]
+    pub upstream_allow: Vec<IpNet>,
+
+    /// Exact sockets upstreams may use besides `upstream_allow` (the all-in-one's demo upstream).
+    #[arg(skip)]
+    pub upstream_allow_sockets: Vec<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -44,6 +58,8 @@ impl Default for Settings {
             control_plane_addr: parse_addr(DEFAULT_CONTROL_PLANE_ADDR),
             data_plane_addr: parse_addr(DEFAULT_DATA_PLANE_ADDR),
             secret_key: None,
+            upstream_allow: Vec::new(),
+            upstream_allow_sockets: Vec::new(),
         }
     }
 }
@@ -63,7 +79,31 @@ impl Settings {
             control_plane_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_plane_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             secret_key: None,
+            // Test upstreams listen on loopback.
+            upstream_allow: vec![
+                ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).into(),
+            ],
+            upstream_allow_sockets: Vec::new(),
         }
+    }
+
+    /// The upstream address policy of these settings, with the gateway's own services (its
+    /// listeners as bound, Redis, the database) marked as never upstreams.
+    pub async fn upstream_policy(&self, bound: &[(SocketAddr, &str)]) -> UpstreamPolicy {
+        let mut p = UpstreamPolicy::new(self.upstream_allow.clone());
+        for s in &self.upstream_allow_sockets {
+            p = p.allowing_socket(*s);
+        }
+        for (addr, what) in bound {
+            p.add_own(*addr, *what);
+        }
+        p.add_own(self.control_plane_addr, "control plane");
+        p.add_own(self.data_plane_addr, "data plane");
+        if let Some(url) = &self.redis_url {
+            p.add_own_url(url, "Redis").await;
+        }
+        p.add_own_url(&self.database_url, "database").await;
+        p
     }
 }
 

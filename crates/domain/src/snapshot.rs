@@ -49,6 +49,9 @@ pub struct ApiEntry {
     pub pass_encoded_slashes: bool,
     /// The owning tenant may use loopback and private upstreams.
     pub trusted_upstreams: bool,
+    /// Which idle upstream connections this API may reuse: its address, marked by its tenant's
+    /// trust (a connection checked for a trusted tenant must not serve another).
+    pub pool_key: Box<str>,
     pub is_active: bool,
 }
 
@@ -188,6 +191,7 @@ async fn load_apis(
             );
             continue;
         };
+        let a_addr = upstream.connect_addr();
         let entry = ApiEntry {
             id: a.id,
             tenant_id: a.tenant_id,
@@ -203,6 +207,11 @@ async fn load_apis(
             timeout: Duration::from_millis(u64::from(a.timeout_ms.unsigned_abs())),
             pass_encoded_slashes: a.pass_encoded_slashes,
             trusted_upstreams: tenant.trusted_upstreams,
+            pool_key: if tenant.trusted_upstreams {
+                format!("trusted {a_addr}").into()
+            } else {
+                a_addr.into()
+            },
             is_active: a.is_active,
         };
         tenant.apis.insert(a.slug.into(), Arc::new(entry));

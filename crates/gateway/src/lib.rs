@@ -30,13 +30,15 @@ pub struct GatewaySettings {
 }
 
 /// Runs both planes until SIGTERM or Ctrl-C.
-pub async fn run(s: GatewaySettings) -> anyhow::Result<()> {
+pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
     // Migrate once, before either plane opens the database.
     let db = domain::db::connect_and_migrate(&s.shared.database_url).await?;
     let demo = if s.no_demo {
         None
     } else {
         let upstream = demo::spawn_upstream(s.demo_upstream_addr).await?;
+        // The demo upstream is on loopback: allowed as that one socket, nothing more.
+        s.shared.upstream_allow_sockets.push(upstream);
         Some((upstream, demo::seed_if_empty(&db, upstream).await?))
     };
     drop(db);

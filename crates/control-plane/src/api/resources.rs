@@ -25,6 +25,21 @@ fn ok<T: serde::Serialize>(body: &T) -> HttpResponse {
     HttpResponse::Ok().json(body)
 }
 
+/// An upstream the address policy refuses for the caller's tenant is a 422 on `upstream_url`.
+async fn refuse_upstream(
+    state: &AppState,
+    c: &ApiCaller,
+    new: &domain::store::NewApi,
+) -> Result<(), ApiError> {
+    match state
+        .upstream_problem(&new.upstream_url, c.tenant.trusted_upstreams)
+        .await
+    {
+        Some(problem) => Err(ApiError::invalid("upstream_url", problem)),
+        None => Ok(()),
+    }
+}
+
 /// A plan id given in a body must be one of the caller's plans.
 async fn own_plan(state: &AppState, tenant_id: i64, plan_id: i64) -> Result<plan::Model, ApiError> {
     store::get_plan(&state.db, tenant_id, plan_id)
@@ -173,6 +188,7 @@ pub async fn create_api(
         b.timeout_ms,
         b.pass_encoded_slashes.unwrap_or(false),
     )?;
+    refuse_upstream(&state, &c, &new).await?;
     let mut a = store::create_api(&state.db, c.tenant.id, new)
         .await
         .map_err(conflict_on_slug)?;
@@ -235,6 +251,7 @@ pub async fn update_api(
         Some(b.timeout_ms.unwrap_or(i64::from(a.timeout_ms))),
         b.pass_encoded_slashes.unwrap_or(a.pass_encoded_slashes),
     )?;
+    refuse_upstream(&state, &c, &new).await?;
     let a = store::update_api(
         &state.db,
         c.tenant.id,

@@ -45,6 +45,44 @@ pub async fn tenants(a: AdminUser, state: web::Data<AppState>) -> Result<HttpRes
     })
 }
 
+/// Trusts a tenant with loopback and private upstreams, or takes that back.
+pub async fn toggle_trust(
+    a: AdminUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    CsrfForm(_): CsrfForm<NoFields>,
+) -> Result<HttpResponse, UiError> {
+    let id = path.into_inner();
+    let current = store::list_tenants(&state.db)
+        .await?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or(UiError::NotFound)?;
+    let t = store::set_tenant_trusted(&state.db, id, !current.trusted_upstreams).await?;
+    state.changed().await;
+    tracing::info!(
+        admin = a.user.id,
+        tenant = t.id,
+        trusted = t.trusted_upstreams,
+        "tenant upstream trust changed"
+    );
+    flash(
+        &a.session,
+        if t.trusted_upstreams {
+            format!(
+                "Tenant '{}' may now use loopback and private upstreams.",
+                t.slug
+            )
+        } else {
+            format!(
+                "Tenant '{}' may no longer use loopback and private upstreams.",
+                t.slug
+            )
+        },
+    );
+    Ok(redirect("/admin/tenants"))
+}
+
 pub async fn toggle(
     a: AdminUser,
     state: web::Data<AppState>,

@@ -213,6 +213,20 @@ async fn save(
         &form.timeout_ms,
         form.pass_encoded_slashes.is_some(),
     );
+    let parsed = match parsed {
+        Ok(new) => match state
+            .upstream_problem(&new.upstream_url, u.tenant.trusted_upstreams)
+            .await
+        {
+            Some(problem) => {
+                let mut e = FieldErrors::default();
+                e.add("upstream_url", problem);
+                Err(e)
+            }
+            None => Ok(new),
+        },
+        Err(e) => Err(e),
+    };
     let errors = match parsed {
         Ok(new) => {
             let name = new.name.clone();

@@ -55,5 +55,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/clients/{id}", web::post().to(clients::update))
         .route("/clients/{id}/toggle", web::post().to(clients::toggle))
         .route("/admin/tenants", web::get().to(admin::tenants))
-        .route("/admin/tenants/{id}/toggle", web::post().to(admin::toggle));
+        .route("/admin/tenants/{id}/toggle", web::post().to(admin::toggle))
+        .route(
+            "/admin/tenants/{id}/trust",
+            web::post().to(admin::toggle_trust),
+        );
 }

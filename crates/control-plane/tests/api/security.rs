@@ -152,3 +152,104 @@ async fn pages_need_a_login() {
         );
     }
 }
+
+/// The fields of the dashboard's API form for an upstream.
+fn api_form(upstream: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("name", "Internal"),
+        ("slug", "internal"),
+        ("upstream_url", upstream),
+        ("key_header", "X-API-Key"),
+        ("timeout_ms", "5000"),
+    ]
+}
+
+#[tokio::test]
+async fn upstreams_the_address_policy_refuses_are_field_errors_until_an_admin_trusts_the_tenant() {
+    let app = crate::helpers::spawn_app_with(domain::testing::TestDb::sqlite().await, |s| {
+        s.shared.upstream_allow.clear();
+    })
+    .await;
+    app.register("alice", "Acme").await;
+    // The dashboard names the field and the reason.
+    for upstream in [
+        "http://127.0.0.1:9000/",
+        "http://localhost:9000/",
+        "http://169.254.169.254/",
+        "http://10.1.2.3/",
+    ] {
+        let p = app.post("/apis/new", "/apis", &api_form(upstream)).await;
+        assert_eq!(p.status, 422, "{upstream}: {}", p.body);
+        p.assert_contains("Upstream URL is refused");
+    }
+    // The management API likewise, as a 422 on upstream_url.
+    let token: serde_json::Value = app
+        .client
+        .post(app.url("/api/v1/tokens"))
+        .basic_auth("alice", Some(crate::helpers::PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let resp = app
+        .client
+        .post(app.url("/api/v1/apis"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "M", "slug": "m", "upstream_url": "http://[::1]:8080/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["details"]["field"], "upstream_url", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("loopback"),
+        "{body}"
+    );
+    assert!(
+        !app.get("/apis").await.body.contains("internal"),
+        "nothing was saved"
+    );
+
+    // A platform admin trusts the tenant: loopback and private are accepted, link-local never.
+    let settings = domain::settings::Settings::for_tests(app.db.url.clone());
+    control_plane::admin_cli::run(
+        &settings,
+        control_plane::admin_cli::CreateAdmin {
+            username: "root".into(),
+            email: "root@example.com".into(),
+            password: Some("sup3r-secret-99".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let admin = app.other_browser();
+    admin.login("root", "sup3r-secret-99").await;
+    let page = admin.get("/admin/tenants").await;
+    page.assert_contains("public only");
+    let tenant_id = crate::helpers::last_id(&page.body, "/admin/tenants/", "/trust");
+    let p = admin
+        .post(
+            "/admin/tenants",
+            &format!("/admin/tenants/{tenant_id}/trust"),
+            &[],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    admin.get("/admin/tenants").await.assert_contains("trusted");
+    let p = app
+        .post("/apis/new", "/apis", &api_form("http://127.0.0.1:9000/"))
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = app
+        .post("/apis/new", "/apis", &api_form("http://169.254.169.254/"))
+        .await;
+    assert_eq!(p.status, 422, "{}", p.body);
+    p.assert_contains("link-local");
+}

@@ -143,7 +143,10 @@ async fn on_an_unmigrated_database_the_data_plane_waits_unready_and_migrates_not
         let version = domain::store::config_version(&db.db).await.unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while gw.gateway.snapshot.load().version < version {
-            assert!(std::time::Instant::now() < deadline, "the sign-up never loaded");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sign-up never loaded"
+            );
             tokio::task::yield_now().await;
         }
         let resp = gw.get(&fx.path("/hi"), &fx.key).await;

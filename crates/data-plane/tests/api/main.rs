@@ -13,6 +13,7 @@ mod hostile;
 mod limits;
 mod nodes;
 mod process;
+mod ssrf;
 mod streaming;
 mod tls;
 mod upstream;

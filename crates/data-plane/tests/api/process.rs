@@ -18,6 +18,7 @@ impl Proc {
         cmd.env("GATEWAY_DATABASE_URL", db_url)
             .env("GATEWAY_DATA_PLANE_ADDR", "127.0.0.1:0")
             .env("GATEWAY_REDIS_TIMEOUT_MS", "2000")
+            .env("GATEWAY_UPSTREAM_ALLOW", "127.0.0.0/8")
             .env("RUST_LOG", "info")
             .env_remove("GATEWAY_REDIS_URL")
             .stdout(Stdio::null())

@@ -357,6 +357,23 @@ pub async fn tenant_of_owner(
         .await?)
 }
 
+/// Lets a tenant use loopback and private upstreams (a platform admin's decision), or not.
+pub async fn set_tenant_trusted(
+    db: &impl ConnectionTrait,
+    id: i64,
+    trusted: bool,
+) -> StoreResult<tenant::Model> {
+    let t = tenant::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let mut t = t.into_active_model();
+    t.trusted_upstreams = Set(trusted);
+    let t = t.update(db).await?;
+    bump_config_version(db).await?;
+    Ok(t)
+}
+
 pub async fn set_tenant_active(
     db: &impl ConnectionTrait,
     id: i64,

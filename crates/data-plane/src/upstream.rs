@@ -1,0 +1,163 @@
+//! Connections to upstreams, for both engines: every new one is made to an address the
+//! [`UpstreamPolicy`] allows for the API's tenant, checked after resolution (so a name rebound to
+//! a forbidden address gains nothing). The fast engine connects through [`connect`]; hyper's
+//! client through [`GuardedConnector`], one client per trust level so a pooled connection made for
+//! a trusted tenant never serves another.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use domain::upstream_policy::{Refusal, ResolveError, UpstreamPolicy};
+use http::Uri;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::body::UpstreamBody;
+use crate::errors::GatewayError;
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
+
+/// hyper's keep-alive pool to upstreams (HTTP, and HTTPS with the system's roots).
+pub type UpstreamClient = Client<HttpsConnector<GuardedConnector>, UpstreamBody>;
+
+/// A worker's hyper clients: one for tenants trusted with private upstreams, one for the rest.
+#[derive(Clone)]
+pub struct UpstreamClients {
+    untrusted: UpstreamClient,
+    trusted: UpstreamClient,
+}
+
+impl UpstreamClients {
+    pub fn new(policy: &Arc<UpstreamPolicy>) -> anyhow::Result<Self> {
+        Ok(Self {
+            untrusted: client(policy, false)?,
+            trusted: client(policy, true)?,
+        })
+    }
+
+    pub fn for_tenant(&self, trusted: bool) -> &UpstreamClient {
+        if trusted {
+            &self.trusted
+        } else {
+            &self.untrusted
+        }
+    }
+}
+
+fn client(policy: &Arc<UpstreamPolicy>, trusted: bool) -> anyhow::Result<UpstreamClient> {
+    // The provider is named, not left to crate features: another crate enabling a second rustls
+    // backend would otherwise make the default ambiguous.
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(GuardedConnector {
+            policy: policy.clone(),
+            trusted,
+        });
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(usize::MAX)
+        .build(https))
+}
+
+/// Why no connection was made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Forbidden(Refusal),
+    #[error("{0}")]
+    Unreachable(std::io::Error),
+}
+
+impl From<ConnectError> for GatewayError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Forbidden(_) => GatewayError::UpstreamForbidden,
+            ConnectError::Unreachable(_) => GatewayError::UpstreamUnreachable,
+        }
+    }
+}
+
+/// A TCP connection to `host_port` (`host:port`, as the snapshot has it) at the first address the
+/// policy allows that answers.
+pub async fn connect(
+    policy: &UpstreamPolicy,
+    host_port: &str,
+    trusted: bool,
+) -> Result<TcpStream, ConnectError> {
+    let addrs = match policy.resolve(host_port, trusted).await {
+        Ok(a) => a,
+        Err(ResolveError::Refused(r)) => {
+            tracing::warn!(upstream = host_port, refusal = %r, "upstream address refused");
+            return Err(ConnectError::Forbidden(r));
+        }
+        Err(ResolveError::Lookup(e)) => return Err(ConnectError::Unreachable(e)),
+    };
+    let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = std::io::ErrorKind::TimedOut.into(),
+        }
+    }
+    tracing::debug!(error = %last, upstream = host_port, "upstream connect failed");
+    Err(ConnectError::Unreachable(last))
+}
+
+/// hyper's connector: [`connect`] for the URI's host and port.
+#[derive(Clone)]
+pub struct GuardedConnector {
+    policy: Arc<UpstreamPolicy>,
+    trusted: bool,
+}
+
+impl tower_service::Service<Uri> for GuardedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (policy, trusted) = (self.policy.clone(), self.trusted);
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default();
+            let port = uri
+                .port_u16()
+                .unwrap_or(if uri.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                });
+            let host_port = format!("{host}:{port}");
+            connect(&policy, &host_port, trusted)
+                .await
+                .map(TokioIo::new)
+        })
+    }
+}
+
+/// The policy refusal behind a failed upstream request, if that is why it failed.
+pub fn refusal<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e Refusal> {
+    let mut cur: Option<&'e (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(ConnectError::Forbidden(r)) = err.downcast_ref::<ConnectError>() {
+            return Some(r);
+        }
+        cur = err.source();
+    }
+    None
+}
