@@ -45,6 +45,35 @@ pub async fn tenants(a: AdminUser, state: web::Data<AppState>) -> Result<HttpRes
     })
 }
 
+/// A tenant by id, for the admin's toggles.
+async fn tenant_by_id(state: &AppState, id: i64) -> Result<tenant::Model, UiError> {
+    store::list_tenants(&state.db)
+        .await?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or(UiError::NotFound)
+}
+
+/// What an admin's toggle did: published to the data planes, logged, and said in a flash.
+async fn toggled(
+    a: &AdminUser,
+    state: &AppState,
+    t: &tenant::Model,
+    what: &str,
+    message: String,
+) -> HttpResponse {
+    state.changed().await;
+    tracing::info!(
+        admin = a.user.id,
+        tenant = t.id,
+        active = t.is_active,
+        trusted = t.trusted_upstreams,
+        "tenant {what} changed"
+    );
+    flash(&a.session, message);
+    redirect("/admin/tenants")
+}
+
 /// Trusts a tenant with loopback and private upstreams, or takes that back.
 pub async fn toggle_trust(
     a: AdminUser,
@@ -52,35 +81,20 @@ pub async fn toggle_trust(
     path: web::Path<i64>,
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, UiError> {
-    let id = path.into_inner();
-    let current = store::list_tenants(&state.db)
-        .await?
-        .into_iter()
-        .find(|t| t.id == id)
-        .ok_or(UiError::NotFound)?;
-    let t = store::set_tenant_trusted(&state.db, id, !current.trusted_upstreams).await?;
-    state.changed().await;
-    tracing::info!(
-        admin = a.user.id,
-        tenant = t.id,
-        trusted = t.trusted_upstreams,
-        "tenant upstream trust changed"
-    );
-    flash(
-        &a.session,
-        if t.trusted_upstreams {
-            format!(
-                "Tenant '{}' may now use loopback and private upstreams.",
-                t.slug
-            )
-        } else {
-            format!(
-                "Tenant '{}' may no longer use loopback and private upstreams.",
-                t.slug
-            )
-        },
-    );
-    Ok(redirect("/admin/tenants"))
+    let current = tenant_by_id(&state, path.into_inner()).await?;
+    let t = store::set_tenant_trusted(&state.db, current.id, !current.trusted_upstreams).await?;
+    let message = if t.trusted_upstreams {
+        format!(
+            "Tenant '{}' may now use loopback and private upstreams.",
+            t.slug
+        )
+    } else {
+        format!(
+            "Tenant '{}' may no longer use loopback and private upstreams.",
+            t.slug
+        )
+    };
+    Ok(toggled(&a, &state, &t, "upstream trust", message).await)
 }
 
 pub async fn toggle(
@@ -89,31 +103,13 @@ pub async fn toggle(
     path: web::Path<i64>,
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, UiError> {
-    let id = path.into_inner();
-    let current = store::list_tenants(&state.db)
-        .await?
-        .into_iter()
-        .find(|t| t.id == id)
-        .ok_or(UiError::NotFound)?;
-    let t = store::set_tenant_active(&state.db, id, !current.is_active).await?;
-    state.changed().await;
-    tracing::info!(
-        admin = a.user.id,
-        tenant = t.id,
-        active = t.is_active,
-        "tenant toggled"
-    );
-    flash(
-        &a.session,
-        format!(
-            "Tenant '{}' {}.",
-            t.slug,
-            if t.is_active {
-                "reactivated"
-            } else {
-                "deactivated"
-            }
-        ),
-    );
-    Ok(redirect("/admin/tenants"))
+    let current = tenant_by_id(&state, path.into_inner()).await?;
+    let t = store::set_tenant_active(&state.db, current.id, !current.is_active).await?;
+    let state_word = if t.is_active {
+        "reactivated"
+    } else {
+        "deactivated"
+    };
+    let message = format!("Tenant '{}' {state_word}.", t.slug);
+    Ok(toggled(&a, &state, &t, "activity", message).await)
 }

@@ -363,15 +363,7 @@ pub async fn set_tenant_trusted(
     id: i64,
     trusted: bool,
 ) -> StoreResult<tenant::Model> {
-    let t = tenant::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    let mut t = t.into_active_model();
-    t.trusted_upstreams = Set(trusted);
-    let t = t.update(db).await?;
-    bump_config_version(db).await?;
-    Ok(t)
+    update_tenant(db, id, |t| t.trusted_upstreams = Set(trusted)).await
 }
 
 pub async fn set_tenant_active(
@@ -379,12 +371,21 @@ pub async fn set_tenant_active(
     id: i64,
     active: bool,
 ) -> StoreResult<tenant::Model> {
+    update_tenant(db, id, |t| t.is_active = Set(active)).await
+}
+
+/// A platform admin's change to a tenant, published to the data planes.
+async fn update_tenant(
+    db: &impl ConnectionTrait,
+    id: i64,
+    change: impl FnOnce(&mut tenant::ActiveModel),
+) -> StoreResult<tenant::Model> {
     let t = tenant::Entity::find_by_id(id)
         .one(db)
         .await?
         .ok_or(StoreError::NotFound)?;
     let mut t = t.into_active_model();
-    t.is_active = Set(active);
+    change(&mut t);
     let t = t.update(db).await?;
     bump_config_version(db).await?;
     Ok(t)
