@@ -63,6 +63,8 @@ impl Application {
             store,
             LimiterSettings::default(),
             std::sync::Arc::new(SystemClock),
+            // Login throttles have only a per-minute window: nothing to seed.
+            None,
         );
         domain::password::warm_up();
         let listener = TcpListener::bind(shared.control_plane_addr)?;

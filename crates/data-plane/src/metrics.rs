@@ -73,6 +73,7 @@ pub struct Metrics {
     latency: Histogram,
     pub redis_up: IntGauge,
     pub limiter_fallbacks: IntGauge,
+    pub data_planes: IntGauge,
     pub snapshot_version: IntGauge,
     pub snapshot_keys: IntGauge,
     pub snapshot_reloads: IntCounter,
@@ -112,6 +113,10 @@ impl Metrics {
             "limiter_fallback_requests",
             "Requests limited in process because Redis was down",
         ));
+        let data_planes = must(IntGauge::new(
+            "data_planes",
+            "Live data planes sharing Redis, as their heartbeats count them",
+        ));
         let snapshot_version = must(IntGauge::new("snapshot_version", "Config version served"));
         let snapshot_keys = must(IntGauge::new("snapshot_keys", "API keys in the snapshot"));
         let snapshot_reloads = must(IntCounter::new("snapshot_reloads_total", "Snapshot loads"));
@@ -129,6 +134,7 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(redis_up.clone()),
             Box::new(limiter_fallbacks.clone()),
+            Box::new(data_planes.clone()),
             Box::new(snapshot_version.clone()),
             Box::new(snapshot_keys.clone()),
             Box::new(snapshot_reloads.clone()),
@@ -150,6 +156,7 @@ impl Metrics {
             latency,
             redis_up,
             limiter_fallbacks,
+            data_planes,
             snapshot_version,
             snapshot_keys,
             snapshot_reloads,

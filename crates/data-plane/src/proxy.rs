@@ -507,7 +507,11 @@ impl Gateway {
             "snapshot": if loaded { "loaded" } else { "waiting_for_schema" },
             "snapshot_version": self.snapshot.load().version,
             "redis": redis,
-            "limiter": if self.limiter.redis_up() { "redis" } else { "local" },
+            "limiter": match (self.limiter.redis_up(), self.limiter.settling()) {
+                (false, _) => "local",
+                (true, true) => "settling",
+                (true, false) => "redis",
+            },
         });
         let status = if ready {
             StatusCode::OK
@@ -525,9 +529,16 @@ impl Gateway {
             .limiter_fallbacks
             .set(i64::try_from(self.limiter.fallback_count()).unwrap_or(i64::MAX));
         self.metrics
+            .data_planes
+            .set(i64::try_from(self.limiter.nodes()).unwrap_or(i64::MAX));
+        self.metrics
             .usage_flush_errors
             .set(i64::try_from(self.usage.flush_errors()).unwrap_or(i64::MAX));
-        let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render())));
+        let mut page = self.metrics.render();
+        if let Some(store) = self.limiter.redis_store() {
+            redis_call_times(&mut page, store.call_times());
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(page)));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -583,6 +594,30 @@ pub(crate) fn admit_head(method: &str, hosts: usize, http11: bool) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// `gateway_redis_call_duration_seconds`, the histogram of Redis script calls, in the text format.
+fn redis_call_times(page: &mut String, times: &domain::limits::redis::CallTimes) {
+    use std::fmt::Write;
+    let (cumulative, total, sum_us) = times.snapshot();
+    let name = "gateway_redis_call_duration_seconds";
+    let _ = writeln!(
+        page,
+        "# HELP {name} Redis limit script calls, from sent to answered (late answers included)"
+    );
+    let _ = writeln!(page, "# TYPE {name} histogram");
+    for (bound, n) in domain::limits::redis::CALL_BUCKETS_MS
+        .iter()
+        .zip(cumulative)
+    {
+        let le = f64::from(u32::try_from(*bound).unwrap_or(u32::MAX)) / 1000.0;
+        let _ = writeln!(page, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(page, "{name}_bucket{{le=\"+Inf\"}} {total}");
+    #[allow(clippy::cast_precision_loss)] // a sum of µs: far below 2^53
+    let sum = sum_us as f64 / 1e6;
+    let _ = writeln!(page, "{name}_sum {sum}");
+    let _ = writeln!(page, "{name}_count {total}");
 }
 
 /// The fields the gateway sets on a forwarded request, once the caller's copies of them, the key

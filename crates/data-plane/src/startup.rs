@@ -70,7 +70,16 @@ impl Application {
         let store = redis_pool
             .clone()
             .map(|p| RedisStore::new(p, shared.redis_prefix.clone()));
-        let limiter = Limiter::new(store, settings.proxy.limiter(), clock.clone());
+        // Counters a store does not have (Redis lost them, the in-process store after a restart,
+        // an outage's first decision of a subject) start from the usage the database holds.
+        let recorded: Arc<dyn domain::limits::UsageSource> =
+            Arc::new(domain::store::DbUsage(db.clone()));
+        let limiter = Limiter::new(
+            store,
+            settings.proxy.limiter(),
+            clock.clone(),
+            Some(recorded),
+        );
         let usage = UsageRecorder::new(
             db.clone(),
             redis_pool.map(|p| (p, shared.redis_prefix.clone())),
@@ -125,6 +134,7 @@ impl Application {
         let poll = Duration::from_millis(settings.proxy.reload_poll_ms);
         let reloader = tokio::spawn(reload::run(gateway.clone(), redis, poll, stop_rx.clone()));
         let prober = tokio::spawn(gateway.limiter.clone().probe_until(stop_rx.clone()));
+        let heart = tokio::spawn(gateway.limiter.clone().heartbeat_until(stop_rx.clone()));
         let flusher = tokio::spawn(flush_every(
             gateway.clone(),
             Duration::from_millis(settings.proxy.usage_flush_ms.max(10)),
@@ -144,7 +154,7 @@ impl Application {
         }
 
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(reloader, prober, flusher);
+        let _ = tokio::join!(reloader, prober, heart, flusher);
         for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
             let report = gateway.usage.flush().await;
             if report.db_ok && report.redis_ok {

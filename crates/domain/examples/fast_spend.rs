@@ -34,7 +34,7 @@ fn main() {
     let limiter = runtime().block_on(async {
         let prefix = format!("fast-spend-{}", std::process::id());
         let store = RedisStore::new(pool(&url).unwrap(), prefix);
-        Limiter::new(Some(store), settings, Arc::new(SystemClock))
+        Limiter::new(Some(store), settings, Arc::new(SystemClock), None)
     });
     let plan = PlanLimits::new(1_000_000_000, None, None, None).unwrap();
     let subject = Subject::Key {

@@ -93,6 +93,25 @@ pub async fn seed_with(
     }
 }
 
+/// A metric's value on the `/metrics` page of the data plane at `base` (panics when absent).
+pub async fn metric_at(client: &reqwest::Client, base: &str, name: &str) -> i64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .filter(|v| v.starts_with(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
 /// The Redis URL and a fresh key prefix when `TEST_REDIS_URL` is set.
 pub fn redis() -> Option<(String, String)> {
     redis_url().map(|u| (u, unique_name("gwtest")))

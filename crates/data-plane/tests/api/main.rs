@@ -12,6 +12,7 @@ mod helpers;
 mod hostile;
 mod limits;
 mod nodes;
+mod outage;
 mod process;
 mod ssrf;
 mod streaming;

@@ -1,9 +1,12 @@
-//! Chooses the store per request: Redis while it answers in time, the in-process store while it
-//! does not (or 503 when configured fail-closed), and back to Redis by itself.
+//! Chooses the store per request: Redis while it answers in time; while it is judged down (several
+//! answers in a row too slow, or a connection error — one slow answer is no outage), bounded local
+//! decisions (see [`super::outage`]) or 503 when configured fail-closed; back to Redis by itself,
+//! once what was admitted meanwhile is added to its counters. Without Redis, the in-process store,
+//! its day and month counts started from the usage the database holds.
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -12,14 +15,21 @@ use arc_swap::ArcSwapOption;
 
 use super::local::LocalStore;
 use super::lock;
-use super::redis::RedisStore;
+use super::outage::{Known, Outage};
+use super::redis::{Failure, RedisStore, RedisStoreError};
 use super::swept::Swept;
 
-use super::{Ask, Decision, Params, Subject};
+use super::{Ask, Decision, Params, State, Subject, UsageSource, as_i64};
 use crate::clock::SharedClock;
 use crate::plan::{Enforcement, PlanLimits};
 
-pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// Answers too slow in a row before Redis is judged down (a connection error is at once).
+pub const DOWN_AFTER_TIMEOUTS: u32 = 3;
+/// How often a data plane says in Redis that it is alive (and reads how many are).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A data plane not heard from for this long is not counted among the live ones.
+pub const HEARTBEAT_WINDOW: Duration = Duration::from_secs(5);
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// Largest fast-mode lease: requests a data plane may admit on one Redis round trip.
 pub const DEFAULT_LEASE_MAX: u64 = 128;
@@ -91,6 +101,13 @@ struct Lease {
     /// Requests worker threads drew but did not spend before their draw expired, with the periods
     /// they were granted in: given back to Redis with the next grant.
     stale: std::sync::Mutex<(u64, (i64, i64))>,
+}
+
+/// Wall time, not the limiter's clock: every data plane's heartbeats share one scale.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn periods_of(p: &Params) -> (i64, i64) {
@@ -268,6 +285,23 @@ pub struct Limiter {
     settings: LimiterSettings,
     clock: SharedClock,
     fallbacks: AtomicU64,
+    /// Where day and month counts start from when nothing else has them (the database).
+    usage: Option<Arc<dyn UsageSource>>,
+    /// Each subject's Redis state as last decided here, where an outage's shares start from.
+    known: Arc<Known>,
+    /// Local decisions while Redis is judged down.
+    outage: Outage,
+    /// Redis answers too slow in a row.
+    timeouts_in_a_row: AtomicU32,
+    /// Live data planes, from the heartbeat (1 until heard).
+    nodes: AtomicU64,
+    node_id: u64,
+    /// This node owes Redis nothing of an outage (what its heartbeat says to the others).
+    settled: AtomicBool,
+    /// Back on Redis after an outage, but some live peer has not settled yet: decisions need
+    /// Redis and this node's outage share both (the peer's own admissions are not in Redis's
+    /// counts yet, and the share is what keeps the two apart).
+    catching_up: AtomicBool,
 }
 
 impl Limiter {
@@ -275,6 +309,7 @@ impl Limiter {
         redis: Option<RedisStore>,
         settings: LimiterSettings,
         clock: SharedClock,
+        usage: Option<Arc<dyn UsageSource>>,
     ) -> Arc<Self> {
         if redis.is_none() {
             tracing::warn!(
@@ -290,11 +325,36 @@ impl Limiter {
                 .collect(),
             lease_hasher: RandomState::default(),
             redis_up: AtomicBool::new(redis.is_some()),
-            redis: redis.map(|r| r.answering_within(settings.redis_timeout)),
+            redis: redis.map(|r| {
+                let r = r.answering_within(settings.redis_timeout);
+                match &usage {
+                    Some(u) => r.seeding_from(u.clone()),
+                    None => r,
+                }
+            }),
             settings,
             clock,
             fallbacks: AtomicU64::new(0),
+            usage,
+            known: Arc::default(),
+            outage: Outage::default(),
+            timeouts_in_a_row: AtomicU32::new(0),
+            nodes: AtomicU64::new(1),
+            node_id: rand::random(),
+            settled: AtomicBool::new(true),
+            catching_up: AtomicBool::new(false),
         })
+    }
+
+    /// Back on Redis after an outage, still capped by this node's share until every live data
+    /// plane has settled its outage counts.
+    pub fn settling(&self) -> bool {
+        self.catching_up.load(Ordering::Acquire)
+    }
+
+    /// Live data planes as the last heartbeat counted them.
+    pub fn nodes(&self) -> u64 {
+        self.nodes.load(Ordering::Relaxed)
     }
 
     /// The Redis store, when one is configured.
@@ -339,25 +399,128 @@ impl Limiter {
     ) -> Result<(Decision, StoreKind), LimiterError> {
         let now_ms = self.clock.now_ms();
         let params = Params::new(limits, now_ms);
-        if let Some(redis) = &self.redis {
-            if self.redis_up() {
-                // The store answers within `redis_timeout` (its dispatcher keeps every request's
-                // deadline: one timer per script call, not one per request).
-                let result = match enforcement {
-                    Enforcement::Strict => redis.check(subject, &params).await,
-                    Enforcement::Fast => self.fast(redis, subject, &params, now_ms).await,
-                };
-                match result {
-                    Ok(decision) => return Ok((decision, StoreKind::Redis)),
-                    Err(e) => self.mark_down(&e.to_string()),
+        let Some(redis) = &self.redis else {
+            return Ok((self.local_check(subject, &params).await, StoreKind::Local));
+        };
+        let mut late = None;
+        if self.redis_up() {
+            // Just back from an outage: this node's share still caps it (see `catching_up`).
+            let share = if self.catching_up.load(Ordering::Acquire) {
+                let d = self.outage_decide(subject, &params).await;
+                if !d.allowed {
+                    return Ok((d, StoreKind::Local));
+                }
+                Some(d)
+            } else {
+                None
+            };
+            // The store answers within `redis_timeout` (its dispatcher keeps every request's
+            // deadline: one timer per script call, not one per request).
+            let result = match (enforcement, share.is_some()) {
+                (Enforcement::Fast, false) => self.fast(redis, subject, &params, now_ms).await,
+                _ => redis.check(subject, &params).await.map(|g| {
+                    self.known.remember(subject, g.state, params.now_us);
+                    g.decision
+                }),
+            };
+            match result {
+                Ok(decision) => {
+                    self.answered();
+                    return Ok((decision, StoreKind::Redis));
+                }
+                Err(f) => {
+                    self.failed(&f.error);
+                    if let Some(d) = share {
+                        // Decided by the share already: admitted here, owed to Redis.
+                        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                        match f.late {
+                            Some(ticket) => ticket.decided(1),
+                            None => redis.ledger().add(subject, &params, 1),
+                        }
+                        return Ok((d, StoreKind::Local));
+                    }
+                    late = f.late;
                 }
             }
-            if self.settings.fail_closed {
-                return Err(LimiterError::Unavailable);
-            }
-            self.fallbacks.fetch_add(1, Ordering::Relaxed);
         }
-        Ok((self.local.check(subject, &params), StoreKind::Local))
+        if self.settings.fail_closed {
+            // `late`, dropped, tells a late answer that nothing was admitted here.
+            return Err(LimiterError::Unavailable);
+        }
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        let decision = self.outage_decide(subject, &params).await;
+        let admitted = u64::from(decision.allowed);
+        match late {
+            // The call may still run: its answer and this decision settle in the ledger.
+            Some(ticket) => ticket.decided(admitted),
+            None => redis.ledger().add(subject, &params, as_i64(admitted)),
+        }
+        Ok((decision, StoreKind::Local))
+    }
+
+    /// Without Redis: the in-process store, a subject's day and month counts first started from
+    /// what the database holds (so a restart grants nothing).
+    async fn local_check(&self, subject: Subject, params: &Params) -> Decision {
+        if (params.day.is_some() || params.month.is_some())
+            && self.usage.is_some()
+            && !self.local.has(subject, params.now_us)
+        {
+            let base = self.recorded_state(subject, params).await;
+            self.local.seed(subject, params, base);
+        }
+        self.local.check(subject, params)
+    }
+
+    /// A decision while Redis is judged down: this node's share of what the subject had left,
+    /// as Redis last said here, or as the database records it.
+    async fn outage_decide(&self, subject: Subject, params: &Params) -> Decision {
+        let base = if self.outage.has(subject) {
+            State::default()
+        } else if let Some(known) = self.known.get(subject) {
+            known
+        } else {
+            self.recorded_state(subject, params).await
+        };
+        self.outage.decide(subject, params, &base, self.nodes())
+    }
+
+    /// A subject's day and month counts as the usage in the database records them (a full
+    /// bucket: the minute window is not recorded).
+    async fn recorded_state(&self, subject: Subject, params: &Params) -> State {
+        let (day_count, month_count) = match &self.usage {
+            Some(u) if params.day.is_some() || params.month.is_some() => {
+                u.admitted(subject, params).await
+            }
+            _ => (0, 0),
+        };
+        State {
+            tat_us: 0,
+            day_id: params.day.map_or(0, |(_, per)| per.id),
+            day_count,
+            month_id: params.month.map_or(0, |(_, per)| per.id),
+            month_count,
+        }
+    }
+
+    /// A Redis answer in time: the run of slow ones is over.
+    fn answered(&self) {
+        if self.timeouts_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A Redis call failed: a connection error judges Redis down at once, slow answers after
+    /// [`DOWN_AFTER_TIMEOUTS`] in a row.
+    fn failed(&self, e: &RedisStoreError) {
+        let down = match e {
+            RedisStoreError::TimedOut => {
+                self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= DOWN_AFTER_TIMEOUTS
+            }
+            _ => true,
+        };
+        if down {
+            self.mark_down(&e.to_string());
+        }
     }
 
     fn lease_slot(&self, subject: Subject) -> LeaseSlot {
@@ -383,7 +546,7 @@ impl Limiter {
         subject: Subject,
         params: &Params,
         now_ms: i64,
-    ) -> Result<Decision, super::redis::RedisStoreError> {
+    ) -> Result<Decision, Failure> {
         if let Some(decision) = self.spend_drawn(redis, subject, params, now_ms) {
             return Ok(decision);
         }
@@ -398,7 +561,9 @@ impl Limiter {
             share_div: LEASE_SHARE_DIV,
             refund: lease.take_unspent(now_ms, params),
         };
-        let (granted, decision) = redis.grant(subject, params, ask).await?;
+        let g = redis.grant(subject, params, ask).await?;
+        self.known.remember(subject, g.state, params.now_us);
+        let (granted, decision) = (g.granted, g.decision);
         if granted == 0 {
             return Ok(decision);
         }
@@ -451,6 +616,7 @@ impl Limiter {
             return;
         }
         let (lease, redis, params, ttl_ms) = (lease.clone(), redis.clone(), *params, self.ttl_ms());
+        let known = self.known.clone();
         tokio::spawn(async move {
             {
                 let _one_fetch = lease.refill.lock().await;
@@ -459,11 +625,18 @@ impl Limiter {
                     share_div: LEASE_SHARE_DIV,
                     refund: lease.take_stale(&params),
                 };
-                let fetched = redis.grant(subject, &params, ask).await;
-                if let Ok((granted, decision)) = fetched
-                    && granted > 0
-                {
-                    lease.install(granted, decision, &params, params.now_us / 1_000, ttl_ms);
+                // A failure's late ticket, dropped, says nothing of it was used here.
+                if let Ok(g) = redis.grant(subject, &params, ask).await {
+                    known.remember(subject, g.state, params.now_us);
+                    if g.granted > 0 {
+                        lease.install(
+                            g.granted,
+                            g.decision,
+                            &params,
+                            params.now_us / 1_000,
+                            ttl_ms,
+                        );
+                    }
                 }
             }
             lease.prefetching.store(false, Ordering::Release);
@@ -471,6 +644,8 @@ impl Limiter {
     }
 
     fn mark_down(&self, why: &str) {
+        self.settled.store(false, Ordering::Release);
+        self.catching_up.store(false, Ordering::Release);
         if self.redis_up.swap(false, Ordering::Relaxed) {
             tracing::warn!(
                 reason = why,
@@ -480,26 +655,108 @@ impl Limiter {
         }
     }
 
-    /// Probes a down Redis until it answers, then switches back to it. Runs until `stop` fires.
+    /// Probes a down Redis until it answers, then adds what was admitted meanwhile to its
+    /// counters and switches back to it — capped by this node's outage share until every live
+    /// peer has settled too; while Redis is up, settles what calls answered too late left owing.
+    /// Runs until `stop` fires.
     pub async fn probe_until(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let Some(redis) = self.redis.clone() else {
             return;
         };
         let mut tick = tokio::time::interval(self.settings.probe_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recovered_at = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
+            let ledger = redis.ledger();
             if self.redis_up() {
+                if !ledger.is_empty() && ledger.in_doubt() == 0 {
+                    self.reconcile(&redis).await;
+                }
+                if self.catching_up.load(Ordering::Acquire) {
+                    // Every live peer has beaten since this node came back: each has added
+                    // its outage admissions to Redis (it beats only once it owes nothing).
+                    let behind = redis
+                        .peers_behind(self.node_id, recovered_at, wall_ms(), HEARTBEAT_WINDOW)
+                        .await;
+                    if matches!(behind, Ok(0)) {
+                        self.catching_up.store(false, Ordering::Release);
+                        self.outage.clear();
+                        tracing::info!("every data plane has settled its outage counts");
+                    }
+                }
                 continue;
             }
             // A generous timeout for the probe: a slow first connection is still a live Redis.
             let probe = tokio::time::timeout(self.settings.redis_timeout * 10, redis.ping()).await;
-            if matches!(probe, Ok(Ok(()))) && !self.redis_up.swap(true, Ordering::Relaxed) {
+            // Calls answered late must be settled first: their outcome is part of what is owed.
+            if !matches!(probe, Ok(Ok(()))) || ledger.in_doubt() > 0 {
+                continue;
+            }
+            if !self.reconcile(&redis).await {
+                continue;
+            }
+            recovered_at = wall_ms();
+            self.settled.store(true, Ordering::Release);
+            self.beat(&redis).await;
+            self.catching_up.store(true, Ordering::Release);
+            self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+            if !self.redis_up.swap(true, Ordering::Relaxed) {
                 tracing::info!("Redis answers again: limits are shared across data planes again");
             }
+            // What was decided locally while switching back.
+            self.reconcile(&redis).await;
+        }
+    }
+
+    /// Adds what the ledger owes to Redis's counters; false when Redis did not take it (it is
+    /// kept for the next try).
+    async fn reconcile(&self, redis: &RedisStore) -> bool {
+        let owed = redis.ledger().take();
+        if owed.is_empty() {
+            return true;
+        }
+        let subjects = owed.len();
+        match redis.reconcile(owed).await {
+            Ok(changed) => {
+                tracing::info!(subjects, changed, "outage counts added to Redis");
+                true
+            }
+            Err((e, back)) => {
+                tracing::warn!(error = %e, "could not add outage counts to Redis yet");
+                redis.ledger().restore(back);
+                false
+            }
+        }
+    }
+
+    /// Keeps this data plane counted among the live ones in Redis, and learns how many there
+    /// are (what an outage's shares divide by). Runs until `stop` fires.
+    pub async fn heartbeat_until(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(redis) = self.redis.clone() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            // A beat says "alive and owing nothing": none while an outage is unsettled.
+            if self.settled.load(Ordering::Acquire) {
+                self.beat(&redis).await;
+            }
+        }
+    }
+
+    async fn beat(&self, redis: &RedisStore) {
+        let beat = redis.heartbeat(self.node_id, wall_ms(), HEARTBEAT_WINDOW);
+        if let Ok(Ok(n)) = tokio::time::timeout(HEARTBEAT_INTERVAL, beat).await {
+            self.nodes.store(n, Ordering::Relaxed);
         }
     }
 }

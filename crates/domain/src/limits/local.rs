@@ -34,10 +34,38 @@ impl Default for LocalStore {
 }
 
 impl LocalStore {
-    pub fn check(&self, subject: Subject, p: &Params) -> Decision {
+    fn shard(&self, subject: Subject) -> &Mutex<Swept<Subject, Entry>> {
         #[allow(clippy::cast_possible_truncation)] // only the low bits pick a shard
         let shard = (self.hasher.hash_one(subject) as usize) % SHARDS;
-        let mut shard = lock(&self.shards[shard]);
+        &self.shards[shard]
+    }
+
+    /// Whether the store holds a live state of `subject`.
+    pub fn has(&self, subject: Subject, now_us: i64) -> bool {
+        lock(self.shard(subject))
+            .swept(|_, e| e.expires_us > now_us)
+            .get(&subject)
+            .is_some_and(|e| e.expires_us > now_us)
+    }
+
+    /// Starts `subject` from `state` (what the database recorded) unless it has a live state.
+    pub fn seed(&self, subject: Subject, p: &Params, state: State) {
+        let mut shard = lock(self.shard(subject));
+        let map = shard.swept(|_, e| e.expires_us > p.now_us);
+        let live = map.get(&subject).is_some_and(|e| e.expires_us > p.now_us);
+        if !live {
+            map.insert(
+                subject,
+                Entry {
+                    state,
+                    expires_us: p.now_us + state_ttl_ms(p, &state) * 1_000,
+                },
+            );
+        }
+    }
+
+    pub fn check(&self, subject: Subject, p: &Params) -> Decision {
+        let mut shard = lock(self.shard(subject));
         let map = shard.swept(|_, e| e.expires_us > p.now_us);
         // One lookup (one hash) whether the subject is new, current or expired.
         let slot = map.entry(subject);

@@ -5,6 +5,7 @@
 
 pub mod limiter;
 pub mod local;
+pub mod outage;
 pub mod redis;
 mod swept;
 
@@ -21,6 +22,18 @@ use crate::plan::PlanLimits;
 
 const US_PER_MS: i64 = 1_000;
 const US_PER_MINUTE: i64 = 60_000_000;
+
+/// Where a subject's day and month counts come from when no counter store has them (the usage
+/// the database recorded): a Redis that lost its state, an outage's first decision of a subject,
+/// the in-process store after a restart.
+pub trait UsageSource: Send + Sync {
+    /// Requests of `subject` the limits admitted in the day and month windows `p` is in.
+    fn admitted<'a>(
+        &'a self,
+        subject: Subject,
+        p: &'a Params,
+    ) -> futures_util::future::BoxFuture<'a, (u64, u64)>;
+}
 
 /// Whose counters a request spends: an API key's, or a registered client's (`X-Client-ID`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -296,21 +309,12 @@ pub fn grant(p: &Params, before: &State, ask: Ask) -> (u64, Decision, Option<Sta
     let granted = want.min(avail).min(cap);
     let allowed = granted > 0;
 
-    let mut waits = [(Window::Minute, 0), (Window::Day, 0), (Window::Month, 0)];
-    if minute_avail == 0 {
-        waits[0].1 = tat + interval - burst * interval - p.now_us;
-    }
-    if let (Some((_, per)), 0) = (p.day, day_avail) {
-        waits[1].1 = per.end_us - p.now_us;
-    }
-    if let (Some((_, per)), 0) = (p.month, month_avail) {
-        waits[2].1 = per.end_us - p.now_us;
-    }
-    let (hit_window, wait_us) = waits
-        .iter()
-        .copied()
-        .max_by_key(|(_, w)| *w)
-        .unwrap_or((Window::Minute, 0));
+    let (hit_window, wait_us) = longest_wait(
+        p,
+        (minute_avail == 0).then(|| tat + interval - burst * interval - p.now_us),
+        day_avail == 0,
+        month_avail == 0,
+    );
 
     let g = as_i64(granted);
     let (tat_after, day_after, month_after) = (
@@ -362,6 +366,32 @@ pub fn grant(p: &Params, before: &State, ask: Ask) -> (u64, Decision, Option<Sta
     (granted, decision, after)
 }
 
+/// The window whose refusal waits longest, and that wait (µs): the per-minute bucket's next token
+/// (`minute_wait`, when the bucket is empty), or a used-up day or month until its period ends.
+pub(crate) fn longest_wait(
+    p: &Params,
+    minute_wait: Option<i64>,
+    day_out: bool,
+    month_out: bool,
+) -> (Window, i64) {
+    let mut waits = [
+        (Window::Minute, minute_wait.unwrap_or(0)),
+        (Window::Day, 0),
+        (Window::Month, 0),
+    ];
+    if let (Some((_, per)), true) = (p.day, day_out) {
+        waits[1].1 = per.end_us - p.now_us;
+    }
+    if let (Some((_, per)), true) = (p.month, month_out) {
+        waits[2].1 = per.end_us - p.now_us;
+    }
+    waits
+        .iter()
+        .copied()
+        .max_by_key(|(_, w)| *w)
+        .unwrap_or((Window::Minute, 0))
+}
+
 /// How long a subject's state must be kept: until the bucket is full and every quota period ends.
 pub fn state_ttl_ms(p: &Params, after: &State) -> i64 {
     let mut until = after.tat_us;
@@ -397,7 +427,7 @@ mod tests {
             let p = Params::new(limits, now_ms);
             match self {
                 Self::Local(s) => s.check(subject, &p),
-                Self::Redis(s) => s.check(subject, &p).await.unwrap(),
+                Self::Redis(s) => s.check(subject, &p).await.unwrap().decision,
             }
         }
     }
@@ -592,7 +622,10 @@ mod tests {
                     let (g, d, _) = grant(&p, &State::default(), want(4));
                     (g, d)
                 }
-                Store::Redis(r) => r.grant(KEY, &p, want(4)).await.unwrap(),
+                Store::Redis(r) => {
+                    let g = r.grant(KEY, &p, want(4)).await.unwrap();
+                    (g.granted, g.decision)
+                }
             };
             assert_eq!((granted, d.allowed), (4, true));
             let Store::Redis(r) = &store else { continue };
@@ -609,16 +642,20 @@ mod tests {
                 )
                 .await
                 .unwrap()
-                .0,
+                .granted,
                 2
             );
-            assert_eq!(r.grant(KEY, &p, want(10)).await.unwrap().0, 4);
-            let (g, d) = r.grant(KEY, &p, want(10)).await.unwrap();
+            assert_eq!(r.grant(KEY, &p, want(10)).await.unwrap().granted, 4);
+            let super::redis::Grant {
+                granted: g,
+                decision: d,
+                ..
+            } = r.grant(KEY, &p, want(10)).await.unwrap();
             assert_eq!((g, d.allowed, d.hit), (0, false, Some(Window::Minute)));
             assert_eq!(d.retry_after_ms, 1_000);
             // Later the day quota (12, 10 spent) is what caps the grant.
             let later = Params::new(&plan, t0 + 60_000);
-            assert_eq!(r.grant(KEY, &later, want(10)).await.unwrap().0, 2);
+            assert_eq!(r.grant(KEY, &later, want(10)).await.unwrap().granted, 2);
         }
     }
 
@@ -628,9 +665,13 @@ mod tests {
         let r = RedisStore::new(pool(&url).unwrap(), unique_name("gwtest"));
         let plan = limits(1_000_000, None, Some(10), None);
         let p = Params::new(&plan, ms(2026, 11, 22, 12, 0, 0));
-        assert_eq!(r.grant(KEY, &p, want(5)).await.unwrap().0, 5);
+        assert_eq!(r.grant(KEY, &p, want(5)).await.unwrap().granted, 5);
         // 3 of the 5 were never spent: given back, then 2 granted: 4 taken in all.
-        let (g, d) = r
+        let super::redis::Grant {
+            granted: g,
+            decision: d,
+            ..
+        } = r
             .grant(
                 KEY,
                 &p,
@@ -663,7 +704,11 @@ mod tests {
             .query_async(&mut conn)
             .await
             .unwrap();
-        let (g, d) = r.grant(KEY, &p, Ask::ONE).await.unwrap();
+        let super::redis::Grant {
+            granted: g,
+            decision: d,
+            ..
+        } = r.grant(KEY, &p, Ask::ONE).await.unwrap();
         assert_eq!(g, 1);
         assert_eq!(
             window(&d, Window::Day).remaining,
@@ -682,11 +727,110 @@ mod tests {
             "{ttl_ms} ms"
         );
         for _ in 0..2 {
-            let (g, _) = r.grant(KEY, &p, Ask::ONE).await.unwrap();
+            let g = r.grant(KEY, &p, Ask::ONE).await.unwrap().granted;
             assert_eq!(g, 1);
         }
-        let (g, d) = r.grant(KEY, &p, Ask::ONE).await.unwrap();
+        let super::redis::Grant {
+            granted: g,
+            decision: d,
+            ..
+        } = r.grant(KEY, &p, Ask::ONE).await.unwrap();
         assert_eq!((g, d.allowed), (0, false), "the day's 10 are used up");
+    }
+
+    /// Usage "recorded in the database": fixed day and month counts.
+    struct Recorded(std::sync::Mutex<(u64, u64)>);
+
+    impl UsageSource for Recorded {
+        fn admitted<'a>(
+            &'a self,
+            _: Subject,
+            _: &'a Params,
+        ) -> futures_util::future::BoxFuture<'a, (u64, u64)> {
+            let counts = *self.0.lock().unwrap();
+            Box::pin(async move { counts })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_state_redis_lost_is_seeded_from_the_recorded_usage_before_it_decides() {
+        let Some(url) = redis_url() else { return };
+        let recorded = Arc::new(Recorded(std::sync::Mutex::new((7, 20))));
+        let prefix = unique_name("gwtest");
+        let r = RedisStore::new(pool(&url).unwrap(), prefix.clone()).seeding_from(recorded.clone());
+        let plan = limits(1_000, None, Some(10), Some(30));
+        let p = Params::new(&plan, ms(2026, 11, 22, 12, 0, 0));
+        let d = r.check(KEY, &p).await.unwrap().decision;
+        assert_eq!(
+            window(&d, Window::Day).remaining,
+            2,
+            "7 recorded + this one"
+        );
+        assert_eq!(window(&d, Window::Month).remaining, 9);
+        // Seeded once: later requests count on from Redis's own state.
+        *recorded.0.lock().unwrap() = (0, 0);
+        let d = r.check(KEY, &p).await.unwrap().decision;
+        assert_eq!(window(&d, Window::Day).remaining, 1);
+        // Redis loses the state (a restart without persistence): seeded again, not reset.
+        let mut conn = r.pool().get().await.unwrap();
+        let _: () = ::redis::cmd("DEL")
+            .arg(KEY.redis_key(&prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        *recorded.0.lock().unwrap() = (9, 22);
+        let d = r.check(KEY, &p).await.unwrap().decision;
+        assert_eq!(window(&d, Window::Day).remaining, 0);
+        let refused = r.check(KEY, &p).await.unwrap().decision;
+        assert!(!refused.allowed, "the day's 10 are spent");
+        assert_eq!(refused.hit, Some(Window::Day));
+        // A plan with only a per-minute window has nothing to seed.
+        let minute_only = Params::new(&limits(60, Some(5), None, None), p.now_us / 1_000);
+        *recorded.0.lock().unwrap() = (1_000, 1_000);
+        assert!(r.check(KEY, &minute_only).await.unwrap().decision.allowed);
+    }
+
+    #[tokio::test]
+    async fn without_redis_a_restarted_limiter_starts_from_the_recorded_usage() {
+        let plan = limits(1_000, None, Some(10), Some(30));
+        let clock = crate::clock::ManualClock::at(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 22, 12, 0, 0)
+                .unwrap(),
+        );
+        let recorded = Arc::new(Recorded(std::sync::Mutex::new((6, 6))));
+        let limiter = Limiter::new(
+            None,
+            LimiterSettings::default(),
+            Arc::new(clock.clone()),
+            Some(recorded.clone()),
+        );
+        let (d, _) = limiter.check(KEY, &plan).await.unwrap();
+        assert_eq!(
+            window(&d, Window::Day).remaining,
+            3,
+            "6 before the restart, 1 now"
+        );
+        // Read once: then the process counts on its own.
+        *recorded.0.lock().unwrap() = (0, 0);
+        let (d, _) = limiter.check(KEY, &plan).await.unwrap();
+        assert_eq!(window(&d, Window::Day).remaining, 2);
+        // The next day counts from zero, the month goes on from what this process counted.
+        clock.advance_ms(86_400_000);
+        let (d, _) = limiter.check(KEY, &plan).await.unwrap();
+        assert_eq!(window(&d, Window::Day).remaining, 9);
+        assert_eq!(window(&d, Window::Month).remaining, 21);
+        // Another restart: the record again (the last flush had 9 of the month).
+        *recorded.0.lock().unwrap() = (1, 9);
+        let restarted = Limiter::new(
+            None,
+            LimiterSettings::default(),
+            Arc::new(clock.clone()),
+            Some(recorded.clone()),
+        );
+        let (d, _) = restarted.check(KEY, &plan).await.unwrap();
+        assert_eq!(window(&d, Window::Day).remaining, 8);
+        assert_eq!(window(&d, Window::Month).remaining, 20);
     }
 
     /// A fast-mode limiter on the test Redis with leases of up to `lease_max`, its clock and its
@@ -706,7 +850,7 @@ mod tests {
             redis_timeout: std::time::Duration::from_secs(2),
             ..LimiterSettings::default()
         };
-        let limiter = Limiter::new(Some(store.clone()), settings, Arc::new(clock.clone()));
+        let limiter = Limiter::new(Some(store.clone()), settings, Arc::new(clock.clone()), None);
         Some((clock, store, limiter))
     }
 
@@ -739,7 +883,7 @@ mod tests {
         );
         // What Redis itself counts: 3 spent + the 9 this node still holds.
         let p = Params::new(&plan, clock.now_ms());
-        let (_, d) = store
+        let d = store
             .grant(
                 Subject::Key {
                     tenant_id: 1,
@@ -749,7 +893,8 @@ mod tests {
                 want(1),
             )
             .await
-            .unwrap();
+            .unwrap()
+            .decision;
         assert_eq!(window(&d, Window::Day).remaining, 100 - 12 - 1);
     }
 
@@ -777,7 +922,7 @@ mod tests {
         );
         // Redis counts the 3 spent and the 79 the new lease holds.
         let p = Params::new(&plan, clock.now_ms());
-        let (_, d) = store.grant(KEY, &p, want(1)).await.unwrap();
+        let d = store.grant(KEY, &p, want(1)).await.unwrap().decision;
         assert_eq!(window(&d, Window::Day).remaining, 1_000 - 3 - 79 - 1);
     }
 

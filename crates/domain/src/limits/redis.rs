@@ -5,6 +5,7 @@
 //! trips into a few.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_redis::{Manager, Pool, Runtime};
@@ -15,7 +16,8 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
 
-use super::{Ask, Decision, Params, State, Subject, grant};
+use super::outage::{Delta, LateCell, LateTicket, Ledger};
+use super::{Ask, Decision, Params, State, Subject, UsageSource, grant};
 
 /// Most connections of one pool (the store's, and each worker's own; a dispatcher keeps one of
 /// its pool's for its script calls, the rest serve probes and usage writes).
@@ -27,6 +29,11 @@ pub const MAX_IN_FLIGHT: usize = 2;
 const QUEUE: usize = 8_192;
 /// Values per subject returned by `limits.lua`.
 const RESULT_WIDTH: usize = 6;
+/// How long a call whose requests stopped waiting is still awaited, so that its late answer is
+/// accounted for (see [`LateCell`]); a call not answered by then is taken as not run.
+const LATE_WAIT: Duration = Duration::from_secs(30);
+/// How long past its deadline a request waits for the dispatcher's answer.
+const DEADLINE_SLACK: Duration = Duration::from_millis(50);
 /// Longest a request waits for its answer (queued and in its script call) unless the store is
 /// told otherwise ([`RedisStore::answering_within`]).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,13 +105,95 @@ fn build_pool(
         .map_err(|e| RedisStoreError::Pool(e.to_string()))
 }
 
-struct Job {
+/// Upper bounds (ms) of the buckets [`CallTimes`] counts script calls in.
+pub const CALL_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 250, 500, 1_000, 2_500, 5_000];
+
+/// How long script calls took, from sent to answered (answered late included): what tells an
+/// operator whether `GATEWAY_REDIS_TIMEOUT_MS` sits above the slowest normal answer.
+#[derive(Default)]
+pub struct CallTimes {
+    /// Calls at or under each bound of [`CALL_BUCKETS_MS`] (not cumulative).
+    buckets: [AtomicU64; CALL_BUCKETS_MS.len()],
+    over: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl CallTimes {
+    fn observe(&self, took: Duration) {
+        // `le` buckets: a call of exactly the bound is in it.
+        let at = CALL_BUCKETS_MS
+            .iter()
+            .position(|b| took <= Duration::from_millis(*b));
+        match at {
+            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
+            None => self.over.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Cumulative counts per bound of [`CALL_BUCKETS_MS`], then the total and the sum (µs).
+    pub fn snapshot(&self) -> ([u64; CALL_BUCKETS_MS.len()], u64, u64) {
+        let mut cumulative = [0; CALL_BUCKETS_MS.len()];
+        let mut total = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            total += b.load(Ordering::Relaxed);
+            cumulative[i] = total;
+        }
+        total += self.over.load(Ordering::Relaxed);
+        (cumulative, total, self.sum_us.load(Ordering::Relaxed))
+    }
+}
+
+/// What a script call asks for one subject.
+struct Ask1 {
     key: String,
+    subject: Subject,
     params: Params,
     ask: Ask,
+    /// The day and month counts the database holds, for a state Redis is missing.
+    seed: Option<(u64, u64)>,
+}
+
+struct Job {
+    req: Ask1,
     /// When the request stops waiting: it is answered [`RedisStoreError::TimedOut`] then.
     deadline: Instant,
-    reply: oneshot::Sender<Result<(u64, Decision), RedisStoreError>>,
+    reply: oneshot::Sender<Result<Answer, Failure>>,
+}
+
+/// A grant Redis decided: how many, the decision, and the subject's state after it (before it,
+/// when nothing was granted).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub granted: u64,
+    pub decision: Decision,
+    pub state: State,
+}
+
+/// `limits.lua`'s answer for one subject.
+#[derive(Debug, Clone)]
+enum Answer {
+    Granted(Grant),
+    /// The subject has day or month windows and Redis has no state for it (and no seed came).
+    Missing,
+}
+
+/// A request Redis did not decide: why, and — when its call was sent and may still run — the
+/// ticket through which the node tells what it decided instead (see [`LateCell`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Failure {
+    pub error: RedisStoreError,
+    pub late: Option<LateTicket>,
+}
+
+impl From<RedisStoreError> for Failure {
+    fn from(error: RedisStoreError) -> Self {
+        Self { error, late: None }
+    }
 }
 
 #[derive(Clone)]
@@ -115,6 +204,12 @@ pub struct RedisStore {
     /// Tells this store's per-thread dispatchers from another store's.
     id: u64,
     timeout: Duration,
+    /// What is owed to Redis after calls it answered too late (and the limiter's own outage
+    /// decisions).
+    ledger: Arc<Ledger>,
+    /// Where a state Redis is missing is seeded from.
+    usage: Option<Arc<dyn UsageSource>>,
+    times: Arc<CallTimes>,
 }
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
@@ -129,14 +224,36 @@ impl RedisStore {
     /// The store, with its dispatcher task spawned on the current Tokio runtime.
     pub fn new(pool: Pool, prefix: impl Into<String>) -> Self {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(dispatch(pool.clone(), rx));
+        let ledger = Arc::new(Ledger::default());
+        let times = Arc::new(CallTimes::default());
+        tokio::spawn(dispatch(pool.clone(), rx, ledger.clone(), times.clone()));
         Self {
             pool,
             prefix: prefix.into(),
             jobs,
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             timeout: DEFAULT_TIMEOUT,
+            ledger,
+            usage: None,
+            times,
         }
+    }
+
+    /// How long this store's script calls took.
+    pub fn call_times(&self) -> &CallTimes {
+        &self.times
+    }
+
+    /// The store seeding a subject's missing day and month counts from `usage` (the database)
+    /// before it decides; without it a missing state starts from zero.
+    #[must_use]
+    pub fn seeding_from(mut self, usage: Arc<dyn UsageSource>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The store with every request answered within `timeout` (an error after it). The deadline
@@ -153,7 +270,7 @@ impl RedisStore {
     pub fn attach_current_thread(&self, url: &str) -> Result<(), RedisStoreError> {
         let pool = dispatcher_pool(url)?;
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(dispatch(pool, rx));
+        tokio::spawn(dispatch(pool, rx, self.ledger.clone(), self.times.clone()));
         THREAD_JOBS.with(|t| t.borrow_mut().push((self.id, jobs)));
         Ok(())
     }
@@ -179,39 +296,142 @@ impl RedisStore {
     }
 
     /// Checks and, when admitted, consumes one request of `subject` in every window, atomically.
-    pub async fn check(&self, subject: Subject, p: &Params) -> Result<Decision, RedisStoreError> {
-        self.grant(subject, p, Ask::ONE).await.map(|(_, d)| d)
+    pub async fn check(&self, subject: Subject, p: &Params) -> Result<Grant, Failure> {
+        self.grant(subject, p, Ask::ONE).await
     }
 
-    /// Grants up to `want` requests at once (a fast-mode lease), see [`grant`].
-    pub async fn grant(
+    /// Grants up to `want` requests at once (a fast-mode lease), see [`grant`]. A subject whose
+    /// day or month state Redis does not have is first seeded with what the database holds.
+    pub async fn grant(&self, subject: Subject, p: &Params, ask: Ask) -> Result<Grant, Failure> {
+        let key = subject.redis_key(&self.prefix);
+        let mut seed = None;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            let job = Job {
+                req: Ask1 {
+                    key: key.clone(),
+                    subject,
+                    params: *p,
+                    ask,
+                    seed,
+                },
+                deadline: Instant::now() + self.timeout,
+                reply,
+            };
+            let deadline = job.deadline;
+            self.jobs()
+                .send(job)
+                .await
+                .map_err(|_| RedisStoreError::Stopped)?;
+            // The dispatcher answers by the deadline; this bounds the wait should it be stuck
+            // (a job it has not sent by then is never sent).
+            let answer = tokio::time::timeout_at(deadline + DEADLINE_SLACK, answer)
+                .await
+                .map_err(|_| RedisStoreError::TimedOut)?;
+            match answer.map_err(|_| RedisStoreError::Stopped)?? {
+                Answer::Granted(g) => return Ok(g),
+                Answer::Missing if seed.is_none() => {
+                    seed = Some(match &self.usage {
+                        Some(u) => u.admitted(subject, p).await,
+                        None => (0, 0),
+                    });
+                }
+                Answer::Missing => {
+                    return Err(RedisStoreError::Redis("limits.lua ignored a seed".into()).into());
+                }
+            }
+        }
+    }
+
+    /// Adds what the ledger owes to the subjects' counters in Redis (see `reconcile.lua`); what
+    /// could not be written is handed back.
+    pub async fn reconcile(
         &self,
-        subject: Subject,
-        p: &Params,
-        ask: Ask,
-    ) -> Result<(u64, Decision), RedisStoreError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            key: subject.redis_key(&self.prefix),
-            params: *p,
-            ask,
-            deadline: Instant::now() + self.timeout,
-            reply,
+        owed: Vec<(Subject, Delta)>,
+    ) -> Result<usize, (RedisStoreError, Vec<(Subject, Delta)>)> {
+        let script = Script::new(include_str!("reconcile.lua"));
+        let mut conn = match self.conn().await {
+            Ok(c) => c,
+            Err(e) => return Err((e, owed)),
         };
-        self.jobs()
-            .send(job)
+        let mut done = 0;
+        for (i, (subject, d)) in owed.iter().enumerate() {
+            let args = pack4([d.day.0, d.day.1, d.month.0, d.month.1]);
+            let r: Result<i64, _> = script
+                .key(subject.redis_key(&self.prefix))
+                .arg(&args[..])
+                .invoke_async(&mut *conn)
+                .await;
+            match r {
+                Ok(changed) => done += usize::from(changed > 0),
+                Err(e) => return Err((e.into(), owed[i..].to_vec())),
+            }
+        }
+        Ok(done)
+    }
+
+    /// How many data planes besides `node` were heard from within `window` but not since
+    /// `since_ms`.
+    pub async fn peers_behind(
+        &self,
+        node: u64,
+        since_ms: i64,
+        now_ms: i64,
+        window: Duration,
+    ) -> Result<usize, RedisStoreError> {
+        let mut conn = self.conn().await?;
+        let oldest = now_ms - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let behind: Vec<u64> = redis::cmd("ZRANGEBYSCORE")
+            .arg(format!("{}:nodes", self.prefix))
+            .arg(oldest)
+            .arg(format!("({since_ms}"))
+            .query_async(&mut *conn)
+            .await?;
+        Ok(behind.into_iter().filter(|n| *n != node).count())
+    }
+
+    /// Says this data plane is alive and returns how many are (those heard from within the
+    /// last `window`): a sorted set of node ids scored by their last heartbeat.
+    pub async fn heartbeat(
+        &self,
+        node: u64,
+        now_ms: i64,
+        window: Duration,
+    ) -> Result<u64, RedisStoreError> {
+        let mut conn = self.conn().await?;
+        let key = format!("{}:nodes", self.prefix);
+        let oldest = now_ms - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let (_, _, live, _): (i64, i64, u64, i64) = redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now_ms)
+            .arg(node)
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(oldest)
+            .cmd("ZCARD")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(window.as_millis().saturating_mul(10).max(1))
+            .query_async(&mut *conn)
+            .await?;
+        Ok(live.max(1))
+    }
+
+    /// A pooled connection (probes, heartbeats, reconciliation: not the decisions' path).
+    async fn conn(&self) -> Result<deadpool_redis::Connection, RedisStoreError> {
+        self.pool
+            .get()
             .await
-            .map_err(|_| RedisStoreError::Stopped)?;
-        answer.await.map_err(|_| RedisStoreError::Stopped)?
+            .map_err(|e| RedisStoreError::Pool(e.to_string()))
     }
 
     /// A cheap round trip, used to tell whether Redis is back.
     pub async fn ping(&self) -> Result<(), RedisStoreError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
+        let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
     }
@@ -235,7 +455,12 @@ fn limits_script() -> Script {
 /// Batches this dispatcher's jobs into script calls on one kept, multiplexed connection (the
 /// calls in flight share it). Taking a connection from the pool for every call would cost a
 /// PING round trip each time (the pool verifies what it hands out): twice the round trips.
-async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Job>) {
+async fn dispatch(
+    pool: Pool,
+    mut rx: mpsc::Receiver<Job>,
+    ledger: Arc<Ledger>,
+    times: Arc<CallTimes>,
+) {
     let script = limits_script();
     let mut kept: Option<deadpool_redis::Connection> = None;
     let mut in_flight = FuturesUnordered::new();
@@ -250,8 +475,9 @@ async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Job>) {
                     if job.deadline > now {
                         batch.push(job);
                     } else {
-                        // Waited its whole time in the queue (every call in flight is slow).
-                        let _ = job.reply.send(Err(RedisStoreError::TimedOut));
+                        // Waited its whole time in the queue (every call in flight is slow); never
+                        // sent, so nothing of it can run later.
+                        let _ = job.reply.send(Err(RedisStoreError::TimedOut.into()));
                     }
                     next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
                 }
@@ -259,7 +485,7 @@ async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Job>) {
                     continue;
                 };
                 let conn = kept.as_deref().cloned();
-                in_flight.push(run_batch(&pool, conn, &script, batch, deadline));
+                in_flight.push(run_batch(&pool, conn, &script, batch, deadline, &ledger, &times));
             }
             Some(outcome) = in_flight.next(), if !in_flight.is_empty() => match outcome {
                 Outcome::Served => {}
@@ -273,46 +499,91 @@ async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Job>) {
     while in_flight.next().await.is_some() {}
 }
 
+/// One script call for `reqs`: on the kept connection, or — when there is none, or it was found
+/// closed — on one from the pool (returned to be kept).
+async fn attempt(
+    pool: Pool,
+    conn: Option<MultiplexedConnection>,
+    script: Script,
+    reqs: Vec<Ask1>,
+) -> Result<(Vec<Answer>, Option<deadpool_redis::Connection>), RedisStoreError> {
+    if let Some(mut kept) = conn {
+        match call(&mut kept, &script, &reqs).await {
+            // Closed while idle (Redis restarted): once more on a verified connection.
+            Err(RedisStoreError::Dropped(e)) => {
+                tracing::debug!(error = %e, "kept Redis connection was closed; taking another");
+            }
+            other => return other.map(|answers| (answers, None)),
+        }
+    }
+    let fresh = pool
+        .get()
+        .await
+        .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
+    let answers = call(&mut MultiplexedConnection::clone(&fresh), &script, &reqs).await?;
+    Ok((answers, Some(fresh)))
+}
+
 async fn run_batch(
     pool: &Pool,
     conn: Option<MultiplexedConnection>,
     script: &Script,
     batch: Vec<Job>,
     deadline: Instant,
+    ledger: &Arc<Ledger>,
+    times: &Arc<CallTimes>,
 ) -> Outcome {
-    let attempt = async {
-        if let Some(mut kept) = conn {
-            match call(&mut kept, script, &batch).await {
-                // Closed while idle (Redis restarted): once more on a verified connection.
-                Err(RedisStoreError::Dropped(e)) => {
-                    tracing::debug!(error = %e, "kept Redis connection was closed; taking another");
-                }
-                other => return other.map(|replies| (replies, None)),
+    let (reqs, replies): (Vec<Ask1>, Vec<_>) = batch.into_iter().map(|j| (j.req, j.reply)).unzip();
+    let asked: Vec<(Subject, Params)> = reqs.iter().map(|r| (r.subject, r.params)).collect();
+    let sent = Instant::now();
+    let (clock, pool, script) = (times.clone(), pool.clone(), script.clone());
+    let mut call = Box::pin(async move {
+        let r = attempt(pool, conn, script, reqs).await;
+        clock.observe(sent.elapsed());
+        r
+    });
+    // A call that hangs (a stalled server, a dead peer) answers its requests by the earliest of
+    // their deadlines. It may still run: it is awaited a while longer on a task of its own (the
+    // dispatcher goes on) and its answer accounted for.
+    let result = tokio::select! {
+        r = &mut call => r,
+        () = tokio::time::sleep_until(deadline) => {
+            let cells: Vec<Arc<LateCell>> = asked
+                .into_iter()
+                .map(|(subject, params)| LateCell::new(ledger.clone(), subject, params))
+                .collect();
+            for (reply, cell) in replies.into_iter().zip(&cells) {
+                let _ = reply.send(Err(Failure {
+                    error: RedisStoreError::TimedOut,
+                    late: Some(LateTicket(cell.clone())),
+                }));
             }
+            tokio::spawn(async move {
+                match tokio::time::timeout(LATE_WAIT, call).await {
+                    Ok(Ok((answers, _))) => {
+                        for (cell, answer) in cells.iter().zip(answers) {
+                            cell.answered(Some(match answer {
+                                Answer::Granted(g) => g.granted,
+                                Answer::Missing => 0,
+                            }));
+                        }
+                    }
+                    _ => cells.iter().for_each(|c| c.answered(None)),
+                }
+            });
+            return Outcome::Failed;
         }
-        let fresh = pool
-            .get()
-            .await
-            .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
-        let replies = call(&mut MultiplexedConnection::clone(&fresh), script, &batch).await?;
-        Ok::<_, RedisStoreError>((replies, Some(fresh)))
-    };
-    // A call that hangs (a stalled server, a dead peer) answers its requests by the earliest
-    // of their deadlines.
-    let result = match tokio::time::timeout_at(deadline, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(RedisStoreError::TimedOut),
     };
     match result {
-        Ok((replies, fresh)) => {
-            for (job, reply) in batch.into_iter().zip(replies) {
-                let _ = job.reply.send(Ok(reply));
+        Ok((answers, fresh)) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
             }
             fresh.map_or(Outcome::Served, Outcome::Fresh)
         }
         Err(e) => {
-            for job in batch {
-                let _ = job.reply.send(Err(e.clone()));
+            for reply in replies {
+                let _ = reply.send(Err(e.clone().into()));
             }
             Outcome::Failed
         }
@@ -324,13 +595,23 @@ fn int(v: impl TryInto<i64>) -> i64 {
 }
 
 /// Values per subject sent to `limits.lua`.
-const ARG_WIDTH: usize = 13;
+const ARG_WIDTH: usize = 16;
 
 /// Little-endian doubles, as `struct.unpack('<d…')` in `limits.lua` reads them. Every value is an
 /// integer below 2^53 (µs timestamps, counts, limits), so the conversion is exact.
 #[allow(clippy::cast_precision_loss)]
 fn pack(values: [i64; ARG_WIDTH]) -> [u8; ARG_WIDTH * 8] {
     let mut out = [0; ARG_WIDTH * 8];
+    for (chunk, v) in out.chunks_exact_mut(8).zip(values) {
+        chunk.copy_from_slice(&(v as f64).to_le_bytes());
+    }
+    out
+}
+
+/// The four doubles of `reconcile.lua`'s arguments.
+#[allow(clippy::cast_precision_loss)]
+fn pack4(values: [i64; 4]) -> [u8; 32] {
+    let mut out = [0; 32];
     for (chunk, v) in out.chunks_exact_mut(8).zip(values) {
         chunk.copy_from_slice(&(v as f64).to_le_bytes());
     }
@@ -349,8 +630,8 @@ fn unpack(bytes: &[u8]) -> Vec<i64> {
 async fn call(
     conn: &mut MultiplexedConnection,
     script: &Script,
-    batch: &[Job],
-) -> Result<Vec<(u64, Decision)>, RedisStoreError> {
+    batch: &[Ask1],
+) -> Result<Vec<Answer>, RedisStoreError> {
     // Whether each job's subject is asked again later in the batch (limits.lua then carries its
     // state instead of writing it in between).
     let mut seen: foldhash::HashSet<&str> = foldhash::HashSetExt::with_capacity(batch.len());
@@ -389,6 +670,9 @@ async fn call(
             int(job.ask.share_div),
             int(job.ask.refund),
             i64::from(again),
+            i64::from(job.seed.is_some()),
+            int(job.seed.map_or(0, |s| s.0)),
+            int(job.seed.map_or(0, |s| s.1)),
         ]);
         cmd.arg(&args[..]);
     }
@@ -412,6 +696,9 @@ async fn call(
         .iter()
         .zip(flat.chunks_exact(RESULT_WIDTH))
         .map(|(job, r)| {
+            if r[0] < 0 {
+                return Answer::Missing;
+            }
             let before = State {
                 tat_us: r[1],
                 day_id: r[2],
@@ -420,9 +707,14 @@ async fn call(
                 month_count: u64::try_from(r[5]).unwrap_or(0),
             };
             let by_redis = u64::try_from(r[0]).unwrap_or(0);
-            let (granted, decision, _) = grant(&job.params, &before, job.ask);
+            let (granted, decision, after) = grant(&job.params, &before, job.ask);
+            let state = after.unwrap_or(before);
             if granted == by_redis {
-                (granted, decision)
+                Answer::Granted(Grant {
+                    granted,
+                    decision,
+                    state,
+                })
             } else {
                 tracing::error!(
                     ?before,
@@ -430,13 +722,14 @@ async fn call(
                     by_redis,
                     "limits.lua and grant() disagree; trusting Redis"
                 );
-                (
-                    by_redis,
-                    Decision {
+                Answer::Granted(Grant {
+                    granted: by_redis,
+                    decision: Decision {
                         allowed: by_redis > 0,
                         ..decision
                     },
-                )
+                    state,
+                })
             }
         })
         .collect())
@@ -448,14 +741,27 @@ mod tests {
     use crate::plan::PlanLimits;
     use crate::testing::{redis_url, unique_name};
 
-    fn job(key: &str, params: Params) -> Job {
-        Job {
+    const SUBJECT: Subject = Subject::Login(1);
+
+    fn job(key: &str, params: Params) -> Ask1 {
+        Ask1 {
             key: key.to_owned(),
+            subject: SUBJECT,
             params,
             ask: Ask::ONE,
-            deadline: Instant::now() + DEFAULT_TIMEOUT,
-            reply: oneshot::channel().0,
+            // A fresh subject: nothing recorded.
+            seed: Some((0, 0)),
         }
+    }
+
+    fn granted(answers: Vec<Answer>) -> Vec<u64> {
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Answer::Granted(g) => g.granted,
+                Answer::Missing => panic!("missing"),
+            })
+            .collect()
     }
 
     /// A call that timed out in redis-rs is not taken for a closed connection: a dropped one is
@@ -495,7 +801,7 @@ mod tests {
         {
             let unseen = Script::new(&format!("{}\n-- {name} {i}", include_str!("limits.lua")));
             let answers = call(&mut conn, &unseen, &batch).await.unwrap();
-            granted.extend(answers.into_iter().map(|(g, _)| g));
+            granted.extend(super::tests::granted(answers));
         }
         assert_eq!(granted, [1, 1, 0]);
     }
@@ -513,20 +819,17 @@ mod tests {
         let p = Params::new(&plan, 1_795_000_000_000);
         let script = limits_script();
         let order = [&a, &b, &a, &a, &b, &a];
-        let batch: Vec<Job> = order.iter().map(|k| job(k, p)).collect();
+        let batch: Vec<Ask1> = order.iter().map(|k| job(k, p)).collect();
         let mut conn = MultiplexedConnection::clone(&pool.get().await.unwrap());
-        let granted: Vec<u64> = call(&mut conn, &script, &batch)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(g, _)| g)
-            .collect();
-        assert_eq!(granted, [1, 1, 1, 1, 1, 0]);
+        let first = granted(call(&mut conn, &script, &batch).await.unwrap());
+        assert_eq!(first, [1, 1, 1, 1, 1, 0]);
 
-        let again = call(&mut conn, &script, &[job(&a, p), job(&b, p)])
-            .await
-            .unwrap();
-        assert_eq!((again[0].0, again[1].0), (0, 1), "a has spent 3, b 2 of 3");
+        let again = granted(
+            call(&mut conn, &script, &[job(&a, p), job(&b, p)])
+                .await
+                .unwrap(),
+        );
+        assert_eq!((again[0], again[1]), (0, 1), "a has spent 3, b 2 of 3");
         for key in [&a, &b] {
             let ttl_ms: i64 = ::redis::cmd("PTTL")
                 .arg(key)

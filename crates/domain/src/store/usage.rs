@@ -3,14 +3,16 @@
 
 use std::collections::HashMap;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QuerySelect,
 };
 
 use super::StoreResult;
 use crate::entities::{usage_minute, usage_rollup};
+use crate::limits::{Params, Subject, UsageSource};
 use crate::usage::{Bucket, Counts};
 
 /// How long minute rows are kept in the database.
@@ -128,6 +130,78 @@ pub async fn per_key_since(
             .add(counts_of(r.requests, r.rejected, r.upstream_errors));
     }
     Ok(out)
+}
+
+/// Requests of a limit subject its limits admitted (requests less the 429s), on `day` and in the
+/// month `day` is in: where a counter store that has lost (or never had) a subject's day and month
+/// counts starts them from.
+pub async fn admitted(
+    db: &impl ConnectionTrait,
+    subject: Subject,
+    day: NaiveDate,
+) -> StoreResult<(u64, u64)> {
+    use usage_rollup::Column as C;
+    let (tenant_id, by) = match subject {
+        Subject::Key { tenant_id, key_id } => (
+            tenant_id,
+            Condition::all()
+                .add(C::KeyId.eq(key_id))
+                .add(C::ClientId.eq(0)),
+        ),
+        Subject::Client {
+            tenant_id,
+            client_row_id,
+        } => (
+            tenant_id,
+            Condition::all().add(C::ClientId.eq(client_row_id)),
+        ),
+        Subject::Login(_) => return Ok((0, 0)),
+    };
+    let month_start = day.with_day(1).unwrap_or(day);
+    let rows: Vec<(NaiveDate, i64, i64)> = usage_rollup::Entity::find()
+        .select_only()
+        .columns([C::Day, C::Requests, C::Rejected])
+        .filter(C::TenantId.eq(tenant_id))
+        .filter(C::Day.gte(month_start))
+        .filter(C::Day.lte(day))
+        .filter(by)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let (mut on_day, mut in_month) = (0u64, 0u64);
+    for (d, requests, rejected) in rows {
+        let n = u64::try_from(requests - rejected).unwrap_or(0);
+        in_month += n;
+        if d == day {
+            on_day += n;
+        }
+    }
+    Ok((on_day, in_month))
+}
+
+/// The database as a [`UsageSource`]: a store's missing day and month counts start from the
+/// usage recorded (up to one usage flush behind the traffic of every data plane).
+pub struct DbUsage(pub sea_orm::DatabaseConnection);
+
+impl UsageSource for DbUsage {
+    fn admitted<'a>(
+        &'a self,
+        subject: Subject,
+        p: &'a Params,
+    ) -> futures_util::future::BoxFuture<'a, (u64, u64)> {
+        Box::pin(async move {
+            let day = chrono::DateTime::from_timestamp_micros(p.now_us)
+                .unwrap_or_default()
+                .date_naive();
+            match admitted(&self.0, subject, day).await {
+                Ok(counts) => counts,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?subject, "could not read usage to seed limit counters");
+                    (0, 0)
+                }
+            }
+        })
+    }
 }
 
 /// Requests per tenant since `from`: the platform admin's overview.
