@@ -1,5 +1,6 @@
 //! Accounts, shared by the dashboard and the management API: creating a user with their tenant,
-//! and checking credentials with per-account and per-address throttling.
+//! and checking credentials, throttled per address and per (account, address), and slowed down —
+//! never refused — per account, so an attacker cannot lock the owner out.
 
 use actix_web::web;
 use domain::entities::{tenant, user};
@@ -13,11 +14,15 @@ use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
 
-/// Login attempts allowed per account and per client address: a burst, then refilling at
-/// [`LOGIN_REFILL_PER_MINUTE`].
-pub const LOGIN_BURST_PER_ACCOUNT: i64 = 5;
+/// Login attempts allowed per (account, client address) and per client address: a burst, then
+/// refilling at [`LOGIN_REFILL_PER_MINUTE`]; past them an attempt is refused (429).
+pub const LOGIN_BURST_PER_ACCOUNT_AND_ADDRESS: i64 = 5;
 pub const LOGIN_BURST_PER_ADDRESS: i64 = 20;
 pub const LOGIN_REFILL_PER_MINUTE: i64 = 5;
+/// Attempts on one account from anywhere before each further one is slowed down by
+/// [`LOGIN_SLOWDOWN`] (not refused: the owner, from their own address, still gets in).
+pub const LOGIN_BURST_PER_ACCOUNT: i64 = 20;
+pub const LOGIN_SLOWDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 pub enum AccountError {
@@ -99,7 +104,8 @@ fn login_subject(kind: &str, value: &str) -> Subject {
     Subject::Login(u64::from_be_bytes(first))
 }
 
-async fn throttle(state: &AppState, subject: Subject, burst: i64) -> Result<(), AccountError> {
+/// Spends one attempt of `subject`; `Err(seconds to wait)` when its burst is used up.
+async fn attempt(state: &AppState, subject: Subject, burst: i64) -> Result<(), AccountError> {
     let limits = PlanLimits::new(LOGIN_REFILL_PER_MINUTE, Some(burst), None, None)
         .map_err(|e| AccountError::Internal(e.to_string()))?;
     match state.limiter.check(subject, &limits).await {
@@ -118,18 +124,29 @@ pub async fn verify_login(
     password_plain: String,
 ) -> Result<Option<user::Model>, AccountError> {
     let username = username.trim().to_lowercase();
-    throttle(
+    attempt(
         state,
         login_subject("address", address),
         LOGIN_BURST_PER_ADDRESS,
     )
     .await?;
-    throttle(
+    attempt(
+        state,
+        login_subject("account+address", &format!("{username}\n{address}")),
+        LOGIN_BURST_PER_ACCOUNT_AND_ADDRESS,
+    )
+    .await?;
+    // Many attempts on the account from elsewhere only make this one wait.
+    if attempt(
         state,
         login_subject("account", &username),
         LOGIN_BURST_PER_ACCOUNT,
     )
-    .await?;
+    .await
+    .is_err()
+    {
+        tokio::time::sleep(LOGIN_SLOWDOWN).await;
+    }
     let user = store::find_user_by_username(&state.db, &username)
         .await
         .map_err(|e| AccountError::Internal(e.to_string()))?;

@@ -1,4 +1,4 @@
-//! `control-plane create-admin`: makes a platform admin from the command line.
+//! `control-plane create-admin` and `reset-password`: account chores from the command line.
 
 use domain::entities::user;
 use domain::password;
@@ -52,6 +52,42 @@ pub async fn run(settings: &Settings, args: CreateAdmin) -> anyhow::Result<()> {
         println!("Created platform admin '{username}' with password: {pw}");
     } else {
         println!("Created platform admin '{username}'.");
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResetPassword {
+    #[arg(long)]
+    pub username: String,
+    /// The new password; random (and printed) when unset.
+    #[arg(long, env = "GATEWAY_NEW_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+/// Sets a user's password (a random one, printed, unless given) and ends all their sessions: the
+/// way back in when a password (the demo's, say) is lost.
+pub async fn reset_password(settings: &Settings, args: ResetPassword) -> anyhow::Result<()> {
+    let username = args.username.trim().to_lowercase();
+    let db = domain::db::connect_and_migrate(&settings.database_url).await?;
+    let Some(user) = store::find_user_by_username(&db, &username).await? else {
+        anyhow::bail!("there is no user '{username}'");
+    };
+    let generated = args.password.is_none();
+    let pw = args.password.unwrap_or_else(|| {
+        let mut bytes = [0u8; 12];
+        rand::rng().fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    });
+    if let Some(weak) = password::weakness(&pw, &username) {
+        anyhow::bail!("{weak}");
+    }
+    let hash = password::hash_password(&pw)?;
+    store::set_password(&db, user.id, &hash, None).await?;
+    if generated {
+        println!("New password of '{username}': {pw} (every session of theirs has ended)");
+    } else {
+        println!("Password of '{username}' changed; every session of theirs has ended.");
     }
     Ok(())
 }

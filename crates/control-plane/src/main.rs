@@ -17,6 +17,8 @@ enum Command {
     Serve,
     /// Create a platform admin (or make an existing user one).
     CreateAdmin(control_plane::admin_cli::CreateAdmin),
+    /// Set a user's password (random and printed unless given) and end all their sessions.
+    ResetPassword(control_plane::admin_cli::ResetPassword),
     /// Create the database if it is missing and apply every pending migration, then exit (the
     /// data plane never migrates; `serve` does this too).
     Migrate,
@@ -29,6 +31,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::CreateAdmin(args)) => {
             control_plane::admin_cli::run(&cli.settings.shared, args).await
+        }
+        Some(Command::ResetPassword(args)) => {
+            control_plane::admin_cli::reset_password(&cli.settings.shared, args).await
         }
         Some(Command::Migrate) => {
             domain::db::connect_and_migrate(&cli.settings.shared.database_url).await?;

@@ -6,7 +6,7 @@ use askama::Template;
 use sha2::{Digest, Sha256};
 
 use crate::errors::UiError;
-use crate::session::{AdminUser, TenantUser, take_flash};
+use crate::session::{AdminUser, AnyUser, TenantUser, take_flash};
 use crate::state::AppState;
 
 pub const APP_CSS: &str = include_str!("../../../static/app.css");
@@ -59,6 +59,20 @@ impl Layout {
             username: Some(u.user.username.clone()),
             tenant_name: None,
             is_admin: true,
+            csrf: u.csrf.clone(),
+            flash: take_flash(&u.session),
+            asset_version: state.asset_version.clone(),
+        }
+    }
+
+    /// The layout of a page any logged-in user sees (their own account).
+    pub fn any(u: &AnyUser, state: &AppState, title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            nav: "account",
+            username: Some(u.user.username.clone()),
+            tenant_name: u.tenant.as_ref().map(|t| t.name.clone()),
+            is_admin: u.user.is_admin,
             csrf: u.csrf.clone(),
             flash: take_flash(&u.session),
             asset_version: state.asset_version.clone(),

@@ -1,4 +1,6 @@
-//! Who is logged in, CSRF tokens and flash messages, all kept in the signed session cookie.
+//! Who is logged in, CSRF tokens and flash messages, kept in the signed session cookie; the
+//! session itself is a token whose hash the database holds, so the server can end it (logout, a
+//! password change).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +18,8 @@ use subtle::ConstantTimeEq;
 use crate::errors::UiError;
 use crate::state::AppState;
 
-const USER_ID: &str = "user_id";
+/// The session's token (its SHA-256 is in `user_sessions`).
+const SID: &str = "sid";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
 
@@ -45,18 +48,29 @@ fn verify_csrf(session: &Session, sent: &str) -> Result<(), UiError> {
     }
 }
 
-/// Starts a fresh session for `user_id`: a new session (so a planted one is useless) and a new
-/// CSRF token.
-pub fn log_in(session: &Session, user_id: i64) -> Result<(), UiError> {
+/// Starts a fresh session for `user_id`: a new session (so a planted one is useless), recorded
+/// in the database, and a new CSRF token.
+pub async fn log_in(session: &Session, state: &AppState, user_id: i64) -> Result<(), UiError> {
+    let token = domain::store::start_session(&state.db, user_id).await?;
     session.renew();
     session.remove(CSRF);
-    session.insert(USER_ID, user_id)?;
+    session.insert(SID, token)?;
     csrf_token(session)?;
     Ok(())
 }
 
-pub fn log_out(session: &Session) {
+/// Ends the session on the server (its cookie is worth nothing after) and in the browser.
+pub async fn log_out(session: &Session, state: &AppState) -> Result<(), UiError> {
+    if let Ok(Some(token)) = session.get::<String>(SID) {
+        domain::store::end_session(&state.db, &token).await?;
+    }
     session.purge();
+    Ok(())
+}
+
+/// The session token of a logged-in session (what a password change keeps).
+pub fn session_token(session: &Session) -> Option<String> {
+    session.get::<String>(SID).ok().flatten()
 }
 
 pub fn flash(session: &Session, message: impl Into<String>) {
@@ -121,13 +135,14 @@ async fn current_user(
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| UiError::Internal("no state".into()))?;
-    let user_id = session
-        .get::<i64>(USER_ID)
-        .ok()
-        .flatten()
-        .ok_or(UiError::LoginRequired)?;
+    let token = session_token(&session).ok_or(UiError::LoginRequired)?;
+    // An ended session (logged out, password changed, expired) is no login, cookie or not.
+    let Some(user_id) = domain::store::session_user(&state.db, &token).await? else {
+        session.purge();
+        return Err(UiError::LoginRequired);
+    };
     let Some(user) = user::Entity::find_by_id(user_id).one(&state.db).await? else {
-        log_out(&session);
+        session.purge();
         return Err(UiError::LoginRequired);
     };
     let tenant = tenant::Entity::find()
@@ -176,6 +191,33 @@ impl FromRequest for AdminUser {
             let csrf = csrf_token(&session)?;
             Ok(Self {
                 user,
+                csrf,
+                session,
+            })
+        })
+    }
+}
+
+/// Any logged-in user, with or without a tenant (their own account pages).
+pub struct AnyUser {
+    pub user: user::Model,
+    pub tenant: Option<tenant::Model>,
+    pub csrf: String,
+    pub session: Session,
+}
+
+impl FromRequest for AnyUser {
+    type Error = UiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let (user, tenant, session) = current_user(&req).await?;
+            let csrf = csrf_token(&session)?;
+            Ok(Self {
+                user,
+                tenant,
                 csrf,
                 session,
             })

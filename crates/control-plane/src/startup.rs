@@ -25,7 +25,6 @@ use crate::state::AppState;
 
 /// Largest form or JSON body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-const SESSION_TTL_HOURS: i64 = 12;
 /// Where the generated OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
@@ -86,10 +85,9 @@ impl Application {
                 .cookie_http_only(true)
                 .cookie_same_site(SameSite::Lax)
                 .cookie_secure(secure)
-                .session_lifecycle(
-                    PersistentSession::default()
-                        .session_ttl(actix_web::cookie::time::Duration::hours(SESSION_TTL_HOURS)),
-                )
+                .session_lifecycle(PersistentSession::default().session_ttl(
+                    actix_web::cookie::time::Duration::hours(domain::store::SESSION_TTL_HOURS),
+                ))
                 .build();
             // The document is served before the /api/v1 scope, which claims every path under it.
             App::new()

@@ -105,7 +105,8 @@ pub fn is_protected_field(name: &[u8]) -> bool {
 /// Whether `name` is listed in one of the `Connection` values (so hop-by-hop for this message);
 /// never true of a [protected](is_protected_field) field.
 pub fn connection_lists<'a>(connection: impl IntoIterator<Item = &'a [u8]>, name: &str) -> bool {
-    !is_protected_field(name.as_bytes()) && connection_has_option(connection, name)
+    // Most messages have no `Connection` field: that is the test to make first.
+    connection_has_option(connection, name) && !is_protected_field(name.as_bytes())
 }
 
 /// Whether one of the `Connection` values carries the option `token` (`close`, `keep-alive`).
@@ -161,7 +162,9 @@ pub fn forwards_request_field<'a>(
         || same_field(n, "transfer-encoding")
         || is_replaced_request_field(name)
         || same_field(n, key_header)
-        || (!key.is_empty() && memchr::memmem::find(value, key).is_some())
+        || (!key.is_empty()
+            && value.len() >= key.len()
+            && memchr::memmem::find(value, key).is_some())
         || connection_lists(connection, name))
 }
 

@@ -724,65 +724,68 @@ pub fn parse_target_parts<'a>(
 /// NUL, and double-encoded dots, slashes, backslashes and NULs (`%252e`). Says whether the path
 /// holds an encoded slash, which only an API that passes them accepts.
 fn check_path(rest: &str) -> Result<bool, GatewayError> {
+    // One pass: segments end at `/` and, as an upstream that decodes `%2F` would see them, at
+    // `%2F` too.
     let b = rest.as_bytes();
+    let hex = |at: usize| {
+        b.get(at..at + 2)
+            .map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()])
+    };
     let mut encoded_slash = false;
-    for i in memchr::memchr2_iter(b'%', b'\\', b) {
-        if b[i] == b'\\' {
-            return Err(GatewayError::BadRequest(
-                "The path must not contain backslashes.",
-            ));
-        }
-        let hex = |at: usize| {
-            b.get(at..at + 2)
-                .map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()])
-        };
-        match hex(i + 1).as_ref() {
-            Some(b"2f") => encoded_slash = true,
-            Some(b"5c") => {
+    let (mut seg, mut i) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'/' => {
+                refuse_dot_segment(&b[seg..i])?;
+                i += 1;
+                seg = i;
+            }
+            b'\\' => {
                 return Err(GatewayError::BadRequest(
-                    "The path must not contain backslashes, encoded or not.",
+                    "The path must not contain backslashes.",
                 ));
             }
-            Some(b"00") => {
-                return Err(GatewayError::BadRequest(
-                    "The path must not contain an encoded NUL (%00).",
-                ));
-            }
-            Some(b"25") if matches!(hex(i + 3).as_ref(), Some(b"2e" | b"2f" | b"5c" | b"00")) => {
-                return Err(GatewayError::BadRequest(
-                    "The path must not contain double-encoded dots, slashes or NULs.",
-                ));
-            }
-            _ => {}
+            b'%' => match hex(i + 1).as_ref() {
+                Some(b"2f") => {
+                    encoded_slash = true;
+                    refuse_dot_segment(&b[seg..i])?;
+                    i += 3;
+                    seg = i;
+                }
+                Some(b"5c") => {
+                    return Err(GatewayError::BadRequest(
+                        "The path must not contain backslashes, encoded or not.",
+                    ));
+                }
+                Some(b"00") => {
+                    return Err(GatewayError::BadRequest(
+                        "The path must not contain an encoded NUL (%00).",
+                    ));
+                }
+                Some(b"25")
+                    if matches!(hex(i + 3).as_ref(), Some(b"2e" | b"2f" | b"5c" | b"00")) =>
+                {
+                    return Err(GatewayError::BadRequest(
+                        "The path must not contain double-encoded dots, slashes or NULs.",
+                    ));
+                }
+                _ => i += 1,
+            },
+            _ => i += 1,
         }
     }
-    // Segments as an upstream that decodes `%2F` would see them, too.
-    let mut segments = b.split(|c| *c == b'/').flat_map(|seg| {
-        let mut rest = seg;
-        std::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
-            }
-            let at = (0..rest.len()).find(|&i| {
-                rest[i] == b'%'
-                    && rest
-                        .get(i + 1..i + 3)
-                        .is_some_and(|h| h.eq_ignore_ascii_case(b"2f"))
-            });
-            let (part, next) = match at {
-                Some(i) => (&rest[..i], &rest[i + 3..]),
-                None => (rest, &rest[rest.len()..]),
-            };
-            rest = next;
-            Some(part)
-        })
-    });
-    if segments.any(is_dot_segment) {
+    refuse_dot_segment(&b[seg..])?;
+    Ok(encoded_slash)
+}
+
+fn refuse_dot_segment(seg: &[u8]) -> Result<(), GatewayError> {
+    // Only a segment starting with '.' or '%' can be one (the common case costs a byte test).
+    if matches!(seg.first(), Some(b'.' | b'%')) && is_dot_segment(seg) {
         return Err(GatewayError::BadRequest(
             "The path must not contain '.' or '..' segments.",
         ));
     }
-    Ok(encoded_slash)
+    Ok(())
 }
 
 /// Where the ASCII byte `b` first occurs in `s` (a byte search: `str::find` with a `char` pattern

@@ -13,6 +13,9 @@ pub const ARGON2_ITERATIONS: u32 = 2;
 pub const ARGON2_LANES: u32 = 1;
 
 pub const MIN_PASSWORD_LEN: usize = 10;
+/// The least zxcvbn strength accepted: "very unguessable", 10^10 guesses or more (a season, a
+/// year and `!!` is about 10^8).
+pub const MIN_PASSWORD_SCORE: zxcvbn::Score = zxcvbn::Score::Four;
 pub const MAX_PASSWORD_LEN: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +105,30 @@ pub fn weakness(password: &str, username: &str) -> Option<String> {
     if COMMON_PASSWORDS.iter().any(|c| lower.contains(c)) {
         return Some("Password is too common; avoid words like 'password' or '123456'.".into());
     }
+    // What a cracker would try early: dictionary words with the usual substitutions, dates,
+    // keyboard walks, a season and a year with '!' after. Fewer than 10^10 guesses is refused.
+    let estimate = zxcvbn::zxcvbn(password, &[username]);
+    if estimate.score() < MIN_PASSWORD_SCORE {
+        let mut why = String::from("Password is too easy to guess");
+        if let Some(f) = estimate.feedback() {
+            if let Some(w) = f.warning() {
+                why.push_str(": ");
+                why.push_str(&w.to_string());
+            }
+            why.push('.');
+            for s in f.suggestions() {
+                why.push(' ');
+                why.push_str(&s.to_string());
+            }
+        } else {
+            why.push('.');
+        }
+        if !why.ends_with('.') {
+            why.push('.');
+        }
+        why.push_str(" A few unrelated words make a strong one.");
+        return Some(why);
+    }
     None
 }
 
@@ -186,5 +213,22 @@ mod tests {
         );
         assert!(weakness("mypassword99", "x").unwrap().contains("common"));
         assert_eq!(weakness("tangerine-orbit-42", "bob"), None);
+        // Long enough and varied, and still what a cracker tries early.
+        for guessable in [
+            "Summer2024!!",
+            "Winter2025!!",
+            "P@ssw0rd2024",
+            "qwertyuiop123",
+            "Jennifer1990!",
+        ] {
+            let why = weakness(guessable, "x").unwrap_or_else(|| panic!("{guessable} accepted"));
+            assert!(
+                why.contains("too easy to guess") || why.contains("common"),
+                "{guessable}: {why}"
+            );
+        }
+        assert_eq!(weakness("granite-lantern-sparrow-81", "alice"), None);
+        assert_eq!(weakness("correct-horse-42", "alice"), None);
+        assert_eq!(weakness("sup3r-secret-99", "root"), None);
     }
 }

@@ -44,6 +44,14 @@ impl FromRequest for ApiCaller {
             let t = store::authenticate_token(&state.db, &token)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized("The token is not valid.".into()))?;
+            // Written off the request's path: a database busy with a write (SQLite takes one
+            // writer at a time) never delays or fails a read of the API.
+            let (db, used) = (state.db.clone(), t.clone());
+            actix_web::rt::spawn(async move {
+                if let Err(e) = store::touch_token(&db, &used).await {
+                    tracing::debug!(error = %e, "could not record a token's use");
+                }
+            });
             let tenant = tenant::Entity::find_by_id(t.tenant_id)
                 .one(&state.db)
                 .await?

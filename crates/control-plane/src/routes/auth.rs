@@ -98,7 +98,7 @@ pub async fn login(
         .await
         .map_err(|e| internal(&e))?;
     if let Some(user) = user {
-        log_in(&session, user.id)?;
+        log_in(&session, &state, user.id).await?;
         tracing::info!(user_id = user.id, "login");
         let tenant = domain::store::tenant_of_owner(&state.db, user.id).await?;
         return Ok(redirect(if tenant.is_none() && user.is_admin {
@@ -117,9 +117,13 @@ pub async fn login(
     render_status(StatusCode::UNAUTHORIZED, &page)
 }
 
-pub async fn logout(session: Session, CsrfForm(_): CsrfForm<NoFields>) -> HttpResponse {
-    log_out(&session);
-    redirect("/login")
+pub async fn logout(
+    state: web::Data<AppState>,
+    session: Session,
+    CsrfForm(_): CsrfForm<NoFields>,
+) -> Result<HttpResponse, UiError> {
+    log_out(&session, &state).await?;
+    Ok(redirect("/login"))
 }
 
 pub async fn register_page(
@@ -199,7 +203,7 @@ pub async fn register(
         .await;
         match created {
             Ok((user, _)) => {
-                log_in(&session, user.id)?;
+                log_in(&session, &state, user.id).await?;
                 flash(
                     &session,
                     format!(

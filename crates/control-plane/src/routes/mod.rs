@@ -1,5 +1,6 @@
 //! Route table of the control plane.
 
+mod account;
 mod admin;
 mod apis;
 mod auth;
@@ -29,6 +30,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/register", web::get().to(auth::register_page))
         .route("/register", web::post().to(auth::register))
         .route("/dashboard", web::get().to(overview::overview))
+        .route("/account/password", web::get().to(account::password_page))
+        .route(
+            "/account/password",
+            web::post().to(account::change_password),
+        )
         .route("/apis", web::get().to(apis::list))
         .route("/apis", web::post().to(apis::create))
         .route("/apis/new", web::get().to(apis::new))

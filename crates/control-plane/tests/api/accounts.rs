@@ -2,7 +2,7 @@
 
 use domain::sea_orm::EntityTrait;
 
-use crate::helpers::{PASSWORD, spawn_app, spawn_app_with, spawn_apps};
+use crate::helpers::{PASSWORD, TestApp, spawn_app, spawn_app_with, spawn_apps};
 
 #[tokio::test]
 async fn signing_up_creates_a_tenant_and_logs_in() {
@@ -178,7 +178,7 @@ async fn logins_are_throttled_per_account_and_per_address() {
     let p = app.login("alice", PASSWORD).await;
     assert_eq!(
         p.status, 429,
-        "even the right password waits once the account is throttled"
+        "from that address even the right password waits"
     );
     p.assert_contains("Too many login attempts");
 
@@ -247,4 +247,162 @@ async fn platform_admin_lists_and_deactivates_tenants() {
         404,
         "the admin has no tenant of their own"
     );
+}
+
+/// A browser on another source address (127.0.0.x: any loopback address reaches the app).
+fn browser_from(app: &TestApp, last_octet: u8) -> TestApp {
+    let mut other = app.other_browser();
+    other.client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, last_octet]))
+        .build()
+        .unwrap();
+    other
+}
+
+#[tokio::test]
+async fn an_attack_on_an_account_slows_it_down_but_never_locks_the_owner_out() {
+    let app = spawn_app().await;
+    app.register("alice", "Acme").await;
+    app.post("/dashboard", "/logout", &[]).await;
+    // Wrong passwords from four addresses: each (account, address) pair is throttled after 5,
+    // and the account as a whole has seen 20.
+    for octet in 10..14 {
+        let attacker = browser_from(&app, octet);
+        for _ in 0..5 {
+            assert_eq!(
+                attacker.login("alice", "wrong password!!").await.status,
+                401
+            );
+        }
+        assert_eq!(
+            attacker.login("alice", "wrong password!!").await.status,
+            429
+        );
+    }
+    // The owner, from their own address, gets in: later, but in.
+    let owner = browser_from(&app, 2);
+    let started = std::time::Instant::now();
+    let p = owner.login("alice", PASSWORD).await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "attempts on a busy account are slowed down"
+    );
+    assert_eq!(owner.get("/dashboard").await.status, 200);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_on_the_server_and_a_password_change_ends_the_others() {
+    let app = spawn_app().await;
+    // A browser whose cookies the test can read: an attacker who stole the cookie keeps a copy.
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let mut app = app;
+    app.client = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    app.register("alice", "Acme").await;
+    assert_eq!(app.get("/dashboard").await.status, 200);
+    let url: reqwest::Url = app.url("/").parse().unwrap();
+    let cookie = reqwest::cookie::CookieStore::cookies(&*jar, &url).unwrap();
+    app.post("/dashboard", "/logout", &[]).await;
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = replay
+        .get(app.url("/dashboard"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        303,
+        "a logged-out session's cookie must not work"
+    );
+
+    // Two sessions; a password change in one ends the other.
+    // (From another address: each (account, address) pair has its own few attempts.)
+    let laptop = browser_from(&app, 3);
+    assert_eq!(app.login("alice", PASSWORD).await.status, 303);
+    assert_eq!(laptop.login("alice", PASSWORD).await.status, 303);
+    let p = app
+        .post(
+            "/account/password",
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("password", "granite-lantern-sparrow-81"),
+                ("confirm_password", "granite-lantern-sparrow-81"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(
+        app.get("/dashboard").await.status,
+        200,
+        "the changer stays in"
+    );
+    assert_eq!(
+        laptop.get("/dashboard").await.status,
+        303,
+        "the other session is over"
+    );
+    assert_eq!(laptop.login("alice", PASSWORD).await.status, 401);
+    assert_eq!(
+        laptop
+            .login("alice", "granite-lantern-sparrow-81")
+            .await
+            .status,
+        303
+    );
+    // A wrong current password or a weak new one changes nothing.
+    let p = app
+        .post(
+            "/account/password",
+            "/account/password",
+            &[
+                ("current_password", "not it at all"),
+                ("password", "another-fine-phrase-19"),
+                ("confirm_password", "another-fine-phrase-19"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    p.assert_contains("not your current password");
+}
+
+#[tokio::test]
+async fn reset_password_prints_a_new_one_and_ends_every_session() {
+    let app = spawn_app().await;
+    app.register("alice", "Acme").await;
+    assert_eq!(app.get("/dashboard").await.status, 200);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["reset-password", "--username", "alice"])
+        .env("GATEWAY_DATABASE_URL", &app.db.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let new = printed
+        .split("': ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no password in {printed}"))
+        .to_owned();
+    assert_eq!(app.get("/dashboard").await.status, 303, "the session ended");
+    let fresh = app.other_browser();
+    assert_eq!(fresh.login("alice", PASSWORD).await.status, 401);
+    assert_eq!(fresh.login("alice", &new).await.status, 303);
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["reset-password", "--username", "nobody"])
+        .env("GATEWAY_DATABASE_URL", &app.db.url)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no user 'nobody'"));
 }

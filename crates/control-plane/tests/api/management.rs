@@ -423,7 +423,6 @@ async fn keys_are_shown_once_revoked_and_rotated() {
         )
         .await;
     assert_eq!(b["error"]["details"]["field"], "grace_seconds");
-
     assert_eq!(api.delete(&format!("/api/v1/keys/{id}")).await.0, 204);
     assert_eq!(
         api.get(&format!("/api/v1/keys/{id}")).await.1["is_active"],
@@ -433,6 +432,71 @@ async fn keys_are_shown_once_revoked_and_rotated() {
         .post(&format!("/api/v1/keys/{id}/rotate"), json!({}))
         .await;
     assert_error(s, &b, 409, "conflict");
+}
+
+#[tokio::test]
+async fn a_rotated_or_expired_key_cannot_be_rotated_again() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let (_, plan) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Free", "requests_per_minute": 60}),
+        )
+        .await;
+    let (_, k) = api
+        .post(
+            "/api/v1/keys",
+            json!({"name": "ci", "plan_id": plan["id"], "expires_at": "2099-01-01T00:00:00Z"}),
+        )
+        .await;
+    let id = k["id"].as_i64().unwrap();
+    let (s, rotated) = api
+        .post(
+            &format!("/api/v1/keys/{id}/rotate"),
+            json!({"grace_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(s, 201, "{rotated}");
+    assert_eq!(
+        rotated["expires_at"], "2099-01-01T00:00:00Z",
+        "the new key keeps the expiry"
+    );
+    // Rotating the replaced key again would make a key that dies with the grace period.
+    let (s, b) = api
+        .post(&format!("/api/v1/keys/{id}/rotate"), json!({}))
+        .await;
+    assert_error(s, &b, 409, "conflict");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already rotated"),
+        "{b}"
+    );
+    // An expired key is not rotated into one born expired.
+    let new_id = rotated["id"].as_i64().unwrap();
+    {
+        use domain::entities::api_key;
+        use domain::sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+        api_key::Entity::update_many()
+            .col_expr(
+                api_key::Column::ExpiresAt,
+                Expr::value(Some(chrono::Utc::now() - chrono::Duration::seconds(5))),
+            )
+            .filter(api_key::Column::Id.eq(new_id))
+            .exec(&app.db.db)
+            .await
+            .unwrap();
+    }
+    let (s, b) = api
+        .post(&format!("/api/v1/keys/{new_id}/rotate"), json!({}))
+        .await;
+    assert_error(s, &b, 409, "conflict");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("expired"),
+        "{b}"
+    );
 }
 
 #[tokio::test]
@@ -848,4 +912,76 @@ async fn the_openapi_document_matches_the_routes() {
         docs.text().await.unwrap().contains("swagger"),
         "the browsable page"
     );
+}
+
+/// Another writer holding SQLite's write lock (a bulk import, a slow migration) must not hold up
+/// the management API's reads: a token's use is recorded after the answer, not before.
+#[tokio::test]
+async fn a_write_locked_database_does_not_hold_up_api_reads() {
+    use domain::entities::api_token;
+    use domain::sea_orm::EntityTrait;
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    assert_eq!(api.get("/api/v1/plans").await.0, 200);
+    // The token's use was recorded; forget it, so that the next use wants to write it.
+    api_token::Entity::update_many()
+        .col_expr(
+            api_token::Column::LastUsedAt,
+            domain::sea_orm::sea_query::Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .exec(&app.db.db)
+        .await
+        .unwrap();
+    let path = app
+        .db
+        .url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut locker = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys\n\
+             c=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked',flush=True)\n\
+             sys.stdin.read()",
+            &path,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the lock holder");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let started = std::time::Instant::now();
+    let (status, _) = api.get("/api/v1/plans").await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "a read waited {:?} for the write lock",
+        started.elapsed()
+    );
+    // The lock goes: the use is recorded after all.
+    drop(locker.stdin.take());
+    locker.wait().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let tokens = api_token::Entity::find().all(&app.db.db).await.unwrap();
+        if tokens.iter().all(|t| t.last_used_at.is_some()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the token's use was never recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -242,7 +242,10 @@ async fn upstreams_the_address_policy_refuses_are_field_errors_until_an_admin_tr
         )
         .await;
     assert_eq!(p.status, 303);
-    admin.get("/admin/tenants").await.assert_contains("trusted");
+    admin
+        .get("/admin/tenants")
+        .await
+        .assert_contains("private allowed");
     let p = app
         .post("/apis/new", "/apis", &api_form("http://127.0.0.1:9000/"))
         .await;

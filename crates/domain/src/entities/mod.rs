@@ -10,3 +10,4 @@ pub mod tenant;
 pub mod usage_minute;
 pub mod usage_rollup;
 pub mod user;
+pub mod user_session;

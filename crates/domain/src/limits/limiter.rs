@@ -461,13 +461,14 @@ impl Limiter {
     /// Without Redis: the in-process store, a subject's day and month counts first started from
     /// what the database holds (so a restart grants nothing).
     async fn local_check(&self, subject: Subject, params: &Params) -> Decision {
-        if (params.day.is_some() || params.month.is_some())
-            && self.usage.is_some()
-            && !self.local.has(subject, params.now_us)
-        {
-            let base = self.recorded_state(subject, params).await;
-            self.local.seed(subject, params, base);
+        if self.usage.is_none() {
+            return self.local.check(subject, params);
         }
+        if let Some(d) = self.local.check_seeded(subject, params) {
+            return d;
+        }
+        let base = self.recorded_state(subject, params).await;
+        self.local.seed(subject, params, base);
         self.local.check(subject, params)
     }
 

@@ -40,14 +40,6 @@ impl LocalStore {
         &self.shards[shard]
     }
 
-    /// Whether the store holds a live state of `subject`.
-    pub fn has(&self, subject: Subject, now_us: i64) -> bool {
-        lock(self.shard(subject))
-            .swept(|_, e| e.expires_us > now_us)
-            .get(&subject)
-            .is_some_and(|e| e.expires_us > now_us)
-    }
-
     /// Starts `subject` from `state` (what the database recorded) unless it has a live state.
     pub fn seed(&self, subject: Subject, p: &Params, state: State) {
         let mut shard = lock(self.shard(subject));
@@ -64,13 +56,25 @@ impl LocalStore {
         }
     }
 
+    /// [`Self::check`], or `None` (nothing decided) when the subject has day or month windows
+    /// and no live state here: the caller seeds it ([`Self::seed`]) and asks again.
+    pub fn check_seeded(&self, subject: Subject, p: &Params) -> Option<Decision> {
+        self.decide(subject, p, p.day.is_some() || p.month.is_some())
+    }
+
     pub fn check(&self, subject: Subject, p: &Params) -> Decision {
+        self.decide(subject, p, false)
+            .unwrap_or_else(|| decide(p, &State::default()).0)
+    }
+
+    fn decide(&self, subject: Subject, p: &Params, needs_seed: bool) -> Option<Decision> {
         let mut shard = lock(self.shard(subject));
         let map = shard.swept(|_, e| e.expires_us > p.now_us);
         // One lookup (one hash) whether the subject is new, current or expired.
         let slot = map.entry(subject);
         let before = match &slot {
             Slot::Occupied(e) if e.get().expires_us > p.now_us => e.get().state,
+            _ if needs_seed => return None,
             _ => State::default(),
         };
         let (decision, after) = decide(p, &before);
@@ -80,7 +84,7 @@ impl LocalStore {
                 expires_us: p.now_us + state_ttl_ms(p, &after) * 1_000,
             });
         }
-        decision
+        Some(decision)
     }
 
     /// Forgets everything (tests, and a fresh start after a long Redis outage is not needed).

@@ -32,17 +32,29 @@ fn shard_of(hasher: &RandomState, subject: Subject) -> usize {
     h % SHARDS
 }
 
-/// The last Redis state of each subject this node decided, with when it was seen.
+type KnownMap = Swept<Subject, (State, i64)>;
+
+/// The last Redis state of each subject this node decided, with when it was seen: one map per
+/// thread that decides (a request writes nothing another core writes), all read when an outage
+/// starts.
 pub struct Known {
-    shards: Vec<Mutex<Swept<Subject, (State, i64)>>>,
-    hasher: RandomState,
+    id: u64,
+    threads: Mutex<Vec<Arc<Mutex<KnownMap>>>>,
+}
+
+static NEXT_KNOWN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's maps, by [`Known`] (one in a data plane; tests run several in a process).
+    static MINE: std::cell::RefCell<Vec<(u64, Arc<Mutex<KnownMap>>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Default for Known {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::default(),
+            id: NEXT_KNOWN_ID.fetch_add(1, Ordering::Relaxed),
+            threads: Mutex::new(Vec::new()),
         }
     }
 }
@@ -53,17 +65,28 @@ const KNOWN_FOR_US: i64 = 86_400_000_000;
 
 impl Known {
     pub fn remember(&self, subject: Subject, state: State, now_us: i64) {
-        let mut shard = lock(&self.shards[shard_of(&self.hasher, subject)]);
-        shard
-            .swept(|_, (_, at)| *at + KNOWN_FOR_US > now_us)
-            .insert(subject, (state, now_us));
+        MINE.with_borrow_mut(|mine| {
+            if !mine.iter().any(|(id, _)| *id == self.id) {
+                let m = Arc::new(Mutex::new(KnownMap::default()));
+                lock(&self.threads).push(m.clone());
+                mine.push((self.id, m));
+            }
+            let Some((_, map)) = mine.iter().find(|(id, _)| *id == self.id) else {
+                return;
+            };
+            lock(map)
+                .swept(|_, (_, at)| *at + KNOWN_FOR_US > now_us)
+                .insert(subject, (state, now_us));
+        });
     }
 
+    /// The latest state any thread saw of `subject`.
     pub fn get(&self, subject: Subject) -> Option<State> {
-        lock(&self.shards[shard_of(&self.hasher, subject)])
-            .swept(|_, _| true)
-            .get(&subject)
-            .map(|(s, _)| *s)
+        let maps: Vec<Arc<Mutex<KnownMap>>> = lock(&self.threads).clone();
+        maps.iter()
+            .filter_map(|m| lock(m).swept(|_, _| true).get(&subject).copied())
+            .max_by_key(|(s, at)| (*at, s.day_count, s.month_count, s.tat_us))
+            .map(|(s, _)| s)
     }
 }
 

@@ -32,8 +32,7 @@ const RESULT_WIDTH: usize = 6;
 /// How long a call whose requests stopped waiting is still awaited, so that its late answer is
 /// accounted for (see [`LateCell`]); a call not answered by then is taken as not run.
 const LATE_WAIT: Duration = Duration::from_secs(30);
-/// How long past its deadline a request waits for the dispatcher's answer.
-const DEADLINE_SLACK: Duration = Duration::from_millis(50);
+
 /// Longest a request waits for its answer (queued and in its script call) unless the store is
 /// told otherwise ([`RedisStore::answering_within`]).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -303,13 +302,12 @@ impl RedisStore {
     /// Grants up to `want` requests at once (a fast-mode lease), see [`grant`]. A subject whose
     /// day or month state Redis does not have is first seeded with what the database holds.
     pub async fn grant(&self, subject: Subject, p: &Params, ask: Ask) -> Result<Grant, Failure> {
-        let key = subject.redis_key(&self.prefix);
         let mut seed = None;
         loop {
             let (reply, answer) = oneshot::channel();
             let job = Job {
                 req: Ask1 {
-                    key: key.clone(),
+                    key: subject.redis_key(&self.prefix),
                     subject,
                     params: *p,
                     ask,
@@ -318,17 +316,13 @@ impl RedisStore {
                 deadline: Instant::now() + self.timeout,
                 reply,
             };
-            let deadline = job.deadline;
+            // The dispatcher answers every job by its deadline (a call that hangs is answered then
+            // and awaited on a task of its own), so no timer per request here.
             self.jobs()
                 .send(job)
                 .await
                 .map_err(|_| RedisStoreError::Stopped)?;
-            // The dispatcher answers by the deadline; this bounds the wait should it be stuck
-            // (a job it has not sent by then is never sent).
-            let answer = tokio::time::timeout_at(deadline + DEADLINE_SLACK, answer)
-                .await
-                .map_err(|_| RedisStoreError::TimedOut)?;
-            match answer.map_err(|_| RedisStoreError::Stopped)?? {
+            match answer.await.map_err(|_| RedisStoreError::Stopped)?? {
                 Answer::Granted(g) => return Ok(g),
                 Answer::Missing if seed.is_none() => {
                     seed = Some(match &self.usage {

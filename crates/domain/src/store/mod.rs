@@ -2,10 +2,12 @@
 //! (the control plane) also publish the change event.
 
 mod scoped;
+mod sessions;
 mod tokens;
 mod usage;
 
 pub use scoped::*;
+pub use sessions::*;
 pub use tokens::*;
 pub use usage::*;
 
@@ -184,6 +186,7 @@ pub async fn create_api_key(
         expires_at: Set(expires_at),
         created_at: Set(Utc::now()),
         last_used_at: Set(None),
+        replaced_by: Set(None),
         ..Default::default()
     }
     .insert(db)
@@ -214,6 +217,7 @@ pub async fn insert_generated_keys(
                 expires_at: Set(None),
                 created_at: Set(Utc::now()),
                 last_used_at: Set(None),
+                replaced_by: Set(None),
                 ..Default::default()
             }
         });

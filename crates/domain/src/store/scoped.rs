@@ -270,12 +270,25 @@ pub async fn rotate_key(
     if !old.is_active {
         return Err(StoreError::InUse("a revoked key cannot be rotated".into()));
     }
+    if let Some(next) = old.replaced_by {
+        // Its expiry is now the end of its grace period: a key made from it would inherit that.
+        return Err(StoreError::InUse(format!(
+            "this key was already rotated (replaced by key {next}); rotate that one instead"
+        )));
+    }
+    if old.expires_at.is_some_and(|e| e <= Utc::now()) {
+        return Err(StoreError::InUse(
+            "an expired key cannot be rotated (the new one would be born expired); create a new key"
+                .into(),
+        ));
+    }
     let created = create_api_key(db, tenant_id, old.plan_id, &old.name, old.expires_at).await?;
     let until = old
         .expires_at
         .map_or(old_valid_until, |e| e.min(old_valid_until));
     api_key::Entity::update_many()
         .col_expr(api_key::Column::ExpiresAt, Expr::value(Some(until)))
+        .col_expr(api_key::Column::ReplacedBy, Expr::value(Some(created.0.id)))
         .filter(api_key::Column::Id.eq(old.id))
         .exec(db)
         .await?;

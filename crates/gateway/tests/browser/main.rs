@@ -90,7 +90,7 @@ async fn browser(driver: &Driver) -> Client {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1280,900",
+                "--no-first-run", "--window-size=1366,900",
                 format!("--user-data-dir={}", driver.profile.path().display()),
             ],
         }),
@@ -211,7 +211,7 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     let Some(driver) = start_driver().await else {
         return;
     };
-    let (dashboard, gateway_url, upstream, _db) = start_gateway().await;
+    let (dashboard, gateway_url, upstream, db) = start_gateway().await;
 
     let c = browser(&driver).await;
     c.goto(&format!("{dashboard}/register")).await.unwrap();
@@ -294,5 +294,41 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     c.goto(&format!("{dashboard}/dashboard")).await.unwrap();
     wait_for_text(&c, "Top keys this month").await;
     shot(&c, "11-overview").await;
+
+    c.goto(&format!("{dashboard}/account/password"))
+        .await
+        .unwrap();
+    wait_for_text(&c, "Change your password").await;
+    shot(&c, "12-account-password").await;
+
+    admin_pages(&c, &db).await;
     c.close().await.unwrap();
+}
+
+/// Logs the browser out, in as a new platform admin, and shoots the admin's tenant list (with
+/// its upstream trust switch).
+async fn admin_pages(c: &Client, db: &TestDb) {
+    // A platform admin's tenant list, with its trust switch.
+    control_plane::admin_cli::run(
+        &Settings::for_tests(db.url.clone()),
+        control_plane::admin_cli::CreateAdmin {
+            username: "root".into(),
+            email: "root@example.com".into(),
+            password: Some("granite-lantern-sparrow-81".into()),
+        },
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Css("header form button.link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "Log in").await;
+    fill(c, "input[name=username]", "root").await;
+    fill(c, "input[name=password]", "granite-lantern-sparrow-81").await;
+    submit(c).await;
+    wait_for_text(c, "acme-widgets").await;
+    shot(c, "13-admin-tenants").await;
 }
