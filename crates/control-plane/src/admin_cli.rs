@@ -38,11 +38,7 @@ pub async fn run(settings: &Settings, args: CreateAdmin) -> anyhow::Result<()> {
         return Ok(());
     }
     let generated = args.password.is_none();
-    let pw = args.password.unwrap_or_else(|| {
-        let mut bytes = [0u8; 12];
-        rand::rng().fill_bytes(&mut bytes);
-        hex::encode(bytes)
-    });
+    let pw = args.password.unwrap_or_else(random_password);
     if let Some(weak) = password::weakness(&pw, &username) {
         anyhow::bail!("{weak}");
     }
@@ -54,6 +50,13 @@ pub async fn run(settings: &Settings, args: CreateAdmin) -> anyhow::Result<()> {
         println!("Created platform admin '{username}'.");
     }
     Ok(())
+}
+
+/// 96 random bits in hex: what a generated password is.
+fn random_password() -> String {
+    let mut bytes = [0u8; 12];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,11 +77,7 @@ pub async fn reset_password(settings: &Settings, args: ResetPassword) -> anyhow:
         anyhow::bail!("there is no user '{username}'");
     };
     let generated = args.password.is_none();
-    let pw = args.password.unwrap_or_else(|| {
-        let mut bytes = [0u8; 12];
-        rand::rng().fill_bytes(&mut bytes);
-        hex::encode(bytes)
-    });
+    let pw = args.password.unwrap_or_else(random_password);
     if let Some(weak) = password::weakness(&pw, &username) {
         anyhow::bail!("{weak}");
     }

@@ -152,6 +152,38 @@ async fn current_user(
     Ok((user, tenant, session))
 }
 
+/// Any logged-in user, with or without a tenant (their own account pages); what the narrower
+/// extractors start from.
+pub struct AnyUser {
+    pub user: user::Model,
+    pub tenant: Option<tenant::Model>,
+    pub csrf: String,
+    pub session: Session,
+}
+
+impl AnyUser {
+    async fn of(req: &HttpRequest) -> Result<Self, UiError> {
+        let (user, tenant, session) = current_user(req).await?;
+        let csrf = csrf_token(&session)?;
+        Ok(Self {
+            user,
+            tenant,
+            csrf,
+            session,
+        })
+    }
+}
+
+impl FromRequest for AnyUser {
+    type Error = UiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Self::of(&req).await })
+    }
+}
+
 impl FromRequest for TenantUser {
     type Error = UiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
@@ -159,19 +191,18 @@ impl FromRequest for TenantUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let (user, tenant, session) = current_user(&req).await?;
+            let u = AnyUser::of(&req).await?;
             // An admin without a tenant of their own has nothing to see here.
-            let tenant = tenant.ok_or(if user.is_admin {
+            let tenant = u.tenant.ok_or(if u.user.is_admin {
                 UiError::NotFound
             } else {
                 UiError::LoginRequired
             })?;
-            let csrf = csrf_token(&session)?;
             Ok(Self {
-                user,
+                user: u.user,
                 tenant,
-                csrf,
-                session,
+                csrf: u.csrf,
+                session: u.session,
             })
         })
     }
@@ -184,42 +215,14 @@ impl FromRequest for AdminUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let (user, _, session) = current_user(&req).await?;
-            if !user.is_admin {
+            let u = AnyUser::of(&req).await?;
+            if !u.user.is_admin {
                 return Err(UiError::NotFound);
             }
-            let csrf = csrf_token(&session)?;
             Ok(Self {
-                user,
-                csrf,
-                session,
-            })
-        })
-    }
-}
-
-/// Any logged-in user, with or without a tenant (their own account pages).
-pub struct AnyUser {
-    pub user: user::Model,
-    pub tenant: Option<tenant::Model>,
-    pub csrf: String,
-    pub session: Session,
-}
-
-impl FromRequest for AnyUser {
-    type Error = UiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let (user, tenant, session) = current_user(&req).await?;
-            let csrf = csrf_token(&session)?;
-            Ok(Self {
-                user,
-                tenant,
-                csrf,
-                session,
+                user: u.user,
+                csrf: u.csrf,
+                session: u.session,
             })
         })
     }
