@@ -221,6 +221,25 @@ async fn oversized_bodies_are_413_and_oversized_heads_are_431() {
     assert_eq!(resp.status(), 431);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "headers_too_large");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("4000 bytes"),
+        "{body}"
+    );
+    // Too many fields (small ones): the answer says that, not a byte count.
+    let mut req = env
+        .gw
+        .client
+        .get(env.gw.url(&env.fx.path("/")))
+        .header("x-api-key", &env.fx.key);
+    for i in 0..130 {
+        req = req.header(format!("x-f{i}"), "1");
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 431);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("more than 128 header fields"), "{body}");
+    assert_eq!(body["error"]["details"]["limit_fields"], 128);
 }
 
 #[tokio::test]
