@@ -33,7 +33,7 @@ use crate::headers::{
 };
 use crate::lock;
 use crate::proxy::{
-    Auth, Gateway, admit_head, forwarded_fields, parse_target_parts, presented_key, split_at_byte,
+    Auth, Gateway, admit_head, forwarded_fields, parse_target_parts, split_at_byte,
 };
 use crate::watchdog::Watchdog;
 
@@ -316,7 +316,7 @@ impl<'a> Conn<'a> {
             Ok(t) => t,
             Err(e) => return fail(e, rid),
         };
-        let auth = match gw.authenticate(&t, headers) {
+        let (auth, key) = match gw.authenticate(&t, headers) {
             Ok(a) => a,
             Err(e) => return fail(e, rid),
         };
@@ -328,7 +328,12 @@ impl<'a> Conn<'a> {
             return fail(GatewayError::BodyTooLarge { limit }, rid);
         }
 
-        write_upstream_head(out, method, &t, headers, length, &auth, peer_ip, &rid);
+        let fields = HeadFields {
+            headers,
+            key: key.as_bytes(),
+            length,
+        };
+        write_upstream_head(out, method, &t, &fields, &auth, peer_ip, &rid);
         Step::Forward(Box::new(Prepared {
             head_len,
             auth,
@@ -714,10 +719,13 @@ fn unparsable(err: Option<httparse::Error>, buffered: usize, max_head: usize) ->
 
 /// A `Content-Length` value: decimal digits only (no sign, no spaces inside, no list).
 fn content_length_value(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    // 19 digits at most: never more than u64 holds.
+    if v.is_empty() || v.len() > 19 {
         return None;
     }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 const BAD_LENGTH: &str =
@@ -739,22 +747,22 @@ fn request_framing(
     method: &str,
     headers: &[httparse::Header<'_>],
 ) -> Result<RequestFraming, GatewayError> {
-    let hosts = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("host"))
-        .count();
-    admit_head(method, hosts, true)?;
+    let (mut hosts, mut te) = (0, false);
     let mut body_len = None;
     let mut close = false;
     let mut coded = false;
     let mut chunked_last = false;
     for h in headers {
         let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        }
         if name.eq_ignore_ascii_case("expect") {
             coded = true;
         }
         if name.eq_ignore_ascii_case("transfer-encoding") {
             coded = true;
+            te = true;
             chunked_last = h
                 .value
                 .rsplit(|b| *b == b',')
@@ -772,9 +780,7 @@ fn request_framing(
             close = true;
         }
     }
-    let te = headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    admit_head(method, hosts, true)?;
     if te && !chunked_last {
         return Err(GatewayError::BadRequest(
             "A request's Transfer-Encoding must end in chunked (RFC 9112 6.3).",
@@ -787,19 +793,31 @@ fn request_framing(
     Ok(RequestFraming::Length(body_len, close))
 }
 
+/// The caller's fields as the fast path read them: with the key it presented and the body length
+/// it framed.
+#[derive(Clone, Copy)]
+struct HeadFields<'h, 'b> {
+    headers: &'h [httparse::Header<'b>],
+    key: &'h [u8],
+    length: Option<u64>,
+}
+
 /// The upstream's request head into `out`: request line, the caller's end-to-end fields, then
 /// the gateway's.
-#[allow(clippy::too_many_arguments)] // each is one fact about the request; a struct would only rename them
 fn write_upstream_head(
     out: &mut Vec<u8>,
     method: &str,
     t: &crate::proxy::Target<'_>,
-    headers: &[httparse::Header<'_>],
-    length: Option<u64>,
+    fields: &HeadFields<'_, '_>,
     auth: &Auth,
     peer_ip: &str,
     rid: &str,
 ) {
+    let HeadFields {
+        headers,
+        key,
+        length,
+    } = *fields;
     let api = &auth.api;
     out.clear();
     out.extend_from_slice(method.as_bytes());
@@ -829,7 +847,6 @@ fn write_upstream_head(
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .map(|h| h.value);
-    let key = presented_key(api, headers).unwrap_or_default().as_bytes();
     let mut original_host = None;
     let mut prior_xff = Vec::new();
     for h in headers {

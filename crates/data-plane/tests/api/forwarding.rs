@@ -222,7 +222,10 @@ async fn oversized_bodies_are_413_and_oversized_heads_are_431() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "headers_too_large");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("4000 bytes"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4000 bytes"),
         "{body}"
     );
     // Too many fields (small ones): the answer says that, not a byte count.
