@@ -71,7 +71,11 @@ pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
                 demo::DEMO_TENANT_SLUG,
                 demo::DEMO_API_SLUG
             );
-            println!("  (The password and key are shown this once: only their hashes are stored.)");
+            println!("  (The password and key are shown this once: only their hashes are stored.");
+            println!(
+                "   Lost the password? cargo run -p control-plane -- reset-password --username {})",
+                demo::DEMO_USER
+            );
         }
         Some((_, None)) => println!(
             "  The database already has accounts: log in with yours (the demo was created on first start)."
