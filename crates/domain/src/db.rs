@@ -76,7 +76,11 @@ pub async fn schema_ready(db: &DatabaseConnection) -> bool {
 pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, DbErr> {
     let db = connect(url).await?;
     Migrator::up(&db, None).await?;
-    Ok(db)
+    // The pool's connections may have cached statements (and their column lists) from before
+    // the schema changed; sqlx does not notice (sqlx#2517: a column added by a migration then
+    // reads as missing). Fresh connections see the migrated schema.
+    db.close().await?;
+    connect(url).await
 }
 
 #[cfg(test)]

@@ -203,7 +203,12 @@ impl Lease {
 fn with_held(d: &Decision, held: u64) -> Decision {
     let mut d = d.clone();
     for w in &mut d.windows {
-        w.remaining = w.remaining.saturating_add(held).min(w.limit);
+        w.remaining = w.remaining.saturating_add(held);
+        // A quota never has more left than its limit; the minute bucket's size is its burst,
+        // which may be above the plan's rate.
+        if w.window != super::Window::Minute {
+            w.remaining = w.remaining.min(w.limit);
+        }
     }
     d
 }

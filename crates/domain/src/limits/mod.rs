@@ -326,7 +326,9 @@ pub fn grant(p: &Params, before: &State, ask: Ask) -> (u64, Decision, Option<Sta
     let used_us = tat_after - p.now_us;
     windows.push(WindowState {
         window: Window::Minute,
-        limit: p.burst,
+        // The plan's rate (what RateLimit-Policy states), not the bucket's size: what can be sent
+        // now is `remaining`, and `reset` the time until the bucket is full again.
+        limit: p.requests_per_minute,
         remaining: saturating_u64((burst * interval - used_us) / interval).min(p.burst),
         reset_ms: ceil_div(used_us, US_PER_MS),
     });

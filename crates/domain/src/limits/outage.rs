@@ -176,7 +176,7 @@ impl Share {
         let mut windows = arrayvec::ArrayVec::new();
         windows.push(WindowState {
             window: Window::Minute,
-            limit: p.burst,
+            limit: p.requests_per_minute,
             remaining: u64::try_from((burst * self.interval_us - used_us) / self.interval_us)
                 .unwrap_or(0),
             reset_ms: ceil_div(used_us, 1_000),
