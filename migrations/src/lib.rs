@@ -8,6 +8,7 @@ mod m20261122_000002_usage_minutes;
 mod m20261122_000003_api_tokens;
 mod m20261202_000001_upstream_safety;
 mod m20261202_000002_sessions_and_rotation;
+mod m20261202_000003_listeners;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_api_tokens::Migration),
             Box::new(m20261202_000001_upstream_safety::Migration),
             Box::new(m20261202_000002_sessions_and_rotation::Migration),
+            Box::new(m20261202_000003_listeners::Migration),
         ]
     }
 }

@@ -1,6 +1,8 @@
 //! Control-plane settings: the shared ones plus the dashboard's own.
 
-use domain::settings::Settings;
+use std::net::SocketAddr;
+
+use domain::settings::{DEFAULT_CONTROL_PLANE_ADDR, Settings, parse_addr};
 
 pub const DEFAULT_PUBLIC_GATEWAY_URL: &str = "http://localhost:7000";
 
@@ -8,7 +10,11 @@ pub const DEFAULT_PUBLIC_GATEWAY_URL: &str = "http://localhost:7000";
 pub struct DashboardSettings {
     /// The data plane's address as callers reach it, shown in gateway URLs and curl examples.
     #[arg(long, env = "GATEWAY_PUBLIC_URL", default_value = DEFAULT_PUBLIC_GATEWAY_URL)]
-    pub public_gateway_url: String,
+    pub public_url: String,
+
+    /// Secret that signs session cookies (at least 32 bytes); random per start when unset.
+    #[arg(long, env = "GATEWAY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
 
     /// Mark session cookies `Secure` (serve the dashboard over HTTPS, e.g. behind a TLS proxy).
     #[arg(long, env = "GATEWAY_COOKIE_SECURE", default_value_t = false)]
@@ -22,9 +28,26 @@ pub struct DashboardSettings {
 impl Default for DashboardSettings {
     fn default() -> Self {
         Self {
-            public_gateway_url: DEFAULT_PUBLIC_GATEWAY_URL.to_owned(),
+            public_url: DEFAULT_PUBLIC_GATEWAY_URL.to_owned(),
+            secret_key: None,
             cookie_secure: false,
             signup_enabled: true,
+        }
+    }
+}
+
+/// Where the control plane listens.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControlPlaneListen {
+    /// Listen address of the control plane (dashboard and management API).
+    #[arg(long, env = "GATEWAY_CONTROL_PLANE_ADDR", default_value = DEFAULT_CONTROL_PLANE_ADDR)]
+    pub control_plane_addr: SocketAddr,
+}
+
+impl Default for ControlPlaneListen {
+    fn default() -> Self {
+        Self {
+            control_plane_addr: parse_addr(DEFAULT_CONTROL_PLANE_ADDR),
         }
     }
 }
@@ -34,5 +57,20 @@ pub struct ControlPlaneSettings {
     #[command(flatten)]
     pub shared: Settings,
     #[command(flatten)]
+    pub listen: ControlPlaneListen,
+    #[command(flatten)]
     pub dashboard: DashboardSettings,
+}
+
+impl ControlPlaneSettings {
+    /// For a test: the given database, listening on 127.0.0.1:0.
+    pub fn for_tests(database_url: &str) -> Self {
+        Self {
+            shared: Settings::for_tests(database_url),
+            listen: ControlPlaneListen {
+                control_plane_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+            dashboard: DashboardSettings::default(),
+        }
+    }
 }

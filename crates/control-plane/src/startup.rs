@@ -53,7 +53,7 @@ impl Application {
     pub async fn build(settings: ControlPlaneSettings) -> anyhow::Result<Self> {
         let shared = &settings.shared;
         let db = domain::db::connect_and_migrate(&shared.database_url).await?;
-        let key = session_key(shared.secret_key.as_deref())?;
+        let key = session_key(settings.dashboard.secret_key.as_deref())?;
         let redis_pool = shared.redis_url.as_deref().map(pool).transpose()?;
         let store = redis_pool
             .clone()
@@ -66,9 +66,11 @@ impl Application {
             None,
         );
         domain::password::warm_up();
-        let listener = TcpListener::bind(shared.control_plane_addr)?;
+        let listener = TcpListener::bind(settings.listen.control_plane_addr)?;
         let addr = listener.local_addr()?;
         let upstream_policy = shared.upstream_policy(&[(addr, "control plane")]).await;
+        // Where this control plane listens, for every data plane's upstream policy.
+        domain::store::register_listener(&db, "control plane", addr).await?;
         let state = web::Data::new(AppState {
             db,
             publisher: Publisher::new(redis_pool, shared.redis_prefix.clone()),

@@ -25,6 +25,10 @@ pub struct AppState {
 impl AppState {
     /// What is wrong with an API's upstream for this tenant, for the `upstream_url` field.
     pub async fn upstream_problem(&self, url: &UpstreamUrl, trusted: bool) -> Option<String> {
+        // The data planes' listeners as they registered them.
+        if let Ok(listeners) = domain::store::listeners(&self.db).await {
+            self.upstream_policy.set_peers(&listeners);
+        }
         self.upstream_policy
             .problem(&url.connect_addr(), trusted)
             .await

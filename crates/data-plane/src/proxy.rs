@@ -59,6 +59,8 @@ pub struct Gateway {
     pub policy: Arc<UpstreamPolicy>,
     /// Set once the first snapshot is loaded.
     pub loaded: AtomicBool,
+    /// Where this data plane listens (registered in the database for the other planes' policy).
+    pub bound: std::sync::Mutex<Option<SocketAddr>>,
 }
 
 /// A request that passed authentication: what limiting, forwarding and recording need.
@@ -107,6 +109,7 @@ impl Gateway {
             settings,
             policy,
             loaded: AtomicBool::new(false),
+            bound: std::sync::Mutex::new(None),
         })
     }
 

@@ -26,6 +26,10 @@ pub async fn reload(gw: &Gateway) -> Result<(), domain::sea_orm::DbErr> {
     tracing::debug!(version = snap.version, keys = snap.key_count(), took = ?started.elapsed(), "snapshot loaded");
     let version = snap.version;
     gw.snapshot.store(Arc::new(snap));
+    // The other planes' listeners: never upstreams.
+    if let Ok(listeners) = domain::store::listeners(&gw.db).await {
+        gw.policy.set_peers(&listeners);
+    }
     // What the new snapshot already has no longer needs the overlay.
     gw.key_overlay.rcu(|o| {
         let mut o = KeyOverlay::clone(o);
@@ -48,6 +52,12 @@ pub async fn first_load(gw: &Gateway) -> bool {
     }
     match reload(gw).await {
         Ok(()) => {
+            let bound = *crate::lock(&gw.bound);
+            if let Some(addr) = bound
+                && let Err(e) = domain::store::register_listener(&gw.db, "data plane", addr).await
+            {
+                tracing::warn!(error = %e, "could not register this data plane's address");
+            }
             let snap = gw.snapshot.load();
             tracing::info!(
                 version = snap.version,

@@ -62,7 +62,7 @@ impl Application {
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
         let shared = &settings.shared;
-        let listener = reuseport_listener(shared.data_plane_addr)?;
+        let listener = reuseport_listener(settings.listen.data_plane_addr)?;
         let addr = listener.local_addr()?;
         let policy = Arc::new(shared.upstream_policy(&[(addr, "data plane")]).await);
         let db = domain::db::connect_existing(&shared.database_url).await?;
@@ -92,6 +92,10 @@ impl Application {
             settings.proxy.clone(),
             policy,
         )?);
+        *gateway
+            .bound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(addr);
         reload::first_load(&gateway).await;
         let (stop_tx, _) = watch::channel(false);
         Ok(Self {

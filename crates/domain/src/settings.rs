@@ -1,5 +1,6 @@
 //! Settings shared by both planes, read from `GATEWAY_*` environment variables or CLI flags.
-//! Each plane flattens [`Settings`] into its own `clap` parser; tests build it in code.
+//! Each plane flattens [`Settings`] into its own `clap` parser beside its own settings (its listen
+//! address among them: a binary's `--help` shows only what it uses); tests build it in code.
 
 use std::net::SocketAddr;
 
@@ -26,18 +27,6 @@ pub struct Settings {
     #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
     pub redis_prefix: String,
 
-    /// Listen address of the control plane (dashboard and management API).
-    #[arg(long, env = "GATEWAY_CONTROL_PLANE_ADDR", default_value = DEFAULT_CONTROL_PLANE_ADDR)]
-    pub control_plane_addr: SocketAddr,
-
-    /// Listen address of the data plane (the proxy).
-    #[arg(long, env = "GATEWAY_DATA_PLANE_ADDR", default_value = DEFAULT_DATA_PLANE_ADDR)]
-    pub data_plane_addr: SocketAddr,
-
-    /// Secret that signs session cookies (at least 32 bytes); random per start when unset.
-    #[arg(long, env = "GATEWAY_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
-
     /// Loopback and private ranges upstreams may use, comma-separated CIDRs or addresses
     /// (`10.0.0.0/8,127.0.0.1`); empty = none (link-local, metadata and the gateway's own
     /// services are refused whatever this says).
@@ -55,16 +44,14 @@ impl Default for Settings {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
-            control_plane_addr: parse_addr(DEFAULT_CONTROL_PLANE_ADDR),
-            data_plane_addr: parse_addr(DEFAULT_DATA_PLANE_ADDR),
-            secret_key: None,
             upstream_allow: Vec::new(),
             upstream_allow_sockets: Vec::new(),
         }
     }
 }
 
-fn parse_addr(s: &str) -> SocketAddr {
+/// A socket address constant (the defaults above), 0.0.0.0:0 should one not parse.
+pub fn parse_addr(s: &str) -> SocketAddr {
     s.parse()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
@@ -76,9 +63,6 @@ impl Settings {
             database_url: database_url.into(),
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
-            control_plane_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_plane_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            secret_key: None,
             // Test upstreams listen on loopback.
             upstream_allow: vec![
                 ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).into(),
@@ -87,8 +71,9 @@ impl Settings {
         }
     }
 
-    /// The upstream address policy of these settings, with the gateway's own services (its
-    /// listeners as bound, Redis, the database) marked as never upstreams.
+    /// The upstream address policy of these settings, with the gateway's own services (this
+    /// plane's listeners as bound, Redis, the database) marked as never upstreams; the other
+    /// planes' listeners come from the database ([`UpstreamPolicy::set_peers`]).
     pub async fn upstream_policy(&self, bound: &[(SocketAddr, &str)]) -> UpstreamPolicy {
         let mut p = UpstreamPolicy::new(self.upstream_allow.clone());
         for s in &self.upstream_allow_sockets {
@@ -97,8 +82,6 @@ impl Settings {
         for (addr, what) in bound {
             p.add_own(*addr, *what);
         }
-        p.add_own(self.control_plane_addr, "control plane");
-        p.add_own(self.data_plane_addr, "data plane");
         if let Some(url) = &self.redis_url {
             p.add_own_url(url, "Redis").await;
         }
@@ -125,9 +108,8 @@ mod tests {
         let d = Settings::default();
         assert_eq!(cli.settings.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(cli.settings.database_url, d.database_url);
-        assert_eq!(cli.settings.control_plane_addr.port(), 8000);
-        assert_eq!(cli.settings.data_plane_addr, d.data_plane_addr);
-        assert_eq!(d.data_plane_addr.port(), 7000);
+        assert_eq!(parse_addr(DEFAULT_CONTROL_PLANE_ADDR).port(), 8000);
+        assert_eq!(parse_addr(DEFAULT_DATA_PLANE_ADDR).port(), 7000);
     }
 
     #[test]
@@ -138,8 +120,8 @@ mod tests {
             "postgres://h/db",
             "--redis-url",
             "redis://127.0.0.1/",
-            "--data-plane-addr",
-            "127.0.0.1:7100",
+            "--upstream-allow",
+            "10.0.0.0/8,127.0.0.1",
         ])
         .unwrap();
         assert_eq!(cli.settings.database_url, "postgres://h/db");
@@ -147,7 +129,11 @@ mod tests {
             cli.settings.redis_url.as_deref(),
             Some("redis://127.0.0.1/")
         );
-        assert_eq!(cli.settings.data_plane_addr.port(), 7100);
-        assert!(Cli::try_parse_from(["x", "--data-plane-addr", "nope"]).is_err());
+        assert_eq!(cli.settings.upstream_allow.len(), 2);
+        assert!(Cli::try_parse_from(["x", "--upstream-allow", "nope"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", "--data-plane-addr", "127.0.0.1:1"]).is_err(),
+            "not a shared setting"
+        );
     }
 }

@@ -168,6 +168,51 @@ impl Drop for TestDb {
     }
 }
 
+/// The flags of a binary's `--help`, each checked to be named after the `GATEWAY_*` variable that
+/// sets it (`--data-plane-addr` for `GATEWAY_DATA_PLANE_ADDR`).
+pub fn help_flags(binary: &str) -> Vec<String> {
+    let out = std::process::Command::new(binary)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Each option: its `--flag` line and the lines after it, up to the next option; the
+    // variable is in its `[env: GATEWAY_...]` (on the flag's line or a later one).
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("--") {
+            let flag = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            entries.push((flag, String::new()));
+        } else if let Some((_, text)) = entries.last_mut() {
+            text.push_str(t);
+            text.push(' ');
+        }
+    }
+    let mut flags = Vec::new();
+    for (flag, text) in entries {
+        let Some(at) = text.find("[env: ") else {
+            continue;
+        };
+        let var: String = text[at + 6..]
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+            .collect();
+        let expected = var
+            .trim_start_matches("GATEWAY_")
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        assert_eq!(flag, expected, "--{flag} is set by {var}");
+        flags.push(flag);
+    }
+    flags
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_db_name;

@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -66,6 +67,8 @@ pub struct UpstreamPolicy {
     /// Exact sockets allowed whatever the ranges say (the all-in-one's demo upstream).
     allow_sockets: Vec<SocketAddr>,
     own: Vec<Own>,
+    /// The other planes' listeners, as they registered them in the database (refreshed).
+    peers: Arc<arc_swap::ArcSwap<Vec<Own>>>,
     /// This host's interface addresses: a listener on `0.0.0.0` is reachable on each of them.
     local: Vec<IpAddr>,
 }
@@ -87,8 +90,21 @@ impl UpstreamPolicy {
             allow,
             allow_sockets: Vec::new(),
             own: Vec::new(),
+            peers: Arc::default(),
             local,
         }
+    }
+
+    /// Replaces the other planes' listeners (`what` naming each kind in refusals).
+    pub fn set_peers(&self, listeners: &[(String, SocketAddr)]) {
+        let peers = listeners
+            .iter()
+            .map(|(what, addr)| Own {
+                addr: SocketAddr::new(normalize(addr.ip()), addr.port()),
+                what: what.clone(),
+            })
+            .collect();
+        self.peers.store(Arc::new(peers));
     }
 
     /// Also allows this exact socket (the all-in-one's demo upstream).
@@ -139,7 +155,8 @@ impl UpstreamPolicy {
     pub fn check(&self, addr: SocketAddr, trusted: bool) -> Result<(), Refusal> {
         let ip = normalize(addr.ip());
         let addr = SocketAddr::new(ip, addr.port());
-        for own in &self.own {
+        let peers = self.peers.load();
+        for own in self.own.iter().chain(peers.iter()) {
             if own.addr.port() == addr.port() && self.same_host(own.addr.ip(), ip) {
                 return Err(Refusal::OwnService {
                     addr,

@@ -6,9 +6,9 @@ pub mod demo;
 use std::net::SocketAddr;
 
 use control_plane::ControlPlaneSettings;
-use control_plane::config::DashboardSettings;
+use control_plane::config::{ControlPlaneListen, DashboardSettings};
 use data_plane::DataPlaneSettings;
-use data_plane::config::ProxySettings;
+use data_plane::config::{DataPlaneListen, ProxySettings};
 use domain::settings::Settings;
 
 pub const DEFAULT_DEMO_UPSTREAM_ADDR: &str = "127.0.0.1:7070";
@@ -18,7 +18,11 @@ pub struct GatewaySettings {
     #[command(flatten)]
     pub shared: Settings,
     #[command(flatten)]
+    pub data_plane: DataPlaneListen,
+    #[command(flatten)]
     pub proxy: ProxySettings,
+    #[command(flatten)]
+    pub control_plane: ControlPlaneListen,
     #[command(flatten)]
     pub dashboard: DashboardSettings,
     /// Where the demo upstream listens.
@@ -43,18 +47,22 @@ pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
     };
     drop(db);
 
-    let dp = data_plane::Application::build(DataPlaneSettings {
-        shared: s.shared.clone(),
-        proxy: s.proxy.clone(),
-    })
-    .await?;
+    // The control plane first: it registers its address, which the data plane's upstream
+    // policy then refuses.
     let cp = control_plane::Application::build(ControlPlaneSettings {
         shared: s.shared.clone(),
+        listen: s.control_plane.clone(),
         dashboard: s.dashboard.clone(),
     })
     .await?;
+    let dp = data_plane::Application::build(DataPlaneSettings {
+        shared: s.shared.clone(),
+        listen: s.data_plane.clone(),
+        proxy: s.proxy.clone(),
+    })
+    .await?;
     let dashboard = format!("http://localhost:{}", cp.port());
-    let gateway = s.dashboard.public_gateway_url.clone();
+    let gateway = s.dashboard.public_url.clone();
     println!();
     println!("Gateway is running.");
     println!("  Dashboard  {dashboard}");

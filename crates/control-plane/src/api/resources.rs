@@ -156,7 +156,7 @@ pub async fn delete_plan(
 fn gateway_prefix(state: &AppState, c: &ApiCaller) -> String {
     format!(
         "{}/{}/",
-        state.settings.public_gateway_url.trim_end_matches('/'),
+        state.settings.public_url.trim_end_matches('/'),
         c.tenant.slug
     )
 }

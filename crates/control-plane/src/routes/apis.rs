@@ -59,7 +59,7 @@ struct ApiFormPage {
 fn gateway_prefix(state: &AppState, u: &TenantUser) -> String {
     format!(
         "{}/{}/",
-        state.settings.public_gateway_url.trim_end_matches('/'),
+        state.settings.public_url.trim_end_matches('/'),
         u.tenant.slug
     )
 }

@@ -208,7 +208,7 @@ pub async fn register(
                     &session,
                     format!(
                         "Welcome! Your gateway lives at {}/{slug}/…",
-                        state.settings.public_gateway_url
+                        state.settings.public_url
                     ),
                 );
                 return Ok(redirect("/dashboard"));

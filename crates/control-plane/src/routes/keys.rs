@@ -189,7 +189,7 @@ async fn key_created(
     let example_url = api.map(|a| {
         format!(
             "{}/{}/{}/",
-            state.settings.public_gateway_url, u.tenant.slug, a.slug
+            state.settings.public_url, u.tenant.slug, a.slug
         )
     });
     let layout = Layout::tenant(u, state, "Your new key", "keys");

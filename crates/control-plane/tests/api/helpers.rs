@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use control_plane::{Application, ControlPlaneSettings};
-use domain::settings::Settings;
 use domain::testing::TestDb;
 
 pub struct TestApp {
@@ -46,10 +45,7 @@ fn client() -> reqwest::Client {
 }
 
 pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut ControlPlaneSettings)) -> TestApp {
-    let mut settings = ControlPlaneSettings {
-        shared: Settings::for_tests(db.url.clone()),
-        ..Default::default()
-    };
+    let mut settings = ControlPlaneSettings::for_tests(&db.url);
     tweak(&mut settings);
     let app = Application::build(settings)
         .await

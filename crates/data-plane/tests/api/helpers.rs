@@ -162,7 +162,11 @@ pub fn settings_for(db_url: &str, redis: Option<&(String, String)>) -> DataPlane
         redis_timeout_ms: 2_000,
         ..ProxySettings::default()
     };
-    DataPlaneSettings { shared, proxy }
+    DataPlaneSettings {
+        shared,
+        listen: DataPlaneSettings::for_tests(db_url).listen,
+        proxy,
+    }
 }
 
 pub async fn spawn_gateway(settings: DataPlaneSettings, clock: Option<ManualClock>) -> TestGateway {

@@ -30,7 +30,10 @@ async fn env(engine: Engine, allow: &[&str], control_plane: Option<SocketAddr>) 
         .map(|a| domain::upstream_policy::parse_allow_entry(a).unwrap())
         .collect();
     if let Some(cp) = control_plane {
-        settings.shared.control_plane_addr = cp;
+        // As a control plane does when it starts.
+        domain::store::register_listener(&db.db, "control plane", cp)
+            .await
+            .unwrap();
     }
     settings.proxy = ProxySettings {
         engine,

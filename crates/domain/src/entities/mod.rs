@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod api_token;
 pub mod client;
 pub mod config_version;
+pub mod listener;
 pub mod plan;
 pub mod tenant;
 pub mod usage_minute;

@@ -1,11 +1,13 @@
 //! Queries both planes need. Writes of configuration bump the config version; callers that can
 //! (the control plane) also publish the change event.
 
+mod listeners;
 mod scoped;
 mod sessions;
 mod tokens;
 mod usage;
 
+pub use listeners::*;
 pub use scoped::*;
 pub use sessions::*;
 pub use tokens::*;

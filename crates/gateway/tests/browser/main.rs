@@ -182,6 +182,7 @@ async fn start_gateway() -> (String, String, std::net::SocketAddr, TestDb) {
     }
     let dp = data_plane::Application::build(DataPlaneSettings {
         shared: shared.clone(),
+        listen: DataPlaneSettings::for_tests(&db.url).listen,
         proxy: ProxySettings {
             reload_poll_ms: 200,
             ..ProxySettings::default()
@@ -193,8 +194,9 @@ async fn start_gateway() -> (String, String, std::net::SocketAddr, TestDb) {
     tokio::spawn(dp.run_until_stopped());
     let cp = control_plane::Application::build(ControlPlaneSettings {
         shared,
+        listen: ControlPlaneSettings::for_tests(&db.url).listen,
         dashboard: DashboardSettings {
-            public_gateway_url: gateway_url.clone(),
+            public_url: gateway_url.clone(),
             ..DashboardSettings::default()
         },
     })
