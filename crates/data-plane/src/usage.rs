@@ -189,8 +189,13 @@ impl UsageRecorder {
         for (key, minute) in last_used {
             by_minute.entry(minute).or_default().push(key);
         }
+        let now = chrono::Utc::now();
         for (minute, keys) in by_minute {
-            let at = DateTime::from_timestamp(minute * 60, 0).unwrap_or_default();
+            // The minute's end, or now for the minute under way: never before the use itself
+            // (the minute's start could be before the key was even created).
+            let at = DateTime::from_timestamp((minute + 1) * 60, 0)
+                .unwrap_or_default()
+                .min(now);
             store::touch_keys(&txn, &keys, at).await?;
         }
         txn.commit().await.map_err(store::StoreError::from)?;

@@ -2,13 +2,16 @@
 
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use domain::entities::api_token;
 use domain::password;
 use domain::slug::Slug;
 use domain::store;
 
 use super::auth::ApiCaller;
-use super::errors::ApiError;
-use super::models::{SignupIn, SignupOut, TenantOut, TokenCreated, TokenOut, name};
+use super::errors::{ApiError, ApiJson};
+use super::models::{
+    Page, PageQuery, SignupIn, SignupOut, TenantOut, TokenCreated, TokenOut, name,
+};
 use crate::accounts::{self, AccountError, email_problem, username_problem};
 use crate::state::AppState;
 
@@ -35,7 +38,7 @@ fn account_error(e: AccountError) -> ApiError {
 #[post("/signup")]
 pub async fn signup(
     state: web::Data<AppState>,
-    body: web::Json<SignupIn>,
+    body: ApiJson<SignupIn>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.settings.signup_enabled {
         return Err(ApiError::NotFound);
@@ -125,18 +128,22 @@ pub async fn create_token(
 }
 
 /// The tenant's tokens (prefixes only).
-#[utoipa::path(tag = "account", security(("bearer" = [])), responses((status = 200, body = Vec<TokenOut>), (status = 401)))]
+#[utoipa::path(tag = "account", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = Page<TokenOut>), (status = 401)))]
 #[get("/tokens")]
 pub async fn list_tokens(
     caller: ApiCaller,
     state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens: Vec<TokenOut> = store::list_tokens(&state.db, caller.tenant.id)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(HttpResponse::Ok().json(tokens))
+    let (after, limit) = q.parse()?;
+    let tokens: Vec<TokenOut> =
+        store::page::<api_token::Entity>(&state.db, caller.tenant.id, after, limit)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+    Ok(HttpResponse::Ok().json(Page::of(tokens, limit, |t| t.id)))
 }
 
 /// Revoke a token (it may be the one in use).

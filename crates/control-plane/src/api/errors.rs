@@ -121,32 +121,6 @@ impl ResponseError for ApiError {
     }
 }
 
-// actix hands error handlers the error by value.
-#[allow(clippy::needless_pass_by_value)]
-/// Maps the JSON extractor's failures into the envelope: 415, 413, 400 or 422.
-pub fn json_error(
-    err: actix_web::error::JsonPayloadError,
-    _: &actix_web::HttpRequest,
-) -> actix_web::Error {
-    use actix_web::error::JsonPayloadError as E;
-    let api = match &err {
-        E::ContentType => ApiError::UnsupportedMediaType,
-        E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::TooLarge,
-        E::Deserialize(e) if e.is_data() => {
-            let msg = e.to_string();
-            // serde names the field in "missing field `x`" / "unknown field `x`".
-            let field = msg.split('`').nth(1).unwrap_or("body").to_owned();
-            ApiError::Invalid {
-                field,
-                message: msg,
-            }
-        }
-        E::Deserialize(e) => ApiError::BadRequest(format!("The body is not valid JSON: {e}")),
-        other => ApiError::BadRequest(other.to_string()),
-    };
-    api.into()
-}
-
 #[allow(clippy::needless_pass_by_value)]
 pub fn query_error(
     err: actix_web::error::QueryPayloadError,
@@ -159,4 +133,104 @@ pub fn query_error(
 #[allow(clippy::needless_pass_by_value)]
 pub fn path_error(_: actix_web::error::PathError, _: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::NotFound.into()
+}
+
+/// A JSON body that, when it does not fit the type, is refused naming the field and what it
+/// expects (`requests_per_minute: expected a whole number, got the text "lots"`), not with the
+/// deserializer's position in the text.
+pub struct ApiJson<T>(pub T);
+
+impl<T> ApiJson<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// Largest JSON body accepted.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for ApiJson<T> {
+    type Error = actix_web::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(
+        req: &actix_web::HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> Self::Future {
+        let is_json = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+            });
+        let body = actix_web::web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::UnsupportedMediaType.into());
+            }
+            let bytes = body.await.map_err(|_| ApiError::TooLarge)?;
+            if bytes.len() > MAX_JSON_BYTES {
+                return Err(ApiError::TooLarge.into());
+            }
+            let mut de = serde_json::Deserializer::from_slice(&bytes);
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Ok(v) => Ok(Self(v)),
+                Err(e) => Err(body_problem(&e).into()),
+            }
+        })
+    }
+}
+
+/// What is wrong with a body, in words: which field, what it expects, what it got.
+fn body_problem(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = e.inner();
+    if !inner.is_data() {
+        return ApiError::BadRequest(format!("The body is not valid JSON: {inner}"));
+    }
+    let raw = inner.to_string();
+    // serde's own words, without where in the text it stopped.
+    let said = raw.split(" at line ").next().unwrap_or(&raw).to_owned();
+    let path = e.path().to_string();
+    // "missing field `x`" / "unknown field `x`" name the field themselves.
+    let field = if path.is_empty() || path == "." {
+        said.split('`').nth(1).unwrap_or("body").to_owned()
+    } else {
+        path
+    };
+    let message = humane(&said);
+    ApiError::Invalid {
+        message: if message.contains(&format!("`{field}`")) {
+            message
+        } else {
+            format!("{field}: {message}")
+        },
+        field,
+    }
+}
+
+/// serde's type names in the words of the API's documentation.
+fn humane(said: &str) -> String {
+    let mut m = said
+        .replace("invalid type: ", "")
+        .replace("integer", "number");
+    for (from, to) in [
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected u32", "expected a whole number of 0 or more"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a string", "expected text"),
+    ] {
+        m = m.replace(from, to);
+    }
+    if let Some((got, expected)) = m.split_once(", expected ") {
+        return format!(
+            "expected {expected}, got {}",
+            got.replace("string ", "the text ")
+        );
+    }
+    m
 }

@@ -6,7 +6,7 @@ use domain::entities::{api, api_key, client, plan};
 use domain::store::{self, StoreError};
 
 use super::auth::ApiCaller;
-use super::errors::ApiError;
+use super::errors::{ApiError, ApiJson};
 use super::models::{
     ApiIn, ApiOut, ApiPatch, ClientIn, ClientOut, ClientPatch, KeyCreated, KeyIn, KeyOut, KeyPatch,
     Page, PageQuery, PlanIn, PlanOut, PlanPatch, RotateIn, name, new_api, plan_values,
@@ -56,7 +56,7 @@ async fn own_plan(state: &AppState, tenant_id: i64, plan_id: i64) -> Result<plan
 pub async fn create_plan(
     c: ApiCaller,
     state: web::Data<AppState>,
-    body: web::Json<PlanIn>,
+    body: ApiJson<PlanIn>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let plan_name = name("name", &b.name)?;
@@ -112,7 +112,7 @@ pub async fn update_plan(
     c: ApiCaller,
     state: web::Data<AppState>,
     id: web::Path<i64>,
-    body: web::Json<PlanPatch>,
+    body: ApiJson<PlanPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let p = store::get_plan(&state.db, c.tenant.id, *id).await?;
     let b = body.into_inner();
@@ -177,7 +177,7 @@ fn conflict_on_slug(e: StoreError) -> ApiError {
 pub async fn create_api(
     c: ApiCaller,
     state: web::Data<AppState>,
-    body: web::Json<ApiIn>,
+    body: ApiJson<ApiIn>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let new = new_api(
@@ -239,7 +239,7 @@ pub async fn update_api(
     c: ApiCaller,
     state: web::Data<AppState>,
     id: web::Path<i64>,
-    body: web::Json<ApiPatch>,
+    body: ApiJson<ApiPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let a = store::get_api(&state.db, c.tenant.id, *id).await?;
     let b = body.into_inner();
@@ -300,7 +300,7 @@ fn future_expiry(
 pub async fn create_key(
     c: ApiCaller,
     state: web::Data<AppState>,
-    body: web::Json<KeyIn>,
+    body: ApiJson<KeyIn>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let key_name = name("name", &b.name)?;
@@ -352,7 +352,7 @@ pub async fn update_key(
     c: ApiCaller,
     state: web::Data<AppState>,
     id: web::Path<i64>,
-    body: web::Json<KeyPatch>,
+    body: ApiJson<KeyPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let k = store::get_key(&state.db, c.tenant.id, *id).await?;
     let b = body.into_inner();
@@ -392,7 +392,7 @@ pub async fn rotate_key(
     c: ApiCaller,
     state: web::Data<AppState>,
     id: web::Path<i64>,
-    body: Option<web::Json<RotateIn>>,
+    body: Option<ApiJson<RotateIn>>,
 ) -> Result<HttpResponse, ApiError> {
     let grace = body.and_then(|b| b.into_inner().grace_seconds).unwrap_or(0);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
@@ -416,7 +416,7 @@ pub async fn rotate_key(
 pub async fn create_client(
     c: ApiCaller,
     state: web::Data<AppState>,
-    body: web::Json<ClientIn>,
+    body: ApiJson<ClientIn>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let client_id = b.client_id.trim().to_owned();
@@ -477,7 +477,7 @@ pub async fn update_client(
     c: ApiCaller,
     state: web::Data<AppState>,
     id: web::Path<i64>,
-    body: web::Json<ClientPatch>,
+    body: ApiJson<ClientPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let cl = store::get_client(&state.db, c.tenant.id, *id).await?;
     let b = body.into_inner();

@@ -170,7 +170,16 @@ async fn tokens_are_issued_with_basic_credentials_listed_and_revoked() {
 
     let (s, list) = api.get("/api/v1/tokens").await;
     assert_eq!(s, 200);
-    assert_eq!(list.as_array().unwrap().len(), 2);
+    // A page like every other list.
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    assert!(list["next_cursor"].is_null());
+    let (_, first_page) = api.get("/api/v1/tokens?limit=1").await;
+    assert_eq!(first_page["items"].as_array().unwrap().len(), 1);
+    let cursor = first_page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, second_page) = api
+        .get(&format!("/api/v1/tokens?limit=1&cursor={cursor}"))
+        .await;
+    assert_ne!(first_page["items"][0]["id"], second_page["items"][0]["id"]);
     assert!(
         !list.to_string().contains(&second.token),
         "tokens are listed by prefix only"
@@ -203,6 +212,52 @@ async fn calls_without_a_valid_token_are_401() {
 }
 
 #[tokio::test]
+async fn body_type_errors_name_the_field_in_words() {
+    let app = spawn_app().await;
+    let api = signup(&app, "alice", "Acme").await;
+    let (s, b) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Bad", "requests_per_minute": "ten"}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    // The field is named and what it expects said, in words (not the deserializer's position).
+    assert_eq!(b["error"]["details"]["field"], "requests_per_minute", "{b}");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(message.contains("requests_per_minute"), "{message}");
+    assert!(message.contains("expected a whole number"), "{message}");
+    assert!(message.contains("\"ten\""), "{message}");
+    assert!(!message.contains("line 1"), "{message}");
+    let (s, b) = api
+        .post(
+            "/api/v1/plans",
+            json!({"name": "Bad", "requests_per_minute": 5, "lots": true}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(b["error"]["details"]["field"], "lots", "{b}");
+    let (s, b) = api
+        .post(
+            "/api/v1/apis",
+            json!({"name": "A", "slug": "a", "upstream_url": "http://x.org", "pass_encoded_slashes": "yes"}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(
+        b["error"]["details"]["field"], "pass_encoded_slashes",
+        "{b}"
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected true or false"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
 async fn plans_crud_validation_and_conflicts() {
     let app = spawn_app().await;
     let api = signup(&app, "alice", "Acme").await;
@@ -231,13 +286,6 @@ async fn plans_crud_validation_and_conflicts() {
         .await;
     assert_error(s, &b, 422, "invalid_field");
     assert_eq!(b["error"]["details"]["field"], "requests_per_minute");
-    let (s, b) = api
-        .post(
-            "/api/v1/plans",
-            json!({"name": "Bad", "requests_per_minute": "ten"}),
-        )
-        .await;
-    assert_error(s, &b, 422, "invalid_field");
     let (_, b) = api
         .post(
             "/api/v1/plans",
@@ -737,7 +785,7 @@ async fn another_tenants_ids_are_404_on_every_route() {
         )
         .await;
     let (_, tokens) = a.get("/api/v1/tokens").await;
-    let token_id = tokens[0]["id"].as_i64().unwrap();
+    let token_id = tokens["items"][0]["id"].as_i64().unwrap();
 
     let b = signup(&app, "bob", "Bobs").await;
     let (_, bplan) = b

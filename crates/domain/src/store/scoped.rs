@@ -10,7 +10,7 @@ use sea_orm::{
 
 use super::{NewApi, StoreError, StoreResult, bump_config_version, create_api_key, to_i64};
 use crate::apikey::ApiKey;
-use crate::entities::{api, api_key, client, plan, tenant};
+use crate::entities::{api, api_key, api_token, client, plan, tenant};
 use crate::plan::{Enforcement, PlanLimits};
 
 // ---- Pages by id, for the management API ---------------------------------------------------
@@ -29,7 +29,7 @@ macro_rules! tenant_owned {
         }
     )*};
 }
-tenant_owned!(api, api_key, client, plan);
+tenant_owned!(api, api_key, api_token, client, plan);
 
 /// Up to `limit` of the tenant's rows with an id above `after`, in id order.
 pub async fn page<E: TenantOwned>(
