@@ -25,7 +25,26 @@ pub async fn reload(gw: &Gateway) -> Result<(), domain::sea_orm::DbErr> {
     gw.metrics.snapshot_reloads.inc();
     tracing::debug!(version = snap.version, keys = snap.key_count(), took = ?started.elapsed(), "snapshot loaded");
     let version = snap.version;
-    gw.snapshot.store(Arc::new(snap));
+    // Loads can overlap (an event and the poll, or an explicit reload): one that read an older
+    // config version and finished later must not replace a newer snapshot. The version is read
+    // before the data, so a snapshot's data is at least as new as its version.
+    let fresh = Arc::new(snap);
+    let prev = gw.snapshot.rcu(|cur| {
+        if cur.version > version {
+            Arc::clone(cur)
+        } else {
+            Arc::clone(&fresh)
+        }
+    });
+    if prev.version > version {
+        gw.metrics.snapshot_version.set(prev.version);
+        tracing::debug!(
+            version,
+            current = prev.version,
+            "an older snapshot load finished late; kept the newer one"
+        );
+        return Ok(());
+    }
     // The other planes' listeners: never upstreams.
     if let Ok(listeners) = domain::store::listeners(&gw.db).await {
         gw.policy.set_peers(&listeners);
