@@ -162,7 +162,7 @@ pub struct AnyUser {
 }
 
 impl AnyUser {
-    async fn of(req: &HttpRequest) -> Result<Self, UiError> {
+    pub(crate) async fn of(req: &HttpRequest) -> Result<Self, UiError> {
         let (user, tenant, session) = current_user(req).await?;
         let csrf = csrf_token(&session)?;
         Ok(Self {

@@ -7,7 +7,7 @@ use actix_session::config::PersistentSession;
 use actix_session::storage::CookieSessionStore;
 use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::Server;
-use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers, Logger};
 use actix_web::{App, HttpServer, web};
 use domain::clock::SystemClock;
 use domain::events::Publisher;
@@ -103,6 +103,7 @@ impl Application {
                 .into_utoipa_app()
                 .configure(api::configure)
                 .into_app()
+                .wrap(ErrorHandlers::new().default_handler(crate::errors::with_layout))
                 .wrap(sessions)
                 .wrap(
                     DefaultHeaders::new()

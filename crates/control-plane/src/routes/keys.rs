@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
-use domain::entities::plan;
+use domain::entities::{api_key, plan};
 use domain::store::{self, StoreError};
 use serde::Deserialize;
 
@@ -29,6 +29,10 @@ pub struct KeyRow {
     pub status_note: String,
     pub usage: String,
     pub active: bool,
+    /// What rotation made of it: `replaced by gw_live_ab12…`, `replaces gw_live_cd34…`.
+    pub lineage: Vec<String>,
+    /// Already replaced: rotate its replacement instead.
+    pub rotated: bool,
 }
 
 #[derive(Template)]
@@ -47,8 +51,9 @@ pub struct PageQuery {
     page: Option<u64>,
 }
 
+/// A time in the key list, whose column heads say UTC.
 fn when(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
+    t.format("%Y-%m-%d %H:%M").to_string()
 }
 
 pub async fn list(
@@ -70,22 +75,51 @@ pub async fn list(
     let now = Utc::now();
     let ids: Vec<i64> = keys.iter().map(|k| k.id).collect();
     let usage = store::per_key_since(db, tid, month_start(now.date_naive()), &ids).await?;
+    let replacements: Vec<i64> = keys.iter().filter_map(|k| k.replaced_by).collect();
+    let partners = store::rotation_partners(db, tid, &ids, &replacements).await?;
+    let related: HashMap<i64, &api_key::Model> =
+        keys.iter().chain(&partners).map(|k| (k.id, k)).collect();
+    let mut lineage: HashMap<i64, Vec<String>> = HashMap::new();
+    for old in related.values() {
+        let Some(new) = old.replaced_by else {
+            continue;
+        };
+        let old_prefix = &old.prefix;
+        if let Some(new_prefix) = related.get(&new).map(|k| &k.prefix) {
+            lineage
+                .entry(old.id)
+                .or_default()
+                .push(format!("replaced by {new_prefix}…"));
+            lineage
+                .entry(new)
+                .or_default()
+                .push(format!("replaces {old_prefix}…"));
+        }
+    }
     let rows = keys
-        .into_iter()
+        .iter()
         .map(|k| {
             let plan = plans.get(&k.plan_id);
             let used = usage.get(&k.id).map_or(0, |c| c.requests);
+            // A rotated key's expiry is the end of its grace period.
+            let ends = if k.replaced_by.is_some() {
+                "grace until"
+            } else {
+                "expires"
+            };
             let (status, status_note) = match k.expires_at {
                 _ if !k.is_active => ("revoked", String::new()),
                 Some(at) if at <= now => ("expired", when(at)),
-                Some(at) => ("active", format!("expires {}", when(at))),
+                Some(at) => ("active", format!("{ends} {}", when(at))),
                 None => ("active", String::new()),
             };
             KeyRow {
+                lineage: lineage.remove(&k.id).unwrap_or_default(),
+                rotated: k.replaced_by.is_some(),
                 id: k.id,
                 active: status == "active",
-                name: k.name,
-                prefix: k.prefix,
+                name: k.name.clone(),
+                prefix: k.prefix.clone(),
                 plan: plan.map_or_else(|| "—".into(), |p| p.name.clone()),
                 created: when(k.created_at),
                 last_used: k.last_used_at.map_or_else(|| "never".into(), when),
@@ -138,6 +172,10 @@ struct KeyCreatedPage {
     key: String,
     header: String,
     example_url: Option<String>,
+    /// The API the example calls, and how many the key opens.
+    example_api: String,
+    api_count: usize,
+    tenant_name: String,
     note: Option<String>,
 }
 
@@ -199,6 +237,9 @@ async fn key_created(
         key,
         header,
         example_url,
+        example_api: api.map(|a| a.name.clone()).unwrap_or_default(),
+        api_count: apis.len(),
+        tenant_name: u.tenant.name.clone(),
         note,
     })
 }

@@ -23,6 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health::health))
         .route("/static/app.css", web::get().to(pages::css))
         .route("/static/app.js", web::get().to(pages::js))
+        .route("/static/favicon.svg", web::get().to(pages::favicon))
+        .route("/favicon.ico", web::get().to(pages::favicon))
         .route("/", web::get().to(auth::home))
         .route("/login", web::get().to(auth::login_page))
         .route("/login", web::post().to(auth::login))

@@ -61,29 +61,29 @@ pub async fn overview(u: TenantUser, state: web::Data<AppState>) -> Result<HttpR
             today_counts = *c;
         }
     }
-    let day_points: Vec<(String, i64)> = (0..30)
+    let day_points: Vec<(String, i64, i64)> = (0..30)
         .map(|i| {
             let d = today - Duration::days(29 - i);
-            let v = daily
+            let c = daily
                 .iter()
                 .find(|(day, _)| *day == d)
-                .map_or(0, |(_, c)| c.requests);
-            (d.format("%b %-d").to_string(), v)
+                .map_or_else(Counts::default, |(_, c)| *c);
+            (d.format("%b %-d").to_string(), c.requests, c.rejected)
         })
         .collect();
 
     let now_minute = now.timestamp().div_euclid(60);
     let minutes = store::minutes(db, tid, now_minute - 59, now_minute, all).await?;
-    let minute_points: Vec<(String, i64)> = (0..60)
+    let minute_points: Vec<(String, i64, i64)> = (0..60)
         .map(|i| {
             let m = now_minute - 59 + i;
-            let v = minutes
+            let c = minutes
                 .iter()
                 .find(|(mm, _)| *mm == m)
-                .map_or(0, |(_, c)| c.requests);
+                .map_or_else(Counts::default, |(_, c)| *c);
             let label = chrono::DateTime::from_timestamp(m * 60, 0)
-                .map_or_else(String::new, |t| t.format("%H:%M").to_string());
-            (label, v)
+                .map_or_else(String::new, |t| t.format("%H:%M UTC").to_string());
+            (label, c.requests, c.rejected)
         })
         .collect();
 

@@ -81,6 +81,58 @@ async fn apis_can_be_created_edited_toggled_and_deleted() {
 }
 
 #[tokio::test]
+async fn unknown_paths_get_the_apps_404_page_with_the_top_bar_when_logged_in() {
+    let app = spawn_app().await;
+    let anonymous = app.get("/no/such/page").await;
+    assert_eq!(anonymous.status, 404);
+    anonymous.assert_contains("404 · Not found");
+    anonymous.assert_contains("/static/app.css");
+    assert!(!anonymous.body.contains("Log out"), "nobody is logged in");
+
+    app.register("alice", "Acme").await;
+    for path in ["/no/such/page", "/apis/999999/edit", "/keys/999999/rotate"] {
+        let page = app.get(path).await;
+        assert_eq!(page.status, 404, "{path}");
+        page.assert_contains("404 · Not found");
+        page.assert_contains("Log out");
+        page.assert_contains("href=\"/keys\"");
+        page.assert_contains("alice · Acme");
+    }
+    // A page's flash message survives a 404 on the way.
+    let id = app
+        .create_api("Weather", "weather", "http://127.0.0.1:9/")
+        .await;
+    app.post("/apis", &format!("/apis/{id}/toggle"), &[]).await;
+    app.get("/nowhere").await;
+    app.get("/apis")
+        .await
+        .assert_contains("API &#39;Weather&#39; disabled.");
+
+    // The management API keeps answering JSON.
+    let resp = app
+        .client
+        .get(app.url("/api/v1/no-such-thing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(
+        !resp.text().await.unwrap().contains("<html"),
+        "no HTML page under /api/"
+    );
+
+    let icon = app
+        .client
+        .get(app.url("/favicon.ico"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+    assert!(app.get("/dashboard").await.body.contains("rel=\"icon\""));
+}
+
+#[tokio::test]
 async fn plans_validate_and_cannot_be_deleted_while_in_use() {
     let app = spawn_app().await;
     app.register("alice", "Acme").await;
@@ -206,6 +258,16 @@ async fn a_key_is_shown_exactly_once_and_can_be_revoked_and_rotated() {
     let rotated = between(&p.body, "<code id=\"new-key\">", "</code>");
     assert_ne!(rotated, raw);
     p.assert_contains("keeps working until");
+    p.assert_contains("The key works on every API of Acme");
+    // The list says which key replaced which, and until when the old one still works.
+    let list = app.get("/keys").await;
+    list.assert_contains(&format!("replaced by {}…", &rotated[..16]));
+    list.assert_contains(&format!("replaces {}…", &raw[..16]));
+    list.assert_contains("grace until");
+    assert!(
+        !list.body.contains(&format!("/keys/{key_id}/rotate")),
+        "a key already replaced offers no second rotation"
+    );
     let old = api_key::Entity::find_by_id(key_id)
         .one(&app.db.db)
         .await
@@ -408,6 +470,16 @@ async fn the_overview_shows_usage_charts_and_a_curl() {
         dash.body.matches("<rect").count() >= 90,
         "60 minute bars and 30 day bars"
     );
-    dash.assert_contains(": 42</title>");
+    // Both charts split the minute's and the day's 42 requests into admitted and refused, with
+    // an axis up to a round 50 and a tooltip with the numbers.
+    assert_eq!(
+        dash.body
+            .matches(": 42 requests: 39 admitted, 3 refused (429)</title>")
+            .count(),
+        2
+    );
+    assert_eq!(dash.body.matches("<rect class=\"refused\"").count(), 2);
+    dash.assert_contains("<span>50</span><span>25</span><span>0</span>");
+    dash.assert_contains("(incl. 429s)");
     app.get("/keys").await.assert_contains("42 / 1000");
 }

@@ -240,6 +240,28 @@ pub async fn get_key(
         .ok_or(StoreError::NotFound)
 }
 
+/// The tenant's keys related by rotation to any of `ids`: the keys they replaced and the keys
+/// that replaced them (for "replaced by … / replaces …" in the key list).
+pub async fn rotation_partners(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    ids: &[i64],
+    replacements: &[i64],
+) -> StoreResult<Vec<api_key::Model>> {
+    if ids.is_empty() && replacements.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(api_key::Entity::find()
+        .filter(api_key::Column::TenantId.eq(tenant_id))
+        .filter(
+            sea_orm::Condition::any()
+                .add(api_key::Column::ReplacedBy.is_in(ids.iter().copied()))
+                .add(api_key::Column::Id.is_in(replacements.iter().copied())),
+        )
+        .all(db)
+        .await?)
+}
+
 pub async fn update_key(
     db: &impl ConnectionTrait,
     tenant_id: i64,

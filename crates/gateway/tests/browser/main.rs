@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: headless Chromium driven over WebDriver (chromedriver) signs
 //! up, creates an API, a plan and a key, reads the key off the page, calls the running data plane
-//! with it (200), revokes it (403). A screenshot of each page lands in `target/screenshots/`.
+//! with it (200), rotates it, revokes the replacement (403). A screenshot of each page lands in
+//! `target/screenshots/`; tables are checked for cells that wrap mid-word or stand out of their row.
 
 // Test code fails loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -115,6 +116,37 @@ async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     std::fs::write(screenshots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// What a person would find broken in the page's tables at 1366 px: a short value (key header,
+/// prefix, date, badge) split over two lines, or a cell not as tall as its row.
+async fn assert_tables_tidy(c: &Client, page: &str) {
+    let problems = c
+        .execute(
+            r"const out = [];
+            for (const el of document.querySelectorAll('td.nowrap code, td.nowrap, .badge, th')) {
+              const lines = new Set([...el.getClientRects()].map(r => Math.round(r.top)));
+              if (lines.size > 1)
+                out.push('wraps: ' + el.textContent.trim());
+            }
+            for (const row of document.querySelectorAll('tbody tr')) {
+              const h = row.getBoundingClientRect().height;
+              for (const cell of row.cells)
+                if (Math.abs(cell.getBoundingClientRect().height - h) > 1.5)
+                  out.push('misaligned: ' + cell.textContent.trim());
+            }
+            if (document.documentElement.scrollWidth > window.innerWidth)
+              out.push('page scrolls sideways');
+            const main = document.querySelector('main').getBoundingClientRect();
+            for (const t of document.querySelectorAll('table'))
+              if (t.getBoundingClientRect().right > main.right - 20)
+                out.push('table wider than the page: ' + (t.id || t.className));
+            return out;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(problems, serde_json::json!([]), "on {page}");
 }
 
 async fn fill(c: &Client, css: &str, value: &str) {
@@ -238,7 +270,12 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
 
     c.goto(&format!("{dashboard}/apis/new")).await.unwrap();
     fill(&c, "input[name=name]", "Echo").await;
+    // The slug's pattern is one Chromium compiles (under the `v` flag): a bad slug is refused
+    // before the form is sent.
+    fill(&c, "input[name=slug]", "Echo API!").await;
+    assert_eq!(slug_valid(&c).await, serde_json::json!(false));
     fill(&c, "input[name=slug]", "echo").await;
+    assert_eq!(slug_valid(&c).await, serde_json::json!(true));
     fill(
         &c,
         "input[name=upstream_url]",
@@ -248,6 +285,7 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     shot(&c, "03-api-form").await;
     submit(&c).await;
     wait_for_text(&c, "/acme-widgets/echo/").await;
+    assert_tables_tidy(&c, "APIs").await;
     shot(&c, "04-apis").await;
 
     c.goto(&format!("{dashboard}/plans/new")).await.unwrap();
@@ -279,23 +317,26 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     c.goto(&format!("{dashboard}/keys")).await.unwrap();
     let page = c.source().await.unwrap();
     assert!(!page.contains(&key), "the list never shows the key again");
+    assert_tables_tidy(&c, "keys").await;
     shot(&c, "08-keys").await;
-    c.find(Locator::Css("#keys button.danger"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.accept_alert().await.unwrap();
-    wait_for_text(&c, "revoked").await;
-    shot(&c, "09-key-revoked").await;
-    call_until(&key, &endpoint, 403).await;
+    let new_key = rotate_then_revoke_the_replacement(&c, &key).await;
+    call_until(&new_key, &endpoint, 403).await;
+    call_until(&key, &endpoint, 200).await;
 
     c.goto(&format!("{dashboard}/clients/new")).await.unwrap();
     shot(&c, "10-client-form").await;
     c.goto(&format!("{dashboard}/dashboard")).await.unwrap();
     wait_for_text(&c, "Top keys this month").await;
+    assert_tables_tidy(&c, "overview").await;
     shot(&c, "11-overview").await;
+
+    // A path nobody serves: the app's own 404, inside the layout with its top bar.
+    c.goto(&format!("{dashboard}/no/such/page")).await.unwrap();
+    wait_for_text(&c, "404 · Not found").await;
+    c.find(Locator::Css("header.topbar nav a[href='/keys']"))
+        .await
+        .expect("the top bar on the 404 page");
+    shot(&c, "14-not-found").await;
 
     c.goto(&format!("{dashboard}/account/password"))
         .await
@@ -305,6 +346,65 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
 
     admin_pages(&c, &db).await;
     c.close().await.unwrap();
+}
+
+async fn slug_valid(c: &Client) -> serde_json::Value {
+    c.execute(
+        "return document.querySelector('input[name=slug]').checkValidity();",
+        vec![],
+    )
+    .await
+    .unwrap()
+}
+
+/// Rotates the key from the keys list (a day of grace), checks the list says which key replaced
+/// which, then revokes the replacement; returns the replacement key.
+async fn rotate_then_revoke_the_replacement(c: &Client, old: &str) -> String {
+    c.find(Locator::Css("#keys td.actions a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "Rotate key").await;
+    c.find(Locator::Css("select[name=grace_hours]"))
+        .await
+        .unwrap()
+        .select_by_value("24")
+        .await
+        .unwrap();
+    submit(c).await;
+    let new_key = c
+        .wait()
+        .for_element(Locator::Id("new-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(new_key, old);
+    c.find(Locator::LinkText("Back to keys"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, &format!("replaced by {}…", &new_key[..16])).await;
+    wait_for_text(c, &format!("replaces {}…", &old[..16])).await;
+    wait_for_text(c, "grace until").await;
+    assert_tables_tidy(c, "keys after a rotation").await;
+    shot(c, "09-keys-rotated").await;
+    // The newest row is the replacement.
+    c.find(Locator::Css("#keys tbody tr:first-child button.danger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    wait_for_text(c, "revoked").await;
+    shot(c, "09b-key-revoked").await;
+    new_key
 }
 
 /// Logs the browser out, in as a new platform admin, and shoots the admin's tenant list (with
