@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use data_plane::proxy::{parse_target, parse_target_parts};
+use data_plane::pipeline::{parse_target, parse_target_parts};
 use domain::apikey::KeyHash;
 use domain::header::{KeyHeader, UpstreamTimeout};
 use domain::limits::local::LocalStore;

@@ -1,18 +1,29 @@
-//! The data plane: authenticates, limits, proxies and counts: an HTTP/1.1 fast path (`fast`) for
-//! ordinary requests, hyper 1.x (`proxy`) for the rest.
+//! The data plane: authenticates, limits, proxies and counts.
+//!
+//! - `gateway`: the state every request shares, and the gateway's own endpoints;
+//! - `pipeline`: the request's life as phases, in order (admit, limit, pick upstream, upstream
+//!   request fields, upstream response fields, finish) — where every decision about a request is
+//!   made, once;
+//! - `engine::fast` (HTTP/1.1 straight off the socket) and `engine::hyper` (the rest): they move
+//!   bytes and call the phases;
+//! - `wire`: the fast engine's HTTP/1.1 codec, pure functions; `upstream`: connections and pools
+//!   to upstreams; `headers`: the field rules; `body`, `errors`, `metrics`, `usage`, `reload`,
+//!   `watchdog`, `config`, `startup`.
 
 pub mod body;
 pub mod config;
+pub mod engine;
 pub mod errors;
-pub mod fast;
+pub mod gateway;
 pub mod headers;
 pub mod metrics;
-pub mod proxy;
+pub mod pipeline;
 pub mod reload;
 pub mod startup;
 pub mod upstream;
 pub mod usage;
 pub mod watchdog;
+pub mod wire;
 
 pub use config::DataPlaneSettings;
 pub use startup::Application;

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 
 use domain::events::Change;
 
-use crate::proxy::{Gateway, KeyOverlay};
+use crate::gateway::{Gateway, KeyOverlay};
 
 const RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(500);
 

@@ -18,10 +18,11 @@ use tokio::sync::watch;
 use bytes::BytesMut;
 
 use crate::config::{DataPlaneSettings, Engine};
-use crate::fast::{Conn, Exit, MAX_HEADERS, Prefixed, UpstreamPool};
-use crate::proxy::Gateway;
+use crate::engine::fast::{Conn, Exit, MAX_HEADERS, Prefixed};
+use crate::gateway::Gateway;
 use crate::reload;
 use crate::upstream::UpstreamClients;
+use crate::upstream::UpstreamPool;
 use crate::usage::UsageRecorder;
 use crate::watchdog::Watchdogs;
 

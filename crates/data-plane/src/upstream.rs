@@ -4,11 +4,13 @@
 //! client through [`GuardedConnector`], one client per trust level so a pooled connection made for
 //! a trusted tenant never serves another.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use domain::upstream_policy::{Refusal, ResolveError, UpstreamPolicy};
 use http::Uri;
@@ -19,6 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::body::UpstreamBody;
 use crate::errors::GatewayError;
+use crate::lock;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
@@ -160,4 +163,54 @@ pub fn refusal<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e Refus
         cur = err.source();
     }
     None
+}
+
+/// Most idle connections kept per upstream address by the fast engine's pool.
+const FAST_POOL_MAX_IDLE_PER_ADDR: usize = 512;
+
+/// Idle upstream connections of one worker thread, by `host:port`.
+#[derive(Default)]
+pub struct UpstreamPool {
+    idle: Mutex<IdleConnections>,
+}
+
+type IdleConnections = HashMap<Box<str>, Vec<(TcpStream, Instant)>>;
+
+impl UpstreamPool {
+    pub(crate) fn take(&self, addr: &str) -> Option<TcpStream> {
+        let mut idle = lock(&self.idle);
+        let list = idle.get_mut(addr)?;
+        while let Some((stream, since)) = list.pop() {
+            if since.elapsed() < POOL_IDLE_TIMEOUT && looks_open(&stream) {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn put(&self, addr: Box<str>, stream: TcpStream) {
+        if !looks_open(&stream) {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        let list = idle.entry(addr).or_default();
+        list.retain(|(_, since)| since.elapsed() < POOL_IDLE_TIMEOUT);
+        if list.len() < FAST_POOL_MAX_IDLE_PER_ADDR {
+            list.push((stream, Instant::now()));
+        }
+    }
+}
+
+/// An idle upstream connection is usable when nothing (data or EOF) arrived on it since its last
+/// answer; tokio's cached readiness answers that without a system call in the usual case.
+pub(crate) fn looks_open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use data_plane::config::ProxySettings;
-use data_plane::proxy::Gateway;
+use data_plane::gateway::Gateway;
 use data_plane::startup::ShutdownHandle;
 use data_plane::{Application, DataPlaneSettings};
 use domain::clock::ManualClock;

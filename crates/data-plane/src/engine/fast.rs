@@ -12,87 +12,39 @@
 //! targets, `https` upstreams, `/health` and `/metrics` — hands the connection, with every byte
 //! read so far, to hyper, which serves the rest of it ([`crate::proxy::Gateway::handle`]).
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Response, StatusCode};
+use http::Response;
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::errors::{GatewayError, HeadLimit};
-use crate::headers::{
-    X_FORWARDED_FOR, connection_has_option, forwards_request_field, forwards_response_field,
-    rate_limit_fields, request_id,
+use crate::gateway::is_local_path;
+use crate::headers::{X_FORWARDED_FOR, connection_has_option, request_id};
+use crate::pipeline::target::split_at_byte;
+use crate::pipeline::{
+    self, Auth, Gateway, forwarded_fields, forwards_request_field, forwards_response_field,
+    parse_target_parts,
 };
-use crate::lock;
-use crate::proxy::{
-    Auth, Gateway, admit_head, forwarded_fields, parse_target_parts, split_at_byte,
-};
+use crate::upstream::{UpstreamPool, looks_open};
 use crate::watchdog::Watchdog;
+use crate::wire::{
+    ChunkScan, RequestFraming, content_length_value, encode_head, push_field, quick_head,
+    request_framing,
+};
 
-/// Most header fields in a request head (431 above).
-pub const MAX_HEADERS: usize = 128;
+pub use crate::wire::MAX_HEADERS;
 const NO_HEADERS: &[httparse::Header<'_>] = &[];
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Bodies up to this size already in the buffer go out in the same write as the head.
 const INLINE_BODY: usize = 16 * 1024;
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
-const POOL_MAX_IDLE_PER_ADDR: usize = 512;
-
-/// Idle upstream connections of one worker thread, by `host:port`.
-#[derive(Default)]
-pub struct UpstreamPool {
-    idle: Mutex<IdleConnections>,
-}
-
-type IdleConnections = HashMap<Box<str>, Vec<(TcpStream, Instant)>>;
-
-impl UpstreamPool {
-    fn take(&self, addr: &str) -> Option<TcpStream> {
-        let mut idle = lock(&self.idle);
-        let list = idle.get_mut(addr)?;
-        while let Some((stream, since)) = list.pop() {
-            if since.elapsed() < POOL_IDLE_TIMEOUT && looks_open(&stream) {
-                return Some(stream);
-            }
-        }
-        None
-    }
-
-    fn put(&self, addr: Box<str>, stream: TcpStream) {
-        if !looks_open(&stream) {
-            return;
-        }
-        let mut idle = lock(&self.idle);
-        let list = idle.entry(addr).or_default();
-        list.retain(|(_, since)| since.elapsed() < POOL_IDLE_TIMEOUT);
-        if list.len() < POOL_MAX_IDLE_PER_ADDR {
-            list.push((stream, Instant::now()));
-        }
-    }
-}
-
-/// An idle upstream connection is usable when nothing (data or EOF) arrived on it since its last
-/// answer; tokio's cached readiness answers that without a system call in the usual case.
-fn looks_open(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            let mut probe = [0u8; 1];
-            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        }
-    }
-}
 
 /// What ended the fast path on a connection.
 pub enum Exit {
@@ -228,8 +180,8 @@ impl<'a> Conn<'a> {
                     close,
                 } => {
                     self.buf.advance(head_len);
-                    let resp = self.gw.fail_response(&err, &rid);
-                    if !self.answer(resp, &rid, close).await || close {
+                    let resp = self.gw.refuse(&err, &rid, None);
+                    if !self.answer(resp, close).await || close {
                         return Exit::Done;
                     }
                 }
@@ -289,10 +241,7 @@ impl<'a> Conn<'a> {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
-        if matches!(
-            path,
-            "/health" | "/health/live" | "/health/ready" | "/metrics"
-        ) {
+        if is_local_path(path) {
             return Step::HandOff;
         }
         let rid = request_id(headers);
@@ -303,29 +252,28 @@ impl<'a> Conn<'a> {
             rid,
             close: close || body_len > 0,
         };
-        if head_len > max_head {
-            return fail(
-                GatewayError::HeadersTooLarge {
-                    limit: max_head,
-                    what: HeadLimit::Bytes,
-                },
-                rid,
-            );
+        if let Err(e) = pipeline::admit_head_size(gw, head_len) {
+            return fail(e, rid);
         }
         let t = match parse_target_parts(path, query) {
             Ok(t) => t,
             Err(e) => return fail(e, rid),
         };
-        let (auth, key) = match gw.authenticate(&t, headers) {
+        let snap = gw.snapshot.load();
+        let (tenant, api) = match pipeline::api_for(&snap, &t) {
+            Ok(found) => found,
+            Err(e) => return fail(e, rid),
+        };
+        // hyper speaks TLS to upstreams: the request is its to serve, authentication included.
+        if api.upstream_tls {
+            return Step::HandOff;
+        }
+        let (auth, key) = match gw.authenticate_on(&snap, tenant, api, &t, headers) {
             Ok(a) => a,
             Err(e) => return fail(e, rid),
         };
-        if auth.api.upstream_tls {
-            return Step::HandOff;
-        }
-        if body_len > gw.settings.max_body_bytes {
-            let limit = gw.settings.max_body_bytes;
-            return fail(GatewayError::BodyTooLarge { limit }, rid);
+        if let Err(e) = pipeline::admit_body_len(gw, body_len) {
+            return fail(e, rid);
         }
 
         let fields = HeadFields {
@@ -361,21 +309,13 @@ impl<'a> Conn<'a> {
         let gw = self.gw;
         let auth = &p.auth;
         let bucket = auth.bucket(gw.clock.now_ms());
-        let refusal = match gw
-            .limiter
-            .check_with(auth.subject, &auth.limits, auth.enforcement)
-            .await
-        {
-            Err(_) => gw.fail_response(&GatewayError::LimiterUnavailable, &p.rid),
-            Ok((decision, _)) if !decision.allowed => {
-                gw.record_rejected(bucket);
-                gw.rejected_response(&decision, &p.rid)
-            }
-            Ok((decision, _)) => return self.forward(&p, bucket, &decision).await,
+        let refusal = match gw.limit(auth, bucket, &p.rid).await {
+            Ok(decision) => return self.forward(&p, bucket, &decision).await,
+            Err(refusal) => refusal,
         };
         // A refused request's body is never read, so the connection cannot go on after it.
         let close = p.close || p.body_len > 0;
-        self.answer(refusal, &p.rid, close).await && !close
+        self.answer(refusal, close).await && !close
     }
 
     /// Sends an admitted request upstream and relays the answer; false when the connection must
@@ -408,10 +348,9 @@ impl<'a> Conn<'a> {
                 let upstream_failed = e.status().is_server_error();
                 gw.record_forwarded(bucket, false, upstream_failed);
                 tracing::debug!(error = ?e, api_id = auth.api.id, "upstream request failed");
-                let mut resp = gw.fail_response(&e, &p.rid);
-                crate::headers::insert_rate_limit(resp.headers_mut(), decision);
+                let resp = gw.refuse(&e, &p.rid, Some(decision));
                 // The body may be half sent: this connection cannot be trusted to stay in step.
-                self.answer(resp, &p.rid, true).await;
+                self.answer(resp, true).await;
                 return false;
             }
         };
@@ -507,8 +446,8 @@ impl<'a> Conn<'a> {
             self.upstream = None;
             let resp = self
                 .gw
-                .fail_response(&GatewayError::UpstreamUnreachable, &p.rid);
-            self.answer(resp, &p.rid, true).await;
+                .refuse(&GatewayError::UpstreamUnreachable, &p.rid, Some(decision));
+            self.answer(resp, true).await;
             return false;
         };
         self.ubuf.advance(head_len);
@@ -608,8 +547,7 @@ impl<'a> Conn<'a> {
             ),
             _ => {}
         }
-        push_field(out, b"x-request-id", p.rid.as_bytes());
-        rate_limit_fields(decision, |n, v| {
+        pipeline::answer_fields(&p.rid, decision, |n, v| {
             push_field(out, n.as_str().as_bytes(), v);
         });
         let close = p.close || framing == Framing::UntilClose;
@@ -680,7 +618,7 @@ impl<'a> Conn<'a> {
     }
 
     /// Writes one of the gateway's own answers; false when the client is gone.
-    async fn answer(&mut self, resp: Response<Full<Bytes>>, rid: &str, close: bool) -> bool {
+    async fn answer(&mut self, resp: Response<Full<Bytes>>, close: bool) -> bool {
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
@@ -689,7 +627,7 @@ impl<'a> Conn<'a> {
             .unwrap_or_default();
         let out = &mut self.out;
         out.clear();
-        encode_head(out, parts.status, &parts.headers, body.len(), rid, close);
+        encode_head(out, parts.status, &parts.headers, body.len(), close);
         out.extend_from_slice(&body);
         self.client.write_all(out).await.is_ok()
     }
@@ -717,82 +655,6 @@ fn unparsable(err: Option<httparse::Error>, buffered: usize, max_head: usize) ->
     }
 }
 
-/// A `Content-Length` value: decimal digits only (no sign, no spaces inside, no list).
-fn content_length_value(v: &[u8]) -> Option<u64> {
-    // 19 digits at most: never more than u64 holds.
-    if v.is_empty() || v.len() > 19 {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
-}
-
-const BAD_LENGTH: &str =
-    "Content-Length must be one decimal number (repeated only with the same value).";
-
-/// How a request's body is framed, as the fast path reads its head.
-#[derive(Debug, PartialEq, Eq)]
-enum RequestFraming {
-    /// A `Content-Length` (or none: no body), and whether the request asks to close.
-    Length(Option<u64>, bool),
-    /// `Transfer-Encoding` or `Expect`: hyper's to serve.
-    HandOff,
-}
-
-/// How the body after this head is framed, or why nothing after it can be read: framing that is
-/// no framing (a `Content-Length` that is not one number, two that differ, a `Transfer-Encoding`
-/// that does not end in chunked), or a head [`admit_head`] refuses.
-fn request_framing(
-    method: &str,
-    headers: &[httparse::Header<'_>],
-) -> Result<RequestFraming, GatewayError> {
-    let (mut hosts, mut te) = (0, false);
-    let mut body_len = None;
-    let mut close = false;
-    let mut coded = false;
-    let mut chunked_last = false;
-    for h in headers {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            hosts += 1;
-        }
-        if name.eq_ignore_ascii_case("expect") {
-            coded = true;
-        }
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            coded = true;
-            te = true;
-            chunked_last = h
-                .value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            match (body_len, content_length_value(h.value)) {
-                (_, None) => return Err(GatewayError::BadRequest(BAD_LENGTH)),
-                (Some(a), Some(b)) if a != b => return Err(GatewayError::BadRequest(BAD_LENGTH)),
-                (_, n) => body_len = n,
-            }
-        }
-        if name.eq_ignore_ascii_case("connection") && connection_has_option([h.value], "close") {
-            close = true;
-        }
-    }
-    admit_head(method, hosts, true)?;
-    if te && !chunked_last {
-        return Err(GatewayError::BadRequest(
-            "A request's Transfer-Encoding must end in chunked (RFC 9112 6.3).",
-        ));
-    }
-    if coded {
-        // Transfer-Encoding beside a Content-Length wins over it (RFC 9112 6.3); hyper reads it.
-        return Ok(RequestFraming::HandOff);
-    }
-    Ok(RequestFraming::Length(body_len, close))
-}
-
 /// The caller's fields as the fast path read them: with the key it presented and the body length
 /// it framed.
 #[derive(Clone, Copy)]
@@ -807,7 +669,7 @@ struct HeadFields<'h, 'b> {
 fn write_upstream_head(
     out: &mut Vec<u8>,
     method: &str,
-    t: &crate::proxy::Target<'_>,
+    t: &pipeline::Target<'_>,
     fields: &HeadFields<'_, '_>,
     auth: &Auth,
     peer_ip: &str,
@@ -822,26 +684,7 @@ fn write_upstream_head(
     out.clear();
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(api.upstream_path.as_bytes());
-    out.extend_from_slice(t.rest.as_bytes());
-    match (api.upstream.query(), t.query) {
-        (Some(a), Some(b)) => {
-            out.push(b'?');
-            out.extend_from_slice(a.as_bytes());
-            out.push(b'&');
-            out.extend_from_slice(b.as_bytes());
-        }
-        (Some(q), None) | (None, Some(q)) => {
-            out.push(b'?');
-            out.extend_from_slice(q.as_bytes());
-        }
-        (None, None) => {}
-    }
-    if api.upstream_path.is_empty() && t.rest.is_empty() {
-        // "GET ?q" is not a request line; the root it means is "/".
-        let at = method.len() + 1;
-        out.insert(at, b'/');
-    }
+    pipeline::upstream_target(api, t, |b| out.extend_from_slice(b));
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection = headers
         .iter()
@@ -870,46 +713,6 @@ fn write_upstream_head(
     forwarded_fields(auth, peer_ip, &prior_xff, original_host, rid, |n, v| {
         push_field(out, n.as_str().as_bytes(), v);
     });
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn encode_head(
-    out: &mut Vec<u8>,
-    status: StatusCode,
-    headers: &http::HeaderMap,
-    body_len: usize,
-    rid: &str,
-    close: bool,
-) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    push_field(out, b"x-request-id", rid.as_bytes());
-    push_field(
-        out,
-        b"content-length",
-        itoa::Buffer::new().format(body_len).as_bytes(),
-    );
-    push_field(
-        out,
-        b"date",
-        httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes(),
-    );
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -989,154 +792,6 @@ async fn read_response_head(up: &mut TcpStream, ubuf: &mut BytesMut) -> io::Resu
     }
 }
 
-/// The status code of a response head that is all in `buf` with CRLF line ends, and where the head
-/// ends; `None` when the head is partial, ends its lines otherwise, or has no sane status line.
-fn quick_head(buf: &[u8]) -> Option<(u16, usize)> {
-    // The first blank line ends the head: CRLF CRLF, with no bare-LF blank line before it. (A
-    // line-by-line scan: `memmem` sets up more than it saves on a head this short.)
-    let mut end = None;
-    for lf in memchr::memchr_iter(b'\n', buf) {
-        match (buf.get(lf + 1), buf.get(lf + 2)) {
-            (Some(b'\r'), Some(b'\n')) if lf > 0 && buf[lf - 1] == b'\r' => {
-                end = Some(lf + 3);
-                break;
-            }
-            (Some(b'\r' | b'\n') | None, _) => return None,
-            _ => {}
-        }
-    }
-    let end = end?;
-    // "HTTP/1.1 200 OK\r\n", or without the reason phrase.
-    let line = buf.get(..13)?;
-    let digits = &line[9..12];
-    if !(line.starts_with(b"HTTP/1.")
-        && line[7].is_ascii_digit()
-        && line[8] == b' '
-        && digits.iter().all(u8::is_ascii_digit)
-        && matches!(line[12], b' ' | b'\r'))
-    {
-        return None;
-    }
-    let code = digits
-        .iter()
-        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-    Some((code, end))
-}
-
-/// Finds where a chunked body ends without decoding it (the bytes pass through as they are).
-#[derive(Default)]
-struct ChunkScan {
-    state: ChunkState,
-    size: u64,
-    digits: u8,
-}
-
-#[derive(Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    #[default]
-    Size,
-    Ext,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    TrailerStart,
-    Trailer,
-    FinalLf,
-}
-
-impl ChunkScan {
-    /// Consumes `bytes` (everything after the previous call's); `Some(n)` when the body ends after
-    /// its first `n` bytes.
-    fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ()> {
-        use ChunkState as S;
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            match self.state {
-                S::Size => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        let d = u64::from(char::from(b).to_digit(16).unwrap_or(0));
-                        self.size = self.size.checked_mul(16).ok_or(())? + d;
-                        self.digits += 1;
-                        if self.digits > 16 {
-                            return Err(());
-                        }
-                    }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = S::Ext,
-                    b'\r' if self.digits > 0 => self.state = S::SizeLf,
-                    b'\n' if self.digits > 0 => self.end_size_line(),
-                    _ => return Err(()),
-                },
-                S::Ext => match b {
-                    b'\r' => self.state = S::SizeLf,
-                    b'\n' => self.end_size_line(),
-                    _ => {}
-                },
-                S::SizeLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.end_size_line();
-                }
-                S::Data => {
-                    let avail = (bytes.len() - i) as u64;
-                    let skip = avail.min(self.size);
-                    self.size -= skip;
-                    i += usize::try_from(skip).map_err(|_| ())?;
-                    if self.size == 0 {
-                        self.state = S::DataCr;
-                    }
-                    continue;
-                }
-                S::DataCr => match b {
-                    b'\r' => self.state = S::DataLf,
-                    b'\n' => self.next_chunk(),
-                    _ => return Err(()),
-                },
-                S::DataLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.next_chunk();
-                }
-                S::TrailerStart => match b {
-                    b'\r' => self.state = S::FinalLf,
-                    b'\n' => return Ok(Some(i + 1)),
-                    _ => self.state = S::Trailer,
-                },
-                S::Trailer => {
-                    if b == b'\n' {
-                        self.state = S::TrailerStart;
-                    }
-                }
-                S::FinalLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    return Ok(Some(i + 1));
-                }
-            }
-            i += 1;
-        }
-        Ok(None)
-    }
-
-    fn end_size_line(&mut self) {
-        self.state = if self.size == 0 {
-            ChunkState::TrailerStart
-        } else {
-            ChunkState::Data
-        };
-    }
-
-    fn next_chunk(&mut self) {
-        self.state = ChunkState::Size;
-        self.size = 0;
-        self.digits = 0;
-    }
-}
-
 /// The client socket with the bytes the fast path already read put back in front, for hyper.
 pub struct Prefixed {
     pre: BytesMut,
@@ -1192,75 +847,5 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn end_of(parts: &[&[u8]]) -> Option<usize> {
-        let mut scan = ChunkScan::default();
-        let mut seen = 0;
-        for p in parts {
-            if let Some(n) = scan.feed(p).unwrap() {
-                return Some(seen + n);
-            }
-            seen += p.len();
-        }
-        None
-    }
-
-    #[test]
-    fn a_response_head_ends_where_httparse_says_or_is_left_to_it() {
-        let parsed = |buf: &[u8]| {
-            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut storage);
-            match resp.parse(buf) {
-                Ok(httparse::Status::Complete(n)) => Some((resp.code.unwrap_or(0), n)),
-                _ => None,
-            }
-        };
-        // (head, found without httparse); the rest are left to httparse: partial heads, bare-LF
-        // line ends (even with CRLF CRLF in the body), a status line that is not one.
-        for (head, quick) in [
-            (&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..], true),
-            (b"HTTP/1.1 204\r\n\r\n", true),
-            (b"HTTP/1.0 404 Not Found\r\nA: b\r\n\r\nbody\r\n\r\n", true),
-            // A bare LF inside the head, CRLF CRLF at its end: the same end either way.
-            (b"HTTP/1.1 200 OK\nA: b\r\n\r\n", true),
-            (
-                b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
-                true,
-            ),
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false),
-            (b"HTTP/1.1 200 OK\nContent-Length: 4\n\n\r\n\r\n", false),
-            (b"HTTP/1.1 2x0 OK\r\n\r\n", false),
-            (b"HTTP/2.0 200 OK\r\n\r\n", false),
-            (b"\r\n\r\n", false),
-        ] {
-            let expected = if quick { parsed(head) } else { None };
-            assert!(!quick || expected.is_some());
-            assert_eq!(
-                quick_head(head),
-                expected,
-                "{}",
-                String::from_utf8_lossy(head)
-            );
-        }
-    }
-
-    #[test]
-    fn chunked_bodies_end_where_the_last_chunk_and_trailers_end() {
-        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nNEXT";
-        assert_eq!(end_of(&[body]), Some(body.len() - 4));
-        // Split at every byte: the same end.
-        let parts: Vec<&[u8]> = body.chunks(1).collect();
-        assert_eq!(end_of(&parts), Some(body.len() - 4));
-        let trailers = b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-B: 2\r\n\r\n";
-        assert_eq!(end_of(&[trailers]), Some(trailers.len()));
-        assert_eq!(end_of(&[b"3\r\nab"]), None);
-        assert!(ChunkScan::default().feed(b"zz\r\n").is_err());
-        assert!(ChunkScan::default().feed(b"3\r\nabcX").is_err());
     }
 }

@@ -1,0 +1,274 @@
+//! The hyper engine: serves what the fast engine hands over (HTTP/1.0, chunked and `Expect`
+//! uploads, `https` upstreams, the gateway's own paths) and every connection when
+//! `GATEWAY_ENGINE=hyper`. It moves the request between hyper's types and calls the pipeline's
+//! phases (`crate::pipeline`) in order.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::hyper::body::Incoming;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::{Either, Full};
+
+use crate::body::{BodyError, UpstreamBody, body_error};
+use crate::errors::GatewayError;
+use domain::limits::Decision;
+use domain::snapshot::ApiEntry;
+
+use crate::headers::{X_FORWARDED_FOR, head_size, request_id};
+use crate::pipeline::{
+    self, Auth, Gateway, Target, admit_head, forwarded_fields, forwards_request_field,
+    forwards_response_field, parse_target, presented_key,
+};
+use crate::upstream::{UpstreamClient, UpstreamClients, refusal};
+
+/// What the gateway answers with: the upstream's body streamed through, or one of its own.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+impl Gateway {
+    /// Entry point of every request; `clients` are the calling worker's upstream pools.
+    pub async fn handle(
+        self: Arc<Self>,
+        clients: UpstreamClients,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        if let Some(local) = self.local_answer(req.uri().path()).await {
+            return Ok(local.map(Either::Right));
+        }
+        let started = Instant::now();
+        let rid = request_id(req.headers());
+        let resp = self.proxy(&clients, peer, req, &rid).await;
+        self.metrics.observe_latency(started.elapsed());
+        Ok(resp)
+    }
+
+    /// The pipeline's phases, in order, on hyper's request and response types.
+    async fn proxy(
+        &self,
+        clients: &UpstreamClients,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+        rid: &str,
+    ) -> Response<Body> {
+        // Admit: the head, the target, the caller, the body's size.
+        let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if let Err(e) = pipeline::admit_head_size(self, head_size(uri_len, req.headers())) {
+            return self.refused(&e, rid, None);
+        }
+        let hosts = req.headers().get_all(header::HOST).iter().count();
+        if let Err(e) = admit_head(
+            req.method().as_str(),
+            hosts,
+            req.version() == Version::HTTP_11,
+        ) {
+            return closing(self.refused(&e, rid, None));
+        }
+        let target = match parse_target(req.uri()) {
+            Ok(t) => t,
+            Err(e) => return self.refused(&e, rid, None),
+        };
+        let auth = match self.authenticate(&target, req.headers()) {
+            Ok((a, _)) => a,
+            Err(e) => return self.refused(&e, rid, None),
+        };
+        // Pick the upstream (before the limit, as the fast engine writes its head: a target no
+        // upstream URI can carry costs nothing).
+        let Ok(upstream_uri) = upstream_uri(&auth.api, &target) else {
+            let e = GatewayError::BadRequest("The path is not valid.");
+            return self.refused(&e, rid, None);
+        };
+        let max_body = self.settings.max_body_bytes;
+        let (parts, body) = req.into_parts();
+        if let Some(Err(e)) =
+            content_length(&parts.headers).map(|n| pipeline::admit_body_len(self, n))
+        {
+            return closing(self.refused(&e, rid, None));
+        }
+        // A body without a declared length is read ahead (up to the limit) before it costs a token.
+        let body = match UpstreamBody::read_ahead(body, max_body).await {
+            Ok(b) => b,
+            Err(e) => return closing(self.refused(&body_failure(&e, max_body), rid, None)),
+        };
+        let bucket = auth.bucket(self.clock.now_ms());
+
+        // Limit.
+        let decision = match self.limit(&auth, bucket, rid).await {
+            Ok(d) => d,
+            Err(refusal) => return refusal.map(Either::Right),
+        };
+
+        // Upstream request and response fields, around the exchange.
+        let client = clients.for_tenant(auth.api.trusted_upstreams);
+        let result = self
+            .forward(client, peer, parts, body, upstream_uri, &auth, rid)
+            .await;
+
+        // Finish.
+        let upstream_failed = match &result {
+            Ok(r) => r.status().is_server_error(),
+            Err(e) => e.status().is_server_error(),
+        };
+        self.record_forwarded(bucket, result.is_ok(), upstream_failed);
+        match result {
+            Ok(mut r) => {
+                let h = r.headers_mut();
+                pipeline::answer_fields(rid, &decision, |name, value| {
+                    if let Ok(v) = HeaderValue::from_bytes(value) {
+                        h.insert(name, v);
+                    }
+                });
+                r.map(Either::Left)
+            }
+            // The caller's body broke mid-way: what is left of it cannot be read as a request.
+            Err(e @ (GatewayError::BadBody | GatewayError::BodyTooLarge { .. })) => {
+                closing(self.refused(&e, rid, Some(&decision)))
+            }
+            Err(e) => self.refused(&e, rid, Some(&decision)),
+        }
+    }
+
+    fn refused(
+        &self,
+        err: &GatewayError,
+        rid: &str,
+        decision: Option<&Decision>,
+    ) -> Response<Body> {
+        self.refuse(err, rid, decision).map(Either::Right)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        client: &UpstreamClient,
+        peer: SocketAddr,
+        mut parts: http::request::Parts,
+        body: UpstreamBody,
+        uri: Uri,
+        auth: &Auth,
+        rid: &str,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let max_body = self.settings.max_body_bytes;
+        let received = std::mem::take(&mut parts.headers);
+        let connection: Vec<&[u8]> = received
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let key = presented_key(&auth.api, &received)
+            .unwrap_or_default()
+            .as_bytes();
+        let h = &mut parts.headers;
+        h.reserve(received.len() + 8);
+        let mut original_host = None;
+        let mut prior_xff = Vec::new();
+        for (name, value) in &received {
+            if name == header::HOST {
+                original_host = Some(value.as_bytes());
+            } else if name == X_FORWARDED_FOR {
+                prior_xff.push(value.as_bytes());
+            } else if forwards_request_field(
+                name.as_str(),
+                value.as_bytes(),
+                connection.iter().copied(),
+                &auth.api.key_header,
+                key,
+            ) {
+                h.append(name, value.clone());
+            }
+        }
+        // The body's framing, from what hyper read of it and what was read ahead: a length when
+        // known, else chunked (hyper's client writes it).
+        if let Some(n) = body
+            .known_len()
+            .filter(|n| *n > 0 || received.contains_key(header::CONTENT_LENGTH))
+        {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        forwarded_fields(
+            auth,
+            &peer.ip().to_string(),
+            &prior_xff,
+            original_host,
+            rid,
+            |name, value| {
+                if let Ok(v) = HeaderValue::from_bytes(value) {
+                    h.insert(name, v);
+                }
+            },
+        );
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, body);
+
+        let timeout = auth.api.timeout;
+        match tokio::time::timeout(timeout, client.request(upstream_req)).await {
+            Err(_) => Err(GatewayError::UpstreamTimeout {
+                timeout_ms: timeout.as_millis(),
+            }),
+            Ok(Err(e)) => {
+                if let Some(b) = body_error(&e) {
+                    return Err(body_failure(b, max_body));
+                }
+                if refusal(&e).is_some() {
+                    return Err(GatewayError::UpstreamForbidden);
+                }
+                tracing::debug!(error = %e, api_id = auth.api.id, "upstream request failed");
+                Err(GatewayError::UpstreamUnreachable)
+            }
+            Ok(Ok(mut resp)) => {
+                let received = std::mem::take(resp.headers_mut());
+                let connection: Vec<&[u8]> = received
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .map(HeaderValue::as_bytes)
+                    .collect();
+                let h = resp.headers_mut();
+                for (name, value) in &received {
+                    // hyper framed the body by its `Content-Length`: kept, whatever
+                    // `Connection` says (the client's framing follows from it).
+                    if name == header::CONTENT_LENGTH
+                        || forwards_response_field(name.as_str(), connection.iter().copied())
+                    {
+                        h.append(name, value.clone());
+                    }
+                }
+                Ok(resp)
+            }
+        }
+    }
+}
+
+/// `resp`, closing the connection after it (the rest of the request cannot be trusted).
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// The upstream URI of the pick-upstream phase ([`pipeline::upstream_target`]).
+fn upstream_uri(api: &ApiEntry, t: &Target<'_>) -> Result<Uri, http::Error> {
+    let mut pq = Vec::with_capacity(t.rest.len() + 64);
+    pipeline::upstream_target(api, t, |b| pq.extend_from_slice(b));
+    Uri::builder()
+        .scheme(if api.upstream_tls { "https" } else { "http" })
+        .authority(&*api.upstream_authority)
+        .path_and_query(pq)
+        .build()
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The caller's answer when its own body failed.
+fn body_failure(e: &BodyError, max_body: u64) -> GatewayError {
+    match e {
+        BodyError::TooLarge(_) => GatewayError::BodyTooLarge { limit: max_body },
+        BodyError::Client(_) => GatewayError::BadBody,
+    }
+}

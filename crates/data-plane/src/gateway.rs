@@ -1,0 +1,173 @@
+//! `Gateway`: what every request shares, whichever engine reads it — the configuration snapshot
+//! and the keys changed since, the limiter, usage recorder, metrics, database, clock, settings and
+//! upstream policy — and the gateway's own endpoints (`/health*`, `/metrics`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use domain::apikey::KeyHash;
+use domain::clock::SharedClock;
+use domain::limits::Limiter;
+use domain::sea_orm::DatabaseConnection;
+use domain::snapshot::Snapshot;
+use domain::upstream_policy::UpstreamPolicy;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+
+use crate::config::ProxySettings;
+use crate::errors::json_response;
+use crate::metrics::Metrics;
+use crate::usage::UsageRecorder;
+
+/// Key entries newer than the snapshot, by hash, with the config version they came with.
+pub type KeyOverlay = foldhash::HashMap<KeyHash, (i64, domain::snapshot::KeyEntry)>;
+
+pub struct Gateway {
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Keys changed after the snapshot was loaded (applied from change events), with the config
+    /// version that carried them; emptied of what a newer snapshot already has.
+    pub key_overlay: ArcSwap<KeyOverlay>,
+    pub limiter: Arc<Limiter>,
+    pub usage: UsageRecorder,
+    pub metrics: Metrics,
+    pub db: DatabaseConnection,
+    pub clock: SharedClock,
+    pub settings: ProxySettings,
+    /// Which upstream addresses may be connected to, for which tenants.
+    pub policy: Arc<UpstreamPolicy>,
+    /// Set once the first snapshot is loaded.
+    pub loaded: AtomicBool,
+    /// Where this data plane listens (registered in the database for the other planes' policy).
+    pub bound: std::sync::Mutex<Option<SocketAddr>>,
+}
+
+impl Gateway {
+    /// A gateway serving an empty snapshot until the first [`crate::reload::reload`].
+    pub fn new(
+        limiter: Arc<Limiter>,
+        usage: UsageRecorder,
+        db: DatabaseConnection,
+        clock: SharedClock,
+        settings: ProxySettings,
+        policy: Arc<UpstreamPolicy>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            key_overlay: ArcSwap::from_pointee(KeyOverlay::default()),
+            limiter,
+            usage,
+            metrics: Metrics::new(),
+            db,
+            clock,
+            settings,
+            policy,
+            loaded: AtomicBool::new(false),
+            bound: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The gateway's own answer at `path` (health and metrics), `None` for every other path:
+    /// the one list of paths both engines leave to the gateway.
+    pub async fn local_answer(&self, path: &str) -> Option<Response<Full<Bytes>>> {
+        match path {
+            "/health" | "/health/live" => {
+                Some(json_response(StatusCode::OK, &json!({"status": "ok"})))
+            }
+            "/health/ready" => Some(self.readiness().await),
+            "/metrics" => Some(self.metrics_page()),
+            _ => None,
+        }
+    }
+
+    async fn readiness(&self) -> Response<Full<Bytes>> {
+        let db_up = self.db.ping().await.is_ok();
+        let loaded = self.loaded.load(Ordering::Relaxed);
+        let redis = match (self.limiter.redis_configured(), self.limiter.redis_up()) {
+            (false, _) => "not_configured",
+            (true, true) => "up",
+            (true, false) => "down",
+        };
+        let fail_closed_and_down = self.settings.redis_fail_closed && redis == "down";
+        let ready = db_up && loaded && !fail_closed_and_down;
+        let body = json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "database": if db_up { "up" } else { "down" },
+            "snapshot": if loaded { "loaded" } else { "waiting_for_schema" },
+            "snapshot_version": self.snapshot.load().version,
+            "redis": redis,
+            "limiter": match (self.limiter.redis_up(), self.limiter.settling()) {
+                (false, _) => "local",
+                (true, true) => "settling",
+                (true, false) => "redis",
+            },
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json_response(status, &body)
+    }
+
+    fn metrics_page(&self) -> Response<Full<Bytes>> {
+        self.metrics
+            .redis_up
+            .set(i64::from(self.limiter.redis_up()));
+        self.metrics
+            .limiter_fallbacks
+            .set(i64::try_from(self.limiter.fallback_count()).unwrap_or(i64::MAX));
+        self.metrics
+            .data_planes
+            .set(i64::try_from(self.limiter.nodes()).unwrap_or(i64::MAX));
+        self.metrics
+            .usage_flush_errors
+            .set(i64::try_from(self.usage.flush_errors()).unwrap_or(i64::MAX));
+        let mut page = self.metrics.render();
+        if let Some(store) = self.limiter.redis_store() {
+            redis_call_times(&mut page, store.call_times());
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(page)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+/// Whether `path` is one of the gateway's own ([`Gateway::local_answer`]).
+pub fn is_local_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/health" | "/health/live" | "/health/ready" | "/metrics"
+    )
+}
+
+/// `gateway_redis_call_duration_seconds`, the histogram of Redis script calls, in the text format.
+fn redis_call_times(page: &mut String, times: &domain::limits::redis::CallTimes) {
+    use std::fmt::Write;
+    let (cumulative, total, sum_us) = times.snapshot();
+    let name = "gateway_redis_call_duration_seconds";
+    let _ = writeln!(
+        page,
+        "# HELP {name} Redis limit script calls, from sent to answered (late answers included)"
+    );
+    let _ = writeln!(page, "# TYPE {name} histogram");
+    for (bound, n) in domain::limits::redis::CALL_BUCKETS_MS
+        .iter()
+        .zip(cumulative)
+    {
+        let le = f64::from(u32::try_from(*bound).unwrap_or(u32::MAX)) / 1000.0;
+        let _ = writeln!(page, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(page, "{name}_bucket{{le=\"+Inf\"}} {total}");
+    #[allow(clippy::cast_precision_loss)] // a sum of µs: far below 2^53
+    let sum = sum_us as f64 / 1e6;
+    let _ = writeln!(page, "{name}_sum {sum}");
+    let _ = writeln!(page, "{name}_count {total}");
+}

@@ -1,0 +1,459 @@
+//! The request's life as phases, in the order every request goes through them, whichever engine
+//! (`engine::fast`, `engine::hyper`) moves its bytes. A new decision about a request goes into one
+//! of these, once:
+//!
+//! 1. **admit** — the head as a whole ([`admit_head`]: method, `Host`), the head's size
+//!    ([`admit_head_size`]), the target ([`target::parse_target_parts`]: tenant, API, the rest of
+//!    the path and its checks), who is calling ([`Gateway::authenticate`]: API, key, client, plan)
+//!    and the body's declared size ([`admit_body_len`]) — all before anything is spent;
+//! 2. **limit** — the plan's windows ([`Gateway::limit`]): admitted with a [`Decision`], or the
+//!    429 (counted as usage);
+//! 3. **pick upstream** — which upstream address serves it (today the API's one upstream, which
+//!    the engine reaches through `crate::upstream`'s pools; the load balancer and circuit breaker
+//!    will live there);
+//! 4. **upstream request** — what the upstream receives: the path and query
+//!    ([`upstream_target`]: the API's upstream path, the rest of the caller's, both queries), the
+//!    caller's fields that pass [`forwards_request_field`] and the gateway's own
+//!    ([`forwarded_fields`]). Pure work, so the fast engine prepares it before the limit call;
+//!    nothing is sent before the request is admitted;
+//! 5. **upstream response fields** — what the caller receives: the upstream's fields that pass
+//!    [`forwards_response_field`], then the gateway's ([`answer_fields`]: request id, rate-limit
+//!    fields);
+//! 6. **finish** — what the request counted for ([`Gateway::finish_forwarded`], and
+//!    [`Gateway::refuse`] for the gateway's own answers): usage, metrics, latency.
+
+pub mod target;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use domain::apikey::KeyHash;
+use domain::limits::{Decision, Subject};
+use domain::plan::{Enforcement, PlanLimits};
+use domain::snapshot::{ApiEntry, Snapshot, TenantEntry};
+use domain::usage::{Bucket, Counts};
+use http::Response;
+use http::header::{self, HeaderName, HeaderValue};
+use http_body_util::Full;
+
+pub use target::{Target, parse_target, parse_target_parts};
+
+use crate::errors::{GatewayError, HeadLimit};
+pub use crate::gateway::Gateway;
+use crate::headers::{
+    HeaderSource, X_CLIENT_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_GATEWAY_CLIENT_ID, X_GATEWAY_KEY_ID, X_GATEWAY_TENANT, X_REAL_IP, X_REQUEST_ID,
+    insert_rate_limit, rate_limit_fields,
+};
+pub use crate::headers::{forwards_request_field, forwards_response_field};
+use crate::metrics::Outcome;
+
+/// Longest key value hashed; anything longer is refused without work.
+const MAX_KEY_LEN: usize = 512;
+
+/// A request that passed authentication: what limiting, forwarding and recording need.
+pub(crate) struct Auth {
+    pub(crate) tenant_id: i64,
+    pub(crate) tenant_slug: HeaderValue,
+    pub(crate) api: Arc<ApiEntry>,
+    pub(crate) key_id: i64,
+    pub(crate) client: Option<(i64, HeaderValue)>,
+    pub(crate) subject: Subject,
+    pub(crate) limits: PlanLimits,
+    pub(crate) enforcement: Enforcement,
+}
+
+impl Auth {
+    /// The usage bucket this request is counted in, for the minute of `now_ms`.
+    pub(crate) fn bucket(&self, now_ms: i64) -> Bucket {
+        Bucket {
+            tenant_id: self.tenant_id,
+            api_id: self.api.id,
+            key_id: self.key_id,
+            client_id: self.client.as_ref().map_or(0, |c| c.0),
+            minute: now_ms.div_euclid(60_000),
+        }
+    }
+}
+
+/// What every request head must be, whichever engine read it: not `CONNECT` (the gateway makes
+/// no tunnels: a 2xx to it would turn the connection into one), and exactly one `Host` on
+/// HTTP/1.1, at most one before (RFC 9112 3.2: two could name two different hosts).
+pub(crate) fn admit_head(method: &str, hosts: usize, http11: bool) -> Result<(), GatewayError> {
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return Err(GatewayError::MethodNotAllowed {
+            method: "CONNECT".to_owned(),
+        });
+    }
+    if hosts > 1 {
+        return Err(GatewayError::BadRequest(
+            "The request has more than one Host field.",
+        ));
+    }
+    if hosts == 0 && http11 {
+        return Err(GatewayError::BadRequest(
+            "An HTTP/1.1 request must have a Host field.",
+        ));
+    }
+    Ok(())
+}
+
+/// The admit phase's lookup: the active tenant and API a target names, in `snap`.
+pub(crate) fn api_for<'s>(
+    snap: &'s Snapshot,
+    t: &Target<'_>,
+) -> Result<(&'s TenantEntry, &'s Arc<ApiEntry>), GatewayError> {
+    let tenant = snap
+        .tenant(t.tenant)
+        .filter(|t| t.is_active)
+        .ok_or(GatewayError::UnknownApi)?;
+    let api = tenant
+        .api(t.api)
+        .filter(|a| a.is_active)
+        .ok_or(GatewayError::UnknownApi)?;
+    Ok((tenant, api))
+}
+
+/// The admit phase's size check of a head of `size` bytes.
+pub(crate) fn admit_head_size(gw: &Gateway, size: usize) -> Result<(), GatewayError> {
+    let limit = gw.settings.max_header_bytes;
+    if size > limit {
+        return Err(GatewayError::HeadersTooLarge {
+            limit,
+            what: HeadLimit::Bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The admit phase's check of a declared body length, before the body costs a token.
+pub(crate) fn admit_body_len(gw: &Gateway, len: u64) -> Result<(), GatewayError> {
+    let limit = gw.settings.max_body_bytes;
+    if len > limit {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    Ok(())
+}
+
+impl Gateway {
+    /// Who the request is, and the key it presented (borrowed from its fields, for the field
+    /// cleanup to strip wherever else it appears).
+    pub(crate) fn authenticate<'h, H: HeaderSource + ?Sized>(
+        &self,
+        t: &Target<'_>,
+        headers: &'h H,
+    ) -> Result<(Auth, &'h str), GatewayError> {
+        let snap = self.snapshot.load();
+        let (tenant, api) = api_for(&snap, t)?;
+        self.authenticate_on(&snap, tenant, api, t, headers)
+    }
+
+    /// [`Self::authenticate`] once the tenant and API are known ([`api_for`]).
+    pub(crate) fn authenticate_on<'h, H: HeaderSource + ?Sized>(
+        &self,
+        snap: &Snapshot,
+        tenant: &TenantEntry,
+        api: &Arc<ApiEntry>,
+        t: &Target<'_>,
+        headers: &'h H,
+    ) -> Result<(Auth, &'h str), GatewayError> {
+        if t.encoded_slash && !api.pass_encoded_slashes {
+            return Err(GatewayError::BadRequest(
+                "The path must not contain an encoded slash (%2F): this API does not pass them.",
+            ));
+        }
+        let raw = presented_key(api, headers)?;
+        let hash = KeyHash::of(raw);
+        // Keys changed since the snapshot was loaded win over the snapshot's copy.
+        let overlay = self.key_overlay.load();
+        let key = overlay
+            .get(&hash)
+            .map(|(_, entry)| entry)
+            .or_else(|| snap.key(&hash))
+            .ok_or(GatewayError::InvalidKey)?;
+        // Another tenant's key is indistinguishable from an unknown one.
+        if key.tenant_id != tenant.id {
+            return Err(GatewayError::InvalidKey);
+        }
+        if !key.is_active {
+            return Err(GatewayError::KeyRevoked);
+        }
+        if key
+            .expires_at_ms
+            .is_some_and(|at| at <= self.clock.now_ms())
+        {
+            return Err(GatewayError::KeyExpired);
+        }
+        let (plan_id, subject, client) = match headers.header(X_CLIENT_ID.as_str()) {
+            Some(v) => {
+                let id = std::str::from_utf8(v).map_err(|_| GatewayError::UnknownClient)?;
+                let value = HeaderValue::from_str(id).map_err(|_| GatewayError::UnknownClient)?;
+                let c = tenant
+                    .client(id)
+                    .filter(|c| c.is_active)
+                    .ok_or(GatewayError::UnknownClient)?;
+                let subject = Subject::Client {
+                    tenant_id: tenant.id,
+                    client_row_id: c.id,
+                };
+                (c.plan_id, subject, Some((c.id, value)))
+            }
+            None => (
+                key.plan_id,
+                Subject::Key {
+                    tenant_id: tenant.id,
+                    key_id: key.id,
+                },
+                None,
+            ),
+        };
+        let plan = snap
+            .plan(plan_id)
+            .filter(|p| p.is_active)
+            .ok_or(GatewayError::PlanUnavailable)?;
+        let auth = Auth {
+            tenant_id: tenant.id,
+            tenant_slug: HeaderValue::from_str(&tenant.slug)
+                .map_err(|_| GatewayError::UnknownApi)?,
+            api: api.clone(),
+            key_id: key.id,
+            client,
+            subject,
+            limits: plan.limits,
+            enforcement: plan.enforcement,
+        };
+        Ok((auth, raw))
+    }
+
+    /// The limit phase: the plan's windows for this request. A refusal is counted as usage and
+    /// answered with the 429 (its rate-limit fields on it); a limiter that cannot answer is a 503.
+    pub(crate) async fn limit(
+        &self,
+        auth: &Auth,
+        bucket: Bucket,
+        rid: &str,
+    ) -> Result<Decision, Response<Full<Bytes>>> {
+        let Ok((decision, _)) = self
+            .limiter
+            .check_with(auth.subject, &auth.limits, auth.enforcement)
+            .await
+        else {
+            return Err(self.refuse(&GatewayError::LimiterUnavailable, rid, None));
+        };
+        if !decision.allowed {
+            self.record_rejected(bucket);
+            return Err(self.rejected_response(&decision, rid));
+        }
+        Ok(decision)
+    }
+
+    /// Counts a request its limits refused (the 429 is counted by [`Self::rejected_response`]).
+    pub(crate) fn record_rejected(&self, bucket: Bucket) {
+        self.usage.record(
+            bucket,
+            Counts {
+                requests: 1,
+                rejected: 1,
+                upstream_errors: 0,
+            },
+        );
+    }
+
+    /// Counts an admitted request: whether the upstream answered, and whether it failed (a 5xx,
+    /// or no answer: unreachable, timed out).
+    pub(crate) fn record_forwarded(&self, bucket: Bucket, answered: bool, upstream_failed: bool) {
+        if upstream_failed {
+            self.metrics.count(Outcome::UpstreamError);
+        }
+        if answered {
+            self.metrics.count(Outcome::Proxied);
+        }
+        self.usage.record(
+            bucket,
+            Counts {
+                requests: 1,
+                rejected: 0,
+                upstream_errors: i64::from(upstream_failed),
+            },
+        );
+    }
+
+    /// The 429 for a refused request, counted, with its rate-limit fields.
+    pub(crate) fn rejected_response(
+        &self,
+        decision: &Decision,
+        rid: &str,
+    ) -> Response<Full<Bytes>> {
+        self.metrics.count(Outcome::Rejected);
+        let tight = decision.tightest();
+        let err = GatewayError::RateLimited {
+            window: decision.hit.map_or("minute", domain::limits::Window::name),
+            retry_after_secs: decision.retry_after_secs(),
+            reset_secs: tight.map_or(0, |w| (w.reset_ms + 999) / 1000),
+        };
+        let mut resp = err.to_response(rid);
+        insert_rate_limit(resp.headers_mut(), decision);
+        resp
+    }
+
+    /// The gateway's own answer to a request it refused or failed, counted: the JSON envelope,
+    /// and the rate-limit fields when the request had been through the limit phase.
+    pub(crate) fn refuse(
+        &self,
+        err: &GatewayError,
+        rid: &str,
+        decision: Option<&Decision>,
+    ) -> Response<Full<Bytes>> {
+        if err.status().is_server_error() {
+            self.metrics.count(Outcome::Error);
+        } else {
+            self.metrics.count(Outcome::Denied);
+        }
+        let mut resp = err.to_response(rid);
+        if let Ok(v) = HeaderValue::from_str(rid) {
+            resp.headers_mut().insert(&X_REQUEST_ID, v);
+        }
+        if let Some(d) = decision {
+            insert_rate_limit(resp.headers_mut(), d);
+        }
+        resp
+    }
+}
+
+/// The key a request presents in its API's key field (after `Bearer ` when that field is
+/// `Authorization`), trimmed.
+pub(crate) fn presented_key<'h, H: HeaderSource + ?Sized>(
+    api: &ApiEntry,
+    headers: &'h H,
+) -> Result<&'h str, GatewayError> {
+    let missing = || GatewayError::MissingKey {
+        header: api.key_header_name.to_string(),
+    };
+    let raw = headers.header(&api.key_header).ok_or_else(missing)?;
+    let raw = std::str::from_utf8(raw)
+        .map_err(|_| GatewayError::InvalidKey)?
+        .trim();
+    let raw = if api.key_header.as_ref() == "authorization" {
+        raw.strip_prefix("Bearer ").unwrap_or(raw).trim()
+    } else {
+        raw
+    };
+    if raw.is_empty() {
+        return Err(missing());
+    }
+    if raw.len() > MAX_KEY_LEN {
+        return Err(GatewayError::InvalidKey);
+    }
+    Ok(raw)
+}
+
+/// The pick-upstream phase: the upstream's path and query for target `t` — the API's upstream
+/// path, the rest of the caller's path, the upstream's query then the caller's — handed to `push`
+/// piece by piece (the fast engine writes them into its head, hyper builds a URI of them).
+pub(crate) fn upstream_target(api: &ApiEntry, t: &Target<'_>, mut push: impl FnMut(&[u8])) {
+    if api.upstream_path.is_empty() && t.rest.is_empty() {
+        // "GET ?q" is not a request line; the root it means is "/".
+        push(b"/");
+    } else {
+        push(api.upstream_path.as_bytes());
+        push(t.rest.as_bytes());
+    }
+    match (api.upstream.query(), t.query) {
+        (Some(a), Some(b)) => {
+            push(b"?");
+            push(a.as_bytes());
+            push(b"&");
+            push(b.as_bytes());
+        }
+        (Some(q), None) | (None, Some(q)) => {
+            push(b"?");
+            push(q.as_bytes());
+        }
+        (None, None) => {}
+    }
+}
+
+/// The upstream-response-fields phase, the gateway's part: the request id and the rate-limit
+/// fields of the decision, handed to `emit` (after the upstream's own fields that passed
+/// [`forwards_response_field`], which drops the upstream's copies of these).
+pub(crate) fn answer_fields(
+    rid: &str,
+    decision: &Decision,
+    mut emit: impl FnMut(&HeaderName, &[u8]),
+) {
+    emit(&X_REQUEST_ID, rid.as_bytes());
+    rate_limit_fields(decision, emit);
+}
+
+thread_local! {
+    /// Where each request's `Forwarded` value is built (reused: no allocation per request).
+    static FORWARDED_VALUE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The fields the gateway sets on a forwarded request, once the caller's copies of them, the key
+/// and hop-by-hop fields are gone: `Host`, `X-Forwarded-*`, `X-Request-ID`, `X-Gateway-*`.
+pub(crate) fn forwarded_fields(
+    auth: &Auth,
+    peer_ip: &str,
+    prior_xff: &[&[u8]],
+    original_host: Option<&[u8]>,
+    rid: &str,
+    mut emit: impl FnMut(&HeaderName, &[u8]),
+) {
+    emit(&header::HOST, auth.api.upstream_authority.as_bytes());
+    // Every `X-Forwarded-For` line the caller sent, in order (one list, RFC 9110 5.3), then the peer.
+    if prior_xff.iter().all(|p| p.is_empty()) {
+        emit(&X_FORWARDED_FOR, peer_ip.as_bytes());
+    } else {
+        let mut v = Vec::with_capacity(64);
+        for prior in prior_xff.iter().filter(|p| !p.is_empty()) {
+            v.extend_from_slice(prior);
+            v.extend_from_slice(b", ");
+        }
+        v.extend_from_slice(peer_ip.as_bytes());
+        emit(&X_FORWARDED_FOR, &v);
+    }
+    emit(&X_FORWARDED_PROTO, b"http");
+    if let Some(host) = original_host {
+        emit(&X_FORWARDED_HOST, host);
+    }
+    // The caller's own `X-Real-IP` and `Forwarded` were dropped: these name this hop only.
+    emit(&X_REAL_IP, peer_ip.as_bytes());
+    FORWARDED_VALUE.with_borrow_mut(|fwd| {
+        fwd.clear();
+        fwd.extend_from_slice(b"for=");
+        // (A byte loop: `contains` sets up a SIMD search that costs more on a string this short.)
+        if peer_ip.bytes().any(|b| b == b':') {
+            fwd.extend_from_slice(b"\"[");
+            fwd.extend_from_slice(peer_ip.as_bytes());
+            fwd.extend_from_slice(b"]\"");
+        } else {
+            fwd.extend_from_slice(peer_ip.as_bytes());
+        }
+        if let Some(host) = original_host {
+            fwd.extend_from_slice(b";host=\"");
+            if host.iter().any(|b| *b == b'"' || *b == b'\\') {
+                for &b in host {
+                    if b == b'"' || b == b'\\' {
+                        fwd.push(b'\\');
+                    }
+                    fwd.push(b);
+                }
+            } else {
+                fwd.extend_from_slice(host);
+            }
+            fwd.push(b'"');
+        }
+        fwd.extend_from_slice(b";proto=http");
+        emit(&header::FORWARDED, fwd);
+    });
+    emit(&X_REQUEST_ID, rid.as_bytes());
+    emit(&X_GATEWAY_TENANT, auth.tenant_slug.as_bytes());
+    emit(
+        &X_GATEWAY_KEY_ID,
+        itoa::Buffer::new().format(auth.key_id).as_bytes(),
+    );
+    if let Some((_, client_id)) = &auth.client {
+        emit(&X_GATEWAY_CLIENT_ID, client_id.as_bytes());
+    }
+}
