@@ -100,6 +100,9 @@ pub struct Conn<'a> {
     ubuf: BytesMut,
     out: Vec<u8>,
     upstream: Option<(Box<str>, TcpStream)>,
+    /// Part of the current request's body is still unread (it was being streamed upstream): the
+    /// connection is out of step with the client after a failure.
+    body_unread: bool,
 }
 
 impl<'a> Conn<'a> {
@@ -120,6 +123,7 @@ impl<'a> Conn<'a> {
             ubuf: BytesMut::with_capacity(READ_CHUNK),
             out: Vec::with_capacity(1024),
             upstream: None,
+            body_unread: false,
         }
     }
 
@@ -349,9 +353,9 @@ impl<'a> Conn<'a> {
                 gw.record_forwarded(bucket, false, upstream_failed);
                 tracing::debug!(error = ?e, api_id = auth.api.id, "upstream request failed");
                 let resp = gw.refuse(&e, &p.rid, Some(decision));
-                // The body may be half sent: this connection cannot be trusted to stay in step.
-                self.answer(resp, true).await;
-                return false;
+                // A body left half read puts the connection out of step: it closes after this.
+                let close = p.close || self.body_unread;
+                return self.answer(resp, close).await && !close;
             }
         };
         gw.record_forwarded(bucket, true, status >= 500);
@@ -369,6 +373,7 @@ impl<'a> Conn<'a> {
             self.out.extend_from_slice(&self.buf[..body_len]);
             self.buf.advance(body_len);
         }
+        self.body_unread = !inline;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -377,6 +382,7 @@ impl<'a> Conn<'a> {
                 up.write_all(&self.out).await.map_err(Side::Upstream)?;
                 if !inline {
                     copy_exact(&mut self.client, &mut up, &mut self.buf, p.body_len).await?;
+                    self.body_unread = false;
                 }
                 read_response_head(&mut up, &mut self.ubuf)
                     .await
@@ -447,8 +453,8 @@ impl<'a> Conn<'a> {
             let resp = self
                 .gw
                 .refuse(&GatewayError::UpstreamUnreachable, &p.rid, Some(decision));
-            self.answer(resp, true).await;
-            return false;
+            // The request was all sent: the client's connection is still in step.
+            return self.answer(resp, p.close).await && !p.close;
         };
         self.ubuf.advance(head_len);
         let streamed = self.stream_body(framing).await;

@@ -6,6 +6,7 @@
 
 mod auth;
 mod cli;
+mod engines;
 mod failover;
 mod forwarding;
 mod health;

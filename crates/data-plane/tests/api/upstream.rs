@@ -124,6 +124,19 @@ async fn handle(
                 .append("set-cookie", "b=2; Path=/".parse().unwrap());
             r
         }
+        (_, "ratelimit") => {
+            // An upstream with limits of its own: the caller must see only the gateway's.
+            let mut r = full(StatusCode::OK, "limited upstream");
+            for (name, value) in [
+                ("x-ratelimit-limit", "999"),
+                ("x-ratelimit-remaining", "999"),
+                ("ratelimit", "\"up\";r=999;t=1"),
+                ("ratelimit-policy", "\"up\";q=999;w=1"),
+            ] {
+                r.headers_mut().insert(name, value.parse().unwrap());
+            }
+            r
+        }
         (_, "hop") => {
             let mut r = full(StatusCode::OK, "hop");
             r.headers_mut()
