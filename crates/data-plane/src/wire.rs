@@ -6,7 +6,6 @@ use http::StatusCode;
 
 use crate::errors::GatewayError;
 use crate::headers::connection_has_option;
-use crate::pipeline::admit_head;
 
 /// Most header fields in a request head (431 above), and in a response head.
 pub const MAX_HEADERS: usize = 128;
@@ -28,17 +27,22 @@ pub(crate) const BAD_LENGTH: &str =
 /// How a request's body is framed, as the fast path reads its head.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RequestFraming {
-    /// A `Content-Length` (or none: no body), and whether the request asks to close.
-    Length(Option<u64>, bool),
+    /// Framed by a `Content-Length` (or none: no body).
+    Length {
+        body_len: Option<u64>,
+        /// The request asks to close the connection after its answer.
+        close: bool,
+        /// How many `Host` fields the head has (counted in the same pass, for the admit phase).
+        hosts: usize,
+    },
     /// `Transfer-Encoding` or `Expect`: hyper's to serve.
     HandOff,
 }
 
 /// How the body after this head is framed, or why nothing after it can be read: framing that is
 /// no framing (a `Content-Length` that is not one number, two that differ, a `Transfer-Encoding`
-/// that does not end in chunked), or a head [`admit_head`] refuses.
+/// that does not end in chunked).
 pub(crate) fn request_framing(
-    method: &str,
     headers: &[httparse::Header<'_>],
 ) -> Result<RequestFraming, GatewayError> {
     let (mut hosts, mut te) = (0, false);
@@ -74,7 +78,6 @@ pub(crate) fn request_framing(
             close = true;
         }
     }
-    admit_head(method, hosts, true)?;
     if te && !chunked_last {
         return Err(GatewayError::BadRequest(
             "A request's Transfer-Encoding must end in chunked (RFC 9112 6.3).",
@@ -84,7 +87,11 @@ pub(crate) fn request_framing(
         // Transfer-Encoding beside a Content-Length wins over it (RFC 9112 6.3); hyper reads it.
         return Ok(RequestFraming::HandOff);
     }
-    Ok(RequestFraming::Length(body_len, close))
+    Ok(RequestFraming::Length {
+        body_len,
+        close,
+        hosts,
+    })
 }
 
 pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -1,16 +1,17 @@
-//! The HTTP/1.1 fast path: the common proxied request handled straight off the socket.
+//! The fast engine: the common proxied HTTP/1.1 request served straight off the socket.
 //!
-//! A connection starts here. Each request head is parsed in place (httparse), authenticated and
-//! limited by the same code as the hyper path ([`Gateway::authenticate`], the limiter), written to a
-//! kept-alive upstream connection with the gateway's fields, and the answer is streamed back with
-//! its framing untouched (`Content-Length`, chunked, or until close). No per-request task, channel,
-//! header map or timer (deadlines are kept by [`crate::watchdog`]): the upstream connection belongs
-//! to the client connection while it is used (and goes back to the worker's pool when the client
-//! leaves).
+//! A connection starts here. Each request head is parsed in place (httparse, framing by
+//! `crate::wire`) and put through the pipeline's phases (`crate::pipeline`: admit, limit, the
+//! upstream request and response fields, finish); the upstream head is written to a kept-alive
+//! upstream connection and the answer streamed back with its framing untouched (`Content-Length`,
+//! chunked, or until close). No per-request task, channel, header map or timer (deadlines are
+//! kept by [`crate::watchdog`]): the upstream connection belongs to the client connection while
+//! it is used (and goes back to the worker's pool, `crate::upstream::UpstreamPool`, when the
+//! client leaves).
 //!
 //! Anything else — HTTP/1.0, chunked or `Expect` uploads, duplicate lengths, non-origin-form
 //! targets, `https` upstreams, `/health` and `/metrics` — hands the connection, with every byte
-//! read so far, to hyper, which serves the rest of it ([`crate::proxy::Gateway::handle`]).
+//! read so far, to the hyper engine (`crate::engine::hyper`), which serves the rest of it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,11 +27,11 @@ use tokio::net::TcpStream;
 
 use crate::errors::{GatewayError, HeadLimit};
 use crate::gateway::is_local_path;
-use crate::headers::{X_FORWARDED_FOR, connection_has_option, request_id};
+use crate::headers::{HeaderSource, X_FORWARDED_FOR, connection_has_option, request_id};
 use crate::pipeline::target::split_at_byte;
 use crate::pipeline::{
-    self, Auth, Gateway, forwarded_fields, forwards_request_field, forwards_response_field,
-    parse_target_parts,
+    self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, forwarded_fields,
+    forwards_request_field, forwards_response_field,
 };
 use crate::upstream::{UpstreamPool, looks_open};
 use crate::watchdog::Watchdog;
@@ -228,8 +229,12 @@ impl<'a> Conn<'a> {
         if !target.starts_with('/') || target.contains('#') {
             return Step::HandOff;
         }
-        let (length, close) = match request_framing(method, headers) {
-            Ok(RequestFraming::Length(length, close)) => (length, close),
+        let (length, close, hosts) = match request_framing(headers) {
+            Ok(RequestFraming::Length {
+                body_len,
+                close,
+                hosts,
+            }) => (body_len, close, hosts),
             Ok(RequestFraming::HandOff) => return Step::HandOff,
             Err(err) => {
                 return Step::Fail {
@@ -240,45 +245,41 @@ impl<'a> Conn<'a> {
                 };
             }
         };
+        if is_local_path(split_at_byte(target, b'?').map_or(target, |(path, _)| path)) {
+            return Step::HandOff;
+        }
         let body_len = length.unwrap_or(0);
-        let (path, query) = match split_at_byte(target, b'?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (target, None),
-        };
-        if is_local_path(path) {
-            return Step::HandOff;
-        }
-        let rid = request_id(headers);
-        // An error answered without reading a body must close: the body would be read as a request.
-        let fail = |err, rid| Step::Fail {
+        let head = FastHead {
+            method,
+            target,
+            headers,
             head_len,
-            err,
-            rid,
-            close: close || body_len > 0,
+            hosts,
+            length,
         };
-        if let Err(e) = pipeline::admit_head_size(gw, head_len) {
-            return fail(e, rid);
-        }
-        let t = match parse_target_parts(path, query) {
-            Ok(t) => t,
-            Err(e) => return fail(e, rid),
+        let Admitted {
+            target: t,
+            auth,
+            key,
+        } = match gw.admit(&head, false) {
+            Ok(Admission::Admitted(a)) => a,
+            // hyper speaks TLS to upstreams: the request is its to serve, from the start.
+            Ok(Admission::HandOff) => return Step::HandOff,
+            Err(Refused {
+                err,
+                close: must_close,
+            }) => {
+                return Step::Fail {
+                    head_len,
+                    err,
+                    rid: request_id(headers),
+                    // An error answered without reading a body must close: the body would be
+                    // read as a request.
+                    close: must_close || close || body_len > 0,
+                };
+            }
         };
-        let snap = gw.snapshot.load();
-        let (tenant, api) = match pipeline::api_for(&snap, &t) {
-            Ok(found) => found,
-            Err(e) => return fail(e, rid),
-        };
-        // hyper speaks TLS to upstreams: the request is its to serve, authentication included.
-        if api.upstream_tls {
-            return Step::HandOff;
-        }
-        let (auth, key) = match gw.authenticate_on(&snap, tenant, api, &t, headers) {
-            Ok(a) => a,
-            Err(e) => return fail(e, rid),
-        };
-        if let Err(e) = pipeline::admit_body_len(gw, body_len) {
-            return fail(e, rid);
-        }
+        let rid = request_id(headers);
 
         let fields = HeadFields {
             headers,
@@ -658,6 +659,48 @@ fn unparsable(err: Option<httparse::Error>, buffered: usize, max_head: usize) ->
         err,
         rid: request_id(NO_HEADERS),
         close: true,
+    }
+}
+
+/// httparse's request as the pipeline reads a head, with what the framing pass counted.
+struct FastHead<'h, 'b> {
+    method: &'b str,
+    target: &'b str,
+    headers: &'h [httparse::Header<'b>],
+    head_len: usize,
+    hosts: usize,
+    length: Option<u64>,
+}
+
+impl HeaderSource for FastHead<'_, '_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.header(name)
+    }
+}
+
+impl RequestHead for FastHead<'_, '_> {
+    fn method(&self) -> &str {
+        self.method
+    }
+
+    fn path_and_query(&self) -> &str {
+        self.target
+    }
+
+    fn head_len(&self) -> usize {
+        self.head_len
+    }
+
+    fn hosts(&self) -> usize {
+        self.hosts
+    }
+
+    fn is_http11(&self) -> bool {
+        true
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.length
     }
 }
 

@@ -19,10 +19,11 @@ use crate::errors::GatewayError;
 use domain::limits::Decision;
 use domain::snapshot::ApiEntry;
 
+use crate::headers::HeaderSource;
 use crate::headers::{X_FORWARDED_FOR, head_size, request_id};
 use crate::pipeline::{
-    self, Auth, Gateway, Target, admit_head, forwarded_fields, forwards_request_field,
-    forwards_response_field, parse_target, presented_key,
+    self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, Target, forwarded_fields,
+    forwards_request_field, forwards_response_field, presented_key,
 };
 use crate::upstream::{UpstreamClient, UpstreamClients, refusal};
 
@@ -55,27 +56,18 @@ impl Gateway {
         req: Request<Incoming>,
         rid: &str,
     ) -> Response<Body> {
-        // Admit: the head, the target, the caller, the body's size.
-        let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-        if let Err(e) = pipeline::admit_head_size(self, head_size(uri_len, req.headers())) {
-            return self.refused(&e, rid, None);
-        }
-        let hosts = req.headers().get_all(header::HOST).iter().count();
-        if let Err(e) = admit_head(
-            req.method().as_str(),
-            hosts,
-            req.version() == Version::HTTP_11,
-        ) {
-            return closing(self.refused(&e, rid, None));
-        }
-        let target = match parse_target(req.uri()) {
-            Ok(t) => t,
-            Err(e) => return self.refused(&e, rid, None),
+        // Admit.
+        let head = HyperHead(&req);
+        let admitted = match self.admit(&head, true) {
+            Ok(Admission::Admitted(a)) => a,
+            // hyper speaks TLS: nothing is handed on from here.
+            Ok(Admission::HandOff) => unreachable!("the hyper engine serves every upstream"),
+            Err(Refused { err, close }) => {
+                let resp = self.refused(&err, rid, None);
+                return if close { closing(resp) } else { resp };
+            }
         };
-        let auth = match self.authenticate(&target, req.headers()) {
-            Ok((a, _)) => a,
-            Err(e) => return self.refused(&e, rid, None),
-        };
+        let Admitted { target, auth, .. } = admitted;
         // Pick the upstream (before the limit, as the fast engine writes its head: a target no
         // upstream URI can carry costs nothing).
         let Ok(upstream_uri) = upstream_uri(&auth.api, &target) else {
@@ -84,11 +76,6 @@ impl Gateway {
         };
         let max_body = self.settings.max_body_bytes;
         let (parts, body) = req.into_parts();
-        if let Some(Err(e)) =
-            content_length(&parts.headers).map(|n| pipeline::admit_body_len(self, n))
-        {
-            return closing(self.refused(&e, rid, None));
-        }
         // A body without a declared length is read ahead (up to the limit) before it costs a token.
         let body = match UpstreamBody::read_ahead(body, max_body).await {
             Ok(b) => b,
@@ -259,6 +246,41 @@ fn upstream_uri(api: &ApiEntry, t: &Target<'_>) -> Result<Uri, http::Error> {
         .authority(&*api.upstream_authority)
         .path_and_query(pq)
         .build()
+}
+
+/// hyper's request as the pipeline reads a head.
+struct HyperHead<'a>(&'a Request<Incoming>);
+
+impl HeaderSource for HyperHead<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.headers().header(name)
+    }
+}
+
+impl RequestHead for HyperHead<'_> {
+    fn method(&self) -> &str {
+        self.0.method().as_str()
+    }
+
+    fn path_and_query(&self) -> &str {
+        self.0.uri().path_and_query().map_or("", |p| p.as_str())
+    }
+
+    fn head_len(&self) -> usize {
+        head_size(self.path_and_query().len(), self.0.headers())
+    }
+
+    fn hosts(&self) -> usize {
+        self.0.headers().get_all(header::HOST).iter().count()
+    }
+
+    fn is_http11(&self) -> bool {
+        self.0.version() == Version::HTTP_11
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        content_length(self.0.headers())
+    }
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {

@@ -2,10 +2,11 @@
 //! (`engine::fast`, `engine::hyper`) moves its bytes. A new decision about a request goes into one
 //! of these, once:
 //!
-//! 1. **admit** — the head as a whole ([`admit_head`]: method, `Host`), the head's size
-//!    ([`admit_head_size`]), the target ([`target::parse_target_parts`]: tenant, API, the rest of
-//!    the path and its checks), who is calling ([`Gateway::authenticate`]: API, key, client, plan)
-//!    and the body's declared size ([`admit_body_len`]) — all before anything is spent;
+//! 1. **admit** ([`Gateway::admit`], over a [`RequestHead`] either engine read) — the head's
+//!    size, the head as a whole ([`admit_head`]: method, `Host`), the target
+//!    ([`target::parse_target_parts`]: tenant, API, the rest of the path and its checks), the
+//!    tenant and API ([`api_for`]), who is calling ([`Gateway::authenticate`]: key, client,
+//!    plan) and the body's declared size — all before anything is spent;
 //! 2. **limit** — the plan's windows ([`Gateway::limit`]): admitted with a [`Decision`], or the
 //!    429 (counted as usage);
 //! 3. **pick upstream** — which upstream address serves it (today the API's one upstream, which
@@ -98,6 +99,88 @@ pub(crate) fn admit_head(method: &str, hosts: usize, http11: bool) -> Result<(),
     Ok(())
 }
 
+/// A request head as an engine read it — httparse's request on the fast engine, hyper's request
+/// on the other — so that each phase is written once for both.
+pub(crate) trait RequestHead: HeaderSource {
+    fn method(&self) -> &str;
+    /// The target's path and query, as received (origin form).
+    fn path_and_query(&self) -> &str;
+    /// Bytes of the head as received: request line and fields.
+    fn head_len(&self) -> usize;
+    /// How many `Host` fields it has.
+    fn hosts(&self) -> usize;
+    fn is_http11(&self) -> bool;
+    /// The body's declared length, when it has one.
+    fn content_length(&self) -> Option<u64>;
+}
+
+/// A request the admit phase let through: where it goes and who sent it.
+pub(crate) struct Admitted<'h> {
+    pub target: Target<'h>,
+    pub auth: Auth,
+    /// The key as presented (for the field cleanup to strip wherever else it appears).
+    pub key: &'h str,
+}
+
+/// What the admit phase makes of a request.
+#[allow(clippy::large_enum_variant)] // moved once per request, never stored: no box to allocate
+pub(crate) enum Admission<'h> {
+    Admitted(Admitted<'h>),
+    /// For the hyper engine to serve from the start (an `https` upstream, when the engine that
+    /// asked speaks no TLS): nothing about it was decided yet.
+    HandOff,
+}
+
+/// A request the admit phase refused: why, and whether the connection must close after the
+/// answer (a head that cannot be trusted, a body too large to be read past).
+pub(crate) struct Refused {
+    pub err: GatewayError,
+    pub close: bool,
+}
+
+impl Refused {
+    fn open(err: GatewayError) -> Self {
+        Self { err, close: false }
+    }
+
+    fn closing(err: GatewayError) -> Self {
+        Self { err, close: true }
+    }
+}
+
+impl Gateway {
+    /// The admit phase, in order: the head's size, the head as a whole ([`admit_head`]), the
+    /// target, the tenant and API, who is calling, and the body's declared size — all before the
+    /// request costs anything. `speaks_tls`: whether the calling engine can reach an `https`
+    /// upstream (else the request is handed off before its key is looked at).
+    pub(crate) fn admit<'h, H: RequestHead + ?Sized>(
+        &self,
+        head: &'h H,
+        speaks_tls: bool,
+    ) -> Result<Admission<'h>, Refused> {
+        admit_head_size(self, head.head_len()).map_err(Refused::open)?;
+        admit_head(head.method(), head.hosts(), head.is_http11()).map_err(Refused::closing)?;
+        let pq = head.path_and_query();
+        let (path, query) = match target::split_at_byte(pq, b'?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (pq, None),
+        };
+        let target = parse_target_parts(path, query).map_err(Refused::open)?;
+        let snap = self.snapshot.load();
+        let (tenant, api) = api_for(&snap, &target).map_err(Refused::open)?;
+        if api.upstream_tls && !speaks_tls {
+            return Ok(Admission::HandOff);
+        }
+        let (auth, key) = self
+            .authenticate(&snap, tenant, api, &target, head)
+            .map_err(Refused::open)?;
+        if let Some(len) = head.content_length() {
+            admit_body_len(self, len).map_err(Refused::closing)?;
+        }
+        Ok(Admission::Admitted(Admitted { target, auth, key }))
+    }
+}
+
 /// The admit phase's lookup: the active tenant and API a target names, in `snap`.
 pub(crate) fn api_for<'s>(
     snap: &'s Snapshot,
@@ -115,7 +198,7 @@ pub(crate) fn api_for<'s>(
 }
 
 /// The admit phase's size check of a head of `size` bytes.
-pub(crate) fn admit_head_size(gw: &Gateway, size: usize) -> Result<(), GatewayError> {
+fn admit_head_size(gw: &Gateway, size: usize) -> Result<(), GatewayError> {
     let limit = gw.settings.max_header_bytes;
     if size > limit {
         return Err(GatewayError::HeadersTooLarge {
@@ -127,7 +210,7 @@ pub(crate) fn admit_head_size(gw: &Gateway, size: usize) -> Result<(), GatewayEr
 }
 
 /// The admit phase's check of a declared body length, before the body costs a token.
-pub(crate) fn admit_body_len(gw: &Gateway, len: u64) -> Result<(), GatewayError> {
+fn admit_body_len(gw: &Gateway, len: u64) -> Result<(), GatewayError> {
     let limit = gw.settings.max_body_bytes;
     if len > limit {
         return Err(GatewayError::BodyTooLarge { limit });
@@ -136,20 +219,10 @@ pub(crate) fn admit_body_len(gw: &Gateway, len: u64) -> Result<(), GatewayError>
 }
 
 impl Gateway {
-    /// Who the request is, and the key it presented (borrowed from its fields, for the field
-    /// cleanup to strip wherever else it appears).
+    /// The admit phase's authentication, once the tenant and API are known ([`api_for`]): who
+    /// the request is (key, client, plan), and the key it presented (borrowed from its fields,
+    /// for the field cleanup to strip wherever else it appears).
     pub(crate) fn authenticate<'h, H: HeaderSource + ?Sized>(
-        &self,
-        t: &Target<'_>,
-        headers: &'h H,
-    ) -> Result<(Auth, &'h str), GatewayError> {
-        let snap = self.snapshot.load();
-        let (tenant, api) = api_for(&snap, t)?;
-        self.authenticate_on(&snap, tenant, api, t, headers)
-    }
-
-    /// [`Self::authenticate`] once the tenant and API are known ([`api_for`]).
-    pub(crate) fn authenticate_on<'h, H: HeaderSource + ?Sized>(
         &self,
         snap: &Snapshot,
         tenant: &TenantEntry,
