@@ -109,16 +109,7 @@ pub fn connection_lists<'a>(connection: impl IntoIterator<Item = &'a [u8]>, name
     connection_has_option(connection, name) && !is_protected_field(name.as_bytes())
 }
 
-/// Whether one of the `Connection` values carries the option `token` (`close`, `keep-alive`).
-pub fn connection_has_option<'a>(
-    connection: impl IntoIterator<Item = &'a [u8]>,
-    token: &str,
-) -> bool {
-    connection.into_iter().any(|v| {
-        v.split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
+pub use wire::connection_has_option;
 
 /// Whether a field is one of the `X-Gateway-*` fields only the gateway may set (any case, `_` for
 /// `-` too).

@@ -6,7 +6,7 @@
 //!   made, once;
 //! - `engine::fast` (HTTP/1.1 straight off the socket) and `engine::hyper` (the rest): they move
 //!   bytes and call the phases;
-//! - `wire`: the fast engine's HTTP/1.1 codec, pure functions; `upstream`: connections and pools
+//! - the `wire` crate: the fast engine's HTTP/1.1 codec, pure functions; `upstream`: connections and pools
 //!   to upstreams; `headers`: the field rules; `body`, `errors`, `metrics`, `usage`, `reload`,
 //!   `watchdog`, `config`, `startup`.
 
@@ -23,7 +23,6 @@ pub mod startup;
 pub mod upstream;
 pub mod usage;
 pub mod watchdog;
-pub mod wire;
 
 pub use config::DataPlaneSettings;
 pub use startup::Application;

@@ -35,12 +35,12 @@ use crate::pipeline::{
 };
 use crate::upstream::{UpstreamPool, looks_open};
 use crate::watchdog::Watchdog;
-use crate::wire::{
+use wire::{
     ChunkScan, RequestFraming, content_length_value, encode_head, push_field, quick_head,
     request_framing,
 };
 
-pub use crate::wire::MAX_HEADERS;
+pub use wire::MAX_HEADERS;
 const NO_HEADERS: &[httparse::Header<'_>] = &[];
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -236,10 +236,10 @@ impl<'a> Conn<'a> {
                 hosts,
             }) => (body_len, close, hosts),
             Ok(RequestFraming::HandOff) => return Step::HandOff,
-            Err(err) => {
+            Err(wire::BadFraming(why)) => {
                 return Step::Fail {
                     head_len,
-                    err,
+                    err: GatewayError::BadRequest(why),
                     rid: request_id(headers),
                     close: true,
                 };
@@ -591,7 +591,7 @@ impl<'a> Conn<'a> {
                         end
                     }
                     Ok(None) => self.ubuf.len(),
-                    Err(()) => return false,
+                    Err(wire::BadChunk) => return false,
                 },
             };
             if let Framing::Length(_) = framing {

@@ -4,14 +4,26 @@
 
 use http::StatusCode;
 
-use crate::errors::GatewayError;
-use crate::headers::connection_has_option;
+/// Why a request head frames no body that can be read: the message for the caller's 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadFraming(pub &'static str);
+
+/// Whether one of the `Connection` values carries the option `token` (`close`, `keep-alive`).
+pub fn connection_has_option<'a>(
+    connection: impl IntoIterator<Item = &'a [u8]>,
+    token: &str,
+) -> bool {
+    connection.into_iter().any(|v| {
+        v.split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
 
 /// Most header fields in a request head (431 above), and in a response head.
 pub const MAX_HEADERS: usize = 128;
 
 /// A `Content-Length` value: decimal digits only (no sign, no spaces inside, no list).
-pub(crate) fn content_length_value(v: &[u8]) -> Option<u64> {
+pub fn content_length_value(v: &[u8]) -> Option<u64> {
     // 19 digits at most: never more than u64 holds.
     if v.is_empty() || v.len() > 19 {
         return None;
@@ -21,12 +33,12 @@ pub(crate) fn content_length_value(v: &[u8]) -> Option<u64> {
     })
 }
 
-pub(crate) const BAD_LENGTH: &str =
+pub const BAD_LENGTH: &str =
     "Content-Length must be one decimal number (repeated only with the same value).";
 
 /// How a request's body is framed, as the fast path reads its head.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum RequestFraming {
+pub enum RequestFraming {
     /// Framed by a `Content-Length` (or none: no body).
     Length {
         body_len: Option<u64>,
@@ -42,9 +54,7 @@ pub(crate) enum RequestFraming {
 /// How the body after this head is framed, or why nothing after it can be read: framing that is
 /// no framing (a `Content-Length` that is not one number, two that differ, a `Transfer-Encoding`
 /// that does not end in chunked).
-pub(crate) fn request_framing(
-    headers: &[httparse::Header<'_>],
-) -> Result<RequestFraming, GatewayError> {
+pub fn request_framing(headers: &[httparse::Header<'_>]) -> Result<RequestFraming, BadFraming> {
     let (mut hosts, mut te) = (0, false);
     let mut body_len = None;
     let mut close = false;
@@ -69,8 +79,8 @@ pub(crate) fn request_framing(
         }
         if name.eq_ignore_ascii_case("content-length") {
             match (body_len, content_length_value(h.value)) {
-                (_, None) => return Err(GatewayError::BadRequest(BAD_LENGTH)),
-                (Some(a), Some(b)) if a != b => return Err(GatewayError::BadRequest(BAD_LENGTH)),
+                (_, None) => return Err(BadFraming(BAD_LENGTH)),
+                (Some(a), Some(b)) if a != b => return Err(BadFraming(BAD_LENGTH)),
                 (_, n) => body_len = n,
             }
         }
@@ -79,7 +89,7 @@ pub(crate) fn request_framing(
         }
     }
     if te && !chunked_last {
-        return Err(GatewayError::BadRequest(
+        return Err(BadFraming(
             "A request's Transfer-Encoding must end in chunked (RFC 9112 6.3).",
         ));
     }
@@ -94,14 +104,14 @@ pub(crate) fn request_framing(
     })
 }
 
-pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
-pub(crate) fn encode_head(
+pub fn encode_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &http::HeaderMap,
@@ -134,7 +144,7 @@ pub(crate) fn encode_head(
 
 /// The status code of a response head that is all in `buf` with CRLF line ends, and where the head
 /// ends; `None` when the head is partial, ends its lines otherwise, or has no sane status line.
-pub(crate) fn quick_head(buf: &[u8]) -> Option<(u16, usize)> {
+pub fn quick_head(buf: &[u8]) -> Option<(u16, usize)> {
     // The first blank line ends the head: CRLF CRLF, with no bare-LF blank line before it. (A
     // line-by-line scan: `memmem` sets up more than it saves on a head this short.)
     let mut end = None;
@@ -166,16 +176,20 @@ pub(crate) fn quick_head(buf: &[u8]) -> Option<(u16, usize)> {
     Some((code, end))
 }
 
+/// A chunked body that breaks the chunked syntax: nothing after it can be framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadChunk;
+
 /// Finds where a chunked body ends without decoding it (the bytes pass through as they are).
 #[derive(Default)]
-pub(crate) struct ChunkScan {
+pub struct ChunkScan {
     state: ChunkState,
     size: u64,
     digits: u8,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChunkState {
+pub enum ChunkState {
     #[default]
     Size,
     Ext,
@@ -191,7 +205,7 @@ pub(crate) enum ChunkState {
 impl ChunkScan {
     /// Consumes `bytes` (everything after the previous call's); `Some(n)` when the body ends after
     /// its first `n` bytes.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ()> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, BadChunk> {
         use ChunkState as S;
         let mut i = 0;
         while i < bytes.len() {
@@ -200,16 +214,16 @@ impl ChunkScan {
                 S::Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                         let d = u64::from(char::from(b).to_digit(16).unwrap_or(0));
-                        self.size = self.size.checked_mul(16).ok_or(())? + d;
+                        self.size = self.size.checked_mul(16).ok_or(BadChunk)? + d;
                         self.digits += 1;
                         if self.digits > 16 {
-                            return Err(());
+                            return Err(BadChunk);
                         }
                     }
                     b';' | b' ' | b'\t' if self.digits > 0 => self.state = S::Ext,
                     b'\r' if self.digits > 0 => self.state = S::SizeLf,
                     b'\n' if self.digits > 0 => self.end_size_line(),
-                    _ => return Err(()),
+                    _ => return Err(BadChunk),
                 },
                 S::Ext => match b {
                     b'\r' => self.state = S::SizeLf,
@@ -218,7 +232,7 @@ impl ChunkScan {
                 },
                 S::SizeLf => {
                     if b != b'\n' {
-                        return Err(());
+                        return Err(BadChunk);
                     }
                     self.end_size_line();
                 }
@@ -226,7 +240,7 @@ impl ChunkScan {
                     let avail = (bytes.len() - i) as u64;
                     let skip = avail.min(self.size);
                     self.size -= skip;
-                    i += usize::try_from(skip).map_err(|_| ())?;
+                    i += usize::try_from(skip).map_err(|_| BadChunk)?;
                     if self.size == 0 {
                         self.state = S::DataCr;
                     }
@@ -235,11 +249,11 @@ impl ChunkScan {
                 S::DataCr => match b {
                     b'\r' => self.state = S::DataLf,
                     b'\n' => self.next_chunk(),
-                    _ => return Err(()),
+                    _ => return Err(BadChunk),
                 },
                 S::DataLf => {
                     if b != b'\n' {
-                        return Err(());
+                        return Err(BadChunk);
                     }
                     self.next_chunk();
                 }
@@ -255,7 +269,7 @@ impl ChunkScan {
                 }
                 S::FinalLf => {
                     if b != b'\n' {
-                        return Err(());
+                        return Err(BadChunk);
                     }
                     return Ok(Some(i + 1));
                 }
@@ -282,7 +296,118 @@ impl ChunkScan {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write;
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// `chunks` in chunked encoding, with an extension on every other size line and a trailer
+    /// field when asked.
+    fn encode_chunked(chunks: &[Vec<u8>], trailer: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, c) in chunks.iter().filter(|c| !c.is_empty()).enumerate() {
+            out.extend_from_slice(format!("{:x}", c.len()).as_bytes());
+            if i % 2 == 1 {
+                out.extend_from_slice(b";ext=\"v\"");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(c);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n");
+        if trailer {
+            out.extend_from_slice(b"X-Sum: 1\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    proptest! {
+        /// Encoded, then scanned in two pieces split anywhere: the end is found exactly where the
+        /// encoding ends, whatever follows it.
+        #[test]
+        fn a_chunked_body_ends_where_its_encoding_ends(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..8),
+            trailer in any::<bool>(),
+            split in any::<prop::sample::Index>(),
+            after in prop::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let body = encode_chunked(&chunks, trailer);
+            let mut wire = body.clone();
+            wire.extend_from_slice(&after);
+            let at = split.index(wire.len() + 1);
+            prop_assert_eq!(end_of(&[&wire[..at], &wire[at..]]), Some(body.len()));
+        }
+
+        /// Any bytes, in any two pieces: no panic, and an end (if any) inside what was given.
+        #[test]
+        fn any_bytes_never_end_a_body_past_their_length(
+            bytes in prop::collection::vec(any::<u8>(), 0..600),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let at = split.index(bytes.len() + 1);
+            let mut scan = ChunkScan::default();
+            match scan.feed(&bytes[..at]) {
+                Ok(Some(n)) => prop_assert!(n <= at),
+                Ok(None) => {
+                    if let Ok(Some(n)) = scan.feed(&bytes[at..]) {
+                        prop_assert!(n <= bytes.len() - at);
+                    }
+                }
+                Err(BadChunk) => {}
+            }
+        }
+
+        /// Whenever the quick response-head reader answers, httparse agrees with it.
+        #[test]
+        fn the_quick_head_reader_agrees_with_httparse(
+            status in 100u16..600,
+            fields in prop::collection::vec(("[A-Za-z-]{1,12}", "[ -~]{0,20}"), 0..6),
+            lf_only in any::<bool>(),
+            tail in prop::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let eol = if lf_only { "\n" } else { "\r\n" };
+            let mut head = format!("HTTP/1.1 {status} X{eol}");
+            for (n, v) in &fields {
+                let _ = write!(head, "{n}: {v}{eol}");
+            }
+            head.push_str(eol);
+            let mut wire = head.into_bytes();
+            wire.extend_from_slice(&tail);
+            if let Some((code, n)) = quick_head(&wire) {
+                let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut storage);
+                prop_assert_eq!(resp.parse(&wire), Ok(httparse::Status::Complete(n)));
+                prop_assert_eq!(resp.code, Some(code));
+            }
+        }
+
+        /// Any request head: the framing reader never panics, and a length it reports is the one
+        /// number the head's `Content-Length` fields all carry.
+        #[test]
+        fn request_framing_reports_only_a_length_the_head_states(
+            lengths in prop::collection::vec("[0-9]{1,4}|[0-9a-z ,+-]{0,6}", 0..3),
+            te in prop::option::of("chunked|gzip|gzip, chunked|chunked, gzip"),
+        ) {
+            let mut raw = String::from("POST /a HTTP/1.1\r\nHost: x\r\n");
+            for l in &lengths {
+                let _ = write!(raw, "Content-Length: {l}\r\n");
+            }
+            if let Some(te) = &te {
+                let _ = write!(raw, "Transfer-Encoding: {te}\r\n");
+            }
+            raw.push_str("\r\n");
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut storage);
+            if req.parse(raw.as_bytes()).is_ok()
+                && let Ok(RequestFraming::Length { body_len: Some(n), .. }) = request_framing(req.headers)
+            {
+                prop_assert!(te.is_none());
+                prop_assert!(lengths.iter().all(|l| l.trim().parse::<u64>().ok() == Some(n)), "{lengths:?} -> {n}");
+            }
+        }
+    }
 
     fn end_of(parts: &[&[u8]]) -> Option<usize> {
         let mut scan = ChunkScan::default();
