@@ -7,7 +7,6 @@ use domain::entities::{tenant, user};
 use domain::limits::Subject;
 use domain::password;
 use domain::plan::PlanLimits;
-use domain::sea_orm::TransactionTrait;
 use domain::slug::Slug;
 use domain::store::{self, StoreError};
 use sha2::{Digest, Sha256};
@@ -74,7 +73,7 @@ pub async fn create_account(
         .map_err(|e| AccountError::Internal(e.to_string()))?
         .map_err(|e| AccountError::Internal(e.to_string()))?;
     let txn = state
-        .db
+        .config
         .begin()
         .await
         .map_err(|e| AccountError::Internal(e.to_string()))?;
@@ -83,15 +82,19 @@ pub async fn create_account(
         Err(StoreError::Conflict(_)) => return Err(AccountError::UsernameTaken),
         Err(e) => return Err(AccountError::Internal(e.to_string())),
     };
+    // Inside the writer's transaction: its commit below announces the tenant.
+    #[allow(clippy::disallowed_methods)]
     let tenant = match store::create_tenant(&txn, tenant_name, slug, user.id).await {
         Ok(t) => t,
         Err(StoreError::Conflict(_)) => return Err(AccountError::SlugTaken),
         Err(e) => return Err(AccountError::Internal(e.to_string())),
     };
-    txn.commit()
+    // Committed through the writer, which announces the new tenant to the data planes.
+    state
+        .config
+        .commit(txn)
         .await
         .map_err(|e| AccountError::Internal(e.to_string()))?;
-    state.changed().await;
     Ok((user, tenant))
 }
 

@@ -13,6 +13,7 @@ use domain::clock::SystemClock;
 use domain::events::Publisher;
 use domain::limits::redis::{RedisStore, pool};
 use domain::limits::{Limiter, LimiterSettings};
+use domain::store::ConfigWriter;
 
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
@@ -71,9 +72,10 @@ impl Application {
         let upstream_policy = shared.upstream_policy(&[(addr, "control plane")]).await;
         // Where this control plane listens, for every data plane's upstream policy.
         domain::store::register_listener(&db, "control plane", addr).await?;
+        let publisher = Publisher::new(redis_pool, shared.redis_prefix.clone());
         let state = web::Data::new(AppState {
+            config: ConfigWriter::new(db.clone(), publisher),
             db,
-            publisher: Publisher::new(redis_pool, shared.redis_prefix.clone()),
             limiter,
             settings: settings.dashboard.clone(),
             asset_version: pages::asset_version(),

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use domain::events::Publisher;
 use domain::limits::Limiter;
 use domain::sea_orm::DatabaseConnection;
+use domain::store::ConfigWriter;
 use domain::upstream::UpstreamUrl;
 use domain::upstream_policy::UpstreamPolicy;
 
@@ -12,7 +12,8 @@ use crate::config::DashboardSettings;
 
 pub struct AppState {
     pub db: DatabaseConnection,
-    pub publisher: Publisher,
+    /// Every configuration write goes through it: it tells the data planes.
+    pub config: ConfigWriter,
     /// The project's own limiter, here throttling logins per account and per address.
     pub limiter: Arc<Limiter>,
     pub settings: DashboardSettings,
@@ -33,15 +34,5 @@ impl AppState {
             .problem(&url.connect_addr(), trusted)
             .await
             .map(|p| format!("Upstream URL is refused: {p}."))
-    }
-
-    /// Publishes the config-change event after a write (the version was bumped by the write).
-    pub async fn changed(&self) {
-        self.publisher.config_changed(&self.db).await;
-    }
-
-    /// Publishes that only these keys changed: data planes apply them without a full reload.
-    pub async fn keys_changed(&self, key_ids: &[i64]) {
-        self.publisher.keys_changed(&self.db, key_ids).await;
     }
 }

@@ -114,7 +114,8 @@ impl Publisher {
         self.changed(db, &Change::Keys(key_ids.to_vec())).await;
     }
 
-    async fn changed(&self, db: &impl sea_orm::ConnectionTrait, change: &Change) {
+    /// Announces `change` at the current config version.
+    pub async fn changed(&self, db: &impl sea_orm::ConnectionTrait, change: &Change) {
         let Some(pool) = &self.pool else { return };
         let version = crate::store::config_version(db).await.unwrap_or_default();
         if let Err(e) = publish_change(pool, &self.prefix, version, change).await {

@@ -67,8 +67,10 @@ pub async fn create_plan(
         b.requests_per_month,
         b.enforcement.as_deref(),
     )?;
-    let p = store::create_plan(&state.db, c.tenant.id, &plan_name, limits, enforcement).await?;
-    state.changed().await;
+    let p = state
+        .config
+        .create_plan(c.tenant.id, &plan_name, limits, enforcement)
+        .await?;
     Ok(created(&PlanOut::from(p)))
 }
 
@@ -124,16 +126,10 @@ pub async fn update_plan(
         b.requests_per_month.unwrap_or(p.requests_per_month),
         Some(b.enforcement.as_deref().unwrap_or(&p.enforcement)),
     )?;
-    let p = store::update_plan(
-        &state.db,
-        c.tenant.id,
-        p.id,
-        &plan_name,
-        limits,
-        enforcement,
-    )
-    .await?;
-    state.changed().await;
+    let p = state
+        .config
+        .update_plan(c.tenant.id, p.id, &plan_name, limits, enforcement)
+        .await?;
     Ok(ok(&PlanOut::from(p)))
 }
 
@@ -146,8 +142,7 @@ pub async fn delete_plan(
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    store::delete_plan(&state.db, c.tenant.id, *id).await?;
-    state.changed().await;
+    state.config.delete_plan(c.tenant.id, *id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -189,13 +184,17 @@ pub async fn create_api(
         b.pass_encoded_slashes.unwrap_or(false),
     )?;
     refuse_upstream(&state, &c, &new).await?;
-    let mut a = store::create_api(&state.db, c.tenant.id, new)
+    let mut a = state
+        .config
+        .create_api(c.tenant.id, new)
         .await
         .map_err(conflict_on_slug)?;
     if b.is_active == Some(false) {
-        a = store::set_api_active(&state.db, c.tenant.id, a.id, false).await?;
+        a = state
+            .config
+            .set_api_active(c.tenant.id, a.id, false)
+            .await?;
     }
-    state.changed().await;
     Ok(created(&ApiOut::new(a, &gateway_prefix(&state, &c))))
 }
 
@@ -252,16 +251,11 @@ pub async fn update_api(
         b.pass_encoded_slashes.unwrap_or(a.pass_encoded_slashes),
     )?;
     refuse_upstream(&state, &c, &new).await?;
-    let a = store::update_api(
-        &state.db,
-        c.tenant.id,
-        a.id,
-        new,
-        b.is_active.unwrap_or(a.is_active),
-    )
-    .await
-    .map_err(conflict_on_slug)?;
-    state.changed().await;
+    let a = state
+        .config
+        .update_api(c.tenant.id, a.id, new, b.is_active.unwrap_or(a.is_active))
+        .await
+        .map_err(conflict_on_slug)?;
     Ok(ok(&ApiOut::new(a, &gateway_prefix(&state, &c))))
 }
 
@@ -274,8 +268,7 @@ pub async fn delete_api(
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    store::delete_api(&state.db, c.tenant.id, *id).await?;
-    state.changed().await;
+    state.config.delete_api(c.tenant.id, *id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -306,9 +299,10 @@ pub async fn create_key(
     let key_name = name("name", &b.name)?;
     let plan = own_plan(&state, c.tenant.id, b.plan_id).await?;
     let expires_at = future_expiry(b.expires_at)?;
-    let (k, raw) =
-        store::create_api_key(&state.db, c.tenant.id, plan.id, &key_name, expires_at).await?;
-    state.keys_changed(&[k.id]).await;
+    let (k, raw) = state
+        .config
+        .create_api_key(c.tenant.id, plan.id, &key_name, expires_at)
+        .await?;
     Ok(created(&KeyCreated::new(k, &raw)))
 }
 
@@ -365,8 +359,10 @@ pub async fn update_key(
         Some(v) => future_expiry(v)?,
         None => k.expires_at,
     };
-    let k = store::update_key(&state.db, c.tenant.id, k.id, &key_name, plan_id, expires_at).await?;
-    state.keys_changed(&[k.id]).await;
+    let k = state
+        .config
+        .update_key(c.tenant.id, k.id, &key_name, plan_id, expires_at)
+        .await?;
     Ok(ok(&KeyOut::from(k)))
 }
 
@@ -379,8 +375,7 @@ pub async fn revoke_key(
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    store::revoke_key(&state.db, c.tenant.id, *id).await?;
-    state.keys_changed(&[*id]).await;
+    state.config.revoke_key(c.tenant.id, *id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -402,8 +397,7 @@ pub async fn rotate_key(
         ));
     }
     let until = Utc::now() + Duration::seconds(grace);
-    let (k, raw) = store::rotate_key(&state.db, c.tenant.id, *id, until).await?;
-    state.keys_changed(&[*id, k.id]).await;
+    let (k, raw) = state.config.rotate_key(c.tenant.id, *id, until).await?;
     Ok(created(&KeyCreated::new(k, &raw)))
 }
 
@@ -425,7 +419,9 @@ pub async fn create_client(
     }
     let client_name = name("name", &b.name)?;
     let plan = own_plan(&state, c.tenant.id, b.plan_id).await?;
-    let cl = store::create_client(&state.db, c.tenant.id, &client_id, &client_name, plan.id)
+    let cl = state
+        .config
+        .create_client(c.tenant.id, &client_id, &client_name, plan.id)
         .await
         .map_err(|e| match e {
             StoreError::Conflict(_) => {
@@ -433,7 +429,6 @@ pub async fn create_client(
             }
             other => other.into(),
         })?;
-    state.changed().await;
     Ok(created(&ClientOut::from(cl)))
 }
 
@@ -486,16 +481,16 @@ pub async fn update_client(
         Some(pid) => own_plan(&state, c.tenant.id, pid).await?.id,
         None => cl.plan_id,
     };
-    let cl = store::update_client(
-        &state.db,
-        c.tenant.id,
-        cl.id,
-        &client_name,
-        plan_id,
-        b.is_active.unwrap_or(cl.is_active),
-    )
-    .await?;
-    state.changed().await;
+    let cl = state
+        .config
+        .update_client(
+            c.tenant.id,
+            cl.id,
+            &client_name,
+            plan_id,
+            b.is_active.unwrap_or(cl.is_active),
+        )
+        .await?;
     Ok(ok(&ClientOut::from(cl)))
 }
 
@@ -508,7 +503,6 @@ pub async fn delete_client(
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    store::delete_client(&state.db, c.tenant.id, *id).await?;
-    state.changed().await;
+    state.config.delete_client(c.tenant.id, *id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -54,15 +54,9 @@ async fn tenant_by_id(state: &AppState, id: i64) -> Result<tenant::Model, UiErro
         .ok_or(UiError::NotFound)
 }
 
-/// What an admin's toggle did: published to the data planes, logged, and said in a flash.
-async fn toggled(
-    a: &AdminUser,
-    state: &AppState,
-    t: &tenant::Model,
-    what: &str,
-    message: String,
-) -> HttpResponse {
-    state.changed().await;
+/// What an admin's toggle did (published to the data planes by the write): logged, and said in a
+/// flash.
+fn toggled(a: &AdminUser, t: &tenant::Model, what: &str, message: String) -> HttpResponse {
     tracing::info!(
         admin = a.user.id,
         tenant = t.id,
@@ -82,7 +76,10 @@ pub async fn toggle_trust(
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, UiError> {
     let current = tenant_by_id(&state, path.into_inner()).await?;
-    let t = store::set_tenant_trusted(&state.db, current.id, !current.trusted_upstreams).await?;
+    let t = state
+        .config
+        .set_tenant_trusted(current.id, !current.trusted_upstreams)
+        .await?;
     let message = if t.trusted_upstreams {
         format!(
             "Tenant '{}' may now use loopback and private upstreams.",
@@ -94,7 +91,7 @@ pub async fn toggle_trust(
             t.slug
         )
     };
-    Ok(toggled(&a, &state, &t, "upstream trust", message).await)
+    Ok(toggled(&a, &t, "upstream trust", message))
 }
 
 pub async fn toggle(
@@ -104,12 +101,15 @@ pub async fn toggle(
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, UiError> {
     let current = tenant_by_id(&state, path.into_inner()).await?;
-    let t = store::set_tenant_active(&state.db, current.id, !current.is_active).await?;
+    let t = state
+        .config
+        .set_tenant_active(current.id, !current.is_active)
+        .await?;
     let state_word = if t.is_active {
         "reactivated"
     } else {
         "deactivated"
     };
     let message = format!("Tenant '{}' {state_word}.", t.slug);
-    Ok(toggled(&a, &state, &t, "activity", message).await)
+    Ok(toggled(&a, &t, "activity", message))
 }

@@ -231,18 +231,15 @@ async fn save(
         Ok(new) => {
             let name = new.name.clone();
             let result = match id {
-                None => store::create_api(&state.db, u.tenant.id, new)
+                None => state.config.create_api(u.tenant.id, new).await.map(|_| ()),
+                Some(id) => state
+                    .config
+                    .update_api(u.tenant.id, id, new, form.is_active.is_some())
                     .await
                     .map(|_| ()),
-                Some(id) => {
-                    store::update_api(&state.db, u.tenant.id, id, new, form.is_active.is_some())
-                        .await
-                        .map(|_| ())
-                }
             };
             match result {
                 Ok(()) => {
-                    state.changed().await;
                     flash(&u.session, format!("API '{name}' saved."));
                     return Ok(redirect("/apis"));
                 }
@@ -274,8 +271,10 @@ pub async fn toggle(
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, UiError> {
     let a = store::get_api(&state.db, u.tenant.id, path.into_inner()).await?;
-    let a = store::set_api_active(&state.db, u.tenant.id, a.id, !a.is_active).await?;
-    state.changed().await;
+    let a = state
+        .config
+        .set_api_active(u.tenant.id, a.id, !a.is_active)
+        .await?;
     flash(
         &u.session,
         format!(
@@ -294,8 +293,7 @@ pub async fn delete(
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, UiError> {
     let a = store::get_api(&state.db, u.tenant.id, path.into_inner()).await?;
-    store::delete_api(&state.db, u.tenant.id, a.id).await?;
-    state.changed().await;
+    state.config.delete_api(u.tenant.id, a.id).await?;
     flash(&u.session, format!("API '{}' deleted.", a.name));
     Ok(redirect("/apis"))
 }

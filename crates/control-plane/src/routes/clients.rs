@@ -164,23 +164,19 @@ async fn save(
     }
     if let (Some(plan), true) = (plan, errors.is_empty()) {
         let result = match &existing {
-            None => store::create_client(&state.db, u.tenant.id, &client_id, &name, plan.id)
+            None => state
+                .config
+                .create_client(u.tenant.id, &client_id, &name, plan.id)
                 .await
                 .map(|_| ()),
-            Some(c) => store::update_client(
-                &state.db,
-                u.tenant.id,
-                c.id,
-                &name,
-                plan.id,
-                form.is_active.is_some(),
-            )
-            .await
-            .map(|_| ()),
+            Some(c) => state
+                .config
+                .update_client(u.tenant.id, c.id, &name, plan.id, form.is_active.is_some())
+                .await
+                .map(|_| ()),
         };
         match result {
             Ok(()) => {
-                state.changed().await;
                 flash(&u.session, format!("Client '{name}' saved."));
                 return Ok(redirect("/clients"));
             }
@@ -220,16 +216,10 @@ pub async fn toggle(
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, UiError> {
     let c = store::get_client(&state.db, u.tenant.id, path.into_inner()).await?;
-    let c = store::update_client(
-        &state.db,
-        u.tenant.id,
-        c.id,
-        &c.name,
-        c.plan_id,
-        !c.is_active,
-    )
-    .await?;
-    state.changed().await;
+    let c = state
+        .config
+        .update_client(u.tenant.id, c.id, &c.name, c.plan_id, !c.is_active)
+        .await?;
     flash(
         &u.session,
         format!(

@@ -266,9 +266,10 @@ pub async fn create(
         .ok()
         .flatten();
     if let (Some(plan), true) = (plan, errors.is_empty()) {
-        let (key, raw) =
-            store::create_api_key(&state.db, u.tenant.id, plan.id, &name, expires_at).await?;
-        state.keys_changed(&[key.id]).await;
+        let (_, raw) = state
+            .config
+            .create_api_key(u.tenant.id, plan.id, &name, expires_at)
+            .await?;
         return key_created(&u, &state, name, raw.expose().to_owned(), None).await;
     }
     let plans = store::list_plans(&state.db, u.tenant.id).await?;
@@ -291,8 +292,7 @@ pub async fn revoke(
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, UiError> {
     let k = store::get_key(&state.db, u.tenant.id, path.into_inner()).await?;
-    store::revoke_key(&state.db, u.tenant.id, k.id).await?;
-    state.keys_changed(&[k.id]).await;
+    state.config.revoke_key(u.tenant.id, k.id).await?;
     flash(
         &u.session,
         format!("Key '{}' ({}…) revoked.", k.name, k.prefix),
@@ -359,9 +359,8 @@ pub async fn rotate(
     };
     let old = store::get_key(&state.db, u.tenant.id, path.into_inner()).await?;
     let until = Utc::now() + Duration::hours(hours);
-    match store::rotate_key(&state.db, u.tenant.id, old.id, until).await {
-        Ok((new, raw)) => {
-            state.keys_changed(&[old.id, new.id]).await;
+    match state.config.rotate_key(u.tenant.id, old.id, until).await {
+        Ok((_, raw)) => {
             let note = if hours == 0 {
                 format!("The old key {}… no longer works.", old.prefix)
             } else {

@@ -206,14 +206,18 @@ async fn save(
         Ok((name, limits, enforcement)) => {
             match id {
                 None => {
-                    store::create_plan(&state.db, u.tenant.id, &name, limits, enforcement).await?
+                    state
+                        .config
+                        .create_plan(u.tenant.id, &name, limits, enforcement)
+                        .await?
                 }
                 Some(id) => {
-                    store::update_plan(&state.db, u.tenant.id, id, &name, limits, enforcement)
+                    state
+                        .config
+                        .update_plan(u.tenant.id, id, &name, limits, enforcement)
                         .await?
                 }
             };
-            state.changed().await;
             flash(&u.session, format!("Plan '{name}' saved."));
             Ok(redirect("/plans"))
         }
@@ -248,9 +252,8 @@ pub async fn delete(
     CsrfForm(_): CsrfForm<NoFields>,
 ) -> Result<HttpResponse, UiError> {
     let p = store::get_plan(&state.db, u.tenant.id, path.into_inner()).await?;
-    match store::delete_plan(&state.db, u.tenant.id, p.id).await {
+    match state.config.delete_plan(u.tenant.id, p.id).await {
         Ok(()) => {
-            state.changed().await;
             flash(&u.session, format!("Plan '{}' deleted.", p.name));
         }
         Err(StoreError::InUse(_)) => {

@@ -6,6 +6,7 @@
 mod accounts;
 mod cli;
 mod dashboard;
+mod events;
 mod health;
 mod helpers;
 mod management;

@@ -6,12 +6,14 @@ mod scoped;
 mod sessions;
 mod tokens;
 mod usage;
+mod writer;
 
 pub use listeners::*;
 pub use scoped::*;
 pub use sessions::*;
 pub use tokens::*;
 pub use usage::*;
+pub use writer::ConfigWriter;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};

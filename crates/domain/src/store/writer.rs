@@ -1,0 +1,89 @@
+//! `ConfigWriter`: the one way the control plane changes configuration. Each write bumps the
+//! config version (inside the store function) and, once it is done, publishes the change event
+//! that tells every data plane — so no write can forget to.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+
+use super::{NewApi, StoreResult};
+use crate::apikey::ApiKey;
+use crate::entities::{api, api_key, client, plan, tenant};
+use crate::events::{Change, Publisher};
+use crate::plan::{Enforcement, PlanLimits};
+
+/// Writes configuration and announces each write to the data planes.
+#[derive(Clone)]
+pub struct ConfigWriter {
+    db: DatabaseConnection,
+    publisher: Publisher,
+}
+
+impl ConfigWriter {
+    pub fn new(db: DatabaseConnection, publisher: Publisher) -> Self {
+        Self { db, publisher }
+    }
+
+    /// A transaction whose writes are announced by [`Self::commit`].
+    pub async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.db.begin().await
+    }
+
+    /// Commits a transaction from [`Self::begin`] and announces what it wrote.
+    pub async fn commit(&self, txn: DatabaseTransaction) -> Result<(), DbErr> {
+        txn.commit().await?;
+        self.publisher.changed(&self.db, &Change::Any).await;
+        Ok(())
+    }
+}
+
+/// Each entry: a store write, its arguments after the connection, what it returns, and the change
+/// it announces (`Change::Any`, or the keys it touched, which data planes apply without a reload).
+macro_rules! config_writes {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => |$out:pat_param| $change:expr;
+    )*) => {
+        impl ConfigWriter {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self, $($arg: $ty),*) -> StoreResult<$ret> {
+                    let out = super::$name(&self.db, $($arg),*).await?;
+                    let change = {
+                        let $out = &out;
+                        $change
+                    };
+                    self.publisher.changed(&self.db, &change).await;
+                    Ok(out)
+                }
+            )*
+        }
+    };
+}
+
+config_writes! {
+    fn create_plan(tenant_id: i64, name: &str, limits: PlanLimits, enforcement: Enforcement)
+        -> plan::Model => |_| Change::Any;
+    fn update_plan(tenant_id: i64, id: i64, name: &str, limits: PlanLimits, enforcement: Enforcement)
+        -> plan::Model => |_| Change::Any;
+    fn delete_plan(tenant_id: i64, id: i64) -> () => |()| Change::Any;
+    fn create_api(tenant_id: i64, new: NewApi) -> api::Model => |_| Change::Any;
+    fn update_api(tenant_id: i64, id: i64, new: NewApi, is_active: bool)
+        -> api::Model => |_| Change::Any;
+    fn set_api_active(tenant_id: i64, id: i64, active: bool) -> api::Model => |_| Change::Any;
+    fn delete_api(tenant_id: i64, id: i64) -> () => |()| Change::Any;
+    fn create_api_key(tenant_id: i64, plan_id: i64, name: &str, expires_at: Option<DateTime<Utc>>)
+        -> (api_key::Model, ApiKey) => |(key, _)| Change::Keys(vec![key.id]);
+    fn update_key(tenant_id: i64, id: i64, name: &str, plan_id: i64, expires_at: Option<DateTime<Utc>>)
+        -> api_key::Model => |_| Change::Keys(vec![id]);
+    fn revoke_key(tenant_id: i64, key_id: i64) -> () => |()| Change::Keys(vec![key_id]);
+    /// The old key and its replacement both change.
+    fn rotate_key(tenant_id: i64, id: i64, old_valid_until: DateTime<Utc>)
+        -> (api_key::Model, ApiKey) => |(new, _)| Change::Keys(vec![id, new.id]);
+    fn create_client(tenant_id: i64, client_id: &str, name: &str, plan_id: i64)
+        -> client::Model => |_| Change::Any;
+    fn update_client(tenant_id: i64, id: i64, name: &str, plan_id: i64, is_active: bool)
+        -> client::Model => |_| Change::Any;
+    fn delete_client(tenant_id: i64, id: i64) -> () => |()| Change::Any;
+    fn set_tenant_trusted(id: i64, trusted: bool) -> tenant::Model => |_| Change::Any;
+    fn set_tenant_active(id: i64, active: bool) -> tenant::Model => |_| Change::Any;
+}
