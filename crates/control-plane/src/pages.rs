@@ -5,6 +5,8 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use sha2::{Digest, Sha256};
 
+use domain::validate::Problems;
+
 use crate::errors::UiError;
 use crate::session::{AdminUser, AnyUser, TenantUser, take_flash};
 use crate::state::AppState;
@@ -317,6 +319,36 @@ impl FieldErrors {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The shared validators' problems, each said with the form's label for its field
+    /// ("Upstream URL must start with http:// or https://."); a field the form already found
+    /// wrong (text that is no number, say) is not said twice.
+    pub fn absorb(&mut self, problems: &Problems) {
+        for p in problems.iter() {
+            if self.get(p.field).is_none() {
+                self.add(p.field, format!("{} {}.", label(p.field), p.message));
+            }
+        }
+    }
+}
+
+/// What a form calls a field the validators name.
+fn label(field: &str) -> &str {
+    match field {
+        "name" => "Name",
+        "slug" | "tenant_slug" => "Slug",
+        "upstream_url" => "Upstream URL",
+        "key_header" => "Key header",
+        "timeout_ms" => "Timeout",
+        "requests_per_minute" => "Requests per minute",
+        "burst" => "Burst",
+        "requests_per_day" => "Requests per day",
+        "requests_per_month" => "Requests per month",
+        "enforcement" => "Enforcement",
+        "client_id" => "Client ID",
+        "tenant_name" => "Organisation name",
+        other => other,
     }
 }
 

@@ -70,7 +70,7 @@ impl Default for KeyHeader {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("timeout must be between 1 and {MAX_TIMEOUT_MS} milliseconds")]
+#[error("must be between 1 and {MAX_TIMEOUT_MS} milliseconds")]
 pub struct TimeoutError;
 
 /// Upstream timeout of an API, 1 ms to 5 minutes.

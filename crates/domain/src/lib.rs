@@ -19,6 +19,7 @@ pub mod telemetry;
 pub mod upstream;
 pub mod upstream_policy;
 pub mod usage;
+pub mod validate;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -5,15 +5,15 @@ use std::str::FromStr;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanLimitsError {
-    #[error("requests per minute must be a positive whole number")]
+    #[error("must be a positive whole number")]
     RequestsPerMinute,
-    #[error("burst must be at least 1")]
+    #[error("must be at least 1")]
     Burst,
-    #[error("requests per day must be a positive whole number")]
+    #[error("must be a positive whole number")]
     RequestsPerDay,
-    #[error("requests per month must be a positive whole number")]
+    #[error("must be a positive whole number")]
     RequestsPerMonth,
-    #[error("requests per day cannot be above requests per month")]
+    #[error("cannot be above requests per month")]
     DayAboveMonth,
 }
 
@@ -91,7 +91,7 @@ impl fmt::Display for Enforcement {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("enforcement must be 'strict' or 'fast'")]
+#[error("must be 'strict' or 'fast'")]
 pub struct EnforcementError;
 
 impl FromStr for Enforcement {

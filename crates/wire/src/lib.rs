@@ -162,10 +162,14 @@ pub fn quick_head(buf: &[u8]) -> Option<(u16, usize)> {
     // "HTTP/1.1 200 OK\r\n", or without the reason phrase.
     let line = buf.get(..13)?;
     let digits = &line[9..12];
+    // Only the versions httparse reads (1.0, 1.1), and a status of 100-999: anything else is
+    // left to httparse, which refuses it (found by the `response_head` fuzz target:
+    // "HTTP/1.2 025").
     if !(line.starts_with(b"HTTP/1.")
-        && line[7].is_ascii_digit()
+        && matches!(line[7], b'0' | b'1')
         && line[8] == b' '
         && digits.iter().all(u8::is_ascii_digit)
+        && digits[0] != b'0'
         && matches!(line[12], b' ' | b'\r'))
     {
         return None;
@@ -447,6 +451,9 @@ mod tests {
             (b"HTTP/1.1 200 OK\nContent-Length: 4\n\n\r\n\r\n", false),
             (b"HTTP/1.1 2x0 OK\r\n\r\n", false),
             (b"HTTP/2.0 200 OK\r\n\r\n", false),
+            // Found by fuzzing: a version and a status httparse does not read.
+            (b"HTTP/1.2 025\r\n\r\n\x15\x81\x00P", false),
+            (b"HTTP/1.1 025\r\n\r\n", false),
             (b"\r\n\r\n", false),
         ] {
             let expected = if quick { parsed(head) } else { None };

@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 use domain::store::StoreError;
+use domain::validate::Problems;
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
@@ -11,9 +12,14 @@ pub enum ApiError {
     /// Malformed request (unparseable JSON or query).
     #[error("{0}")]
     BadRequest(String),
-    /// Well-formed but invalid: names the field.
+    /// Well-formed but invalid: names the field (the first, when several are wrong: `fields` has
+    /// each, with what is wrong with it).
     #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
+    Invalid {
+        field: String,
+        message: String,
+        fields: Vec<(String, String)>,
+    },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -34,9 +40,11 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
         Self::Invalid {
             field: field.to_owned(),
-            message: message.into(),
+            fields: vec![(field.to_owned(), message.clone())],
+            message,
         }
     }
 
@@ -52,6 +60,26 @@ impl ApiError {
             Self::TooLarge => "payload_too_large",
             Self::TooManyAttempts(_) => "too_many_attempts",
             Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+/// Every field's problem from the shared validators, each said with the JSON field's name.
+impl From<Problems> for ApiError {
+    fn from(problems: Problems) -> Self {
+        let fields: Vec<(String, String)> = problems
+            .iter()
+            .map(|p| (p.field.to_owned(), format!("{} {}", p.field, p.message)))
+            .collect();
+        let message = fields
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::Invalid {
+            field: fields.first().map(|f| f.0.clone()).unwrap_or_default(),
+            message,
+            fields,
         }
     }
 }
@@ -101,7 +129,13 @@ impl ResponseError for ApiError {
         };
         let mut error = json!({"code": status.as_u16(), "type": self.kind(), "message": message});
         let details: Option<Value> = match self {
-            Self::Invalid { field, .. } => Some(json!({"field": field})),
+            Self::Invalid { field, fields, .. } => Some(json!({
+                "field": field,
+                "fields": fields
+                    .iter()
+                    .map(|(f, m)| json!({"field": f, "message": m}))
+                    .collect::<Vec<_>>(),
+            })),
             Self::TooManyAttempts(secs) => Some(json!({"retry_after": secs})),
             _ => None,
         };
@@ -201,14 +235,12 @@ fn body_problem(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         path
     };
     let message = humane(&said);
-    ApiError::Invalid {
-        message: if message.contains(&format!("`{field}`")) {
-            message
-        } else {
-            format!("{field}: {message}")
-        },
-        field,
-    }
+    let message = if message.contains(&format!("`{field}`")) {
+        message
+    } else {
+        format!("{field}: {message}")
+    };
+    ApiError::invalid(&field, message)
 }
 
 /// serde's type names in the words of the API's documentation.

@@ -5,11 +5,9 @@
 
 use chrono::{DateTime, Utc};
 use domain::entities::{api, api_key, api_token, client, plan};
-use domain::header::{KeyHeader, UpstreamTimeout};
-use domain::plan::{Enforcement, PlanLimits, PlanLimitsError};
-use domain::slug::Slug;
+use domain::plan::{Enforcement, PlanLimits};
 use domain::store::NewApi;
-use domain::upstream::UpstreamUrl;
+use domain::validate::{self, ApiFields, PlanFields, Problems};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -183,39 +181,33 @@ pub struct PlanPatch {
     pub enforcement: Option<String>,
 }
 
+/// One name field, checked by the shared rule.
 pub fn name(field: &str, v: &str) -> Result<String, ApiError> {
-    let v = v.trim();
-    if v.is_empty() || v.chars().count() > 100 {
-        return Err(ApiError::invalid(
-            field,
-            format!("{field} must be 1 to 100 characters long"),
-        ));
-    }
-    Ok(v.to_owned())
+    validate::name(v).map_err(|m| ApiError::invalid(field, format!("{field} {m}")))
 }
 
+/// A plan's name, limits and enforcement, every field's problem reported.
 pub fn plan_values(
+    name: &str,
     rpm: i64,
     burst: Option<i64>,
     day: Option<i64>,
     month: Option<i64>,
     enforcement: Option<&str>,
-) -> Result<(PlanLimits, Enforcement), ApiError> {
-    let limits = PlanLimits::new(rpm, burst, day, month).map_err(|e| {
-        let field = match e {
-            PlanLimitsError::RequestsPerMinute => "requests_per_minute",
-            PlanLimitsError::Burst => "burst",
-            PlanLimitsError::RequestsPerDay | PlanLimitsError::DayAboveMonth => "requests_per_day",
-            PlanLimitsError::RequestsPerMonth => "requests_per_month",
-        };
-        ApiError::invalid(field, e.to_string())
-    })?;
-    let enforcement = enforcement
-        .map_or(Ok(Enforcement::Strict), str::parse)
-        .map_err(|e: domain::plan::EnforcementError| {
-            ApiError::invalid("enforcement", e.to_string())
-        })?;
-    Ok((limits, enforcement))
+) -> Result<(String, PlanLimits, Enforcement), ApiError> {
+    let mut problems = Problems::default();
+    let plan = validate::plan(
+        &PlanFields {
+            name,
+            requests_per_minute: Some(rpm),
+            burst,
+            requests_per_day: day,
+            requests_per_month: month,
+            enforcement,
+        },
+        &mut problems,
+    );
+    Ok(problems.or_value(plan)?)
 }
 
 // ---- APIs ----------------------------------------------------------------------------------
@@ -278,27 +270,28 @@ pub struct ApiPatch {
     pub is_active: Option<bool>,
 }
 
+/// An API to store, every field's problem reported.
 pub fn new_api(
-    name_v: &str,
+    name: &str,
     slug: &str,
-    upstream: &str,
-    header: Option<&str>,
-    timeout: Option<i64>,
+    upstream_url: &str,
+    key_header: Option<&str>,
+    timeout_ms: Option<i64>,
     pass_encoded_slashes: bool,
 ) -> Result<NewApi, ApiError> {
-    Ok(NewApi {
-        name: name("name", name_v)?,
-        slug: Slug::parse(slug).map_err(|e| ApiError::invalid("slug", format!("slug {e}")))?,
-        upstream_url: UpstreamUrl::parse(upstream)
-            .map_err(|e| ApiError::invalid("upstream_url", format!("upstream_url {e}")))?,
-        key_header: header
-            .map_or(Ok(KeyHeader::default()), KeyHeader::parse)
-            .map_err(|e| ApiError::invalid("key_header", format!("key_header {e}")))?,
-        timeout: timeout
-            .map_or(Ok(UpstreamTimeout::default()), UpstreamTimeout::from_millis)
-            .map_err(|e| ApiError::invalid("timeout_ms", e.to_string()))?,
-        pass_encoded_slashes,
-    })
+    let mut problems = Problems::default();
+    let api = validate::api(
+        &ApiFields {
+            name,
+            slug,
+            upstream_url,
+            key_header,
+            timeout_ms,
+            pass_encoded_slashes,
+        },
+        &mut problems,
+    );
+    Ok(problems.or_value(api)?)
 }
 
 // ---- Keys ----------------------------------------------------------------------------------

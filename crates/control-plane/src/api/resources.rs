@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{Duration, Utc};
 use domain::entities::{api, api_key, client, plan};
 use domain::store::{self, StoreError};
+use domain::validate::{self, Problems};
 
 use super::auth::ApiCaller;
 use super::errors::{ApiError, ApiJson};
@@ -11,7 +12,6 @@ use super::models::{
     ApiIn, ApiOut, ApiPatch, ClientIn, ClientOut, ClientPatch, KeyCreated, KeyIn, KeyOut, KeyPatch,
     Page, PageQuery, PlanIn, PlanOut, PlanPatch, RotateIn, name, new_api, plan_values,
 };
-use crate::routes::client_id_problem;
 use crate::state::AppState;
 
 /// Longest grace period of a rotation: 30 days.
@@ -59,8 +59,8 @@ pub async fn create_plan(
     body: ApiJson<PlanIn>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let plan_name = name("name", &b.name)?;
-    let (limits, enforcement) = plan_values(
+    let (plan_name, limits, enforcement) = plan_values(
+        &b.name,
         b.requests_per_minute,
         b.burst,
         b.requests_per_day,
@@ -118,8 +118,8 @@ pub async fn update_plan(
 ) -> Result<HttpResponse, ApiError> {
     let p = store::get_plan(&state.db, c.tenant.id, *id).await?;
     let b = body.into_inner();
-    let plan_name = name("name", b.name.as_deref().unwrap_or(&p.name))?;
-    let (limits, enforcement) = plan_values(
+    let (plan_name, limits, enforcement) = plan_values(
+        b.name.as_deref().unwrap_or(&p.name),
         b.requests_per_minute.unwrap_or(p.requests_per_minute),
         b.burst.unwrap_or(p.burst),
         b.requests_per_day.unwrap_or(p.requests_per_day),
@@ -413,11 +413,10 @@ pub async fn create_client(
     body: ApiJson<ClientIn>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let client_id = b.client_id.trim().to_owned();
-    if let Some(p) = client_id_problem(&client_id) {
-        return Err(ApiError::invalid("client_id", p));
-    }
-    let client_name = name("name", &b.name)?;
+    let mut problems = Problems::default();
+    let client_id = problems.check("client_id", validate::client_id(&b.client_id));
+    let client_name = problems.check("name", validate::name(&b.name));
+    let (client_id, client_name) = problems.or_value(client_id.zip(client_name))?;
     let plan = own_plan(&state, c.tenant.id, b.plan_id).await?;
     let cl = state
         .config

@@ -4,10 +4,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use domain::entities::api;
-use domain::header::{DEFAULT_KEY_HEADER, KeyHeader, UpstreamTimeout};
-use domain::slug::Slug;
+use domain::header::{DEFAULT_KEY_HEADER, UpstreamTimeout};
 use domain::store::{self, NewApi, StoreError};
-use domain::upstream::UpstreamUrl;
+use domain::validate::{self, ApiFields, Problems};
 use serde::Deserialize;
 
 use crate::errors::UiError;
@@ -132,49 +131,35 @@ pub fn parse_api(
     pass_encoded_slashes: bool,
 ) -> Result<NewApi, FieldErrors> {
     let mut errors = FieldErrors::default();
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        errors.add("name", "Name must be 1 to 100 characters long.");
-    }
-    let slug = Slug::parse(slug.trim())
-        .map_err(|e| errors.add("slug", format!("Slug {e}.")))
-        .ok();
-    let upstream_url = UpstreamUrl::parse(upstream)
-        .map_err(|e| errors.add("upstream_url", format!("Upstream URL {e}.")))
-        .ok();
-    let header = if header.trim().is_empty() {
-        DEFAULT_KEY_HEADER
-    } else {
-        header
-    };
-    let key_header = KeyHeader::parse(header)
-        .map_err(|e| errors.add("key_header", format!("Key header {e}.")))
-        .ok();
-    let timeout = match timeout.trim() {
-        "" => Some(UpstreamTimeout::default()),
-        t => t
-            .parse::<i64>()
-            .ok()
-            .and_then(|ms| UpstreamTimeout::from_millis(ms).ok())
-            .or_else(|| {
+    // Text that is no number at all is the form's own problem; the number's range is the rule's.
+    let timeout_ms = match timeout.trim() {
+        "" => None,
+        t => {
+            let ms = t.parse::<i64>().ok();
+            if ms.is_none() {
                 errors.add(
                     "timeout_ms",
-                    "Timeout must be a whole number of milliseconds, 1 to 300000.",
+                    "Timeout must be a whole number of milliseconds.",
                 );
-                None
-            }),
-    };
-    match (slug, upstream_url, key_header, timeout) {
-        (Some(slug), Some(upstream_url), Some(key_header), Some(timeout)) if errors.is_empty() => {
-            Ok(NewApi {
-                name: name.to_owned(),
-                slug,
-                upstream_url,
-                key_header,
-                timeout,
-                pass_encoded_slashes,
-            })
+            }
+            ms
         }
+    };
+    let mut problems = Problems::default();
+    let api = validate::api(
+        &ApiFields {
+            name,
+            slug,
+            upstream_url: upstream,
+            key_header: Some(header),
+            timeout_ms,
+            pass_encoded_slashes,
+        },
+        &mut problems,
+    );
+    errors.absorb(&problems);
+    match api {
+        Some(api) if errors.is_empty() => Ok(api),
         _ => Err(errors),
     }
 }

@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use domain::password;
 use domain::slug::Slug;
+use domain::validate::{self, Problems};
 use serde::Deserialize;
 
 use crate::accounts::{self, AccountError, email_problem, username_problem};
@@ -150,13 +151,10 @@ fn validate_registration(form: &RegisterForm) -> (FieldErrors, Option<Slug>) {
     if let Some(p) = email_problem(form.email.trim()) {
         errors.add("email", p);
     }
+    let mut problems = Problems::default();
+    problems.check("tenant_name", validate::name(&form.tenant_name));
+    errors.absorb(&problems);
     let name = form.tenant_name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        errors.add(
-            "tenant_name",
-            "Organisation name must be 1 to 100 characters long.",
-        );
-    }
     let slug_input = form.tenant_slug.trim();
     let slug = if slug_input.is_empty() {
         Slug::derive_from(name)

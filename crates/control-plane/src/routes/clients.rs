@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use domain::entities::{client, plan};
 use domain::store::{self, StoreError};
+use domain::validate::{self, Problems};
 use serde::Deserialize;
 
 use crate::errors::UiError;
@@ -111,12 +112,6 @@ pub async fn edit(
     })
 }
 
-/// A client id: 1 to 100 visible ASCII characters (it travels in a header).
-pub fn client_id_problem(id: &str) -> Option<&'static str> {
-    let ok = !id.is_empty() && id.len() <= 100 && id.bytes().all(|b| b.is_ascii_graphic());
-    (!ok).then_some("Client ID must be 1 to 100 visible ASCII characters, without spaces.")
-}
-
 pub async fn create(
     u: TenantUser,
     state: web::Data<AppState>,
@@ -145,16 +140,19 @@ async fn save(
         None => None,
     };
     let mut errors = FieldErrors::default();
-    let name = form.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        errors.add("name", "Name must be 1 to 100 characters long.");
-    }
-    let client_id = form.client_id.trim().to_owned();
-    if existing.is_none()
-        && let Some(p) = client_id_problem(&client_id)
-    {
-        errors.add("client_id", p);
-    }
+    let mut problems = Problems::default();
+    let name = problems
+        .check("name", validate::name(&form.name))
+        .unwrap_or_default();
+    // A client's id is fixed once registered: only a new one is checked.
+    let client_id = if existing.is_none() {
+        problems
+            .check("client_id", validate::client_id(&form.client_id))
+            .unwrap_or_default()
+    } else {
+        form.client_id.trim().to_owned()
+    };
+    errors.absorb(&problems);
     let plan = match form.plan_id.parse::<i64>() {
         Ok(pid) => store::get_plan(&state.db, u.tenant.id, pid).await.ok(),
         Err(_) => None,

@@ -8,6 +8,7 @@ use askama::Template;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use domain::entities::{api_key, plan};
 use domain::store::{self, StoreError};
+use domain::validate::{self, Problems};
 use serde::Deserialize;
 
 use super::overview::month_start;
@@ -250,10 +251,11 @@ pub async fn create(
     CsrfForm(form): CsrfForm<KeyForm>,
 ) -> Result<HttpResponse, UiError> {
     let mut errors = FieldErrors::default();
-    let name = form.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        errors.add("name", "Name must be 1 to 100 characters long.");
-    }
+    let mut problems = Problems::default();
+    let name = problems
+        .check("name", validate::name(&form.name))
+        .unwrap_or_default();
+    errors.absorb(&problems);
     let plan = match form.plan_id.parse::<i64>() {
         Ok(id) => store::get_plan(&state.db, u.tenant.id, id).await.ok(),
         Err(_) => None,

@@ -15,7 +15,6 @@ use actix_web::web;
 use crate::pages;
 
 pub use apis::parse_api;
-pub use clients::client_id_problem;
 pub use keys::parse_expiry;
 pub use plans::parse_plan;
 

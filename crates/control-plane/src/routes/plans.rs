@@ -6,6 +6,7 @@ use askama::Template;
 use domain::entities::plan;
 use domain::plan::{Enforcement, PlanLimits};
 use domain::store::{self, StoreError};
+use domain::validate::{self, PlanFields, Problems};
 use serde::Deserialize;
 
 use crate::errors::UiError;
@@ -115,56 +116,28 @@ pub fn parse_plan(
     enforcement: &str,
 ) -> Result<(String, PlanLimits, Enforcement), FieldErrors> {
     let mut errors = FieldErrors::default();
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        errors.add("name", "Name must be 1 to 100 characters long.");
-    }
-    let mut number = |field: &'static str, v: &str, required: bool| match optional_number(v) {
-        Ok(None) if required => {
-            errors.add(field, "Required: a positive whole number.");
+    // Text that is no number at all is the form's own problem; what the numbers may be is the
+    // rule's.
+    let mut number = |field: &'static str, label: &str, v: &str| {
+        optional_number(v).unwrap_or_else(|_| {
+            errors.add(field, format!("{label} must be a positive whole number."));
             None
-        }
-        Ok(v) => Some(v),
-        Err(_) => {
-            errors.add(field, "Must be a positive whole number.");
-            None
-        }
+        })
     };
-    let rpm = number("requests_per_minute", rpm, true);
-    let burst = number("burst", burst, false);
-    let day = number("requests_per_day", day, false);
-    let month = number("requests_per_month", month, false);
-    let enforcement = if enforcement.is_empty() {
-        Ok(Enforcement::Strict)
-    } else {
-        enforcement.parse()
+    let fields = PlanFields {
+        name,
+        requests_per_minute: number("requests_per_minute", "Requests per minute", rpm),
+        burst: number("burst", "Burst", burst),
+        requests_per_day: number("requests_per_day", "Requests per day", day),
+        requests_per_month: number("requests_per_month", "Requests per month", month),
+        enforcement: Some(enforcement),
     };
-    let enforcement = enforcement
-        .map_err(|e| errors.add("enforcement", format!("{e}.")))
-        .ok();
-    let (Some(Some(rpm)), Some(burst), Some(day), Some(month), Some(enforcement)) =
-        (rpm, burst, day, month, enforcement)
-    else {
-        return Err(errors);
-    };
-    match PlanLimits::new(rpm, burst, day, month) {
-        Ok(limits) if errors.is_empty() => Ok((name.to_owned(), limits, enforcement)),
-        Ok(_) => Err(errors),
-        Err(e) => {
-            use domain::plan::PlanLimitsError as E;
-            let field = match e {
-                E::RequestsPerMinute => "requests_per_minute",
-                E::Burst => "burst",
-                E::RequestsPerDay | E::DayAboveMonth => "requests_per_day",
-                E::RequestsPerMonth => "requests_per_month",
-            };
-            let mut msg = e.to_string();
-            if let Some(first) = msg.get(..1) {
-                msg = first.to_uppercase() + &msg[1..] + ".";
-            }
-            errors.add(field, msg);
-            Err(errors)
-        }
+    let mut problems = Problems::default();
+    let plan = validate::plan(&fields, &mut problems);
+    errors.absorb(&problems);
+    match plan {
+        Some(plan) if errors.is_empty() => Ok(plan),
+        _ => Err(errors),
     }
 }
 

@@ -32,7 +32,7 @@ async fn apis_can_be_created_edited_toggled_and_deleted() {
         assert_eq!(p.status, 422);
         p.assert_contains("Upstream URL must start with http:// or https://");
         p.assert_contains("Key header &#39;Host&#39; is managed by the gateway");
-        p.assert_contains("Timeout must be a whole number");
+        p.assert_contains("Timeout must be between 1 and 300000 milliseconds.");
         p.assert_contains("value=\"Dup\"");
         let p = app
             .post(
@@ -150,8 +150,11 @@ async fn plans_validate_and_cannot_be_deleted_while_in_use() {
         )
         .await;
     assert_eq!(p.status, 422);
+    // Every field that is wrong is said, each with its own name.
     p.assert_contains("Name must be 1 to 100 characters long.");
-    p.assert_contains("Must be a positive whole number.");
+    p.assert_contains("Requests per minute must be a positive whole number.");
+    p.assert_contains("Burst must be a positive whole number.");
+    p.assert_contains("Requests per day must be a positive whole number.");
     let p = app
         .post(
             "/plans/new",

@@ -373,6 +373,31 @@ async fn apis_crud_validation_and_conflicts() {
         )
         .await;
     assert_eq!(b["error"]["details"]["field"], "slug");
+    // Every wrong field is named, as the dashboard's form names them, not only the first.
+    let (s, b) = api
+        .post(
+            "/api/v1/apis",
+            json!({"name": "", "slug": "Bad Slug", "upstream_url": "ftp://x", "key_header": "Host", "timeout_ms": 0}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    let fields: Vec<&str> = b["error"]["details"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["name", "slug", "upstream_url", "key_header", "timeout_ms"],
+        "{b}"
+    );
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("upstream_url must start with http:// or https://")
+            && message.contains("timeout_ms must be between 1 and 300000 milliseconds"),
+        "{message}"
+    );
     let (s, off) = api.post("/api/v1/apis", json!({"name": "Off", "slug": "off", "upstream_url": "http://x.org", "is_active": false})).await;
     assert_eq!((s, off["is_active"].as_bool()), (201, Some(false)));
 
