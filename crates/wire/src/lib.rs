@@ -9,6 +9,7 @@ use http::StatusCode;
 pub struct BadFraming(pub &'static str);
 
 /// Whether one of the `Connection` values carries the option `token` (`close`, `keep-alive`).
+#[inline]
 pub fn connection_has_option<'a>(
     connection: impl IntoIterator<Item = &'a [u8]>,
     token: &str,
@@ -23,6 +24,7 @@ pub fn connection_has_option<'a>(
 pub const MAX_HEADERS: usize = 128;
 
 /// A `Content-Length` value: decimal digits only (no sign, no spaces inside, no list).
+#[inline]
 pub fn content_length_value(v: &[u8]) -> Option<u64> {
     // 19 digits at most: never more than u64 holds.
     if v.is_empty() || v.len() > 19 {
@@ -54,6 +56,7 @@ pub enum RequestFraming {
 /// How the body after this head is framed, or why nothing after it can be read: framing that is
 /// no framing (a `Content-Length` that is not one number, two that differ, a `Transfer-Encoding`
 /// that does not end in chunked).
+#[inline]
 pub fn request_framing(headers: &[httparse::Header<'_>]) -> Result<RequestFraming, BadFraming> {
     let (mut hosts, mut te) = (0, false);
     let mut body_len = None;
@@ -104,6 +107,7 @@ pub fn request_framing(headers: &[httparse::Header<'_>]) -> Result<RequestFramin
     })
 }
 
+#[inline]
 pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -144,6 +148,7 @@ pub fn encode_head(
 
 /// The status code of a response head that is all in `buf` with CRLF line ends, and where the head
 /// ends; `None` when the head is partial, ends its lines otherwise, or has no sane status line.
+#[inline]
 pub fn quick_head(buf: &[u8]) -> Option<(u16, usize)> {
     // The first blank line ends the head: CRLF CRLF, with no bare-LF blank line before it. (A
     // line-by-line scan: `memmem` sets up more than it saves on a head this short.)
@@ -209,6 +214,7 @@ pub enum ChunkState {
 impl ChunkScan {
     /// Consumes `bytes` (everything after the previous call's); `Some(n)` when the body ends after
     /// its first `n` bytes.
+    #[inline]
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, BadChunk> {
         use ChunkState as S;
         let mut i = 0;

@@ -153,6 +153,7 @@ impl Gateway {
     /// target, the tenant and API, who is calling, and the body's declared size — all before the
     /// request costs anything. `speaks_tls`: whether the calling engine can reach an `https`
     /// upstream (else the request is handed off before its key is looked at).
+    #[inline]
     pub(crate) fn admit<'h, H: RequestHead + ?Sized>(
         &self,
         head: &'h H,
