@@ -1,5 +1,8 @@
 //! Any bytes as an upstream's response head: whenever the quick reader answers (status, end of
-//! head), httparse reads the same head to the same end with the same status.
+//! head), httparse either reads the same head to the same end with the same status, or refuses
+//! it — never reads a different head. (The quick reader only finds where a head ends; the fast
+//! engine parses every final head with httparse and answers 502 to one httparse refuses, so a
+//! refused head is never passed on. A NUL in the reason phrase, found by this target, is one.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,8 +19,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(n, end);
             assert_eq!(resp.code, Some(code));
         }
-        // More fields than the reader's storage holds: httparse refuses, the engine then too.
-        Err(httparse::Error::TooManyHeaders) => {}
-        other => panic!("quick_head said ({code}, {end}), httparse {other:?}"),
+        // A head httparse refuses (a bad reason phrase or field, too many fields): the engine
+        // refuses it too.
+        Err(_) => {}
+        Ok(httparse::Status::Partial) => {
+            panic!("quick_head said ({code}, {end}) of a head httparse finds unfinished")
+        }
     }
 });
