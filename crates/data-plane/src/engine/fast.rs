@@ -245,13 +245,18 @@ impl<'a> Conn<'a> {
                 };
             }
         };
-        if is_local_path(split_at_byte(target, b'?').map_or(target, |(path, _)| path)) {
+        let (path, query) = match split_at_byte(target, b'?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        if is_local_path(path) {
             return Step::HandOff;
         }
         let body_len = length.unwrap_or(0);
         let head = FastHead {
             method,
-            target,
+            path,
+            query,
             headers,
             head_len,
             hosts,
@@ -665,7 +670,8 @@ fn unparsable(err: Option<httparse::Error>, buffered: usize, max_head: usize) ->
 /// httparse's request as the pipeline reads a head, with what the framing pass counted.
 struct FastHead<'h, 'b> {
     method: &'b str,
-    target: &'b str,
+    path: &'b str,
+    query: Option<&'b str>,
     headers: &'h [httparse::Header<'b>],
     head_len: usize,
     hosts: usize,
@@ -683,8 +689,12 @@ impl RequestHead for FastHead<'_, '_> {
         self.method
     }
 
-    fn path_and_query(&self) -> &str {
-        self.target
+    fn path(&self) -> &str {
+        self.path
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query
     }
 
     fn head_len(&self) -> usize {

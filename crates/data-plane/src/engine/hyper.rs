@@ -262,12 +262,21 @@ impl RequestHead for HyperHead<'_> {
         self.0.method().as_str()
     }
 
-    fn path_and_query(&self) -> &str {
-        self.0.uri().path_and_query().map_or("", |p| p.as_str())
+    fn path(&self) -> &str {
+        self.0.uri().path()
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.0.uri().query()
     }
 
     fn head_len(&self) -> usize {
-        head_size(self.path_and_query().len(), self.0.headers())
+        let uri_len = self
+            .0
+            .uri()
+            .path_and_query()
+            .map_or(0, |p| p.as_str().len());
+        head_size(uri_len, self.0.headers())
     }
 
     fn hosts(&self) -> usize {

@@ -103,8 +103,10 @@ pub(crate) fn admit_head(method: &str, hosts: usize, http11: bool) -> Result<(),
 /// on the other — so that each phase is written once for both.
 pub(crate) trait RequestHead: HeaderSource {
     fn method(&self) -> &str;
-    /// The target's path and query, as received (origin form).
-    fn path_and_query(&self) -> &str;
+    /// The target's path, as received (origin form).
+    fn path(&self) -> &str;
+    /// The target's query, without its `?`.
+    fn query(&self) -> Option<&str>;
     /// Bytes of the head as received: request line and fields.
     fn head_len(&self) -> usize;
     /// How many `Host` fields it has.
@@ -161,12 +163,7 @@ impl Gateway {
     ) -> Result<Admission<'h>, Refused> {
         admit_head_size(self, head.head_len()).map_err(Refused::open)?;
         admit_head(head.method(), head.hosts(), head.is_http11()).map_err(Refused::closing)?;
-        let pq = head.path_and_query();
-        let (path, query) = match target::split_at_byte(pq, b'?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (pq, None),
-        };
-        let target = parse_target_parts(path, query).map_err(Refused::open)?;
+        let target = parse_target_parts(head.path(), head.query()).map_err(Refused::open)?;
         let snap = self.snapshot.load();
         let (tenant, api) = api_for(&snap, &target).map_err(Refused::open)?;
         if api.upstream_tls && !speaks_tls {
