@@ -4,7 +4,6 @@
 //! body, and the same request received by the upstream.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use data_plane::config::{Engine, ProxySettings};
 use domain::header::{KeyHeader, UpstreamTimeout};
@@ -14,7 +13,7 @@ use domain::upstream::UpstreamUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{EnvOptions, TestEnv, limits, metric_at};
+use crate::helpers::{EnvOptions, TestEnv, limits, metric_at, read_answers};
 use crate::upstream::{refused_addr, spawn_tls_upstream};
 
 const MAX_HEAD: usize = 4 * 1024;
@@ -102,50 +101,6 @@ struct Observed {
     upstream: Vec<String>,
 }
 
-/// Reads one answer (1xx skipped): until its length is in, or the gateway closes.
-async fn read_answer(s: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut buf = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut storage = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut storage);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-            let status = resp.code.unwrap();
-            if (100..200).contains(&status) {
-                buf.drain(..n);
-                continue;
-            }
-            let fields: Vec<(String, String)> = resp
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect();
-            let len = fields
-                .iter()
-                .find(|(k, _)| k == "content-length")
-                .map(|(_, v)| v.parse::<usize>().unwrap());
-            if let Some(len) = len
-                && buf.len() >= n + len
-            {
-                return (status, fields, buf[n..n + len].to_vec());
-            }
-        }
-        let mut chunk = vec![0u8; 16 * 1024];
-        let read = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .expect("the gateway neither answered nor closed");
-        match read {
-            Ok(0) | Err(_) => panic!("closed without a whole answer: {buf:?}"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 async fn observe(env: &TestEnv, raw: &[u8]) -> Observed {
     let before = env.upstream.count();
     let mut s = TcpStream::connect(env.gw.address.trim_start_matches("http://"))
@@ -153,7 +108,17 @@ async fn observe(env: &TestEnv, raw: &[u8]) -> Observed {
         .unwrap();
     // The gateway may refuse before reading all of it.
     let _ = s.write_all(raw).await;
-    let (status, mut fields, body) = read_answer(&mut s).await;
+    let answer = read_answers(&mut s, 1)
+        .await
+        .into_iter()
+        .next()
+        .expect("closed without a whole answer");
+    let (status, body) = (answer.status, answer.body);
+    let mut fields: Vec<(String, String)> = answer
+        .headers
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
     fields.retain(|(k, _)| k != "date");
     fields.sort();
     // Each twin has its own upstream port.

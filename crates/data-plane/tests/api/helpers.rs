@@ -2,6 +2,7 @@
 //! plane on 127.0.0.1:0 in this process (or as a child process, see `process.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use data_plane::config::ProxySettings;
@@ -18,6 +19,8 @@ use domain::slug::Slug;
 use domain::store::{self, NewApi};
 use domain::testing::{TestDb, redis_url, unique_name};
 use domain::upstream::UpstreamUrl;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::upstream::{Upstream, spawn_upstream};
@@ -256,4 +259,74 @@ impl TestEnv {
         let _: api::Model = a.update(&self.db.db).await.unwrap();
         self.gw.reload().await;
     }
+}
+
+/// One answer read off a raw connection.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads answers off `s` (interim 1xx ones skipped) until `want` have arrived or the gateway
+/// closes the connection.
+pub async fn read_answers(s: &mut TcpStream, want: usize) -> Vec<Answer> {
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while answers.len() < want {
+        let mut storage = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut storage);
+        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let len = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.parse::<usize>().unwrap());
+            let status = resp.code.unwrap();
+            if (100..200).contains(&status) {
+                buf.drain(..n);
+                continue;
+            }
+            if let Some(len) = len
+                && buf.len() >= n + len
+            {
+                answers.push(Answer {
+                    status,
+                    headers,
+                    body: buf[n..n + len].to_vec(),
+                });
+                buf.drain(..n + len);
+                continue;
+            }
+        }
+        let mut chunk = vec![0u8; 16 * 1024];
+        let read = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .expect("the gateway neither answered nor closed");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    answers
 }

@@ -3,13 +3,11 @@
 //! mid-way. In every case the upstream sees at most the one request the client meant, on its
 //! API's path, and a connection that carried a broken request is never used again.
 
-use std::time::Duration;
-
 use data_plane::config::{Engine, ProxySettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{EnvOptions, Fixture, TestEnv, generous, limits, seed};
+use crate::helpers::{Answer, EnvOptions, Fixture, TestEnv, generous, limits, read_answers, seed};
 use crate::upstream::Seen;
 
 const ENGINES: [Engine; 2] = [Engine::Fast, Engine::Hyper];
@@ -44,71 +42,6 @@ async fn hostile_env(
     let bob = seed(&env.db.db, "bob", &env.upstream.url("/bobbase"), generous()).await;
     env.gw.reload().await;
     Hostile { env, bob, engine }
-}
-
-/// One answer read off a raw connection.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads answers off `s` until `want` have arrived or the gateway closes the connection.
-async fn read_answers(s: &mut TcpStream, want: usize) -> Vec<Answer> {
-    let mut buf = Vec::new();
-    let mut answers = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while answers.len() < want {
-        let mut storage = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut storage);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-            let headers: Vec<(String, String)> = resp
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_owned(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect();
-            let len = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.parse::<usize>().unwrap());
-            let status = resp.code.unwrap();
-            if let Some(len) = len
-                && buf.len() >= n + len
-            {
-                answers.push(Answer {
-                    status,
-                    headers,
-                    body: buf[n..n + len].to_vec(),
-                });
-                buf.drain(..n + len);
-                continue;
-            }
-        }
-        let mut chunk = vec![0u8; 16 * 1024];
-        let read = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .expect("the gateway neither answered nor closed");
-        match read {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    answers
 }
 
 async fn connect(h: &Hostile) -> TcpStream {

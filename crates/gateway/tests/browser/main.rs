@@ -300,14 +300,7 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     c.goto(&format!("{dashboard}/keys/new")).await.unwrap();
     fill(&c, "input[name=name]", "mobile app").await;
     submit(&c).await;
-    let key = c
-        .wait()
-        .for_element(Locator::Id("new-key"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let key = shown_key(&c).await;
     assert!(key.starts_with("gw_live_") && key.len() == 72, "{key}");
     shot(&c, "07-key-created").await;
 
@@ -348,6 +341,17 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     c.close().await.unwrap();
 }
 
+/// The key the key-created page shows (once).
+async fn shown_key(c: &Client) -> String {
+    c.wait()
+        .for_element(Locator::Id("new-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn slug_valid(c: &Client) -> serde_json::Value {
     c.execute(
         "return document.querySelector('input[name=slug]').checkValidity();",
@@ -374,14 +378,7 @@ async fn rotate_then_revoke_the_replacement(c: &Client, old: &str) -> String {
         .await
         .unwrap();
     submit(c).await;
-    let new_key = c
-        .wait()
-        .for_element(Locator::Id("new-key"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let new_key = shown_key(c).await;
     assert_ne!(new_key, old);
     c.find(Locator::LinkText("Back to keys"))
         .await
