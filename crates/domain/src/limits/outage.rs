@@ -66,13 +66,13 @@ const KNOWN_FOR_US: i64 = 86_400_000_000;
 impl Known {
     pub fn remember(&self, subject: Subject, state: State, now_us: i64) {
         MINE.with_borrow_mut(|mine| {
-            if !mine.iter().any(|(id, _)| *id == self.id) {
+            let map = if let Some((_, map)) = mine.iter().find(|(id, _)| *id == self.id) {
+                map
+            } else {
                 let m = Arc::new(Mutex::new(KnownMap::default()));
                 lock(&self.threads).push(m.clone());
                 mine.push((self.id, m));
-            }
-            let Some((_, map)) = mine.iter().find(|(id, _)| *id == self.id) else {
-                return;
+                &mine[mine.len() - 1].1
             };
             lock(map)
                 .swept(|_, (_, at)| *at + KNOWN_FOR_US > now_us)

@@ -455,7 +455,8 @@ async fn dispatch(
     ledger: Arc<Ledger>,
     times: Arc<CallTimes>,
 ) {
-    let script = limits_script();
+    // Shared, not cloned, by every call (its text is kilobytes).
+    let script = Arc::new(limits_script());
     let mut kept: Option<deadpool_redis::Connection> = None;
     let mut in_flight = FuturesUnordered::new();
     loop {
@@ -498,7 +499,7 @@ async fn dispatch(
 async fn attempt(
     pool: Pool,
     conn: Option<MultiplexedConnection>,
-    script: Script,
+    script: Arc<Script>,
     reqs: Vec<Ask1>,
 ) -> Result<(Vec<Answer>, Option<deadpool_redis::Connection>), RedisStoreError> {
     if let Some(mut kept) = conn {
@@ -521,17 +522,23 @@ async fn attempt(
 async fn run_batch(
     pool: &Pool,
     conn: Option<MultiplexedConnection>,
-    script: &Script,
+    script: &Arc<Script>,
     batch: Vec<Job>,
     deadline: Instant,
     ledger: &Arc<Ledger>,
     times: &Arc<CallTimes>,
 ) -> Outcome {
-    let (reqs, replies): (Vec<Ask1>, Vec<_>) = batch.into_iter().map(|j| (j.req, j.reply)).unzip();
-    let asked: Vec<(Subject, Params)> = reqs.iter().map(|r| (r.subject, r.params)).collect();
+    // Each reply with what it asked for (what a late answer is accounted against).
+    let (reqs, replies): (Vec<Ask1>, Vec<_>) = batch
+        .into_iter()
+        .map(|j| {
+            let asked = (j.req.subject, j.req.params);
+            (j.req, (j.reply, asked))
+        })
+        .unzip();
     let sent = Instant::now();
     let (clock, pool, script) = (times.clone(), pool.clone(), script.clone());
-    let mut call = Box::pin(async move {
+    let mut in_call = Box::pin(async move {
         let r = attempt(pool, conn, script, reqs).await;
         clock.observe(sent.elapsed());
         r
@@ -540,20 +547,19 @@ async fn run_batch(
     // their deadlines. It may still run: it is awaited a while longer on a task of its own (the
     // dispatcher goes on) and its answer accounted for.
     let result = tokio::select! {
-        r = &mut call => r,
+        r = &mut in_call => r,
         () = tokio::time::sleep_until(deadline) => {
-            let cells: Vec<Arc<LateCell>> = asked
-                .into_iter()
-                .map(|(subject, params)| LateCell::new(ledger.clone(), subject, params))
-                .collect();
-            for (reply, cell) in replies.into_iter().zip(&cells) {
+            let mut cells: Vec<Arc<LateCell>> = Vec::with_capacity(replies.len());
+            for (reply, (subject, params)) in replies {
+                let cell = LateCell::new(ledger.clone(), subject, params);
                 let _ = reply.send(Err(Failure {
                     error: RedisStoreError::TimedOut,
                     late: Some(LateTicket(cell.clone())),
                 }));
+                cells.push(cell);
             }
             tokio::spawn(async move {
-                match tokio::time::timeout(LATE_WAIT, call).await {
+                match tokio::time::timeout(LATE_WAIT, in_call).await {
                     Ok(Ok((answers, _))) => {
                         for (cell, answer) in cells.iter().zip(answers) {
                             cell.answered(Some(match answer {
@@ -570,13 +576,13 @@ async fn run_batch(
     };
     match result {
         Ok((answers, fresh)) => {
-            for (reply, answer) in replies.into_iter().zip(answers) {
+            for ((reply, _), answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(Ok(answer));
             }
             fresh.map_or(Outcome::Served, Outcome::Fresh)
         }
         Err(e) => {
-            for reply in replies {
+            for (reply, _) in replies {
                 let _ = reply.send(Err(e.clone().into()));
             }
             Outcome::Failed
