@@ -9,6 +9,7 @@ mod m20261122_000003_api_tokens;
 mod m20261202_000001_upstream_safety;
 mod m20261202_000002_sessions_and_rotation;
 mod m20261202_000003_listeners;
+mod m20261203_000001_routes;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_upstream_safety::Migration),
             Box::new(m20261202_000002_sessions_and_rotation::Migration),
             Box::new(m20261202_000003_listeners::Migration),
+            Box::new(m20261203_000001_routes::Migration),
         ]
     }
 }

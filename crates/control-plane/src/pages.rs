@@ -348,6 +348,15 @@ fn label(field: &str) -> &str {
         "enforcement" => "Enforcement",
         "client_id" => "Client ID",
         "tenant_name" => "Organisation name",
+        "path" => "Path",
+        "match" => "Match",
+        "methods" => "Methods",
+        "priority" => "Priority",
+        "retries" => "Retries",
+        "cost" => "Cost",
+        "rate_limit.requests_per_minute" => "Route limit per minute",
+        "rate_limit.burst" => "Route burst",
+        "rate_limit.requests_per_day" => "Route limit per day",
         other => other,
     }
 }

@@ -20,6 +20,13 @@ pub enum GatewayError {
     MethodNotAllowed {
         method: String,
     },
+    /// The API has routes and none matches the path.
+    RouteNotFound,
+    /// Routes match the path, none with this method; `allow`: the methods they take.
+    MethodNotRouted {
+        method: String,
+        allow: String,
+    },
     HeadersTooLarge {
         limit: usize,
         /// What exceeded it: the whole head, or the number of fields.
@@ -62,9 +69,11 @@ pub enum HeadLimit {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NoRoute | Self::UnknownApi => StatusCode::NOT_FOUND,
+            Self::NoRoute | Self::UnknownApi | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) | Self::BadBody => StatusCode::BAD_REQUEST,
-            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } | Self::MethodNotRouted { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MissingKey { .. } => StatusCode::UNAUTHORIZED,
@@ -85,7 +94,8 @@ impl GatewayError {
             Self::NoRoute | Self::UnknownApi => "not_found",
             Self::BadRequest(_) => "bad_request",
             Self::BadBody => "bad_request_body",
-            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed { .. } | Self::MethodNotRouted { .. } => "method_not_allowed",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::MissingKey { .. } => "missing_api_key",
@@ -112,6 +122,10 @@ impl GatewayError {
             }
             Self::MethodNotAllowed { method } => {
                 format!("The gateway does not forward {method} requests.")
+            }
+            Self::RouteNotFound => "No route of this API matches this path.".into(),
+            Self::MethodNotRouted { method, allow } => {
+                format!("This path does not take {method} requests; it takes {allow}.")
             }
             Self::HeadersTooLarge {
                 limit,
@@ -171,6 +185,10 @@ impl GatewayError {
                 what: HeadLimit::Fields,
             } => Some(json!({"limit_fields": limit})),
             Self::MethodNotAllowed { method } => Some(json!({"method": method})),
+            Self::MethodNotRouted { method, allow } => Some(json!({
+                "method": method,
+                "allow": allow.split(", ").collect::<Vec<_>>(),
+            })),
             _ => None,
         }
     }
@@ -186,7 +204,13 @@ impl GatewayError {
         if let Some(details) = self.details() {
             error["details"] = details;
         }
-        json_response(status, &json!({"error": error, "request_id": request_id}))
+        let mut resp = json_response(status, &json!({"error": error, "request_id": request_id}));
+        if let Self::MethodNotRouted { allow, .. } = self
+            && let Ok(v) = HeaderValue::from_str(allow)
+        {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
+        resp
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QuerySelect};
 
 use crate::apikey::KeyHash;
-use crate::entities::{api, api_key, client, plan, tenant};
+use crate::entities::{api, api_key, api_route, client, plan, tenant};
 use crate::plan::{Enforcement, PlanLimits};
+use crate::route::{MatchKind, Methods, Route, RouteLimit, RoutePath, RouteTable};
 use crate::upstream::UpstreamUrl;
 
 #[derive(Debug)]
@@ -53,6 +54,8 @@ pub struct ApiEntry {
     /// trust (a connection checked for a trusted tenant must not serve another).
     pub pool_key: Box<str>,
     pub is_active: bool,
+    /// Its routes, compiled; empty: every path and method is forwarded.
+    pub routes: RouteTable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +183,7 @@ async fn load_apis(
     tenants: &mut Tenants,
     slug_of: &SlugOf,
 ) -> Result<(), DbErr> {
+    let mut routes = load_routes(db).await?;
     for a in api::Entity::find().all(db).await? {
         let Some(tenant) = slug_of.get(&a.tenant_id).and_then(|s| tenants.get_mut(s)) else {
             continue;
@@ -213,10 +217,53 @@ async fn load_apis(
                 a_addr.into()
             },
             is_active: a.is_active,
+            routes: RouteTable::compile(routes.remove(&a.id).unwrap_or_default()),
         };
         tenant.apis.insert(a.slug.into(), Arc::new(entry));
     }
     Ok(())
+}
+
+/// Every API's routes, by API id (a row that no longer validates is skipped with a warning).
+async fn load_routes(db: &impl ConnectionTrait) -> Result<HashMap<i64, Vec<Route>>, DbErr> {
+    let mut by_api: HashMap<i64, Vec<Route>> = HashMap::new();
+    for r in api_route::Entity::find().all(db).await? {
+        match route_of(&r) {
+            Ok(route) => by_api.entry(r.api_id).or_default().push(route),
+            Err(e) => tracing::warn!(route_id = r.id, error = %e, "skipping an invalid route"),
+        }
+    }
+    Ok(by_api)
+}
+
+/// A stored route as the data plane uses it.
+pub fn route_of(r: &api_route::Model) -> Result<Route, String> {
+    let rate_limit = match (r.rl_requests_per_minute, r.rl_burst) {
+        (Some(rpm), burst) => {
+            let l = PlanLimits::new(rpm, burst, r.rl_requests_per_day, None)
+                .map_err(|e| e.to_string())?;
+            Some(RouteLimit {
+                requests_per_minute: l.requests_per_minute,
+                burst: l.burst,
+                requests_per_day: l.requests_per_day,
+            })
+        }
+        (None, _) => None,
+    };
+    Ok(Route {
+        id: r.id,
+        path: RoutePath::parse(&r.path)?,
+        kind: MatchKind::parse(&r.match_kind)?,
+        methods: Methods::from_stored(&r.methods),
+        priority: r.priority,
+        strip_prefix: r.strip_prefix,
+        timeout: r
+            .timeout_ms
+            .map(|t| Duration::from_millis(u64::from(t.unsigned_abs()))),
+        retries: r.retries.and_then(|n| u32::try_from(n).ok()),
+        rate_limit,
+        cost: u32::try_from(r.cost.max(1)).unwrap_or(1),
+    })
 }
 
 async fn load_clients(

@@ -9,6 +9,9 @@ use std::fmt::Display;
 
 use crate::header::{KeyHeader, UpstreamTimeout};
 use crate::plan::{Enforcement, PlanLimits, PlanLimitsError};
+use crate::route::{
+    MAX_COST, MAX_PRIORITY, MAX_RETRIES, MatchKind, Methods, NewRoute, RouteLimit, RoutePath,
+};
 use crate::slug::Slug;
 use crate::store::NewApi;
 use crate::upstream::UpstreamUrl;
@@ -176,6 +179,151 @@ pub fn plan(
     Some((name?, limits?, enforcement?))
 }
 
+/// A route's own rate window as given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteLimitFields {
+    pub requests_per_minute: Option<i64>,
+    pub burst: Option<i64>,
+    pub requests_per_day: Option<i64>,
+}
+
+/// A route's fields as a form or a JSON body gives them.
+pub struct RouteFields<'a, M: AsRef<str>> {
+    pub path: &'a str,
+    /// `None`: `prefix`.
+    pub match_kind: Option<&'a str>,
+    pub methods: &'a [M],
+    pub priority: Option<i64>,
+    pub strip_prefix: bool,
+    pub timeout_ms: Option<i64>,
+    pub retries: Option<i64>,
+    pub rate_limit: Option<RouteLimitFields>,
+    /// `None`: 1.
+    pub cost: Option<i64>,
+}
+
+/// A route to store, with every field's problem recorded in `problems`. (Whether another route
+/// of the API already takes the same requests is the caller's check: it needs the others.)
+pub fn route<M: AsRef<str>>(f: &RouteFields<'_, M>, problems: &mut Problems) -> Option<NewRoute> {
+    let path = problems.check("path", RoutePath::parse(f.path.trim()));
+    let kind = problems.check(
+        "match",
+        f.match_kind
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map_or(Ok(MatchKind::Prefix), MatchKind::parse),
+    );
+    let methods = problems.check("methods", Methods::parse(f.methods));
+    let priority = problems.check(
+        "priority",
+        match f.priority.unwrap_or(0) {
+            p if p.abs() <= MAX_PRIORITY => Ok(i32::try_from(p).unwrap_or(0)),
+            _ => Err(format!(
+                "must be a whole number from -{MAX_PRIORITY} to {MAX_PRIORITY}"
+            )),
+        },
+    );
+    let timeout_ms = problems.check(
+        "timeout_ms",
+        f.timeout_ms
+            .map(|t| UpstreamTimeout::from_millis(t).map(UpstreamTimeout::millis))
+            .transpose(),
+    );
+    let retries = problems.check(
+        "retries",
+        match f.retries {
+            Some(r) if !(0..=MAX_RETRIES).contains(&r) => {
+                Err(format!("must be a whole number from 0 to {MAX_RETRIES}"))
+            }
+            r => Ok(r.and_then(|r| i32::try_from(r).ok())),
+        },
+    );
+    let cost = problems.check(
+        "cost",
+        match f.cost.unwrap_or(1) {
+            c if (1..=MAX_COST).contains(&c) => Ok(i32::try_from(c).unwrap_or(1)),
+            _ => Err(format!("must be a whole number from 1 to {MAX_COST}")),
+        },
+    );
+    let rate_limit = match f.rate_limit {
+        None => Some(None),
+        Some(rl) => route_limit(rl, problems).map(Some),
+    };
+    // Stored and shown once the limiter decides route windows and costs in the same atomic step
+    // as the plan's; until then a route that asks for them is refused, never silently unlimited.
+    if matches!(rate_limit, Some(Some(_))) {
+        problems.add(
+            "rate_limit",
+            "is not enforced by this version yet: leave it out (the plan's limits apply)",
+        );
+    }
+    if matches!(retries, Some(Some(_))) {
+        problems.add(
+            "retries",
+            "is not used by this version yet (retries come with several targets per API): leave it out",
+        );
+    }
+    if cost.is_some_and(|c| c != 1) {
+        problems.add(
+            "cost",
+            "must be 1 in this version (costs above 1 are not counted yet)",
+        );
+    }
+    Some(NewRoute {
+        path: path?,
+        kind: kind?,
+        methods: methods?,
+        priority: priority?,
+        strip_prefix: f.strip_prefix,
+        timeout_ms: timeout_ms?,
+        retries: retries?,
+        rate_limit: rate_limit?,
+        cost: cost?,
+    })
+}
+
+fn route_limit(rl: RouteLimitFields, problems: &mut Problems) -> Option<RouteLimit> {
+    let Some(rpm) = rl.requests_per_minute else {
+        problems.add(
+            "rate_limit.requests_per_minute",
+            "is required with a rate limit: a positive whole number",
+        );
+        return None;
+    };
+    let mut ok = true;
+    for (field, value) in [
+        ("rate_limit.requests_per_minute", Some(rpm)),
+        ("rate_limit.burst", rl.burst),
+        ("rate_limit.requests_per_day", rl.requests_per_day),
+    ] {
+        if value.is_some_and(|v| v < 1) {
+            problems.add(field, "must be a positive whole number");
+            ok = false;
+        }
+    }
+    if !ok {
+        return None;
+    }
+    match PlanLimits::new(rpm, rl.burst, rl.requests_per_day, None) {
+        Ok(l) => Some(RouteLimit {
+            requests_per_minute: l.requests_per_minute,
+            burst: l.burst,
+            requests_per_day: l.requests_per_day,
+        }),
+        Err(e) => {
+            let field = match e {
+                PlanLimitsError::Burst => "rate_limit.burst",
+                PlanLimitsError::RequestsPerDay | PlanLimitsError::DayAboveMonth => {
+                    "rate_limit.requests_per_day"
+                }
+                _ => "rate_limit.requests_per_minute",
+            };
+            problems.add(field, e.to_string());
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +374,40 @@ mod tests {
         assert_eq!(p.iter().next().unwrap().message, NAME);
         assert_eq!(name("  Weather  "), Ok("Weather".to_owned()));
         assert!(client_id("has space").is_err());
+        let mut p = Problems::default();
+        let r = route(
+            &RouteFields {
+                path: "users",
+                match_kind: Some("regex"),
+                methods: &["GET", "FETCH"],
+                priority: Some(2_000_000),
+                strip_prefix: false,
+                timeout_ms: Some(0),
+                retries: Some(9),
+                rate_limit: Some(RouteLimitFields {
+                    requests_per_minute: Some(10),
+                    burst: Some(0),
+                    requests_per_day: None,
+                }),
+                cost: Some(0),
+            },
+            &mut p,
+        );
+        assert!(r.is_none());
+        let fields: Vec<&str> = p.iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "path",
+                "match",
+                "methods",
+                "priority",
+                "timeout_ms",
+                "retries",
+                "cost",
+                "rate_limit.burst"
+            ]
+        );
         assert_eq!(client_id(" web-1 "), Ok("web-1".to_owned()));
     }
 }

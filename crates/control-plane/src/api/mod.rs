@@ -7,6 +7,7 @@ mod auth;
 pub mod errors;
 pub mod models;
 mod resources;
+mod routes;
 mod usage;
 
 use actix_web::web;
@@ -19,7 +20,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Security),
     tags(
         (name = "account", description = "Sign-up and tokens"),
-        (name = "plans"), (name = "apis"), (name = "keys"), (name = "clients"), (name = "usage"),
+        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "keys"), (name = "clients"), (name = "usage"),
     )
 )]
 pub struct ApiDoc;
@@ -72,6 +73,11 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(resources::get_api)
             .service(resources::update_api)
             .service(resources::delete_api)
+            .service(routes::create_route)
+            .service(routes::list_routes)
+            .service(routes::get_route)
+            .service(routes::update_route)
+            .service(routes::delete_route)
             .service(resources::create_key)
             .service(resources::list_keys)
             .service(resources::get_key)

@@ -4,7 +4,7 @@
 #![allow(clippy::option_option)]
 
 use chrono::{DateTime, Utc};
-use domain::entities::{api, api_key, api_token, client, plan};
+use domain::entities::{api, api_key, api_route, api_token, client, plan};
 use domain::plan::{Enforcement, PlanLimits};
 use domain::store::NewApi;
 use domain::validate::{self, ApiFields, PlanFields, Problems};
@@ -292,6 +292,86 @@ pub fn new_api(
         &mut problems,
     );
     Ok(problems.or_value(api)?)
+}
+
+// ---- Routes --------------------------------------------------------------------------------
+
+/// A route's own rate window, per (route, key or client), on top of the plan's.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimitBody {
+    pub requests_per_minute: Option<i64>,
+    /// Default: `requests_per_minute`.
+    pub burst: Option<i64>,
+    pub requests_per_day: Option<i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteIn {
+    /// Starts with `/`; `{name}` segments match one path segment.
+    pub path: String,
+    /// `prefix` (default: the path and everything below it) or `exact`.
+    #[serde(rename = "match")]
+    pub r#match: Option<String>,
+    /// Methods accepted (empty or absent: any); `HEAD` is accepted wherever `GET` is.
+    pub methods: Option<Vec<String>>,
+    /// Higher first (default 0); ties go to the longer literal path, then the older route.
+    pub priority: Option<i64>,
+    /// Forward only what follows the path's literal prefix (default false).
+    pub strip_prefix: Option<bool>,
+    /// Overrides the API's upstream timeout.
+    pub timeout_ms: Option<i64>,
+    /// Overrides the API's retries (0 to 5).
+    pub retries: Option<i64>,
+    pub rate_limit: Option<RouteLimitBody>,
+    /// Units each request consumes in every window it is counted in (1 to 1000, default 1).
+    pub cost: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RouteOut {
+    pub id: i64,
+    pub api_id: i64,
+    pub path: String,
+    #[serde(rename = "match")]
+    pub r#match: String,
+    pub methods: Vec<String>,
+    pub priority: i32,
+    pub strip_prefix: bool,
+    pub timeout_ms: Option<i32>,
+    pub retries: Option<i32>,
+    pub rate_limit: Option<RouteLimitBody>,
+    pub cost: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<api_route::Model> for RouteOut {
+    fn from(r: api_route::Model) -> Self {
+        Self {
+            id: r.id,
+            api_id: r.api_id,
+            methods: r
+                .methods
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            path: r.path,
+            r#match: r.match_kind,
+            priority: r.priority,
+            strip_prefix: r.strip_prefix,
+            timeout_ms: r.timeout_ms,
+            retries: r.retries,
+            rate_limit: r.rl_requests_per_minute.map(|rpm| RouteLimitBody {
+                requests_per_minute: Some(rpm),
+                burst: r.rl_burst,
+                requests_per_day: r.rl_requests_per_day,
+            }),
+            cost: r.cost,
+            created_at: r.created_at,
+        }
+    }
 }
 
 // ---- Keys ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 mod account;
 mod admin;
+mod api_routes;
 mod apis;
 mod auth;
 mod clients;
@@ -43,6 +44,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/apis/{id}", web::post().to(apis::update))
         .route("/apis/{id}/toggle", web::post().to(apis::toggle))
         .route("/apis/{id}/delete", web::post().to(apis::delete))
+        .route("/apis/{id}/routes", web::get().to(api_routes::list))
+        .route("/apis/{id}/routes", web::post().to(api_routes::create))
+        .route("/apis/{id}/routes/new", web::get().to(api_routes::new))
+        .route(
+            "/apis/{api_id}/routes/{id}/edit",
+            web::get().to(api_routes::edit),
+        )
+        .route(
+            "/apis/{api_id}/routes/{id}",
+            web::post().to(api_routes::update),
+        )
+        .route(
+            "/apis/{api_id}/routes/{id}/delete",
+            web::post().to(api_routes::delete),
+        )
         .route("/plans", web::get().to(plans::list))
         .route("/plans", web::post().to(plans::create))
         .route("/plans/new", web::get().to(plans::new))

@@ -486,3 +486,89 @@ async fn the_overview_shows_usage_charts_and_a_curl() {
     dash.assert_contains("(incl. 429s)");
     app.get("/keys").await.assert_contains("42 / 1000");
 }
+
+#[tokio::test]
+async fn an_apis_routes_are_added_tested_edited_and_private() {
+    for app in spawn_apps().await {
+        app.register("alice", "Acme").await;
+        let api = app
+            .create_api("Weather", "weather", "https://weather.example.com/")
+            .await;
+        let routes = format!("/apis/{api}/routes");
+        let form = format!("{routes}/new");
+        let empty = app.get(&routes).await;
+        empty.assert_contains("With no routes, every path and method is forwarded.");
+        let p = app
+            .post(
+                &form,
+                &routes,
+                &[
+                    ("path", "users"),
+                    ("match_kind", "prefix"),
+                    ("priority", "x"),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, 422);
+        p.assert_contains("Path must start with /.");
+        p.assert_contains("Priority must be a whole number.");
+        p.assert_contains("value=\"users\"");
+        let fields = [
+            ("path", "/users/{id}"),
+            ("match_kind", "exact"),
+            ("strip_prefix", "on"),
+            ("m_GET", "on"),
+        ];
+        assert_eq!(app.post(&form, &routes, &fields).await.status, 303);
+        // The same path, match and a common method again: refused on the path.
+        let p = app.post(&form, &routes, &fields).await;
+        assert_eq!(p.status, 422);
+        p.assert_contains("Route /users/{id} already takes exact with these methods");
+        let list = app.get(&routes).await;
+        list.assert_contains("<code>/users/{id}</code>");
+        // The box says what the gateway would do with a method and path.
+        app.get(&format!("{routes}?method=GET&path=/users/7"))
+            .await
+            .assert_contains("Route /users/{id} (exact GET) takes it; the upstream receives /7.");
+        app.get(&format!("{routes}?method=DELETE&path=/users/7"))
+            .await
+            .assert_contains("405 method_not_allowed: routes match this path with GET, HEAD only.");
+        app.get(&format!("{routes}?method=GET&path=users/7/x"))
+            .await
+            .assert_contains("404 route_not_found");
+        let id = last_id(&list.body, &format!("{routes}/"), "/edit");
+        let edit = app.get(&format!("{routes}/{id}/edit")).await;
+        edit.assert_contains("value=\"/users/{id}\"");
+        let p = app
+            .post(
+                &form,
+                &format!("{routes}/{id}"),
+                &[("path", "/users"), ("match_kind", "prefix")],
+            )
+            .await;
+        assert_eq!(p.status, 303);
+        app.get(&format!("{routes}?method=PUT&path=/users/7"))
+            .await
+            .assert_contains("Route /users (prefix any) takes it; the upstream receives /users/7.");
+        // Another tenant sees none of it.
+        let other = app.other_browser();
+        other.register("bob", "Bobs").await;
+        for path in [routes.clone(), form.clone(), format!("{routes}/{id}/edit")] {
+            assert_eq!(other.get(&path).await.status, 404, "{path}");
+        }
+        let p = other
+            .post("/apis/new", &format!("{routes}/{id}/delete"), &[])
+            .await;
+        assert_eq!(p.status, 404);
+        assert_eq!(app.get(&format!("{routes}/{id}/edit")).await.status, 200);
+        assert_eq!(
+            app.post(&form, &format!("{routes}/{id}/delete"), &[])
+                .await
+                .status,
+            303
+        );
+        app.get(&routes)
+            .await
+            .assert_contains("With no routes, every path and method is forwarded.");
+    }
+}

@@ -63,6 +63,34 @@ async fn every_configuration_write_is_announced_to_the_data_planes() {
     assert_eq!(rotated[0], key);
     app.post("/keys", &format!("/keys/{key}/revoke"), &[]).await;
     assert_eq!(next(&mut rx, "a revocation").await, Change::Keys(vec![key]));
+    let routes = format!("/apis/{api}/routes");
+    let form = format!("{routes}/new");
+    let saved = app
+        .post(
+            &form,
+            &routes,
+            &[("path", "/v1"), ("match_kind", "prefix"), ("m_GET", "on")],
+        )
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    assert_eq!(next(&mut rx, "a new route").await, Change::Any);
+    let page = app.get(&routes).await.body;
+    let list = &page[page.find("<tbody>").unwrap()..];
+    let at = list.find(&format!("{routes}/")).unwrap() + routes.len() + 1;
+    let route: String = list[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    app.post(
+        &form,
+        &format!("{routes}/{route}"),
+        &[("path", "/v2"), ("match_kind", "exact")],
+    )
+    .await;
+    assert_eq!(next(&mut rx, "a route changed").await, Change::Any);
+    app.post(&form, &format!("{routes}/{route}/delete"), &[])
+        .await;
+    assert_eq!(next(&mut rx, "a route deleted").await, Change::Any);
     app.post("/apis", &format!("/apis/{api}/delete"), &[]).await;
     assert_eq!(next(&mut rx, "an API deleted").await, Change::Any);
     // Nothing else was announced: one event per write.

@@ -48,6 +48,10 @@ impl Api<'_> {
         self.call(Method::PATCH, path, Some(body)).await
     }
 
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
     async fn delete(&self, path: &str) -> (u16, Value) {
         self.call(Method::DELETE, path, None).await
     }
@@ -67,6 +71,16 @@ async fn signup<'a>(app: &'a TestApp, username: &str, tenant: &str) -> Api<'a> {
         app,
         token: body["token"].as_str().unwrap().to_owned(),
     }
+}
+
+/// The fields a 422 names, in order.
+fn error_fields(b: &Value) -> Vec<&str> {
+    b["error"]["details"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect()
 }
 
 #[track_caller]
@@ -381,12 +395,7 @@ async fn apis_crud_validation_and_conflicts() {
         )
         .await;
     assert_error(s, &b, 422, "invalid_field");
-    let fields: Vec<&str> = b["error"]["details"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&b);
     assert_eq!(
         fields,
         ["name", "slug", "upstream_url", "key_header", "timeout_ms"],
@@ -420,6 +429,191 @@ async fn apis_crud_validation_and_conflicts() {
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
     assert_eq!(api.delete(&format!("/api/v1/apis/{id}")).await.0, 204);
     assert_eq!(api.get(&format!("/api/v1/apis/{id}")).await.0, 404);
+}
+
+/// A signed-up tenant with one API, and the API's routes collection.
+async fn api_for_routes(app: &TestApp) -> (Api<'_>, String, Value) {
+    let api = signup(app, "alice", "Acme").await;
+    let (_, a) = api
+        .post(
+            "/api/v1/apis",
+            json!({"name": "W", "slug": "w", "upstream_url": "http://x.org"}),
+        )
+        .await;
+    let base = format!("/api/v1/apis/{}/routes", a["id"]);
+    (api, base, a)
+}
+
+#[tokio::test]
+async fn routes_validate_every_field_and_refuse_duplicates() {
+    let app = spawn_app().await;
+    let (api, base, _) = api_for_routes(&app).await;
+    // Route windows and costs are refused until the limiter counts them: never silently ignored.
+    let (s, b) = api
+        .post(
+            &base,
+            json!({"path": "/login", "rate_limit": {"requests_per_minute": 10, "burst": 3}, "retries": 1, "cost": 2}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    let fields = error_fields(&b);
+    assert_eq!(fields, ["rate_limit", "retries", "cost"], "{b}");
+    let (s, full) = api
+        .post(
+            &base,
+            json!({"path": "/login", "match": "exact", "methods": ["post"], "priority": 5,
+                   "strip_prefix": true, "timeout_ms": 2000, "cost": 1}),
+        )
+        .await;
+    assert_eq!(s, 201, "{full}");
+    assert_eq!(full["methods"], json!(["POST"]));
+    assert_eq!(
+        (
+            full["priority"].as_i64(),
+            full["strip_prefix"].as_bool(),
+            full["timeout_ms"].as_i64()
+        ),
+        (Some(5), Some(true), Some(2000))
+    );
+    // Every wrong field is named.
+    let (s, b) = api
+        .post(
+            &base,
+            json!({"path": "login", "match": "regex", "methods": ["GET", "FETCH"], "timeout_ms": 0,
+                   "retries": 9, "rate_limit": {"requests_per_minute": 0}, "cost": 0}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    let fields = error_fields(&b);
+    assert_eq!(
+        fields,
+        [
+            "path",
+            "match",
+            "methods",
+            "timeout_ms",
+            "retries",
+            "cost",
+            "rate_limit.requests_per_minute"
+        ],
+        "{b}"
+    );
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("path must start with /") && message.contains("\"FETCH\""),
+        "{message}"
+    );
+    // The same path, match and a common method as another route: 422 on path.
+    let (s, b) = api
+        .post(
+            &base,
+            json!({"path": "/login", "match": "exact", "methods": ["POST", "PUT"]}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(b["error"]["details"]["field"], "path", "{b}");
+    // Another method on the same path is another route.
+    let (s, _) = api
+        .post(
+            &base,
+            json!({"path": "/login", "match": "exact", "methods": ["GET"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+}
+
+#[tokio::test]
+async fn routes_crud_pages_and_isolation() {
+    let app = spawn_app().await;
+    let (api, base, a) = api_for_routes(&app).await;
+    // Defaults: prefix, any method, priority 0, no stripping, cost 1.
+    let (s, r) = api.post(&base, json!({"path": "/users/"})).await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(
+        (
+            r["path"].as_str(),
+            r["match"].as_str(),
+            r["methods"].as_array().map(Vec::len),
+            r["priority"].as_i64(),
+            r["strip_prefix"].as_bool(),
+            r["cost"].as_i64(),
+        ),
+        (
+            Some("/users"),
+            Some("prefix"),
+            Some(0),
+            Some(0),
+            Some(false),
+            Some(1)
+        ),
+        "{r}"
+    );
+    assert!(r["rate_limit"].is_null() && r["timeout_ms"].is_null());
+    let (s, full) = api
+        .post(
+            &base,
+            json!({"path": "/login", "match": "exact", "methods": ["POST"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{full}");
+    let id = full["id"].as_i64().unwrap();
+    assert_eq!(
+        api.post(
+            &base,
+            json!({"path": "/login", "match": "exact", "methods": ["GET"]})
+        )
+        .await
+        .0,
+        201
+    );
+    // PUT replaces the whole route (absent fields take their defaults); a route is not its own
+    // duplicate.
+    let (s, r) = api
+        .put(
+            &format!("{base}/{id}"),
+            json!({"path": "/login", "match": "exact", "methods": ["POST"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        r["rate_limit"].is_null() && r["priority"] == 0 && r["cost"] == 1,
+        "{r}"
+    );
+    let (s, list) = api.get(&format!("{base}?limit=2")).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    let (_, page2) = api
+        .get(&format!(
+            "{base}?cursor={}",
+            list["next_cursor"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+    // Another tenant sees nothing of them, and cannot add routes to the API.
+    let other = signup(&app, "bob", "Bobs").await;
+    for (m, path, body) in [
+        (Method::GET, base.clone(), None),
+        (Method::POST, base.clone(), Some(json!({"path": "/x"}))),
+        (Method::GET, format!("{base}/{id}"), None),
+        (
+            Method::PUT,
+            format!("{base}/{id}"),
+            Some(json!({"path": "/x"})),
+        ),
+        (Method::DELETE, format!("{base}/{id}"), None),
+    ] {
+        let (s, resp) = other.call(m, &path, body).await;
+        assert_error(s, &resp, 404, "not_found");
+    }
+    assert_eq!(api.get(&format!("{base}/{id}")).await.1["path"], "/login");
+    assert_eq!(api.delete(&format!("{base}/{id}")).await.0, 204);
+    assert_eq!(api.get(&format!("{base}/{id}")).await.0, 404);
+    // Deleting the API deletes its routes.
+    assert_eq!(
+        api.delete(&format!("/api/v1/apis/{}", a["id"])).await.0,
+        204
+    );
+    assert_eq!(api.get(&base).await.0, 404);
 }
 
 #[tokio::test]
@@ -948,6 +1142,11 @@ async fn the_openapi_document_matches_the_routes() {
         "GET /api/v1/apis/{id}",
         "PATCH /api/v1/apis/{id}",
         "DELETE /api/v1/apis/{id}",
+        "POST /api/v1/apis/{api_id}/routes",
+        "GET /api/v1/apis/{api_id}/routes",
+        "GET /api/v1/apis/{api_id}/routes/{id}",
+        "PUT /api/v1/apis/{api_id}/routes/{id}",
+        "DELETE /api/v1/apis/{api_id}/routes/{id}",
         "POST /api/v1/keys",
         "GET /api/v1/keys",
         "GET /api/v1/keys/{id}",
@@ -965,7 +1164,7 @@ async fn the_openapi_document_matches_the_routes() {
     assert_eq!(ops, expected);
     for op in &ops {
         let (method, path) = op.split_once(' ').unwrap();
-        let path = path.replace("{id}", "999999");
+        let path = path.replace("{id}", "999999").replace("{api_id}", "999999");
         let (status, body) = api
             .call(
                 Method::from_bytes(method.as_bytes()).unwrap(),

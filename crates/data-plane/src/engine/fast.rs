@@ -338,7 +338,7 @@ impl<'a> Conn<'a> {
     ) -> bool {
         let gw = self.gw;
         let auth = &p.auth;
-        let timeout = auth.api.timeout;
+        let timeout = auth.timeout();
         self.dog.arm(timeout);
         let dog = self.dog;
         let sent = dog.guard(false, self.send(p)).await;
@@ -743,7 +743,7 @@ fn write_upstream_head(
     out.clear();
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    pipeline::upstream_target(api, t, |b| out.extend_from_slice(b));
+    pipeline::upstream_target(auth, t, |b| out.extend_from_slice(b));
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection = headers
         .iter()

@@ -17,7 +17,6 @@ use http_body_util::{Either, Full};
 use crate::body::{BodyError, UpstreamBody, body_error};
 use crate::errors::GatewayError;
 use domain::limits::Decision;
-use domain::snapshot::ApiEntry;
 
 use crate::headers::HeaderSource;
 use crate::headers::{X_FORWARDED_FOR, head_size, request_id};
@@ -70,7 +69,7 @@ impl Gateway {
         let Admitted { target, auth, .. } = admitted;
         // Pick the upstream (before the limit, as the fast engine writes its head: a target no
         // upstream URI can carry costs nothing).
-        let Ok(upstream_uri) = upstream_uri(&auth.api, &target) else {
+        let Ok(upstream_uri) = upstream_uri(&auth, &target) else {
             let e = GatewayError::BadRequest("The path is not valid.");
             return self.refused(&e, rid, None);
         };
@@ -192,7 +191,7 @@ impl Gateway {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
 
-        let timeout = auth.api.timeout;
+        let timeout = auth.timeout();
         match tokio::time::timeout(timeout, client.request(upstream_req)).await {
             Err(_) => Err(GatewayError::UpstreamTimeout {
                 timeout_ms: timeout.as_millis(),
@@ -238,9 +237,10 @@ fn closing(mut resp: Response<Body>) -> Response<Body> {
 }
 
 /// The upstream URI of the pick-upstream phase ([`pipeline::upstream_target`]).
-fn upstream_uri(api: &ApiEntry, t: &Target<'_>) -> Result<Uri, http::Error> {
+fn upstream_uri(auth: &Auth, t: &Target<'_>) -> Result<Uri, http::Error> {
+    let api = &auth.api;
     let mut pq = Vec::with_capacity(t.rest.len() + 64);
-    pipeline::upstream_target(api, t, |b| pq.extend_from_slice(b));
+    pipeline::upstream_target(auth, t, |b| pq.extend_from_slice(b));
     Uri::builder()
         .scheme(if api.upstream_tls { "https" } else { "http" })
         .authority(&*api.upstream_authority)

@@ -5,7 +5,8 @@
 //! 1. **admit** ([`Gateway::admit`], over a [`RequestHead`] either engine read) — the head's
 //!    size, the head as a whole ([`admit_head`]: method, `Host`), the target
 //!    ([`target::parse_target_parts`]: tenant, API, the rest of the path and its checks), the
-//!    tenant and API ([`api_for`]), who is calling ([`Gateway::authenticate`]: key, client,
+//!    tenant and API ([`api_for`]), the API's route for the method and path ([`route_for`]: 404
+//!    or 405 when it has routes and none takes the request), who is calling ([`Gateway::authenticate`]: key, client,
 //!    plan) and the body's declared size — all before anything is spent;
 //! 2. **limit** — the plan's windows ([`Gateway::limit`]): admitted with a [`Decision`], or the
 //!    429 (counted as usage);
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use domain::apikey::KeyHash;
 use domain::limits::{Decision, Subject};
 use domain::plan::{Enforcement, PlanLimits};
+use domain::route::{Route, RouteMatch};
 use domain::snapshot::{ApiEntry, Snapshot, TenantEntry};
 use domain::usage::{Bucket, Counts};
 use http::Response;
@@ -62,9 +64,23 @@ pub(crate) struct Auth {
     pub(crate) subject: Subject,
     pub(crate) limits: PlanLimits,
     pub(crate) enforcement: Enforcement,
+    /// The API's route it takes (index into `api.routes`), when the API has routes.
+    pub(crate) route: Option<u32>,
 }
 
 impl Auth {
+    /// The route the request takes, when its API has routes.
+    pub(crate) fn route(&self) -> Option<&Route> {
+        self.route.and_then(|i| self.api.routes.get(i))
+    }
+
+    /// How long the upstream may take: the route's timeout, else the API's.
+    pub(crate) fn timeout(&self) -> std::time::Duration {
+        self.route()
+            .and_then(|r| r.timeout)
+            .unwrap_or(self.api.timeout)
+    }
+
     /// The usage bucket this request is counted in, for the minute of `now_ms`.
     pub(crate) fn bucket(&self, now_ms: i64) -> Bucket {
         Bucket {
@@ -169,9 +185,11 @@ impl Gateway {
         if api.upstream_tls && !speaks_tls {
             return Ok(Admission::HandOff);
         }
-        let (auth, key) = self
+        let route = route_for(api, head.method(), target.rest).map_err(Refused::open)?;
+        let (mut auth, key) = self
             .authenticate(&snap, tenant, api, &target, head)
             .map_err(Refused::open)?;
+        auth.route = route;
         if let Some(len) = head.content_length() {
             admit_body_len(self, len).map_err(Refused::closing)?;
         }
@@ -193,6 +211,24 @@ pub(crate) fn api_for<'s>(
         .filter(|a| a.is_active)
         .ok_or(GatewayError::UnknownApi)?;
     Ok((tenant, api))
+}
+
+/// The admit phase's route match: which of the API's routes takes `method` to `path` (`None`
+/// when the API has none: every path and method goes through). Before the key is looked at, so
+/// a path no route takes costs nothing.
+#[inline]
+fn route_for(api: &ApiEntry, method: &str, path: &str) -> Result<Option<u32>, GatewayError> {
+    if api.routes.is_empty() {
+        return Ok(None);
+    }
+    match api.routes.find(method, path) {
+        RouteMatch::Found(i, _) => Ok(Some(i)),
+        RouteMatch::NoPath => Err(GatewayError::RouteNotFound),
+        RouteMatch::WrongMethod(allow) => Err(GatewayError::MethodNotRouted {
+            method: method.to_owned(),
+            allow,
+        }),
+    }
 }
 
 /// The admit phase's size check of a head of `size` bytes.
@@ -292,6 +328,7 @@ impl Gateway {
             subject,
             limits: plan.limits,
             enforcement: plan.enforcement,
+            route: None,
         };
         Ok((auth, raw))
     }
@@ -419,15 +456,18 @@ pub(crate) fn presented_key<'h, H: HeaderSource + ?Sized>(
 }
 
 /// The pick-upstream phase: the upstream's path and query for target `t` — the API's upstream
-/// path, the rest of the caller's path, the upstream's query then the caller's — handed to `push`
-/// piece by piece (the fast engine writes them into its head, hyper builds a URI of them).
-pub(crate) fn upstream_target(api: &ApiEntry, t: &Target<'_>, mut push: impl FnMut(&[u8])) {
-    if api.upstream_path.is_empty() && t.rest.is_empty() {
+/// path, the rest of the caller's path (after the route's literal prefix when the route strips
+/// it), the upstream's query then the caller's — handed to `push` piece by piece (the fast engine
+/// writes them into its head, hyper builds a URI of them).
+pub(crate) fn upstream_target(auth: &Auth, t: &Target<'_>, mut push: impl FnMut(&[u8])) {
+    let api = &auth.api;
+    let rest = auth.route().map_or(t.rest, |r| r.forwarded_rest(t.rest));
+    if api.upstream_path.is_empty() && rest.is_empty() {
         // "GET ?q" is not a request line; the root it means is "/".
         push(b"/");
     } else {
         push(api.upstream_path.as_bytes());
-        push(t.rest.as_bytes());
+        push(rest.as_bytes());
     }
     match (api.upstream.query(), t.query) {
         (Some(a), Some(b)) => {

@@ -10,8 +10,9 @@ use sea_orm::{
 
 use super::{NewApi, StoreError, StoreResult, bump_config_version, create_api_key, to_i64};
 use crate::apikey::ApiKey;
-use crate::entities::{api, api_key, api_token, client, plan, tenant};
+use crate::entities::{api, api_key, api_route, api_token, client, plan, tenant};
 use crate::plan::{Enforcement, PlanLimits};
+use crate::route::NewRoute;
 
 // ---- Pages by id, for the management API ---------------------------------------------------
 
@@ -424,4 +425,135 @@ async fn update_tenant(
     let t = t.update(db).await?;
     bump_config_version(db).await?;
     Ok(t)
+}
+
+// ---- Routes --------------------------------------------------------------------------------
+
+/// An API's routes a page at a time in id order (the API must be the tenant's).
+pub async fn list_routes(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    api_id: i64,
+    after: Option<i64>,
+    limit: u64,
+) -> StoreResult<Vec<api_route::Model>> {
+    get_api(db, tenant_id, api_id).await?;
+    let mut q = api_route::Entity::find()
+        .filter(api_route::Column::TenantId.eq(tenant_id))
+        .filter(api_route::Column::ApiId.eq(api_id));
+    if let Some(after) = after {
+        q = q.filter(api_route::Column::Id.gt(after));
+    }
+    Ok(q.order_by_asc(api_route::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+pub async fn get_route(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    api_id: i64,
+    id: i64,
+) -> StoreResult<api_route::Model> {
+    api_route::Entity::find_by_id(id)
+        .filter(api_route::Column::TenantId.eq(tenant_id))
+        .filter(api_route::Column::ApiId.eq(api_id))
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+/// The route of the API (other than `except`) that already takes the requests `new` would:
+/// same path, same match and a method in common.
+pub async fn duplicate_route(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    api_id: i64,
+    new: &NewRoute,
+    except: Option<i64>,
+) -> StoreResult<Option<api_route::Model>> {
+    let routes = api_route::Entity::find()
+        .filter(api_route::Column::TenantId.eq(tenant_id))
+        .filter(api_route::Column::ApiId.eq(api_id))
+        .all(db)
+        .await?;
+    Ok(routes.into_iter().find(|r| {
+        Some(r.id) != except
+            && crate::snapshot::route_of(r).is_ok_and(|old| {
+                new.duplicates(&NewRoute {
+                    path: old.path,
+                    kind: old.kind,
+                    methods: old.methods,
+                    ..new.clone()
+                })
+            })
+    }))
+}
+
+fn set_route_fields(r: &mut api_route::ActiveModel, new: &NewRoute) {
+    r.path = Set(new.path.as_str().to_owned());
+    r.match_kind = Set(new.kind.as_str().to_owned());
+    r.methods = Set(new.methods.to_stored());
+    r.priority = Set(new.priority);
+    r.strip_prefix = Set(new.strip_prefix);
+    r.timeout_ms = Set(new.timeout_ms);
+    r.retries = Set(new.retries);
+    r.rl_requests_per_minute = Set(new.rate_limit.map(|l| to_i64(l.requests_per_minute)));
+    r.rl_burst = Set(new.rate_limit.map(|l| to_i64(l.burst)));
+    r.rl_requests_per_day = Set(new.rate_limit.and_then(|l| l.requests_per_day.map(to_i64)));
+    r.cost = Set(new.cost);
+}
+
+pub async fn create_route(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    api_id: i64,
+    new: NewRoute,
+) -> StoreResult<api_route::Model> {
+    get_api(db, tenant_id, api_id).await?;
+    let mut r = api_route::ActiveModel {
+        tenant_id: Set(tenant_id),
+        api_id: Set(api_id),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    };
+    set_route_fields(&mut r, &new);
+    let r = r.insert(db).await?;
+    bump_config_version(db).await?;
+    Ok(r)
+}
+
+pub async fn update_route(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    api_id: i64,
+    id: i64,
+    new: NewRoute,
+) -> StoreResult<api_route::Model> {
+    let mut r = get_route(db, tenant_id, api_id, id)
+        .await?
+        .into_active_model();
+    set_route_fields(&mut r, &new);
+    let r = r.update(db).await?;
+    bump_config_version(db).await?;
+    Ok(r)
+}
+
+pub async fn delete_route(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    api_id: i64,
+    id: i64,
+) -> StoreResult<()> {
+    let res = api_route::Entity::delete_many()
+        .filter(api_route::Column::Id.eq(id))
+        .filter(api_route::Column::TenantId.eq(tenant_id))
+        .filter(api_route::Column::ApiId.eq(api_id))
+        .exec(db)
+        .await?;
+    if res.rows_affected == 0 {
+        return Err(StoreError::NotFound);
+    }
+    bump_config_version(db).await
 }

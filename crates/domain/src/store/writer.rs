@@ -7,9 +7,10 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 
 use super::{NewApi, StoreResult};
 use crate::apikey::ApiKey;
-use crate::entities::{api, api_key, client, plan, tenant};
+use crate::entities::{api, api_key, api_route, client, plan, tenant};
 use crate::events::{Change, Publisher};
 use crate::plan::{Enforcement, PlanLimits};
+use crate::route::NewRoute;
 
 /// Writes configuration and announces each write to the data planes.
 #[derive(Clone)]
@@ -71,6 +72,11 @@ config_writes! {
         -> api::Model => |_| Change::Any;
     fn set_api_active(tenant_id: i64, id: i64, active: bool) -> api::Model => |_| Change::Any;
     fn delete_api(tenant_id: i64, id: i64) -> () => |()| Change::Any;
+    fn create_route(tenant_id: i64, api_id: i64, new: NewRoute)
+        -> api_route::Model => |_| Change::Any;
+    fn update_route(tenant_id: i64, api_id: i64, id: i64, new: NewRoute)
+        -> api_route::Model => |_| Change::Any;
+    fn delete_route(tenant_id: i64, api_id: i64, id: i64) -> () => |()| Change::Any;
     fn create_api_key(tenant_id: i64, plan_id: i64, name: &str, expires_at: Option<DateTime<Utc>>)
         -> (api_key::Model, ApiKey) => |(key, _)| Change::Keys(vec![key.id]);
     fn update_key(tenant_id: i64, id: i64, name: &str, plan_id: i64, expires_at: Option<DateTime<Utc>>)

@@ -316,6 +316,8 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     call_until(&new_key, &endpoint, 403).await;
     call_until(&key, &endpoint, 200).await;
 
+    routes_pages(&c, &dashboard, &gateway_url, &key).await;
+
     c.goto(&format!("{dashboard}/clients/new")).await.unwrap();
     shot(&c, "10-client-form").await;
     c.goto(&format!("{dashboard}/dashboard")).await.unwrap();
@@ -339,6 +341,71 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
 
     admin_pages(&c, &db).await;
     c.close().await.unwrap();
+}
+
+/// The API's routes: one added (then the gateway answers 404 for other paths), a form with
+/// mistakes, and the "test a path" box.
+async fn routes_pages(c: &Client, dashboard: &str, gateway_url: &str, key: &str) {
+    c.goto(&format!("{dashboard}/apis")).await.unwrap();
+    c.find(Locator::LinkText("Routes"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "Routes of Echo").await;
+    c.find(Locator::LinkText("Add route"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(c, "input[name=path]", "hello").await;
+    fill(c, "input[name=priority]", "high").await;
+    c.find(Locator::Css("input[name=m_GET]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    submit(c).await;
+    wait_for_text(c, "Path must start with /").await;
+    wait_for_text(c, "Priority must be a whole number.").await;
+    shot(c, "16-route-form-errors").await;
+    fill(c, "input[name=path]", "/hello").await;
+    fill(c, "input[name=priority]", "5").await;
+    fill(c, "input[name=timeout_ms]", "2500").await;
+    submit(c).await;
+    wait_for_text(c, "Route /hello saved.").await;
+    wait_for_text(c, "2500 ms").await;
+    // The box says what the gateway will do, and the gateway does it.
+    fill(c, "form.probe input[name=path]", "/hello/x?y=1").await;
+    c.execute(
+        "document.querySelector('form.probe select').value = 'POST'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Css("form.probe button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(
+        c,
+        "405 method_not_allowed: routes match this path with GET, HEAD only.",
+    )
+    .await;
+    assert_tables_tidy(c, "routes").await;
+    shot(c, "15-routes").await;
+    call_until(key, &format!("{gateway_url}/acme-widgets/echo/other"), 404).await;
+    call_until(
+        key,
+        &format!("{gateway_url}/acme-widgets/echo/hello/x"),
+        200,
+    )
+    .await;
 }
 
 /// The key the key-created page shows (once).
