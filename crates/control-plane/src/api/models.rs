@@ -322,10 +322,12 @@ pub struct RouteIn {
     pub strip_prefix: Option<bool>,
     /// Overrides the API's upstream timeout.
     pub timeout_ms: Option<i64>,
-    /// Overrides the API's retries (0 to 5).
+    /// Overrides the API's retries (0 to 5). Not used yet: refused (422) when given.
     pub retries: Option<i64>,
+    /// An extra window per route and key or client. Not enforced yet: refused (422) when given.
     pub rate_limit: Option<RouteLimitBody>,
     /// Units each request consumes in every window it is counted in (1 to 1000, default 1).
+    /// Only 1 is accepted until costs are counted.
     pub cost: Option<i64>,
 }
 

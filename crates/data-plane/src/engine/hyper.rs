@@ -22,7 +22,7 @@ use crate::headers::HeaderSource;
 use crate::headers::{X_FORWARDED_FOR, head_size, request_id};
 use crate::pipeline::{
     self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, Target, forwarded_fields,
-    forwards_request_field, forwards_response_field, presented_key,
+    forwards_request_field, forwards_response_field,
 };
 use crate::upstream::{UpstreamClient, UpstreamClients, refusal};
 
@@ -66,13 +66,14 @@ impl Gateway {
                 return if close { closing(resp) } else { resp };
             }
         };
-        let Admitted { target, auth, .. } = admitted;
-        // Pick the upstream (before the limit, as the fast engine writes its head: a target no
-        // upstream URI can carry costs nothing).
+        let Admitted { target, auth, key } = admitted;
+        // Pick the upstream and prepare its request's fields (before the limit, as the fast engine
+        // writes its head: pure work, and a target no upstream URI can carry costs nothing).
         let Ok(upstream_uri) = upstream_uri(&auth, &target) else {
             let e = GatewayError::BadRequest("The path is not valid.");
             return self.refused(&e, rid, None);
         };
+        let fields = upstream_fields(req.headers(), key, &auth, peer, rid);
         let max_body = self.settings.max_body_bytes;
         let (parts, body) = req.into_parts();
         // A body without a declared length is read ahead (up to the limit) before it costs a token.
@@ -91,7 +92,7 @@ impl Gateway {
         // Upstream request and response fields, around the exchange.
         let client = clients.for_tenant(auth.api.trusted_upstreams);
         let result = self
-            .forward(client, peer, parts, body, upstream_uri, &auth, rid)
+            .forward(client, parts, fields, body, upstream_uri, &auth)
             .await;
 
         // Finish.
@@ -127,66 +128,25 @@ impl Gateway {
         self.refuse(err, rid, decision).map(Either::Right)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         client: &UpstreamClient,
-        peer: SocketAddr,
         mut parts: http::request::Parts,
+        fields: HeaderMap,
         body: UpstreamBody,
         uri: Uri,
         auth: &Auth,
-        rid: &str,
     ) -> Result<Response<Incoming>, GatewayError> {
         let max_body = self.settings.max_body_bytes;
-        let received = std::mem::take(&mut parts.headers);
-        let connection: Vec<&[u8]> = received
-            .get_all(header::CONNECTION)
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect();
-        let key = presented_key(&auth.api, &received)
-            .unwrap_or_default()
-            .as_bytes();
-        let h = &mut parts.headers;
-        h.reserve(received.len() + 8);
-        let mut original_host = None;
-        let mut prior_xff = Vec::new();
-        for (name, value) in &received {
-            if name == header::HOST {
-                original_host = Some(value.as_bytes());
-            } else if name == X_FORWARDED_FOR {
-                prior_xff.push(value.as_bytes());
-            } else if forwards_request_field(
-                name.as_str(),
-                value.as_bytes(),
-                connection.iter().copied(),
-                &auth.api.key_header,
-                key,
-            ) {
-                h.append(name, value.clone());
-            }
-        }
+        let declared_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+        parts.headers = fields;
         // The body's framing, from what hyper read of it and what was read ahead: a length when
         // known, else chunked (hyper's client writes it).
-        if let Some(n) = body
-            .known_len()
-            .filter(|n| *n > 0 || received.contains_key(header::CONTENT_LENGTH))
-        {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        if let Some(n) = body.known_len().filter(|n| *n > 0 || declared_length) {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
-        forwarded_fields(
-            auth,
-            &peer.ip().to_string(),
-            &prior_xff,
-            original_host,
-            rid,
-            |name, value| {
-                if let Ok(v) = HeaderValue::from_bytes(value) {
-                    h.insert(name, v);
-                }
-            },
-        );
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
@@ -227,6 +187,54 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The upstream-request-fields phase on hyper's types: the caller's fields that pass
+/// [`forwards_request_field`] (`key`, the presented key, is stripped wherever it appears), then
+/// the gateway's own ([`forwarded_fields`]). The framing field is the exchange's to set.
+fn upstream_fields(
+    received: &HeaderMap,
+    key: &str,
+    auth: &Auth,
+    peer: SocketAddr,
+    rid: &str,
+) -> HeaderMap {
+    let connection: Vec<&[u8]> = received
+        .get_all(header::CONNECTION)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let mut h = HeaderMap::with_capacity(received.len() + 8);
+    let mut original_host = None;
+    let mut prior_xff = Vec::new();
+    for (name, value) in received {
+        if name == header::HOST {
+            original_host = Some(value.as_bytes());
+        } else if name == X_FORWARDED_FOR {
+            prior_xff.push(value.as_bytes());
+        } else if forwards_request_field(
+            name.as_str(),
+            value.as_bytes(),
+            connection.iter().copied(),
+            &auth.api.key_header,
+            key.as_bytes(),
+        ) {
+            h.append(name, value.clone());
+        }
+    }
+    forwarded_fields(
+        auth,
+        &peer.ip().to_string(),
+        &prior_xff,
+        original_host,
+        rid,
+        |name, value| {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
+                h.insert(name, v);
+            }
+        },
+    );
+    h
 }
 
 /// `resp`, closing the connection after it (the rest of the request cannot be trusted).

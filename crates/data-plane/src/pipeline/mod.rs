@@ -496,9 +496,48 @@ pub(crate) fn answer_fields(
     rate_limit_fields(decision, emit);
 }
 
+/// The last `Forwarded` value this thread built, with the peer and `Host` it was built of: the
+/// requests of one connection (and of one client) repeat both, so the value is rebuilt only when
+/// either changes.
+#[derive(Default)]
+struct ForwardedCache {
+    peer_ip: Vec<u8>,
+    host: Option<Vec<u8>>,
+    value: Vec<u8>,
+}
+
 thread_local! {
-    /// Where each request's `Forwarded` value is built (reused: no allocation per request).
-    static FORWARDED_VALUE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static FORWARDED_VALUE: std::cell::RefCell<ForwardedCache> =
+        std::cell::RefCell::new(ForwardedCache::default());
+}
+
+/// `Forwarded: for=<peer>;host="<host>";proto=http` (RFC 7239), into `fwd`.
+fn build_forwarded(fwd: &mut Vec<u8>, peer_ip: &str, original_host: Option<&[u8]>) {
+    fwd.clear();
+    fwd.extend_from_slice(b"for=");
+    // (A byte loop: `contains` sets up a SIMD search that costs more on a string this short.)
+    if peer_ip.bytes().any(|b| b == b':') {
+        fwd.extend_from_slice(b"\"[");
+        fwd.extend_from_slice(peer_ip.as_bytes());
+        fwd.extend_from_slice(b"]\"");
+    } else {
+        fwd.extend_from_slice(peer_ip.as_bytes());
+    }
+    if let Some(host) = original_host {
+        fwd.extend_from_slice(b";host=\"");
+        if host.iter().any(|b| *b == b'"' || *b == b'\\') {
+            for &b in host {
+                if b == b'"' || b == b'\\' {
+                    fwd.push(b'\\');
+                }
+                fwd.push(b);
+            }
+        } else {
+            fwd.extend_from_slice(host);
+        }
+        fwd.push(b'"');
+    }
+    fwd.extend_from_slice(b";proto=http");
 }
 
 /// The fields the gateway sets on a forwarded request, once the caller's copies of them, the key
@@ -530,33 +569,17 @@ pub(crate) fn forwarded_fields(
     }
     // The caller's own `X-Real-IP` and `Forwarded` were dropped: these name this hop only.
     emit(&X_REAL_IP, peer_ip.as_bytes());
-    FORWARDED_VALUE.with_borrow_mut(|fwd| {
-        fwd.clear();
-        fwd.extend_from_slice(b"for=");
-        // (A byte loop: `contains` sets up a SIMD search that costs more on a string this short.)
-        if peer_ip.bytes().any(|b| b == b':') {
-            fwd.extend_from_slice(b"\"[");
-            fwd.extend_from_slice(peer_ip.as_bytes());
-            fwd.extend_from_slice(b"]\"");
-        } else {
-            fwd.extend_from_slice(peer_ip.as_bytes());
+    FORWARDED_VALUE.with_borrow_mut(|c| {
+        if c.value.is_empty()
+            || c.peer_ip != peer_ip.as_bytes()
+            || c.host.as_deref() != original_host
+        {
+            build_forwarded(&mut c.value, peer_ip, original_host);
+            c.peer_ip.clear();
+            c.peer_ip.extend_from_slice(peer_ip.as_bytes());
+            c.host = original_host.map(<[u8]>::to_vec);
         }
-        if let Some(host) = original_host {
-            fwd.extend_from_slice(b";host=\"");
-            if host.iter().any(|b| *b == b'"' || *b == b'\\') {
-                for &b in host {
-                    if b == b'"' || b == b'\\' {
-                        fwd.push(b'\\');
-                    }
-                    fwd.push(b);
-                }
-            } else {
-                fwd.extend_from_slice(host);
-            }
-            fwd.push(b'"');
-        }
-        fwd.extend_from_slice(b";proto=http");
-        emit(&header::FORWARDED, fwd);
+        emit(&header::FORWARDED, &c.value);
     });
     emit(&X_REQUEST_ID, rid.as_bytes());
     emit(&X_GATEWAY_TENANT, auth.tenant_slug.as_bytes());

@@ -1,13 +1,19 @@
 //! Seeds a database for the benchmark: tenant `bench`, API `up` forwarding to the given upstream, a
-//! strict and a fast plan with limits never reached, a key on each, and `N` more keys.
+//! strict and a fast plan with limits never reached, a key on each, and `N` more keys; and API
+//! `routed` on the same upstream with 100 routes, its `/items` the last in priority (what the
+//! `routes` target calls, against `up` without routes).
 //! `bench-seed <database-url> <upstream-url> [extra-keys]` prints the keys as JSON.
 
 use domain::header::{KeyHeader, UpstreamTimeout};
 use domain::plan::{Enforcement, PlanLimits};
+use domain::route::{MatchKind, Methods, NewRoute, RoutePath};
 use domain::sea_orm::TransactionTrait;
 use domain::slug::Slug;
 use domain::store::{self, NewApi};
 use domain::upstream::UpstreamUrl;
+
+/// Routes of the `routed` API.
+const ROUTES: usize = 100;
 
 /// Far above anything a benchmark reaches.
 const NEVER: i64 = 1_000_000_000;
@@ -36,7 +42,33 @@ async fn main() -> anyhow::Result<()> {
         timeout: UpstreamTimeout::default(),
         pass_encoded_slashes: false,
     };
-    store::create_api(&db, tenant.id, new_api).await?;
+    store::create_api(&db, tenant.id, new_api.clone()).await?;
+    let routed = store::create_api(
+        &db,
+        tenant.id,
+        NewApi {
+            name: "Bench upstream with routes".into(),
+            slug: Slug::parse("routed")?,
+            ..new_api
+        },
+    )
+    .await?;
+    for i in 0..ROUTES - 1 {
+        let mut r = NewRoute::new(
+            RoutePath::parse(&format!("/r{i}/{{id}}")).map_err(anyhow::Error::msg)?,
+            MatchKind::Prefix,
+            Methods::parse(&["GET", "POST"]).map_err(anyhow::Error::msg)?,
+        );
+        r.priority = i32::try_from(ROUTES - i)?;
+        store::create_route(&db, tenant.id, routed.id, r).await?;
+    }
+    let mut last = NewRoute::new(
+        RoutePath::parse("/items").map_err(anyhow::Error::msg)?,
+        MatchKind::Prefix,
+        Methods::parse(&["GET"]).map_err(anyhow::Error::msg)?,
+    );
+    last.priority = -1;
+    store::create_route(&db, tenant.id, routed.id, last).await?;
     let (_, strict_key) = store::create_api_key(&db, tenant.id, strict.id, "strict", None).await?;
     let (_, fast_key) = store::create_api_key(&db, tenant.id, fast.id, "fast", None).await?;
     let txn = db.begin().await?;
@@ -44,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     txn.commit().await?;
     println!(
         "{}",
-        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items"})
+        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items", "routes_path": "/bench/routed/items"})
     );
     Ok(())
 }
