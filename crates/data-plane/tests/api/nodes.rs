@@ -171,6 +171,29 @@ async fn two_subscribed_gateways() -> Option<TwoNodes> {
     })
 }
 
+/// Polls `path` on `gw` until it answers `want` (200 until then), failing after a second from
+/// `since` (when the change was written).
+async fn answers_within_a_second(
+    gw: &TestGateway,
+    path: &str,
+    key: &str,
+    want: u16,
+    since: Instant,
+) {
+    loop {
+        let status = gw.get(path, key).await.status();
+        if status == want {
+            return;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "{path} did not answer {want} within 1 s of the change"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_key_is_refused_by_every_data_plane_within_a_second() {
     let Some(nodes) = two_subscribed_gateways().await else {
@@ -189,18 +212,7 @@ async fn a_revoked_key_is_refused_by_every_data_plane_within_a_second() {
     publisher.config_changed(&db.db).await;
 
     for gw in gws {
-        loop {
-            let status = gw.get(&fx.path("/x"), &fx.key).await.status();
-            if status == 403 {
-                break;
-            }
-            assert_eq!(status, 200);
-            assert!(
-                revoked_at.elapsed() < Duration::from_secs(1),
-                "still admitted after 1 s"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        answers_within_a_second(gw, &fx.path("/x"), &fx.key, 403, revoked_at).await;
     }
     let took = revoked_at.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?}");
@@ -365,5 +377,36 @@ async fn sigterm_finishes_in_flight_requests_and_loses_no_count() {
             .map(|c| c.requests)
             .sum();
         assert_eq!(total, 120, "Redis has the same count");
+    }
+}
+
+/// A route added in the control plane's way (through the writer that announces it) is enforced by
+/// every data plane within a second: a path it does not take is 404 there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_route_is_enforced_by_every_data_plane_within_a_second() {
+    use domain::route::{MatchKind, Methods, NewRoute, RoutePath};
+    let Some(nodes) = two_subscribed_gateways().await else {
+        return;
+    };
+    let TwoNodes {
+        redis, db, fx, gws, ..
+    } = &nodes;
+    let writer = store::ConfigWriter::new(
+        db.db.clone(),
+        Publisher::new(Some(pool(&redis.0).unwrap()), redis.1.clone()),
+    );
+    let only = NewRoute::new(
+        RoutePath::parse("/only").unwrap(),
+        MatchKind::Prefix,
+        Methods::parse(&["GET"]).unwrap(),
+    );
+    writer
+        .create_route(fx.tenant.id, fx.api.id, only)
+        .await
+        .unwrap();
+    let written_at = Instant::now();
+    for gw in gws {
+        answers_within_a_second(gw, &fx.path("/x"), &fx.key, 404, written_at).await;
+        assert_eq!(gw.get(&fx.path("/only/y"), &fx.key).await.status(), 200);
     }
 }
