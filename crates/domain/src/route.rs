@@ -72,12 +72,17 @@ impl RoutePath {
         if s.len() > MAX_PATH_LEN {
             return Err(format!("must be at most {MAX_PATH_LEN} characters"));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '*'))
-        {
+        if let Some(c) = s.chars().find(|c| matches!(c, '?' | '#' | '*')) {
             return Err(format!(
                 "must not contain {c:?} (a path only: no query, no wildcard; use match \"prefix\")"
+            ));
+        }
+        // Requests are matched as they arrive, percent-encoded: a route written with a character
+        // a request path cannot carry as such would never match.
+        if let Some(c) = s.chars().find(|c| !is_path_char(*c)) {
+            return Err(format!(
+                "must not contain {c:?}: write the path as requests send it, percent-encoded \
+                 (a space is %20, é is %C3%A9)"
             ));
         }
         let trimmed = if s.len() > 1 {
@@ -175,6 +180,12 @@ impl RoutePath {
         }
         out
     }
+}
+
+/// What a request path carries unencoded (RFC 3986 `pchar` and `/`), and the braces of
+/// `{param}` segments.
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || (c.is_ascii() && "/-._~%!$&'()+,;=:@{}".contains(c))
 }
 
 impl fmt::Display for RoutePath {
@@ -520,8 +531,13 @@ mod tests {
     fn paths_are_checked_and_normalised() {
         assert_eq!(RoutePath::parse("/users/").unwrap().as_str(), "/users");
         assert_eq!(RoutePath::parse("/").unwrap().as_str(), "/");
+        assert_eq!(
+            RoutePath::parse("/caf%C3%A9").unwrap().as_str(),
+            "/caf%C3%A9"
+        );
         for bad in [
             "users", "/a//b", "/a?b", "/a/{}", "/a/{1x}", "/a/x{id}", "/{a}/{a}", "/a b", "/*",
+            "/café", "/a\"b", "/a\\b",
         ] {
             assert!(RoutePath::parse(bad).is_err(), "{bad} accepted");
         }
