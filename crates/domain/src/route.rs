@@ -199,7 +199,7 @@ impl fmt::Display for RoutePath {
 pub struct Methods(u16);
 
 /// The methods a route may name, in the order `Allow` lists them.
-const METHOD_NAMES: [&str; 8] = [
+pub const METHOD_NAMES: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
 ];
 const GET: u16 = 1;

@@ -5,7 +5,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use domain::entities::{api, api_route};
-use domain::route::{Methods, NewRoute, RouteMatch, RouteTable};
+// The methods a form offers: the ones a route may name, in `Allow` order.
+use domain::route::{METHOD_NAMES as METHODS, Methods, NewRoute, RouteMatch, RouteTable};
 use domain::store;
 use domain::validate::{self, Problems, RouteFields};
 use serde::Deserialize;
@@ -14,11 +15,6 @@ use crate::errors::UiError;
 use crate::pages::{FieldErrors, Layout, optional_number, redirect, render, render_status};
 use crate::session::{CsrfForm, NoFields, TenantUser, flash};
 use crate::state::AppState;
-
-/// The methods a form offers, in `Allow` order.
-pub const METHODS: [&str; 8] = [
-    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
-];
 
 /// A route as the list shows it.
 pub struct RouteRow {
