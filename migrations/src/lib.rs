@@ -10,6 +10,7 @@ mod m20261202_000001_upstream_safety;
 mod m20261202_000002_sessions_and_rotation;
 mod m20261202_000003_listeners;
 mod m20261203_000001_routes;
+mod m20261204_000001_usage_routes;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000002_sessions_and_rotation::Migration),
             Box::new(m20261202_000003_listeners::Migration),
             Box::new(m20261203_000001_routes::Migration),
+            Box::new(m20261204_000001_usage_routes::Migration),
         ]
     }
 }

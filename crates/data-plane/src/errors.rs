@@ -48,6 +48,12 @@ pub enum GatewayError {
         retry_after_secs: i64,
         reset_secs: i64,
     },
+    /// The request costs more units than a window holds at all: it can never be admitted.
+    TooCostly {
+        window: &'static str,
+        cost: u64,
+        holds: u64,
+    },
     // Upstream.
     UpstreamUnreachable,
     /// The upstream's address is one the policy refuses for this tenant (SSRF guard).
@@ -82,7 +88,7 @@ impl GatewayError {
             | Self::KeyExpired
             | Self::PlanUnavailable
             | Self::UnknownClient => StatusCode::FORBIDDEN,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooCostly { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable | Self::UpstreamForbidden => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -105,6 +111,7 @@ impl GatewayError {
             Self::PlanUnavailable => "plan_unavailable",
             Self::UnknownClient => "unknown_client",
             Self::RateLimited { .. } => "rate_limited",
+            Self::TooCostly { .. } => "request_too_costly",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamForbidden => "upstream_forbidden",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
@@ -147,7 +154,17 @@ impl GatewayError {
                 retry_after_secs,
                 ..
             } => format!(
-                "Rate limit exceeded: the {window} limit is used up. Retry in {retry_after_secs} s."
+                "Rate limit exceeded: {} limit is used up. Retry in {retry_after_secs} s.",
+                window_phrase(window)
+            ),
+            Self::TooCostly {
+                window,
+                cost,
+                holds,
+            } => format!(
+                "This request costs {cost} units and {} limit holds {holds} at most, so it can \
+                 never be admitted: ask the API's owner to raise the limit or lower the route's cost.",
+                window_phrase(window)
             ),
             Self::UpstreamUnreachable => "The upstream API could not be reached.".into(),
             Self::UpstreamForbidden => "The upstream API's address is not one the gateway may \
@@ -174,6 +191,11 @@ impl GatewayError {
                 "retry_after": retry_after_secs,
                 "reset": reset_secs,
             })),
+            Self::TooCostly {
+                window,
+                cost,
+                holds,
+            } => Some(json!({"window": window, "cost": cost, "holds": holds})),
             Self::MissingKey { header } => Some(json!({"header": header})),
             Self::BodyTooLarge { limit } => Some(json!({"limit_bytes": limit})),
             Self::HeadersTooLarge {
@@ -211,6 +233,14 @@ impl GatewayError {
             resp.headers_mut().insert(header::ALLOW, v);
         }
         resp
+    }
+}
+
+/// "the minute", "this route's minute": a window's label (`route-minute`) in a sentence.
+fn window_phrase(label: &str) -> String {
+    match label.strip_prefix("route-") {
+        Some(w) => format!("this route's {w}"),
+        None => format!("the {label}"),
     }
 }
 

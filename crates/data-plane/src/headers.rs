@@ -1,7 +1,7 @@
 //! Header rules of the proxy: hop-by-hop stripping (RFC 9110 7.6.1), forwarding headers, request
 //! ids, and the rate-limit fields.
 
-use domain::limits::{Decision, Window};
+use domain::limits::{Decision, Level, Window, WindowState};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop fields never forwarded, besides those the `Connection` field lists.
@@ -32,7 +32,7 @@ static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-static PER_WINDOW: [(HeaderName, HeaderName); 3] = [
+static PER_WINDOW: [(HeaderName, HeaderName); 6] = [
     (
         HeaderName::from_static("x-ratelimit-limit-minute"),
         HeaderName::from_static("x-ratelimit-remaining-minute"),
@@ -44,6 +44,18 @@ static PER_WINDOW: [(HeaderName, HeaderName); 3] = [
     (
         HeaderName::from_static("x-ratelimit-limit-month"),
         HeaderName::from_static("x-ratelimit-remaining-month"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-route-minute"),
+        HeaderName::from_static("x-ratelimit-remaining-route-minute"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-route-day"),
+        HeaderName::from_static("x-ratelimit-remaining-route-day"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-route-month"),
+        HeaderName::from_static("x-ratelimit-remaining-route-month"),
     ),
 ];
 
@@ -238,13 +250,13 @@ pub fn is_gateway_response_field(name: &str) -> bool {
 /// One item of a structured `RateLimit` field: `"minute";q=100;w=60`.
 fn push_item(
     out: &mut Vec<u8>,
-    window: Window,
+    window: &WindowState,
     (k1, v1): (&str, impl itoa::Integer),
     (k2, v2): (&str, impl itoa::Integer),
 ) {
     let mut num = itoa::Buffer::new();
     out.push(b'"');
-    out.extend_from_slice(window.name().as_bytes());
+    out.extend_from_slice(window.label().as_bytes());
     out.extend_from_slice(b"\";");
     out.extend_from_slice(k1.as_bytes());
     out.push(b'=');
@@ -266,11 +278,16 @@ pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, &[u8]))
     emit(&RESET, num.format(secs(tight.reset_ms)).as_bytes());
     let mut text = Vec::with_capacity(96);
     for w in &d.windows {
-        let (limit, remaining) = &PER_WINDOW[match w.window {
-            Window::Minute => 0,
-            Window::Day => 1,
-            Window::Month => 2,
-        }];
+        let level = match w.level {
+            Level::Plan => 0,
+            Level::Route => 3,
+        };
+        let (limit, remaining) = &PER_WINDOW[level
+            + match w.window {
+                Window::Minute => 0,
+                Window::Day => 1,
+                Window::Month => 2,
+            }];
         emit(limit, num.format(w.limit).as_bytes());
         emit(remaining, num.format(w.remaining).as_bytes());
         if !text.is_empty() {
@@ -278,7 +295,7 @@ pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, &[u8]))
         }
         push_item(
             &mut text,
-            w.window,
+            w,
             ("q", w.limit),
             ("w", window_seconds(w.window)),
         );
@@ -287,12 +304,13 @@ pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, &[u8]))
     text.clear();
     push_item(
         &mut text,
-        tight.window,
+        tight,
         ("r", tight.remaining),
         ("t", secs(tight.reset_ms)),
     );
     emit(&RATELIMIT, &text);
-    if !d.allowed {
+    // A request too costly for a window will never be admitted: no wait to announce.
+    if !d.allowed && d.too_costly.is_none() {
         emit(
             &header::RETRY_AFTER,
             num.format(d.retry_after_secs()).as_bytes(),

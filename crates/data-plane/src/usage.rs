@@ -153,30 +153,40 @@ impl UsageRecorder {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut days: HashMap<(i64, chrono::NaiveDate, i64, i64, i64), Counts> = HashMap::new();
+        let mut days: HashMap<(i64, chrono::NaiveDate, i64, i64, i64, i64), Counts> =
+            HashMap::new();
         let mut last_used: HashMap<i64, i64> = HashMap::new();
         for (b, c) in batch {
             let day = DateTime::from_timestamp(b.minute * 60, 0)
                 .unwrap_or_default()
                 .date_naive();
-            days.entry((b.tenant_id, day, b.api_id, b.key_id, b.client_id))
-                .or_default()
-                .add(*c);
+            days.entry((
+                b.tenant_id,
+                day,
+                b.api_id,
+                b.key_id,
+                b.client_id,
+                b.route_id,
+            ))
+            .or_default()
+            .add(*c);
             let seen = last_used.entry(b.key_id).or_default();
             *seen = (*seen).max(b.minute);
         }
         let deltas: Vec<UsageDelta> = days
             .into_iter()
             .map(
-                |((tenant_id, day, api_id, key_id, client_id), c)| UsageDelta {
+                |((tenant_id, day, api_id, key_id, client_id, route_id), c)| UsageDelta {
                     tenant_id,
                     day,
                     api_id,
                     key_id,
                     client_id,
+                    route_id,
                     requests: c.requests,
                     rejected: c.rejected,
                     upstream_errors: c.upstream_errors,
+                    units: c.units,
                 },
             )
             .collect();

@@ -293,6 +293,18 @@ pub struct RouteLimit {
     pub requests_per_day: Option<u64>,
 }
 
+impl RouteLimit {
+    /// The window as the limiter takes it (a plan's shape, without a month).
+    pub fn limits(self) -> crate::plan::PlanLimits {
+        crate::plan::PlanLimits {
+            requests_per_minute: self.requests_per_minute,
+            burst: self.burst,
+            requests_per_day: self.requests_per_day,
+            requests_per_month: None,
+        }
+    }
+}
+
 /// One route as the data plane uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {

@@ -16,6 +16,9 @@ pub struct Bucket {
     pub key_id: i64,
     /// Row id of the client, 0 when no `X-Client-ID` was sent.
     pub client_id: i64,
+    /// The route the request took, 0 when its API has no routes (the database keeps it; the
+    /// live minute counts in Redis add the routes of an (api, key, client) together).
+    pub route_id: i64,
     /// Minutes since the Unix epoch (UTC).
     pub minute: i64,
 }
@@ -28,6 +31,9 @@ pub struct Counts {
     pub rejected: i64,
     /// Admitted requests whose upstream failed (5xx, 502, 504).
     pub upstream_errors: i64,
+    /// Units the limits consumed: each admitted request's cost (what the limit counters are
+    /// started from when Redis has lost them).
+    pub units: i64,
 }
 
 impl Counts {
@@ -35,6 +41,7 @@ impl Counts {
         self.requests += other.requests;
         self.rejected += other.rejected;
         self.upstream_errors += other.upstream_errors;
+        self.units += other.units;
     }
 }
 
@@ -151,12 +158,14 @@ mod tests {
             api_id: 2,
             key_id: 3,
             client_id: 0,
+            route_id: 0,
             minute: 100,
         };
         let c = Counts {
             requests: 5,
             rejected: 1,
             upstream_errors: 2,
+            units: 4,
         };
         let batch: HashMap<Bucket, Counts> = [(b, c), (Bucket { minute: 101, ..b }, c)].into();
         write_minutes(&pool, &prefix, &batch).await.unwrap();
@@ -169,7 +178,8 @@ mod tests {
             Counts {
                 requests: 10,
                 rejected: 2,
-                upstream_errors: 4
+                upstream_errors: 4,
+                units: 0,
             }
         );
         assert_eq!(got[1].1[&(2, 3, 0)].requests, 10);

@@ -249,24 +249,10 @@ pub fn route<M: AsRef<str>>(f: &RouteFields<'_, M>, problems: &mut Problems) -> 
         None => Some(None),
         Some(rl) => route_limit(rl, problems).map(Some),
     };
-    // Stored and shown once the limiter decides route windows and costs in the same atomic step
-    // as the plan's; until then a route that asks for them is refused, never silently unlimited.
-    if matches!(rate_limit, Some(Some(_))) {
-        problems.add(
-            "rate_limit",
-            "is not enforced by this version yet: leave it out (the plan's limits apply)",
-        );
-    }
     if matches!(retries, Some(Some(_))) {
         problems.add(
             "retries",
             "is not used by this version yet (retries come with several targets per API): leave it out",
-        );
-    }
-    if cost.is_some_and(|c| c != 1) {
-        problems.add(
-            "cost",
-            "must be 1 in this version (costs above 1 are not counted yet)",
         );
     }
     Some(NewRoute {

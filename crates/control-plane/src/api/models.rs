@@ -324,10 +324,11 @@ pub struct RouteIn {
     pub timeout_ms: Option<i64>,
     /// Overrides the API's retries (0 to 5). Not used yet: refused (422) when given.
     pub retries: Option<i64>,
-    /// An extra window per route and key or client. Not enforced yet: refused (422) when given.
+    /// An extra window per route and key (or client), decided with the plan's windows
+    /// in one atomic step: a refusal in either consumes nothing in both.
     pub rate_limit: Option<RouteLimitBody>,
-    /// Units each request consumes in every window it is counted in (1 to 1000, default 1).
-    /// Only 1 is accepted until costs are counted.
+    /// Units each request consumes in every window it is counted in, the plan's and the route's
+    /// (1 to 1000, default 1). A request costing more than a window holds is refused (429).
     pub cost: Option<i64>,
 }
 

@@ -25,6 +25,9 @@ pub struct RouteRow {
     pub priority: i32,
     pub strip_prefix: bool,
     pub timeout: String,
+    /// The route's own window ("10/min, burst 3, 100/day"), empty when it has none.
+    pub limit: String,
+    pub cost: i32,
 }
 
 /// What the "test a path" box found.
@@ -68,6 +71,14 @@ pub struct RouteForm {
     strip_prefix: Option<String>,
     #[serde(default)]
     timeout_ms: String,
+    #[serde(default)]
+    rl_requests_per_minute: String,
+    #[serde(default)]
+    rl_burst: String,
+    #[serde(default)]
+    rl_requests_per_day: String,
+    #[serde(default)]
+    cost: String,
     #[serde(default, rename = "m_GET")]
     m_get: Option<String>,
     #[serde(default, rename = "m_HEAD")]
@@ -122,6 +133,10 @@ impl RouteForm {
             priority: r.priority.to_string(),
             strip_prefix: r.strip_prefix.then(|| "on".into()),
             timeout_ms: num(r.timeout_ms.map(i64::from)),
+            rl_requests_per_minute: num(r.rl_requests_per_minute),
+            rl_burst: num(r.rl_burst),
+            rl_requests_per_day: num(r.rl_requests_per_day),
+            cost: r.cost.to_string(),
             m_get: tick("GET"),
             m_head: tick("HEAD"),
             m_post: tick("POST"),
@@ -160,6 +175,23 @@ fn row(r: &api_route::Model) -> RouteRow {
         priority: r.priority,
         strip_prefix: r.strip_prefix,
         timeout: r.timeout_ms.map(|t| format!("{t} ms")).unwrap_or_default(),
+        limit: r
+            .rl_requests_per_minute
+            .map(|rpm| {
+                // A burst equal to the rate is the default: not worth a word.
+                let burst = r
+                    .rl_burst
+                    .filter(|b| *b != rpm)
+                    .map(|b| format!(", burst {b}"));
+                let day = r.rl_requests_per_day.map(|d| format!(", {d}/day"));
+                format!(
+                    "{rpm}/min{}{}",
+                    burst.unwrap_or_default(),
+                    day.unwrap_or_default()
+                )
+            })
+            .unwrap_or_default(),
+        cost: r.cost,
     }
 }
 
@@ -311,7 +343,27 @@ fn parse_route(form: &RouteForm) -> Result<NewRoute, FieldErrors> {
     };
     let priority = number("priority", "Priority", &form.priority);
     let timeout_ms = number("timeout_ms", "Timeout", &form.timeout_ms);
-    // A route's retries, rate limit and cost are not offered until the gateway uses them.
+    let rpm = number(
+        "rate_limit.requests_per_minute",
+        "Route limit per minute",
+        &form.rl_requests_per_minute,
+    );
+    let burst = number("rate_limit.burst", "Route burst", &form.rl_burst);
+    let per_day = number(
+        "rate_limit.requests_per_day",
+        "Route limit per day",
+        &form.rl_requests_per_day,
+    );
+    let cost = number("cost", "Cost", &form.cost);
+    // A route's own window is there when any of its fields is filled in (the rule names what
+    // is missing); retries are not offered until the gateway retries.
+    let rate_limit = (rpm.is_some() || burst.is_some() || per_day.is_some()).then_some(
+        validate::RouteLimitFields {
+            requests_per_minute: rpm,
+            burst,
+            requests_per_day: per_day,
+        },
+    );
     let methods = form.methods();
     let mut problems = Problems::default();
     let route = validate::route(
@@ -323,8 +375,8 @@ fn parse_route(form: &RouteForm) -> Result<NewRoute, FieldErrors> {
             strip_prefix: form.strip_prefix.is_some(),
             timeout_ms,
             retries: None,
-            rate_limit: None,
-            cost: None,
+            rate_limit,
+            cost,
         },
         &mut problems,
     );

@@ -435,12 +435,14 @@ async fn the_overview_shows_usage_charts_and_a_curl() {
         api_id: 1,
         key_id,
         client_id: 0,
+        route_id: 0,
         minute,
     };
     let counts = domain::usage::Counts {
         requests: 42,
         rejected: 3,
         upstream_errors: 1,
+        units: 0,
     };
     domain::store::add_minutes(
         &app.db.db,
@@ -454,9 +456,11 @@ async fn the_overview_shows_usage_charts_and_a_curl() {
         api_id: 1,
         key_id,
         client_id: 0,
+        route_id: 0,
         requests: 42,
         rejected: 3,
         upstream_errors: 1,
+        units: 0,
     };
     domain::store::add_usage(&app.db.db, &[delta])
         .await
@@ -506,18 +510,25 @@ async fn an_apis_routes_are_added_tested_edited_and_private() {
                     ("path", "users"),
                     ("match_kind", "prefix"),
                     ("priority", "x"),
+                    ("rl_requests_per_minute", "0"),
+                    ("cost", "0"),
                 ],
             )
             .await;
         assert_eq!(p.status, 422);
         p.assert_contains("Path must start with /.");
         p.assert_contains("Priority must be a whole number.");
+        p.assert_contains("Route limit per minute must be a positive whole number.");
+        p.assert_contains("Cost must be a whole number from 1 to 1000.");
         p.assert_contains("value=\"users\"");
         let fields = [
             ("path", "/users/{id}"),
             ("match_kind", "exact"),
             ("strip_prefix", "on"),
             ("m_GET", "on"),
+            ("rl_requests_per_minute", "30"),
+            ("rl_requests_per_day", "500"),
+            ("cost", "3"),
         ];
         assert_eq!(app.post(&form, &routes, &fields).await.status, 303);
         // The same path, match and a common method again: refused on the path.
@@ -526,6 +537,8 @@ async fn an_apis_routes_are_added_tested_edited_and_private() {
         p.assert_contains("Route /users/{id} already takes exact with these methods");
         let list = app.get(&routes).await;
         list.assert_contains("<code>/users/{id}</code>");
+        list.assert_contains("30/min, 500/day");
+        list.assert_contains("<td class=\"num\">3</td>");
         // The box says what the gateway would do with a method and path.
         app.get(&format!("{routes}?method=GET&path=/users/7"))
             .await
@@ -539,6 +552,7 @@ async fn an_apis_routes_are_added_tested_edited_and_private() {
         let id = last_id(&list.body, &format!("{routes}/"), "/edit");
         let edit = app.get(&format!("{routes}/{id}/edit")).await;
         edit.assert_contains("value=\"/users/{id}\"");
+        edit.assert_contains("name=\"rl_requests_per_day\" value=\"500\"");
         let p = app
             .post(
                 &form,

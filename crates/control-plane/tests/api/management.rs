@@ -448,7 +448,7 @@ async fn api_for_routes(app: &TestApp) -> (Api<'_>, String, Value) {
 async fn routes_validate_every_field_and_refuse_duplicates() {
     let app = spawn_app().await;
     let (api, base, _) = api_for_routes(&app).await;
-    // Route windows and costs are refused until the limiter counts them: never silently ignored.
+    // Retries are refused until the gateway retries (several targets): never silently ignored.
     let (s, b) = api
         .post(
             &base,
@@ -457,16 +457,25 @@ async fn routes_validate_every_field_and_refuse_duplicates() {
         .await;
     assert_error(s, &b, 422, "invalid_field");
     let fields = error_fields(&b);
-    assert_eq!(fields, ["rate_limit", "retries", "cost"], "{b}");
+    assert_eq!(fields, ["retries"], "{b}");
     let (s, full) = api
         .post(
             &base,
             json!({"path": "/login", "match": "exact", "methods": ["post"], "priority": 5,
-                   "strip_prefix": true, "timeout_ms": 2000, "cost": 1}),
+                   "strip_prefix": true, "timeout_ms": 2000, "cost": 2,
+                   "rate_limit": {"requests_per_minute": 10, "burst": 3, "requests_per_day": 100}}),
         )
         .await;
     assert_eq!(s, 201, "{full}");
     assert_eq!(full["methods"], json!(["POST"]));
+    assert_eq!(
+        (full["cost"].clone(), full["rate_limit"].clone()),
+        (
+            json!(2),
+            json!({"requests_per_minute": 10, "burst": 3, "requests_per_day": 100})
+        ),
+        "{full}"
+    );
     assert_eq!(
         (
             full["priority"].as_i64(),
@@ -879,12 +888,14 @@ async fn usage_totals_and_series() {
             api_id: 7,
             key_id: key,
             client_id: 0,
+            route_id: 0,
             minute,
         };
         let c = domain::usage::Counts {
             requests: n,
             rejected: 1,
             upstream_errors: 0,
+            units: 0,
         };
         domain::store::add_minutes(&app.db.db, &std::collections::HashMap::from([(b, c)]))
             .await
@@ -895,9 +906,11 @@ async fn usage_totals_and_series() {
             api_id: 7,
             key_id: key,
             client_id: 0,
+            route_id: 0,
             requests: n,
             rejected: 1,
             upstream_errors: 0,
+            units: 0,
         };
         domain::store::add_usage(&app.db.db, &[d]).await.unwrap();
     }

@@ -333,7 +333,7 @@ impl<'a> Conn<'a> {
     async fn forward(
         &mut self,
         p: &Prepared,
-        bucket: domain::usage::Bucket,
+        bucket: crate::pipeline::Tally,
         decision: &domain::limits::Decision,
     ) -> bool {
         let gw = self.gw;

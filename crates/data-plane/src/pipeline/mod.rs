@@ -81,16 +81,43 @@ impl Auth {
             .unwrap_or(self.api.timeout)
     }
 
-    /// The usage bucket this request is counted in, for the minute of `now_ms`.
-    pub(crate) fn bucket(&self, now_ms: i64) -> Bucket {
-        Bucket {
+    /// Whose counters the route's own window spends: this key's or this client's on the route.
+    pub(crate) fn route_subject(&self, route_id: i64) -> Subject {
+        Subject::Route {
             tenant_id: self.tenant_id,
-            api_id: self.api.id,
-            key_id: self.key_id,
-            client_id: self.client.as_ref().map_or(0, |c| c.0),
-            minute: now_ms.div_euclid(60_000),
+            route_id,
+            key_id: if self.client.is_some() {
+                0
+            } else {
+                self.key_id
+            },
+            client_row_id: self.client.as_ref().map_or(0, |c| c.0),
         }
     }
+
+    /// Where this request is counted in usage, for the minute of `now_ms`, and the units its
+    /// admission consumes (its route's cost).
+    pub(crate) fn bucket(&self, now_ms: i64) -> Tally {
+        let route = self.route();
+        Tally {
+            bucket: Bucket {
+                tenant_id: self.tenant_id,
+                api_id: self.api.id,
+                key_id: self.key_id,
+                client_id: self.client.as_ref().map_or(0, |c| c.0),
+                route_id: route.map_or(0, |r| r.id),
+                minute: now_ms.div_euclid(60_000),
+            },
+            units: route.map_or(1, |r| i64::from(r.cost)),
+        }
+    }
+}
+
+/// A request's place in usage: its bucket, and the units its admission consumes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tally {
+    pub(crate) bucket: Bucket,
+    pub(crate) units: i64,
 }
 
 /// What every request head must be, whichever engine read it: not `CONNECT` (the gateway makes
@@ -338,14 +365,32 @@ impl Gateway {
     pub(crate) async fn limit(
         &self,
         auth: &Auth,
-        bucket: Bucket,
+        bucket: Tally,
         rid: &str,
     ) -> Result<Decision, Response<Full<Bytes>>> {
-        let Ok((decision, _)) = self
-            .limiter
-            .check_with(auth.subject, &auth.limits, auth.enforcement)
-            .await
-        else {
+        let checked = match auth.route() {
+            // A route's own window and its cost are decided with the plan's, in one step.
+            Some(r) if r.rate_limit.is_some() || r.cost > 1 => {
+                let route = r
+                    .rate_limit
+                    .map(|rl| (auth.route_subject(r.id), rl.limits()));
+                self.limiter
+                    .check_request(
+                        auth.subject,
+                        &auth.limits,
+                        auth.enforcement,
+                        u64::from(r.cost),
+                        route.as_ref().map(|(s, l)| (*s, l)),
+                    )
+                    .await
+            }
+            _ => {
+                self.limiter
+                    .check_with(auth.subject, &auth.limits, auth.enforcement)
+                    .await
+            }
+        };
+        let Ok((decision, _)) = checked else {
             return Err(self.refuse(&GatewayError::LimiterUnavailable, rid, None));
         };
         if !decision.allowed {
@@ -356,20 +401,21 @@ impl Gateway {
     }
 
     /// Counts a request its limits refused (the 429 is counted by [`Self::rejected_response`]).
-    pub(crate) fn record_rejected(&self, bucket: Bucket) {
+    pub(crate) fn record_rejected(&self, tally: Tally) {
         self.usage.record(
-            bucket,
+            tally.bucket,
             Counts {
                 requests: 1,
                 rejected: 1,
                 upstream_errors: 0,
+                units: 0,
             },
         );
     }
 
     /// Counts an admitted request: whether the upstream answered, and whether it failed (a 5xx,
     /// or no answer: unreachable, timed out).
-    pub(crate) fn record_forwarded(&self, bucket: Bucket, answered: bool, upstream_failed: bool) {
+    pub(crate) fn record_forwarded(&self, tally: Tally, answered: bool, upstream_failed: bool) {
         if upstream_failed {
             self.metrics.count(Outcome::UpstreamError);
         }
@@ -377,11 +423,12 @@ impl Gateway {
             self.metrics.count(Outcome::Proxied);
         }
         self.usage.record(
-            bucket,
+            tally.bucket,
             Counts {
                 requests: 1,
                 rejected: 0,
                 upstream_errors: i64::from(upstream_failed),
+                units: tally.units,
             },
         );
     }
@@ -394,10 +441,18 @@ impl Gateway {
     ) -> Response<Full<Bytes>> {
         self.metrics.count(Outcome::Rejected);
         let tight = decision.tightest();
-        let err = GatewayError::RateLimited {
-            window: decision.hit.map_or("minute", domain::limits::Window::name),
-            retry_after_secs: decision.retry_after_secs(),
-            reset_secs: tight.map_or(0, |w| (w.reset_ms + 999) / 1000),
+        let window = tight.map_or("minute", domain::limits::WindowState::label);
+        let err = match (decision.too_costly, tight) {
+            (Some((cost, holds)), _) => GatewayError::TooCostly {
+                window,
+                cost,
+                holds,
+            },
+            _ => GatewayError::RateLimited {
+                window,
+                retry_after_secs: decision.retry_after_secs(),
+                reset_secs: tight.map_or(0, |w| (w.reset_ms + 999) / 1000),
+            },
         };
         let mut resp = err.to_response(rid);
         insert_rate_limit(resp.headers_mut(), decision);

@@ -410,3 +410,117 @@ async fn a_new_route_is_enforced_by_every_data_plane_within_a_second() {
         assert_eq!(gw.get(&fx.path("/only/y"), &fx.key).await.status(), 200);
     }
 }
+
+/// A route of `path` (prefix, any method) with its own window of `burst` (refilling one per
+/// minute) when given, costing `cost` units.
+fn limited_route(path: &str, burst: Option<u64>, cost: i32) -> domain::route::NewRoute {
+    let mut r = domain::route::NewRoute::new(
+        domain::route::RoutePath::parse(path).unwrap(),
+        domain::route::MatchKind::Prefix,
+        domain::route::Methods::default(),
+    );
+    r.rate_limit = burst.map(|burst| domain::route::RouteLimit {
+        requests_per_minute: 1,
+        burst,
+        requests_per_day: None,
+    });
+    r.cost = cost;
+    r
+}
+
+fn header_u64(resp: &reqwest::Response, name: &str) -> u64 {
+    resp.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A route's window is decided with the plan's in one step on every data plane: 200 concurrent
+/// requests through two processes admit exactly the route's burst, the plan counts exactly
+/// those, a refusal in either window consumes nothing in the other, and a route's cost takes
+/// that many units from every window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_route_window_and_cost_are_exact_across_processes() {
+    let Some(redis) = redis() else { return };
+    let upstream = spawn_upstream().await;
+    let db = TestDb::sqlite().await;
+    let fx = seed(
+        &db.db,
+        "routed",
+        &upstream.url(""),
+        limits(1, Some(500), Some(1_000), None),
+    )
+    .await;
+    for r in [
+        limited_route("/login", Some(10), 1),
+        limited_route("/report", Some(9), 3),
+        limited_route("/export", Some(5), 6),
+        limited_route("/", None, 1),
+    ] {
+        store::create_route(&db.db, fx.tenant.id, fx.api.id, r)
+            .await
+            .unwrap();
+    }
+    let a = Proc::spawn(&db.url, Some(&redis), &[]);
+    let b = Proc::spawn(&db.url, Some(&redis), &[]);
+    let client = reqwest::Client::new();
+    let on = |rest: &str| {
+        [
+            format!("{}{}", a.address, fx.path(rest)),
+            format!("{}{}", b.address, fx.path(rest)),
+        ]
+    };
+    assert_eq!(fire(&client, &on("/login"), &fx.key, 200).await, (10, 190));
+    let get = |url: String| client.get(url).header("x-api-key", &fx.key).send();
+    // The plan counted the 10 admitted and nothing of the 190 refused: 1000 - 10 - this one.
+    let other = get(on("/items")[0].clone()).await.unwrap();
+    assert_eq!(other.status(), 200);
+    assert_eq!(header_u64(&other, "x-ratelimit-remaining-day"), 989);
+    assert_eq!(header_u64(&other, "x-ratelimit-remaining-minute"), 489);
+    // Cost 3: three units from the plan's minute and day and from the route's window, per request.
+    for (i, node) in [0, 1, 0].into_iter().enumerate() {
+        let resp = get(on("/report/q1")[node].clone()).await.unwrap();
+        assert_eq!(resp.status(), 200, "report {i}");
+        let spent = 3 * (i as u64 + 1);
+        assert_eq!(header_u64(&resp, "x-ratelimit-remaining-day"), 989 - spent);
+        assert_eq!(
+            header_u64(&resp, "x-ratelimit-remaining-minute"),
+            489 - spent
+        );
+        assert_eq!(
+            header_u64(&resp, "x-ratelimit-remaining-route-minute"),
+            9 - spent
+        );
+    }
+    // The route's 9 units are spent: refused, naming the route's window, the plan untouched.
+    let refused = get(on("/report/q2")[1].clone()).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header_u64(&refused, "x-ratelimit-remaining-day"), 980);
+    assert!(refused.headers().get("retry-after").is_some());
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limited");
+    assert_eq!(body["error"]["details"]["window"], "route-minute");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this route's minute limit"),
+        "{body}"
+    );
+    // Cost 6 against a route burst of 5: never admitted, said so, no wait offered.
+    let never = get(on("/export")[0].clone()).await.unwrap();
+    assert_eq!(never.status(), 429);
+    assert!(never.headers().get("retry-after").is_none());
+    let body: serde_json::Value = never.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "request_too_costly", "{body}");
+    assert_eq!(
+        body["error"]["details"],
+        serde_json::json!({"window": "route-minute", "cost": 6, "holds": 5})
+    );
+    let after = get(on("/items")[1].clone()).await.unwrap();
+    assert_eq!(header_u64(&after, "x-ratelimit-remaining-day"), 979);
+    assert_eq!(upstream.count(), 10 + 1 + 3 + 1);
+}

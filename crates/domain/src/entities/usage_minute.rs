@@ -17,6 +17,10 @@ pub struct Model {
     pub requests: i64,
     pub rejected: i64,
     pub upstream_errors: i64,
+    /// The route the requests took, 0 when their API has no routes.
+    pub route_id: i64,
+    /// Units the limits consumed: each admitted request's cost (1 unless its route costs more).
+    pub units: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,7 +15,7 @@ use arc_swap::ArcSwapOption;
 
 use super::local::LocalStore;
 use super::lock;
-use super::outage::{Known, Outage};
+use super::outage::{Known, LateTicket, Outage};
 use super::redis::{Failure, RedisStore, RedisStoreError};
 use super::swept::Swept;
 
@@ -101,6 +101,29 @@ struct Lease {
     /// Requests worker threads drew but did not spend before their draw expired, with the periods
     /// they were granted in: given back to Redis with the next grant.
     stale: std::sync::Mutex<(u64, (i64, i64))>,
+}
+
+/// What one request is counted in: a subject's windows, and a route's windows linked to them.
+#[derive(Clone, Copy)]
+struct Asked {
+    subject: Subject,
+    params: Params,
+    route: Option<(Subject, Params)>,
+}
+
+/// Records that this node decided `asked` itself (`admitted` requests): through the late call's
+/// ticket when one may still run, else straight in the ledger, for every subject it counts in.
+fn owe(redis: &RedisStore, asked: &Asked, late: Option<LateTicket>, admitted: u64) {
+    // The call may still run: its answer and this decision settle in the ledger.
+    if let Some(ticket) = late {
+        ticket.decided(admitted);
+    } else {
+        let n = as_i64(admitted);
+        redis.ledger().add(asked.subject, &asked.params, n);
+        if let Some((route, p)) = &asked.route {
+            redis.ledger().add(*route, p, n);
+        }
+    }
 }
 
 /// Wall time, not the limiter's clock: every data plane's heartbeats share one scale.
@@ -402,16 +425,61 @@ impl Limiter {
         limits: &PlanLimits,
         enforcement: Enforcement,
     ) -> Result<(Decision, StoreKind), LimiterError> {
+        let params = Params::new(limits, self.clock.now_ms());
+        self.decide(
+            &Asked {
+                subject,
+                params,
+                route: None,
+            },
+            enforcement,
+        )
+        .await
+    }
+
+    /// Checks and consumes one request of `cost` units (a route's cost) under the plan's `limits`
+    /// and, when the route has its own, the route's windows (`route`: its subject and limits) — in
+    /// one atomic decision: admitted by every window, or consumed in none. A request that is
+    /// counted in a route's windows or costs more than one unit is decided with Redis every time
+    /// (strict), whatever the plan's enforcement: a lease of single requests cannot hold it.
+    pub async fn check_request(
+        &self,
+        subject: Subject,
+        limits: &PlanLimits,
+        enforcement: Enforcement,
+        cost: u64,
+        route: Option<(Subject, &PlanLimits)>,
+    ) -> Result<(Decision, StoreKind), LimiterError> {
         let now_ms = self.clock.now_ms();
-        let params = Params::new(limits, now_ms);
+        let asked = Asked {
+            subject,
+            params: Params::new(limits, now_ms).costing(cost),
+            route: route.map(|(s, l)| (s, Params::new(l, now_ms).costing(cost).of_route())),
+        };
+        let enforcement = if asked.route.is_some() || cost > 1 {
+            Enforcement::Strict
+        } else {
+            enforcement
+        };
+        self.decide(&asked, enforcement).await
+    }
+
+    async fn decide(
+        &self,
+        asked: &Asked,
+        enforcement: Enforcement,
+    ) -> Result<(Decision, StoreKind), LimiterError> {
+        let Asked {
+            subject, params, ..
+        } = *asked;
         let Some(redis) = &self.redis else {
-            return Ok((self.local_check(subject, &params).await, StoreKind::Local));
+            return Ok((self.local_check(asked).await, StoreKind::Local));
         };
         let mut late = None;
         if self.redis_up() {
             // Just back from an outage: this node's share still caps it (see `catching_up`).
             let share = if self.catching_up.load(Ordering::Acquire) {
-                let d = self.outage_decide(subject, &params).await;
+                let d = self.outage_decide(asked).await;
                 if !d.allowed {
                     return Ok((d, StoreKind::Local));
                 }
@@ -421,8 +489,19 @@ impl Limiter {
             };
             // The store answers within `redis_timeout` (its dispatcher keeps every request's
             // deadline: one timer per script call, not one per request).
-            let result = match (enforcement, share.is_some()) {
-                (Enforcement::Fast, false) => self.fast(redis, subject, &params, now_ms).await,
+            let result = match (enforcement, share.is_some(), asked.route) {
+                (_, _, Some((route, route_params))) => redis
+                    .check_linked([(subject, &params), (route, &route_params)])
+                    .await
+                    .map(|(decision, [plan_state, route_state])| {
+                        self.known.remember(subject, plan_state, params.now_us);
+                        self.known.remember(route, route_state, params.now_us);
+                        decision
+                    }),
+                (Enforcement::Fast, false, None) => {
+                    self.fast(redis, subject, &params, params.now_us / 1_000)
+                        .await
+                }
                 _ => redis.check(subject, &params).await.map(|g| {
                     self.known.remember(subject, g.state, params.now_us);
                     g.decision
@@ -438,10 +517,7 @@ impl Limiter {
                     if let Some(d) = share {
                         // Decided by the share already: admitted here, owed to Redis.
                         self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                        match f.late {
-                            Some(ticket) => ticket.decided(1),
-                            None => redis.ledger().add(subject, &params, 1),
-                        }
+                        owe(redis, asked, f.late, 1);
                         return Ok((d, StoreKind::Local));
                     }
                     late = f.late;
@@ -453,19 +529,38 @@ impl Limiter {
             return Err(LimiterError::Unavailable);
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
-        let decision = self.outage_decide(subject, &params).await;
-        let admitted = u64::from(decision.allowed);
-        match late {
-            // The call may still run: its answer and this decision settle in the ledger.
-            Some(ticket) => ticket.decided(admitted),
-            None => redis.ledger().add(subject, &params, as_i64(admitted)),
-        }
+        let decision = self.outage_decide(asked).await;
+        owe(redis, asked, late, u64::from(decision.allowed));
         Ok((decision, StoreKind::Local))
     }
 
     /// Without Redis: the in-process store, a subject's day and month counts first started from
     /// what the database holds (so a restart grants nothing).
-    async fn local_check(&self, subject: Subject, params: &Params) -> Decision {
+    async fn local_check(&self, asked: &Asked) -> Decision {
+        let Asked {
+            subject, params, ..
+        } = asked;
+        let Some((route, route_params)) = &asked.route else {
+            return self.local_single(*subject, params).await;
+        };
+        let asks = [(*subject, params), (*route, route_params)];
+        // Each subject missing here is seeded once; then it is decided.
+        for _ in 0..asks.len() {
+            match self.local.check_linked(asks, self.usage.is_some()) {
+                Ok(d) => return d,
+                Err(i) => {
+                    let (s, p) = asks[i];
+                    let base = self.recorded_state(s, p).await;
+                    self.local.seed(s, p, base);
+                }
+            }
+        }
+        self.local
+            .check_linked(asks, false)
+            .unwrap_or_else(|_| super::decide(params, &State::default()).0)
+    }
+
+    async fn local_single(&self, subject: Subject, params: &Params) -> Decision {
         if self.usage.is_none() {
             return self.local.check(subject, params);
         }
@@ -477,17 +572,36 @@ impl Limiter {
         self.local.check(subject, params)
     }
 
-    /// A decision while Redis is judged down: this node's share of what the subject had left,
+    /// A decision while Redis is judged down: this node's share of what each subject had left,
     /// as Redis last said here, or as the database records it.
-    async fn outage_decide(&self, subject: Subject, params: &Params) -> Decision {
-        let base = if self.outage.has(subject) {
+    async fn outage_decide(&self, asked: &Asked) -> Decision {
+        let nodes = self.nodes();
+        let plan_base = self.outage_base(asked.subject, &asked.params).await;
+        match &asked.route {
+            None => self
+                .outage
+                .decide(asked.subject, &asked.params, &plan_base, nodes),
+            Some((route, route_params)) => {
+                let route_base = self.outage_base(*route, route_params).await;
+                self.outage.decide_linked(
+                    [
+                        (asked.subject, &asked.params, &plan_base),
+                        (*route, route_params, &route_base),
+                    ],
+                    nodes,
+                )
+            }
+        }
+    }
+
+    async fn outage_base(&self, subject: Subject, params: &Params) -> State {
+        if self.outage.has(subject) {
             State::default()
         } else if let Some(known) = self.known.get(subject) {
             known
         } else {
             self.recorded_state(subject, params).await
-        };
-        self.outage.decide(subject, params, &base, self.nodes())
+        }
     }
 
     /// A subject's day and month counts as the usage in the database records them (a full

@@ -35,9 +35,13 @@ impl Default for LocalStore {
 
 impl LocalStore {
     fn shard(&self, subject: Subject) -> &Mutex<Swept<Subject, Entry>> {
+        &self.shards[self.shard_index(subject)]
+    }
+
+    fn shard_index(&self, subject: Subject) -> usize {
         #[allow(clippy::cast_possible_truncation)] // only the low bits pick a shard
         let shard = (self.hasher.hash_one(subject) as usize) % SHARDS;
-        &self.shards[shard]
+        shard
     }
 
     /// Starts `subject` from `state` (what the database recorded) unless it has a live state.
@@ -85,6 +89,47 @@ impl LocalStore {
             });
         }
         Some(decision)
+    }
+
+    /// One request counted in several subjects' windows (a route's and the plan's), decided
+    /// together under their shards' locks: admitted by all or consumed nowhere. `Err(i)`: with
+    /// `needs_seed`, subject `i` has day or month windows and no live state here — the caller
+    /// seeds it and asks again.
+    pub fn check_linked<const N: usize>(
+        &self,
+        asks: [(Subject, &Params); N],
+        needs_seed: bool,
+    ) -> Result<Decision, usize> {
+        let at = asks.map(|(subject, _)| self.shard_index(subject));
+        let mut locked = super::lock_shards(&self.shards, at);
+        let mut befores = [State::default(); N];
+        for (i, (subject, p)) in asks.iter().enumerate() {
+            let map = locked.get(at[i]).swept(|_, e| e.expires_us > p.now_us);
+            match map.get(subject) {
+                Some(e) if e.expires_us > p.now_us => befores[i] = e.state,
+                _ if needs_seed && (p.day.is_some() || p.month.is_some()) => return Err(i),
+                _ => {}
+            }
+        }
+        let mut i = 0;
+        let (decision, afters) = super::decide_linked(asks.map(|(_, p)| {
+            let ask = (p, &befores[i]);
+            i += 1;
+            ask
+        }));
+        for (i, after) in afters.into_iter().enumerate() {
+            if let Some(after) = after {
+                let (subject, p) = asks[i];
+                locked.get(at[i]).swept(|_, _| true).insert(
+                    subject,
+                    Entry {
+                        state: after,
+                        expires_us: p.now_us + state_ttl_ms(p, &after) * 1_000,
+                    },
+                );
+            }
+        }
+        Ok(decision)
     }
 
     /// Forgets everything (tests, and a fresh start after a long Redis outage is not needed).

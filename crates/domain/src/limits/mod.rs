@@ -14,6 +14,24 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Locks the shards at `at` once each, in index order (two requests locking the same pair never
+/// wait on each other); [`Locked::get`] finds a shard's guard.
+fn lock_shards<T, const N: usize>(shards: &[std::sync::Mutex<T>], at: [usize; N]) -> Locked<'_, T> {
+    let mut order = at.to_vec();
+    order.sort_unstable();
+    order.dedup();
+    Locked(order.into_iter().map(|i| (i, lock(&shards[i]))).collect())
+}
+
+struct Locked<'a, T>(Vec<(usize, std::sync::MutexGuard<'a, T>)>);
+
+impl<T> Locked<'_, T> {
+    fn get(&mut self, shard: usize) -> &mut T {
+        let at = self.0.iter().position(|(i, _)| *i == shard).unwrap_or(0);
+        &mut self.0[at].1
+    }
+}
+
 pub use limiter::{Limiter, LimiterError, LimiterSettings, StoreKind};
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
@@ -48,12 +66,22 @@ pub enum Subject {
     },
     /// Login throttling of the control plane (a hash of the account name or the address).
     Login(u64),
+    /// A route's own windows for one key (`client_row_id` 0) or one registered client: counted
+    /// apart from the plan's, decided with them in one step.
+    Route {
+        tenant_id: i64,
+        route_id: i64,
+        key_id: i64,
+        client_row_id: i64,
+    },
 }
 
 impl Subject {
     pub fn tenant_id(self) -> i64 {
         match self {
-            Self::Key { tenant_id, .. } | Self::Client { tenant_id, .. } => tenant_id,
+            Self::Key { tenant_id, .. }
+            | Self::Client { tenant_id, .. }
+            | Self::Route { tenant_id, .. } => tenant_id,
             Self::Login(_) => 0,
         }
     }
@@ -68,6 +96,17 @@ impl Subject {
                 client_row_id,
             } => (tenant_id, ":r:c:", client_row_id),
             Self::Login(hash) => return format!("{prefix}:r:login:{hash:016x}"),
+            // Under the tenant's hash tag too: one script call decides it with the plan's key.
+            Self::Route {
+                tenant_id,
+                route_id,
+                key_id,
+                client_row_id,
+            } => {
+                return format!(
+                    "{prefix}:{{t:{tenant_id}}}:r:rt:{route_id}:{key_id}:{client_row_id}"
+                );
+            }
         };
         // Built on every strict request: pieces pushed, not `format!` (a quarter of the cost).
         let mut num = itoa::Buffer::new();
@@ -80,6 +119,14 @@ impl Subject {
         key.push_str(num.format(id));
         key
     }
+}
+
+/// Whose windows: the plan's (per key or client), or a route's own (per route and key or client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Level {
+    #[default]
+    Plan,
+    Route,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,6 +155,23 @@ impl Window {
     }
 }
 
+impl WindowState {
+    /// The window's name in messages and in the `RateLimit` fields: `minute`, `route-minute`.
+    pub fn label(&self) -> &'static str {
+        label(self.level, self.window)
+    }
+}
+
+/// `minute`, `day`, `month`; a route's: `route-minute`, `route-day`, `route-month`.
+pub fn label(level: Level, window: Window) -> &'static str {
+    match (level, window) {
+        (Level::Plan, w) => w.name(),
+        (Level::Route, Window::Minute) => "route-minute",
+        (Level::Route, Window::Day) => "route-day",
+        (Level::Route, Window::Month) => "route-month",
+    }
+}
+
 /// A calendar period: its id (`20261122` for a day, `202611` for a month) and when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
@@ -125,6 +189,10 @@ pub struct Params {
     pub requests_per_minute: u64,
     pub day: Option<(u64, Period)>,
     pub month: Option<(u64, Period)>,
+    /// Units one request takes from every window (a route's `cost`; 1 by default).
+    pub cost: u64,
+    /// Whose windows these are (what the decision's fields and a refusal name).
+    pub level: Level,
 }
 
 fn day_period(now: DateTime<Utc>) -> Period {
@@ -171,7 +239,36 @@ impl Params {
             requests_per_minute: limits.requests_per_minute,
             day: limits.requests_per_day.map(|l| (l, day_period(now))),
             month: limits.requests_per_month.map(|l| (l, month_period(now))),
+            cost: 1,
+            level: Level::Plan,
         }
+    }
+
+    /// These windows with each request taking `cost` units (at least 1).
+    #[must_use]
+    pub fn costing(mut self, cost: u64) -> Self {
+        self.cost = cost.max(1);
+        self
+    }
+
+    /// These windows as a route's.
+    #[must_use]
+    pub fn of_route(mut self) -> Self {
+        self.level = Level::Route;
+        self
+    }
+
+    /// Whether a request of this cost can never be admitted: the window it takes more units
+    /// of than the window holds, and what that window holds.
+    pub fn unattainable(&self) -> Option<(Window, u64)> {
+        let quota = |w: Option<(u64, Period)>| w.map_or(u64::MAX, |(l, _)| l);
+        [
+            (Window::Minute, self.burst),
+            (Window::Day, quota(self.day)),
+            (Window::Month, quota(self.month)),
+        ]
+        .into_iter()
+        .find(|(_, holds)| self.cost > *holds)
     }
 }
 
@@ -190,6 +287,7 @@ pub struct State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowState {
     pub window: Window,
+    pub level: Level,
     pub limit: u64,
     pub remaining: u64,
     /// Milliseconds until the window is whole again (bucket full, or the period ends).
@@ -201,17 +299,27 @@ pub struct Decision {
     pub allowed: bool,
     /// The window that refused the request (the one with the longest wait).
     pub hit: Option<Window>,
-    /// Milliseconds until the request would be admitted by every window; 0 when allowed.
+    /// Whose window [`Self::hit`] is.
+    pub level: Level,
+    /// Milliseconds until the request would be admitted by every window; 0 when allowed, and
+    /// when it never will be ([`Self::too_costly`]).
     pub retry_after_ms: i64,
-    /// Minute, then day and month when the plan has them: inline, no allocation per decision.
-    pub windows: arrayvec::ArrayVec<WindowState, 3>,
+    /// Refused because the request costs more units than the hit window holds at all: (cost,
+    /// what the window holds — a bucket its burst, a quota its limit).
+    pub too_costly: Option<(u64, u64)>,
+    /// Minute, then day and month when the plan has them, then the route's minute and day (a
+    /// route has no month window): inline, no allocation per decision.
+    pub windows: arrayvec::ArrayVec<WindowState, 5>,
 }
 
 impl Decision {
     /// The tightest window: the fewest remaining, ties to the later reset.
     pub fn tightest(&self) -> Option<&WindowState> {
         if let Some(hit) = self.hit {
-            return self.windows.iter().find(|w| w.window == hit);
+            return self
+                .windows
+                .iter()
+                .find(|w| w.window == hit && w.level == self.level);
         }
         self.windows.iter().min_by(|a, b| {
             a.remaining
@@ -222,7 +330,7 @@ impl Decision {
 
     /// `Retry-After` in whole seconds, rounded up (at least 1 on a rejection).
     pub fn retry_after_secs(&self) -> i64 {
-        if self.allowed {
+        if self.allowed || self.too_costly.is_some() {
             0
         } else {
             ceil_div(self.retry_after_ms, 1000).max(1)
@@ -268,16 +376,19 @@ impl Ask {
     };
 }
 
-/// Grants up to `ask.want` requests at once, all windows together: as many as every window can
-/// admit now, at least one or none (a refusal consumes nothing; a refund is kept either way).
-/// Returns the number granted, the decision (the state of every window after the grant; for a
-/// refusal, which window and how long to wait) and the state to store.
-pub fn grant(p: &Params, before: &State, ask: Ask) -> (u64, Decision, Option<State>) {
-    let Ask {
-        want,
-        share_div,
-        refund,
-    } = ask;
+/// What a subject's windows can grant now: requests of `p.cost` units each, after a refund.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Measure {
+    tat: i64,
+    day_count: u64,
+    month_count: u64,
+    /// Units the per-minute bucket holds now.
+    minute_units: u64,
+    /// Requests every window admits now.
+    pub(crate) avail: u64,
+}
+
+pub(crate) fn measure(p: &Params, before: &State, refund: u64) -> Measure {
     let burst = as_i64(p.burst);
     let interval = p.interval_us;
     let tat = before
@@ -295,67 +406,85 @@ pub fn grant(p: &Params, before: &State, ask: Ask) -> (u64, Decision, Option<Sta
     };
     let day_count = count_in(p.day, before.day_id, before.day_count);
     let month_count = count_in(p.month, before.month_id, before.month_count);
+    let cost = p.cost.max(1);
+    let minute_units = saturating_u64((p.now_us + burst * interval - tat) / interval);
+    let left = |w: Option<(u64, Period)>, used: u64| {
+        w.map_or(u64::MAX, |(l, _)| l.saturating_sub(used) / cost)
+    };
+    let avail = (minute_units / cost)
+        .min(left(p.day, day_count))
+        .min(left(p.month, month_count));
+    Measure {
+        tat,
+        day_count,
+        month_count,
+        minute_units,
+        avail,
+    }
+}
 
-    // How many requests each window admits right now.
-    let minute_avail = saturating_u64((p.now_us + burst * interval - tat) / interval);
-    let day_avail = p.day.map_or(u64::MAX, |(l, _)| l.saturating_sub(day_count));
-    let month_avail = p
-        .month
-        .map_or(u64::MAX, |(l, _)| l.saturating_sub(month_count));
-    let avail = minute_avail.min(day_avail).min(month_avail);
-    let cap = avail
-        .checked_div(share_div)
-        .map_or(u64::MAX, |share| share.max(1));
-    let granted = want.min(avail).min(cap);
+/// The decision for `granted` requests of what `m` measured, and the state to store (none when
+/// nothing was granted).
+pub(crate) fn settle(p: &Params, m: &Measure, granted: u64) -> (Decision, Option<State>) {
+    let burst = as_i64(p.burst);
+    let interval = p.interval_us;
+    let cost = p.cost.max(1);
     let allowed = granted > 0;
-
+    let refused_here = m.avail == 0;
+    let out =
+        |w: Option<(u64, Period)>, used: u64| w.is_some_and(|(l, _)| l.saturating_sub(used) < cost);
     let (hit_window, wait_us) = longest_wait(
         p,
-        (minute_avail == 0).then(|| tat + interval - burst * interval - p.now_us),
-        day_avail == 0,
-        month_avail == 0,
+        (m.minute_units < cost)
+            .then(|| m.tat + as_i64(cost) * interval - burst * interval - p.now_us),
+        out(p.day, m.day_count),
+        out(p.month, m.month_count),
     );
-
-    let g = as_i64(granted);
+    let units = granted.saturating_mul(cost);
     let (tat_after, day_after, month_after) = (
-        tat + g * interval,
-        day_count + granted,
-        month_count + granted,
+        m.tat + as_i64(units) * interval,
+        m.day_count + units,
+        m.month_count + units,
     );
+    let level = p.level;
     let mut windows = arrayvec::ArrayVec::new();
     let used_us = tat_after - p.now_us;
     windows.push(WindowState {
         window: Window::Minute,
+        level,
         // The plan's rate (what RateLimit-Policy states), not the bucket's size: what can be sent
         // now is `remaining`, and `reset` the time until the bucket is full again.
         limit: p.requests_per_minute,
         remaining: saturating_u64((burst * interval - used_us) / interval).min(p.burst),
         reset_ms: ceil_div(used_us, US_PER_MS),
     });
-    if let Some((limit, per)) = p.day {
-        windows.push(WindowState {
-            window: Window::Day,
-            limit,
-            remaining: limit.saturating_sub(day_after),
-            reset_ms: ceil_div(per.end_us - p.now_us, US_PER_MS),
-        });
+    for (window, quota, after) in [
+        (Window::Day, p.day, day_after),
+        (Window::Month, p.month, month_after),
+    ] {
+        if let Some((limit, per)) = quota {
+            windows.push(WindowState {
+                window,
+                level,
+                limit,
+                remaining: limit.saturating_sub(after),
+                reset_ms: ceil_div(per.end_us - p.now_us, US_PER_MS),
+            });
+        }
     }
-    if let Some((limit, per)) = p.month {
-        windows.push(WindowState {
-            window: Window::Month,
-            limit,
-            remaining: limit.saturating_sub(month_after),
-            reset_ms: ceil_div(per.end_us - p.now_us, US_PER_MS),
-        });
-    }
+    let unattainable = p.unattainable();
     let decision = Decision {
         allowed,
-        hit: (!allowed).then_some(hit_window),
-        retry_after_ms: if allowed {
+        hit: (!allowed && refused_here).then(|| unattainable.map_or(hit_window, |(w, _)| w)),
+        level,
+        retry_after_ms: if allowed || unattainable.is_some() {
             0
         } else {
             ceil_div(wait_us, US_PER_MS)
         },
+        too_costly: unattainable
+            .filter(|_| !allowed)
+            .map(|(_, holds)| (cost, holds)),
         windows,
     };
     let after = allowed.then(|| State {
@@ -365,7 +494,79 @@ pub fn grant(p: &Params, before: &State, ask: Ask) -> (u64, Decision, Option<Sta
         month_id: p.month.map_or(0, |(_, per)| per.id),
         month_count: month_after,
     });
+    (decision, after)
+}
+
+/// Grants up to `ask.want` requests at once, all windows together: as many as every window can
+/// admit now (each taking `p.cost` units), at least one or none (a refusal consumes nothing; a
+/// refund is kept either way). Returns the number granted, the decision (the state of every
+/// window after the grant, in units; for a refusal, which window and how long to wait) and the
+/// state to store.
+pub fn grant(p: &Params, before: &State, ask: Ask) -> (u64, Decision, Option<State>) {
+    let m = measure(p, before, ask.refund);
+    let cap = m
+        .avail
+        .checked_div(ask.share_div)
+        .map_or(u64::MAX, |share| share.max(1));
+    let granted = ask.want.min(m.avail).min(cap);
+    let (decision, after) = settle(p, &m, granted);
     (granted, decision, after)
+}
+
+/// One request decided by several subjects' windows together (a route's and the plan's): admitted
+/// only when every one of them admits it. Returns the merged decision and, per subject, the state
+/// to store (all `None` on a refusal: nothing is consumed anywhere).
+pub fn decide_linked<const N: usize>(
+    asks: [(&Params, &State); N],
+) -> (Decision, [Option<State>; N]) {
+    let measures = asks.map(|(p, before)| measure(p, before, 0));
+    let granted = u64::from(measures.iter().all(|m| m.avail >= 1));
+    let mut i = 0;
+    let settled = asks.map(|(p, _)| {
+        let r = settle(p, &measures[i], granted);
+        i += 1;
+        r
+    });
+    let decision = merge(settled.iter().map(|(d, _)| d));
+    (decision, settled.map(|(_, after)| after))
+}
+
+/// The decisions of one request's subjects as one: admitted by all, every window's state, and for
+/// a refusal the refusing window with the longest wait (a window it can never fit first).
+pub fn merge<'a>(decisions: impl IntoIterator<Item = &'a Decision>) -> Decision {
+    let mut out = Decision {
+        allowed: true,
+        hit: None,
+        level: Level::Plan,
+        retry_after_ms: 0,
+        too_costly: None,
+        windows: arrayvec::ArrayVec::new(),
+    };
+    for d in decisions {
+        out.allowed &= d.allowed;
+        for w in &d.windows {
+            let _ = out.windows.try_push(*w);
+        }
+        // A window the request can never fit (the smallest of them) before any wait; then the
+        // longest wait.
+        let worse = match (out.too_costly, d.too_costly) {
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (Some((_, held)), Some((_, holds))) => holds < held,
+            (None, None) => out.hit.is_none() || d.retry_after_ms > out.retry_after_ms,
+        };
+        if d.hit.is_some() && worse {
+            out.hit = d.hit;
+            out.level = d.level;
+            out.retry_after_ms = d.retry_after_ms;
+            out.too_costly = d.too_costly;
+        }
+    }
+    if !out.allowed && out.hit.is_none() {
+        // Refused with no window of its own to blame (cannot happen: some subject refused).
+        out.hit = Some(Window::Minute);
+    }
+    out
 }
 
 /// The window whose refusal waits longest, and that wait (µs): the per-minute bucket's next token
@@ -793,6 +994,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_linked_pair_redis_lost_is_seeded_for_both_before_it_decides() {
+        let Some(url) = redis_url() else { return };
+        let recorded = Arc::new(Recorded(std::sync::Mutex::new((7, 20))));
+        let r = RedisStore::new(pool(&url).unwrap(), unique_name("gwtest"))
+            .seeding_from(recorded.clone());
+        let t0 = ms(2026, 11, 22, 12, 0, 0);
+        let plan = Params::new(&limits(1_000, None, Some(10), None), t0).costing(2);
+        let route = Params::new(&limits(1_000, None, Some(9), None), t0)
+            .costing(2)
+            .of_route();
+        let (d, [plan_state, route_state]) = r
+            .check_linked([(KEY, &plan), (ROUTE, &route)])
+            .await
+            .unwrap();
+        assert!(d.allowed);
+        // Both started from what was recorded (7 units of the day), then took 2.
+        assert_eq!((plan_state.day_count, route_state.day_count), (9, 9));
+        assert_eq!(level_window(&d, Level::Route, Window::Day).remaining, 0);
+        // Seeded once: the route's day (9) has no room for 2 more, the plan's (10) neither.
+        *recorded.0.lock().unwrap() = (0, 0);
+        let (d, _) = r
+            .check_linked([(KEY, &plan), (ROUTE, &route)])
+            .await
+            .unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.hit, Some(Window::Day));
+    }
+
+    #[tokio::test]
     async fn without_redis_a_restarted_limiter_starts_from_the_recorded_usage() {
         let plan = limits(1_000, None, Some(10), Some(30));
         let clock = crate::clock::ManualClock::at(
@@ -926,6 +1156,174 @@ mod tests {
         let p = Params::new(&plan, clock.now_ms());
         let d = store.grant(KEY, &p, want(1)).await.unwrap().decision;
         assert_eq!(window(&d, Window::Day).remaining, 1_000 - 3 - 79 - 1);
+    }
+
+    /// A limiter on the test Redis (strict) when there is one, and one in process.
+    fn limiters() -> Vec<(&'static str, Arc<Limiter>)> {
+        let clock = Arc::new(crate::clock::ManualClock::at(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 22, 12, 0, 0)
+                .unwrap(),
+        ));
+        let mut v = vec![(
+            "in process",
+            Limiter::new(None, LimiterSettings::default(), clock.clone(), None),
+        )];
+        if let Some(url) = redis_url() {
+            let store = RedisStore::new(pool(&url).unwrap(), unique_name("gwtest"));
+            v.push((
+                "redis",
+                Limiter::new(Some(store), LimiterSettings::default(), clock, None),
+            ));
+        }
+        v
+    }
+
+    const ROUTE: Subject = Subject::Route {
+        tenant_id: 1,
+        route_id: 3,
+        key_id: 7,
+        client_row_id: 0,
+    };
+
+    fn level_window(d: &Decision, level: Level, w: Window) -> WindowState {
+        *d.windows
+            .iter()
+            .find(|s| s.window == w && s.level == level)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_route_window_and_the_plan_decide_together_and_a_refusal_consumes_neither() {
+        let plan = limits(60, Some(5), Some(100), None);
+        let route = limits(60, Some(3), None, None);
+        let strict = crate::plan::Enforcement::Strict;
+        for (name, l) in limiters() {
+            let on_route = |cost| l.check_request(KEY, &plan, strict, cost, Some((ROUTE, &route)));
+            for left in [2, 1, 0] {
+                let (d, _) = on_route(1).await.unwrap();
+                assert!(d.allowed, "{name}");
+                assert_eq!(
+                    level_window(&d, Level::Route, Window::Minute).remaining,
+                    left
+                );
+            }
+            let (d, _) = on_route(1).await.unwrap();
+            assert!(!d.allowed, "{name}: the route's burst of 3 is spent");
+            assert_eq!(
+                (d.hit, d.level),
+                (Some(Window::Minute), Level::Route),
+                "{name}"
+            );
+            assert_eq!(d.tightest().unwrap().label(), "route-minute");
+            assert_eq!(d.retry_after_ms, 1_000, "{name}");
+            assert_eq!(
+                level_window(&d, Level::Plan, Window::Minute).remaining,
+                2,
+                "{name}: the refusal took nothing from the plan"
+            );
+            assert_eq!(level_window(&d, Level::Plan, Window::Day).remaining, 97);
+            // Off the route, the plan's two are still there; then the plan refuses, and the
+            // route (given time to refill) is not charged for it.
+            for _ in 0..2 {
+                assert!(
+                    l.check_request(KEY, &plan, strict, 1, None)
+                        .await
+                        .unwrap()
+                        .0
+                        .allowed
+                );
+            }
+            let (d, _) = l.check_request(KEY, &plan, strict, 1, None).await.unwrap();
+            assert_eq!((d.allowed, d.level), (false, Level::Plan), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_costing_n_takes_n_units_from_every_window() {
+        let plan = limits(60, Some(10), Some(100), None);
+        let route = limits(60, Some(9), Some(20), None);
+        let strict = crate::plan::Enforcement::Strict;
+        for (name, l) in limiters() {
+            let (d, _) = l
+                .check_request(KEY, &plan, strict, 3, Some((ROUTE, &route)))
+                .await
+                .unwrap();
+            assert!(d.allowed, "{name}");
+            assert_eq!(level_window(&d, Level::Plan, Window::Minute).remaining, 7);
+            assert_eq!(level_window(&d, Level::Plan, Window::Day).remaining, 97);
+            assert_eq!(level_window(&d, Level::Route, Window::Minute).remaining, 6);
+            assert_eq!(level_window(&d, Level::Route, Window::Day).remaining, 17);
+            // Without a route window, cost still counts in the plan's.
+            let (d, _) = l.check_request(KEY, &plan, strict, 3, None).await.unwrap();
+            assert_eq!(
+                level_window(&d, Level::Plan, Window::Minute).remaining,
+                4,
+                "{name}"
+            );
+            let (d, _) = l.check_request(KEY, &plan, strict, 3, None).await.unwrap();
+            assert_eq!(
+                level_window(&d, Level::Plan, Window::Minute).remaining,
+                1,
+                "{name}"
+            );
+            // 1 unit left, 3 asked: refused, nothing taken, the wait is for two more units.
+            let (d, _) = l
+                .check_request(KEY, &plan, strict, 3, Some((ROUTE, &route)))
+                .await
+                .unwrap();
+            assert!(!d.allowed, "{name}");
+            assert_eq!(
+                (d.hit, d.level, d.too_costly),
+                (Some(Window::Minute), Level::Plan, None)
+            );
+            assert_eq!(d.retry_after_ms, 2_000, "{name}");
+            assert_eq!(
+                level_window(&d, Level::Route, Window::Day).remaining,
+                17,
+                "{name}"
+            );
+            // More than the route's burst of 9: never admitted, and said so.
+            let (d, _) = l
+                .check_request(KEY, &plan, strict, 12, Some((ROUTE, &route)))
+                .await
+                .unwrap();
+            assert!(!d.allowed, "{name}");
+            assert_eq!(d.too_costly, Some((12, 9)), "{name}");
+            assert_eq!(d.retry_after_secs(), 0, "no wait would help");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_requests_on_a_route_admit_exactly_its_burst_and_the_plan_counts_them() {
+        let plan = limits(6_000, Some(500), Some(10_000), None);
+        let route = limits(60, Some(10), None, None);
+        let strict = crate::plan::Enforcement::Strict;
+        for (name, l) in limiters() {
+            let tasks: Vec<_> = (0..200)
+                .map(|_| {
+                    let l = l.clone();
+                    tokio::spawn(async move {
+                        l.check_request(KEY, &plan, strict, 1, Some((ROUTE, &route)))
+                            .await
+                            .unwrap()
+                            .0
+                            .allowed
+                    })
+                })
+                .collect();
+            let mut admitted = 0;
+            for t in tasks {
+                admitted += usize::from(t.await.unwrap());
+            }
+            assert_eq!(admitted, 10, "{name}");
+            let (d, _) = l.check_request(KEY, &plan, strict, 1, None).await.unwrap();
+            assert_eq!(
+                level_window(&d, Level::Plan, Window::Day).remaining,
+                10_000 - 11,
+                "{name}: the plan counted the 10 admitted and this one"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //!   requests it did not admit (calls answered after the node had stopped waiting: to take back),
 //!   per subject and period; reconciled when Redis answers again.
 
-use std::collections::hash_map::Entry as Slot;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -146,36 +145,55 @@ impl Share {
         }
     }
 
-    fn decide(&mut self, p: &Params) -> Decision {
+    /// Requests (of `p.cost` units) this share admits now, after rolling its periods.
+    fn avail(&mut self, p: &Params) -> u64 {
         self.roll(p);
+        let cost = p.cost.max(1);
+        let minute = self.minute_units(p) / cost;
+        let left = |w: Option<(i64, u64)>| w.map_or(u64::MAX, |(_, l)| l / cost);
+        minute.min(left(self.day)).min(left(self.month))
+    }
+
+    fn minute_units(&self, p: &Params) -> u64 {
         let burst = as_i64(self.burst);
         let tat = self.tat_us.max(p.now_us);
-        let minute_avail = (p.now_us + burst * self.interval_us - tat) / self.interval_us;
+        u64::try_from((p.now_us + burst * self.interval_us - tat) / self.interval_us).unwrap_or(0)
+    }
+
+    /// Decides one request: admitted (and spent) when `admit`, which the caller sets only when
+    /// [`Self::avail`] said so here and in every other share the request is counted in.
+    fn settle(&mut self, p: &Params, admit: bool) -> Decision {
+        let burst = as_i64(self.burst);
+        let cost = p.cost.max(1);
+        let refused_here = self.avail(p) == 0;
+        let tat = self.tat_us.max(p.now_us);
+        let minute_units = self.minute_units(p);
         let day_left = self.day.map_or(u64::MAX, |(_, l)| l);
         let month_left = self.month.map_or(u64::MAX, |(_, l)| l);
-        let allowed = minute_avail >= 1 && day_left >= 1 && month_left >= 1;
-        let (hit, wait_us) = if allowed {
-            self.tat_us = tat + self.interval_us;
+        let (hit, wait_us) = if admit {
+            self.tat_us = tat + as_i64(cost) * self.interval_us;
             for (_, left) in [self.day.as_mut(), self.month.as_mut()]
                 .into_iter()
                 .flatten()
             {
-                *left -= 1;
+                *left -= cost;
             }
             (Window::Minute, 0)
         } else {
             longest_wait(
                 p,
-                (minute_avail < 1)
-                    .then(|| tat + self.interval_us - burst * self.interval_us - p.now_us),
-                day_left == 0,
-                month_left == 0,
+                (minute_units < cost).then(|| {
+                    tat + as_i64(cost) * self.interval_us - burst * self.interval_us - p.now_us
+                }),
+                day_left < cost,
+                month_left < cost,
             )
         };
         let used_us = self.tat_us.max(p.now_us) - p.now_us;
         let mut windows = arrayvec::ArrayVec::new();
         windows.push(WindowState {
             window: Window::Minute,
+            level: p.level,
             limit: p.requests_per_minute,
             remaining: u64::try_from((burst * self.interval_us - used_us) / self.interval_us)
                 .unwrap_or(0),
@@ -188,16 +206,26 @@ impl Share {
             if let (Some((limit, per)), Some((_, left))) = (plan, mine) {
                 windows.push(WindowState {
                     window,
+                    level: p.level,
                     limit,
                     remaining: left,
                     reset_ms: ceil_div(per.end_us - p.now_us, 1_000),
                 });
             }
         }
+        let unattainable = p.unattainable();
         Decision {
-            allowed,
-            hit: (!allowed).then_some(hit),
-            retry_after_ms: if allowed { 0 } else { ceil_div(wait_us, 1_000) },
+            allowed: admit,
+            hit: (!admit && refused_here).then(|| unattainable.map_or(hit, |(w, _)| w)),
+            level: p.level,
+            retry_after_ms: if admit || unattainable.is_some() {
+                0
+            } else {
+                ceil_div(wait_us, 1_000)
+            },
+            too_costly: unattainable
+                .filter(|_| !admit)
+                .map(|(_, holds)| (cost, holds)),
             windows,
         }
     }
@@ -229,15 +257,46 @@ impl Outage {
     /// Decides one request of `subject`, starting its share from `base` (what Redis last said of
     /// it, or what the database holds) among `nodes` data planes when it has none yet.
     pub fn decide(&self, subject: Subject, p: &Params, base: &State, nodes: u64) -> Decision {
-        let mut map = lock(&self.shards[shard_of(&self.hasher, subject)]);
-        let share = match map.entry(subject) {
-            Slot::Occupied(e) => e.into_mut(),
-            Slot::Vacant(e) => {
+        self.decide_linked([(subject, p, base)], nodes)
+    }
+
+    /// Decides one request counted in several subjects' windows (a route's and the plan's):
+    /// admitted only when every share admits it, spent from all of them or from none.
+    pub fn decide_linked<const N: usize>(
+        &self,
+        asks: [(Subject, &Params, &State); N],
+        nodes: u64,
+    ) -> Decision {
+        let at = asks.map(|(s, _, _)| shard_of(&self.hasher, s));
+        let mut locked = super::lock_shards(&self.shards, at);
+        let mut i = 0;
+        let mut shares: [Share; N] = asks.map(|(subject, p, base)| {
+            let map = locked.get(at[i]);
+            i += 1;
+            *map.entry(subject).or_insert_with(|| {
                 self.subjects.fetch_add(1, Ordering::Relaxed);
-                e.insert(Share::of(p, base, nodes))
-            }
-        };
-        share.decide(p)
+                Share::of(p, base, nodes)
+            })
+        });
+        let admit = shares
+            .iter_mut()
+            .zip(&asks)
+            .all(|(share, (_, p, _))| share.avail(p) >= 1);
+        let decisions: Vec<Decision> = shares
+            .iter_mut()
+            .zip(&asks)
+            .map(|(share, (_, p, _))| share.settle(p, admit))
+            .collect();
+        for ((share, (subject, _, _)), shard) in shares.iter().zip(&asks).zip(at) {
+            locked.get(shard).insert(*subject, *share);
+        }
+        match decisions.len() {
+            1 => decisions
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| super::merge(&[])),
+            _ => super::merge(&decisions),
+        }
     }
 
     /// Forgets every share: the next outage starts from what Redis says then.
@@ -268,10 +327,12 @@ pub struct Ledger {
 impl Ledger {
     /// Adds `n` requests of `subject` (negative: takes them back) in the periods of `p`; an
     /// entry of an earlier period of a window is replaced (that period is over).
+    /// Counts are in units: `n` requests of `p.cost` units each.
     pub fn add(&self, subject: Subject, p: &Params, n: i64) {
         if n == 0 || (p.day.is_none() && p.month.is_none()) {
             return;
         }
+        let n = n.saturating_mul(as_i64(p.cost.max(1)));
         let mut entries = lock(&self.entries);
         let e = entries.entry(subject).or_default();
         for (slot, window) in [(&mut e.day, p.day), (&mut e.month, p.month)] {
@@ -367,17 +428,22 @@ impl LateCell {
 
 /// The node's side of a [`LateCell`]: what it decided for the request (nothing admitted when
 /// dropped undecided).
-pub struct LateTicket(pub(crate) Arc<LateCell>);
+/// A request counted in several subjects' windows (a route's and the plan's) has a cell for each.
+pub struct LateTicket(pub(crate) Vec<Arc<LateCell>>);
 
 impl LateTicket {
     pub fn decided(self, granted: u64) {
-        self.0.decided(granted);
+        for cell in &self.0 {
+            cell.decided(granted);
+        }
     }
 }
 
 impl Drop for LateTicket {
     fn drop(&mut self) {
-        self.0.decided(0);
+        for cell in &self.0 {
+            cell.decided(0);
+        }
     }
 }
 
@@ -439,6 +505,35 @@ mod tests {
     }
 
     #[test]
+    fn linked_shares_admit_together_or_spend_nothing_and_count_costs_in_units() {
+        let plan = params(60, 10, 100, T0).costing(2);
+        let route = params(60, 4, 100, T0).costing(2).of_route();
+        let r = Subject::Route {
+            tenant_id: 1,
+            route_id: 5,
+            key_id: 2,
+            client_row_id: 0,
+        };
+        let outage = Outage::default();
+        let fresh = State::default();
+        let decide = || outage.decide_linked([(S, &plan, &fresh), (r, &route, &fresh)], 1);
+        for _ in 0..2 {
+            assert!(decide().allowed);
+        }
+        // The route's 4 units are spent (2 requests of 2): refused by it, the plan untouched.
+        let d = decide();
+        assert_eq!((d.allowed, d.level), (false, super::super::Level::Route));
+        let alone = outage.decide(S, &plan, &fresh, 1);
+        assert!(alone.allowed);
+        let minute = alone
+            .windows
+            .iter()
+            .find(|w| w.window == Window::Minute)
+            .unwrap();
+        assert_eq!(minute.remaining, 10 - 3 * 2, "three requests of 2 units");
+    }
+
+    #[test]
     fn a_late_answer_and_the_nodes_decision_settle_to_what_was_admitted() {
         let p = params(60, 60, 100, T0);
         let ledger = Arc::new(Ledger::default());
@@ -455,9 +550,9 @@ mod tests {
             // Either order.
             if here == 1 {
                 cell.answered(there);
-                LateTicket(cell.clone()).decided(here);
+                LateTicket(vec![cell.clone()]).decided(here);
             } else {
-                drop(LateTicket(cell.clone()));
+                drop(LateTicket(vec![cell.clone()]));
                 cell.answered(there);
             }
             assert_eq!(ledger.in_doubt(), 0);

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
 
 use super::outage::{Delta, LateCell, LateTicket, Ledger};
-use super::{Ask, Decision, Params, State, Subject, UsageSource, grant};
+use super::{Ask, Decision, Params, State, Subject, UsageSource};
 
 /// Most connections of one pool (the store's, and each worker's own; a dispatcher keeps one of
 /// its pool's for its script calls, the rest serve probes and usage writes).
@@ -154,14 +154,21 @@ struct Ask1 {
     ask: Ask,
     /// The day and month counts the database holds, for a state Redis is missing.
     seed: Option<(u64, u64)>,
+    /// The first of a linked pair: this subject and the next are one request (see `limits.lua`).
+    linked: bool,
 }
 
 struct Job {
     req: Ask1,
+    /// The second subject of a request counted in two subjects' windows (a route's).
+    with: Option<Box<Ask1>>,
     /// When the request stops waiting: it is answered [`RedisStoreError::TimedOut`] then.
     deadline: Instant,
-    reply: oneshot::Sender<Result<Answer, Failure>>,
+    reply: oneshot::Sender<Result<Reply, Failure>>,
 }
+
+/// A job's answers: its subject's, and its linked subject's when it has one.
+type Reply = (Answer, Option<Answer>);
 
 /// A grant Redis decided: how many, the decision, and the subject's state after it (before it,
 /// when nothing was granted).
@@ -174,6 +181,7 @@ pub struct Grant {
 
 /// `limits.lua`'s answer for one subject.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // moved once per request, never stored: no box to allocate
 enum Answer {
     Granted(Grant),
     /// The subject has day or month windows and Redis has no state for it (and no seed came).
@@ -304,36 +312,99 @@ impl RedisStore {
     pub async fn grant(&self, subject: Subject, p: &Params, ask: Ask) -> Result<Grant, Failure> {
         let mut seed = None;
         loop {
-            let (reply, answer) = oneshot::channel();
-            let job = Job {
-                req: Ask1 {
-                    key: subject.redis_key(&self.prefix),
-                    subject,
-                    params: *p,
-                    ask,
-                    seed,
-                },
-                deadline: Instant::now() + self.timeout,
-                reply,
+            let req = Ask1 {
+                key: subject.redis_key(&self.prefix),
+                subject,
+                params: *p,
+                ask,
+                seed,
+                linked: false,
             };
-            // The dispatcher answers every job by its deadline (a call that hangs is answered then
-            // and awaited on a task of its own), so no timer per request here.
-            self.jobs()
-                .send(job)
-                .await
-                .map_err(|_| RedisStoreError::Stopped)?;
-            match answer.await.map_err(|_| RedisStoreError::Stopped)?? {
+            match self.send(req, None).await?.0 {
                 Answer::Granted(g) => return Ok(g),
                 Answer::Missing if seed.is_none() => {
-                    seed = Some(match &self.usage {
-                        Some(u) => u.admitted(subject, p).await,
-                        None => (0, 0),
-                    });
+                    seed = Some(self.recorded(subject, p).await);
                 }
                 Answer::Missing => {
                     return Err(RedisStoreError::Redis("limits.lua ignored a seed".into()).into());
                 }
             }
+        }
+    }
+
+    /// Queues one request (a subject, or a linked pair) for this thread's dispatcher and waits for
+    /// its answers. The dispatcher answers every job by its deadline (a call that hangs is
+    /// answered then and awaited on a task of its own), so no timer per request here.
+    async fn send(&self, req: Ask1, with: Option<Box<Ask1>>) -> Result<Reply, Failure> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            req,
+            with,
+            deadline: Instant::now() + self.timeout,
+            reply,
+        };
+        self.jobs()
+            .send(job)
+            .await
+            .map_err(|_| RedisStoreError::Stopped)?;
+        answer.await.map_err(|_| RedisStoreError::Stopped)?
+    }
+
+    /// The day and month counts the database holds for `subject` (a seed for a missing state).
+    async fn recorded(&self, subject: Subject, p: &Params) -> (u64, u64) {
+        match &self.usage {
+            Some(u) => u.admitted(subject, p).await,
+            None => (0, 0),
+        }
+    }
+
+    /// Decides one request counted in two subjects' windows (the plan's and a route's) in one
+    /// script call: admitted by both or consumed in neither (see [`super::decide_linked`]).
+    /// Returns the merged decision and each subject's state after it.
+    pub async fn check_linked(
+        &self,
+        asks: [(Subject, &Params); 2],
+    ) -> Result<(Decision, [State; 2]), Failure> {
+        let mut seeds = [None, None];
+        loop {
+            let subject_ask = |i: usize| {
+                let (subject, p) = asks[i];
+                Ask1 {
+                    key: subject.redis_key(&self.prefix),
+                    subject,
+                    params: *p,
+                    ask: Ask::ONE,
+                    seed: seeds[i],
+                    linked: i == 0,
+                }
+            };
+            let (first, second) = self
+                .send(subject_ask(0), Some(Box::new(subject_ask(1))))
+                .await?;
+            let answers = [Some(first), second];
+            let mut grants = Vec::with_capacity(2);
+            let mut seeded_now = false;
+            for (i, a) in answers.into_iter().enumerate() {
+                match a {
+                    Some(Answer::Granted(g)) => grants.push(g),
+                    Some(Answer::Missing) if seeds[i].is_none() => {
+                        let (subject, p) = asks[i];
+                        seeds[i] = Some(self.recorded(subject, p).await);
+                        seeded_now = true;
+                    }
+                    _ => {
+                        return Err(RedisStoreError::Redis(
+                            "limits.lua ignored a seed of a linked pair".into(),
+                        )
+                        .into());
+                    }
+                }
+            }
+            if seeded_now {
+                continue;
+            }
+            let decision = super::merge(grants.iter().map(|g| &g.decision));
+            return Ok((decision, [grants[0].state, grants[1].state]));
         }
     }
 
@@ -528,14 +599,19 @@ async fn run_batch(
     ledger: &Arc<Ledger>,
     times: &Arc<CallTimes>,
 ) -> Outcome {
-    // Each reply with what it asked for (what a late answer is accounted against).
-    let (reqs, replies): (Vec<Ask1>, Vec<_>) = batch
-        .into_iter()
-        .map(|j| {
-            let asked = (j.req.subject, j.req.params);
-            (j.req, (j.reply, asked))
-        })
-        .unzip();
+    // Each reply with what it asked for (what a late answer is accounted against): one subject,
+    // or a linked pair's two, in the order they are sent.
+    let mut reqs: Vec<Ask1> = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for j in batch {
+        let mut asked = vec![(j.req.subject, j.req.params)];
+        reqs.push(j.req);
+        if let Some(with) = j.with {
+            asked.push((with.subject, with.params));
+            reqs.push(*with);
+        }
+        replies.push((j.reply, asked));
+    }
     let sent = Instant::now();
     let (clock, pool, script) = (times.clone(), pool.clone(), script.clone());
     let mut in_call = Box::pin(async move {
@@ -550,13 +626,16 @@ async fn run_batch(
         r = &mut in_call => r,
         () = tokio::time::sleep_until(deadline) => {
             let mut cells: Vec<Arc<LateCell>> = Vec::with_capacity(replies.len());
-            for (reply, (subject, params)) in replies {
-                let cell = LateCell::new(ledger.clone(), subject, params);
+            for (reply, asked) in replies {
+                let mine: Vec<Arc<LateCell>> = asked
+                    .into_iter()
+                    .map(|(subject, params)| LateCell::new(ledger.clone(), subject, params))
+                    .collect();
+                cells.extend(mine.iter().cloned());
                 let _ = reply.send(Err(Failure {
                     error: RedisStoreError::TimedOut,
-                    late: Some(LateTicket(cell.clone())),
+                    late: Some(LateTicket(mine)),
                 }));
-                cells.push(cell);
             }
             tokio::spawn(async move {
                 match tokio::time::timeout(LATE_WAIT, in_call).await {
@@ -576,8 +655,15 @@ async fn run_batch(
     };
     match result {
         Ok((answers, fresh)) => {
-            for ((reply, _), answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(Ok(answer));
+            let mut answers = answers.into_iter();
+            for (reply, asked) in replies {
+                let (Some(first), second) = (
+                    answers.next(),
+                    (asked.len() > 1).then(|| answers.next()).flatten(),
+                ) else {
+                    break;
+                };
+                let _ = reply.send(Ok((first, second)));
             }
             fresh.map_or(Outcome::Served, Outcome::Fresh)
         }
@@ -595,7 +681,7 @@ fn int(v: impl TryInto<i64>) -> i64 {
 }
 
 /// Values per subject sent to `limits.lua`.
-const ARG_WIDTH: usize = 16;
+const ARG_WIDTH: usize = 18;
 
 /// Little-endian doubles, as `struct.unpack('<d…')` in `limits.lua` reads them. Every value is an
 /// integer below 2^53 (µs timestamps, counts, limits), so the conversion is exact.
@@ -627,6 +713,7 @@ fn unpack(bytes: &[u8]) -> Vec<i64> {
         .collect()
 }
 
+#[allow(clippy::too_many_lines)] // one command built, sent and read back: clearer in one piece
 async fn call(
     conn: &mut MultiplexedConnection,
     script: &Script,
@@ -673,6 +760,8 @@ async fn call(
             i64::from(job.seed.is_some()),
             int(job.seed.map_or(0, |s| s.0)),
             int(job.seed.map_or(0, |s| s.1)),
+            int(p.cost.max(1)),
+            i64::from(job.linked),
         ]);
         cmd.arg(&args[..]);
     }
@@ -692,13 +781,9 @@ async fn call(
         )));
     }
     let flat = unpack(&packed);
-    Ok(batch
-        .iter()
-        .zip(flat.chunks_exact(RESULT_WIDTH))
-        .map(|(job, r)| {
-            if r[0] < 0 {
-                return Answer::Missing;
-            }
+    let rows: Vec<(i64, State)> = flat
+        .chunks_exact(RESULT_WIDTH)
+        .map(|r| {
             let before = State {
                 tat_us: r[1],
                 day_id: r[2],
@@ -706,33 +791,68 @@ async fn call(
                 month_id: r[4],
                 month_count: u64::try_from(r[5]).unwrap_or(0),
             };
-            let by_redis = u64::try_from(r[0]).unwrap_or(0);
-            let (granted, decision, after) = grant(&job.params, &before, job.ask);
-            let state = after.unwrap_or(before);
-            if granted == by_redis {
-                Answer::Granted(Grant {
-                    granted,
-                    decision,
-                    state,
-                })
-            } else {
-                tracing::error!(
-                    ?before,
-                    granted,
-                    by_redis,
-                    "limits.lua and grant() disagree; trusting Redis"
-                );
-                Answer::Granted(Grant {
-                    granted: by_redis,
-                    decision: Decision {
-                        allowed: by_redis > 0,
-                        ..decision
-                    },
-                    state,
-                })
-            }
+            (r[0], before)
         })
-        .collect())
+        .collect();
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut i = 0;
+    while i < batch.len() {
+        // One subject, or a linked pair decided as one request.
+        let n = if batch[i].linked && i + 1 < batch.len() {
+            2
+        } else {
+            1
+        };
+        let (jobs, rows) = (&batch[i..i + n], &rows[i..i + n]);
+        i += n;
+        if rows.iter().any(|(g, _)| *g < 0) {
+            // Nothing decided: the missing are seeded and the request asked again.
+            answers.extend(jobs.iter().zip(rows).map(|(job, (g, before))| {
+                if *g < 0 {
+                    Answer::Missing
+                } else {
+                    let m = super::measure(&job.params, before, job.ask.refund);
+                    answer(job, before, &m, 0, 0)
+                }
+            }));
+            continue;
+        }
+        // What grant() / decide_linked() decide from the same states, to check Redis against.
+        let measures: Vec<super::Measure> = jobs
+            .iter()
+            .zip(rows)
+            .map(|(job, (_, before))| super::measure(&job.params, before, job.ask.refund))
+            .collect();
+        let avail = measures.iter().map(|m| m.avail).min().unwrap_or(0);
+        let ask = jobs[0].ask;
+        let cap = avail
+            .checked_div(ask.share_div)
+            .map_or(u64::MAX, |share| share.max(1));
+        let mine = ask.want.min(avail).min(cap);
+        for ((job, (g, before)), m) in jobs.iter().zip(rows).zip(&measures) {
+            answers.push(answer(job, before, m, mine, u64::try_from(*g).unwrap_or(0)));
+        }
+    }
+    Ok(answers)
+}
+
+/// A subject's answer: the decision for `by_redis` requests granted from `before`, which is what
+/// `grant()` decided (`mine`) unless Redis and it disagree (then Redis is trusted, and it is said).
+fn answer(job: &Ask1, before: &State, m: &super::Measure, mine: u64, by_redis: u64) -> Answer {
+    if mine != by_redis {
+        tracing::error!(
+            ?before,
+            mine,
+            by_redis,
+            "limits.lua and grant() disagree; trusting Redis"
+        );
+    }
+    let (decision, after) = super::settle(&job.params, m, by_redis);
+    Answer::Granted(Grant {
+        granted: by_redis,
+        decision,
+        state: after.unwrap_or(*before),
+    })
 }
 
 #[cfg(test)]
@@ -751,6 +871,7 @@ mod tests {
             ask: Ask::ONE,
             // A fresh subject: nothing recorded.
             seed: Some((0, 0)),
+            linked: false,
         }
     }
 

@@ -290,7 +290,7 @@ pub async fn bump_config_version(db: &impl ConnectionTrait) -> StoreResult<()> {
     Ok(())
 }
 
-/// Usage counts of one tenant/day/api/key/client bucket, to be added to the rollup.
+/// Usage counts of one tenant/day/api/key/client/route bucket, to be added to the rollup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UsageDelta {
     pub tenant_id: i64,
@@ -299,9 +299,13 @@ pub struct UsageDelta {
     pub key_id: i64,
     /// Row id of the client, 0 when none.
     pub client_id: i64,
+    /// The route taken, 0 when the API has no routes.
+    pub route_id: i64,
     pub requests: i64,
     pub rejected: i64,
     pub upstream_errors: i64,
+    /// Units the limits consumed (each admitted request's cost).
+    pub units: i64,
 }
 
 /// Adds usage to the daily rollups in one statement (insert, or add to the existing row).
@@ -316,26 +320,40 @@ pub async fn add_usage(db: &impl ConnectionTrait, deltas: &[UsageDelta]) -> Stor
         api_id: Set(d.api_id),
         key_id: Set(d.key_id),
         client_id: Set(d.client_id),
+        route_id: Set(d.route_id),
         requests: Set(d.requests),
         rejected: Set(d.rejected),
         upstream_errors: Set(d.upstream_errors),
+        units: Set(d.units),
         ..Default::default()
     });
-    let add = |col: C| {
-        (
-            col,
-            Expr::col((usage_rollup::Entity, col)).add(Expr::col((EXCLUDED, col))),
-        )
-    };
     usage_rollup::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([C::TenantId, C::Day, C::ApiId, C::KeyId, C::ClientId])
-                .values([add(C::Requests), add(C::Rejected), add(C::UpstreamErrors)])
-                .to_owned(),
-        )
+        .on_conflict(adding_counts(
+            usage_rollup::Entity,
+            [
+                C::TenantId,
+                C::Day,
+                C::ApiId,
+                C::KeyId,
+                C::ClientId,
+                C::RouteId,
+            ],
+            [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
+        ))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// A usage table's upsert: a row of an existing bucket adds its counts to the stored ones.
+pub(crate) fn adding_counts<E: EntityTrait, C: ColumnTrait + Copy>(
+    table: E,
+    bucket: [C; 6],
+    counts: [C; 4],
+) -> OnConflict {
+    OnConflict::columns(bucket)
+        .values(counts.map(|col| (col, Expr::col((table, col)).add(Expr::col((EXCLUDED, col))))))
+        .to_owned()
 }
 
 /// Records that keys were used (batched by the data plane's usage flush).
@@ -597,9 +615,11 @@ mod tests {
             api_id: 1,
             key_id: 2,
             client_id: 0,
+            route_id: 0,
             requests: 10,
             rejected: 2,
             upstream_errors: 1,
+            units: 8,
         };
         add_usage(
             db,
@@ -634,6 +654,41 @@ mod tests {
             (15, 2, 1)
         );
         assert_eq!((rows[1].client_id, rows[1].requests), (7, 3));
+        // A route's requests are their own rows; what the limits start from counts units (a
+        // route's cost per admitted request), per route for a route's window.
+        add_usage(
+            db,
+            &[UsageDelta {
+                route_id: 9,
+                requests: 4,
+                rejected: 1,
+                units: 9,
+                ..d
+            }],
+        )
+        .await
+        .unwrap();
+        assert_eq!(usage_rollup::Entity::find().all(db).await.unwrap().len(), 3);
+        let key = crate::limits::Subject::Key {
+            tenant_id: ten.id,
+            key_id: 2,
+        };
+        let on_route = crate::limits::Subject::Route {
+            tenant_id: ten.id,
+            route_id: 9,
+            key_id: 2,
+            client_row_id: 0,
+        };
+        assert_eq!(
+            usage::admitted(db, key, day).await.unwrap(),
+            (8 + 8 + 9, 25)
+        );
+        assert_eq!(usage::admitted(db, on_route, day).await.unwrap(), (9, 9));
+        let next_day = day.succ_opt().unwrap();
+        assert_eq!(
+            usage::admitted(db, on_route, next_day).await.unwrap(),
+            (0, 9)
+        );
     }
 
     #[tokio::test]

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use chrono::{Datelike, NaiveDate};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
     QuerySelect,
@@ -26,11 +25,12 @@ pub struct UsageFilter {
     pub client_id: Option<i64>,
 }
 
-fn counts_of(requests: i64, rejected: i64, upstream_errors: i64) -> Counts {
+fn counts_of(requests: i64, rejected: i64, upstream_errors: i64, units: i64) -> Counts {
     Counts {
         requests,
         rejected,
         upstream_errors,
+        units,
     }
 }
 
@@ -81,7 +81,10 @@ pub async fn daily(
         .all(db)
         .await?;
     Ok(summed(rows.into_iter().map(|r| {
-        (r.day, counts_of(r.requests, r.rejected, r.upstream_errors))
+        (
+            r.day,
+            counts_of(r.requests, r.rejected, r.upstream_errors, r.units),
+        )
     })))
 }
 
@@ -104,7 +107,7 @@ pub async fn minutes(
     Ok(summed(rows.into_iter().map(|r| {
         (
             r.minute,
-            counts_of(r.requests, r.rejected, r.upstream_errors),
+            counts_of(r.requests, r.rejected, r.upstream_errors, r.units),
         )
     })))
 }
@@ -125,14 +128,17 @@ pub async fn per_key_since(
     }
     let mut out: HashMap<i64, Counts> = HashMap::new();
     for r in q.all(db).await? {
-        out.entry(r.key_id)
-            .or_default()
-            .add(counts_of(r.requests, r.rejected, r.upstream_errors));
+        out.entry(r.key_id).or_default().add(counts_of(
+            r.requests,
+            r.rejected,
+            r.upstream_errors,
+            r.units,
+        ));
     }
     Ok(out)
 }
 
-/// Requests of a limit subject its limits admitted (requests less the 429s), on `day` and in the
+/// Units a limit subject's limits consumed (each admitted request's cost), on `day` and in the
 /// month `day` is in: where a counter store that has lost (or never had) a subject's day and month
 /// counts starts them from.
 pub async fn admitted(
@@ -155,12 +161,29 @@ pub async fn admitted(
             tenant_id,
             Condition::all().add(C::ClientId.eq(client_row_id)),
         ),
+        Subject::Route {
+            tenant_id,
+            route_id,
+            key_id,
+            client_row_id,
+        } => {
+            // A route's window of a client counts the client's requests on the route, with
+            // whichever key; of a key, the key's own (no client).
+            let who = if client_row_id == 0 {
+                Condition::all()
+                    .add(C::KeyId.eq(key_id))
+                    .add(C::ClientId.eq(0))
+            } else {
+                Condition::all().add(C::ClientId.eq(client_row_id))
+            };
+            (tenant_id, who.add(C::RouteId.eq(route_id)))
+        }
         Subject::Login(_) => return Ok((0, 0)),
     };
     let month_start = day.with_day(1).unwrap_or(day);
-    let rows: Vec<(NaiveDate, i64, i64)> = usage_rollup::Entity::find()
+    let rows: Vec<(NaiveDate, i64)> = usage_rollup::Entity::find()
         .select_only()
-        .columns([C::Day, C::Requests, C::Rejected])
+        .columns([C::Day, C::Units])
         .filter(C::TenantId.eq(tenant_id))
         .filter(C::Day.gte(month_start))
         .filter(C::Day.lte(day))
@@ -169,8 +192,8 @@ pub async fn admitted(
         .all(db)
         .await?;
     let (mut on_day, mut in_month) = (0u64, 0u64);
-    for (d, requests, rejected) in rows {
-        let n = u64::try_from(requests - rejected).unwrap_or(0);
+    for (d, units) in rows {
+        let n = u64::try_from(units).unwrap_or(0);
         in_month += n;
         if d == day {
             on_day += n;
@@ -219,6 +242,7 @@ pub async fn per_tenant_since(
             r.requests,
             r.rejected,
             r.upstream_errors,
+            r.units,
         ));
     }
     Ok(out)
@@ -239,23 +263,26 @@ pub async fn add_minutes<S: std::hash::BuildHasher>(
         api_id: Set(b.api_id),
         key_id: Set(b.key_id),
         client_id: Set(b.client_id),
+        route_id: Set(b.route_id),
         requests: Set(c.requests),
         rejected: Set(c.rejected),
         upstream_errors: Set(c.upstream_errors),
+        units: Set(c.units),
         ..Default::default()
     });
-    let add = |col: C| {
-        (
-            col,
-            Expr::col((usage_minute::Entity, col)).add(Expr::col((super::EXCLUDED, col))),
-        )
-    };
     usage_minute::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([C::TenantId, C::Minute, C::ApiId, C::KeyId, C::ClientId])
-                .values([add(C::Requests), add(C::Rejected), add(C::UpstreamErrors)])
-                .to_owned(),
-        )
+        .on_conflict(super::adding_counts(
+            usage_minute::Entity,
+            [
+                C::TenantId,
+                C::Minute,
+                C::ApiId,
+                C::KeyId,
+                C::ClientId,
+                C::RouteId,
+            ],
+            [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
+        ))
         .exec(db)
         .await?;
     Ok(())

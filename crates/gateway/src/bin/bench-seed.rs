@@ -1,12 +1,13 @@
 //! Seeds a database for the benchmark: tenant `bench`, API `up` forwarding to the given upstream, a
 //! strict and a fast plan with limits never reached, a key on each, and `N` more keys; and API
 //! `routed` on the same upstream with 100 routes, its `/items` the last in priority (what the
-//! `routes` target calls, against `up` without routes).
+//! `routes` target calls, against `up` without routes) and `/limited` the first, with a window of
+//! its own (what `route-limit` calls).
 //! `bench-seed <database-url> <upstream-url> [extra-keys]` prints the keys as JSON.
 
 use domain::header::{KeyHeader, UpstreamTimeout};
 use domain::plan::{Enforcement, PlanLimits};
-use domain::route::{MatchKind, Methods, NewRoute, RoutePath};
+use domain::route::{MatchKind, Methods, NewRoute, RouteLimit, RoutePath};
 use domain::sea_orm::TransactionTrait;
 use domain::slug::Slug;
 use domain::store::{self, NewApi};
@@ -17,6 +18,7 @@ const ROUTES: usize = 100;
 
 /// Far above anything a benchmark reaches.
 const NEVER: i64 = 1_000_000_000;
+const NEVER_U: u64 = 1_000_000_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -69,6 +71,19 @@ async fn main() -> anyhow::Result<()> {
     );
     last.priority = -1;
     store::create_route(&db, tenant.id, routed.id, last).await?;
+    // Tried first: a route with a window of its own, never reached (what `route-limit` calls).
+    let mut limited = NewRoute::new(
+        RoutePath::parse("/limited").map_err(anyhow::Error::msg)?,
+        MatchKind::Prefix,
+        Methods::parse(&["GET"]).map_err(anyhow::Error::msg)?,
+    );
+    limited.priority = i32::try_from(ROUTES + 1)?;
+    limited.rate_limit = Some(RouteLimit {
+        requests_per_minute: NEVER_U,
+        burst: NEVER_U,
+        requests_per_day: None,
+    });
+    store::create_route(&db, tenant.id, routed.id, limited).await?;
     let (_, strict_key) = store::create_api_key(&db, tenant.id, strict.id, "strict", None).await?;
     let (_, fast_key) = store::create_api_key(&db, tenant.id, fast.id, "fast", None).await?;
     let txn = db.begin().await?;
@@ -76,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     txn.commit().await?;
     println!(
         "{}",
-        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items", "routes_path": "/bench/routed/items"})
+        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items", "routes_path": "/bench/routed/items", "limited_path": "/bench/routed/limited"})
     );
     Ok(())
 }

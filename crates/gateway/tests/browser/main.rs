@@ -362,6 +362,7 @@ async fn routes_pages(c: &Client, dashboard: &str, gateway_url: &str, key: &str)
         .unwrap();
     fill(c, "input[name=path]", "hello").await;
     fill(c, "input[name=priority]", "high").await;
+    fill(c, "input[name=rl_burst]", "3").await;
     c.find(Locator::Css("input[name=m_GET]"))
         .await
         .unwrap()
@@ -371,13 +372,24 @@ async fn routes_pages(c: &Client, dashboard: &str, gateway_url: &str, key: &str)
     submit(c).await;
     wait_for_text(c, "Path must start with /").await;
     wait_for_text(c, "Priority must be a whole number.").await;
+    wait_for_text(c, "Route limit per minute is required with a rate limit").await;
     shot(c, "16-route-form-errors").await;
     fill(c, "input[name=path]", "/hello").await;
     fill(c, "input[name=priority]", "5").await;
     fill(c, "input[name=timeout_ms]", "2500").await;
+    fill(c, "input[name=rl_requests_per_minute]", "10").await;
+    fill(c, "input[name=cost]", "2").await;
+    c.execute(
+        "document.querySelector('fieldset.route-limit').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    shot(c, "16b-route-form-limit").await;
     submit(c).await;
     wait_for_text(c, "Route /hello saved.").await;
     wait_for_text(c, "2500 ms").await;
+    wait_for_text(c, "10/min, burst 3").await;
     // The box says what the gateway will do, and the gateway does it.
     fill(c, "form.probe input[name=path]", "/hello/x?y=1").await;
     c.execute(
