@@ -277,7 +277,7 @@ pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, &[u8]))
     emit(&REMAINING, num.format(tight.remaining).as_bytes());
     emit(&RESET, num.format(secs(tight.reset_ms)).as_bytes());
     let mut text = Vec::with_capacity(96);
-    for w in &d.windows {
+    for w in d.all_windows() {
         let level = match w.level {
             Level::Plan => 0,
             Level::Route => 3,
@@ -310,7 +310,7 @@ pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, &[u8]))
     );
     emit(&RATELIMIT, &text);
     // A request too costly for a window will never be admitted: no wait to announce.
-    if !d.allowed && d.too_costly.is_none() {
+    if !d.allowed && d.too_costly().is_none() {
         emit(
             &header::RETRY_AFTER,
             num.format(d.retry_after_secs()).as_bytes(),

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use domain::apikey::KeyHash;
-use domain::limits::{Decision, Subject};
+use domain::limits::{Decision, RouteOwner, Subject};
 use domain::plan::{Enforcement, PlanLimits};
 use domain::route::{Route, RouteMatch};
 use domain::snapshot::{ApiEntry, Snapshot, TenantEntry};
@@ -86,12 +86,10 @@ impl Auth {
         Subject::Route {
             tenant_id: self.tenant_id,
             route_id,
-            key_id: if self.client.is_some() {
-                0
-            } else {
-                self.key_id
+            owner: match &self.client {
+                Some((row_id, _)) => RouteOwner::client(*row_id),
+                None => RouteOwner::key(self.key_id),
             },
-            client_row_id: self.client.as_ref().map_or(0, |c| c.0),
         }
     }
 
@@ -442,7 +440,7 @@ impl Gateway {
         self.metrics.count(Outcome::Rejected);
         let tight = decision.tightest();
         let window = tight.map_or("minute", domain::limits::WindowState::label);
-        let err = match (decision.too_costly, tight) {
+        let err = match (decision.too_costly(), tight) {
             (Some((cost, holds)), _) => GatewayError::TooCostly {
                 window,
                 cost,

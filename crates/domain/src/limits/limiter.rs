@@ -103,12 +103,13 @@ struct Lease {
     stale: std::sync::Mutex<(u64, (i64, i64))>,
 }
 
-/// What one request is counted in: a subject's windows, and a route's windows linked to them.
-#[derive(Clone, Copy)]
+/// What one request is counted in: a subject's windows, and a route's windows linked to them
+/// (boxed: a request on no limited route carries one subject's worth through every await).
+#[derive(Clone)]
 struct Asked {
     subject: Subject,
     params: Params,
-    route: Option<(Subject, Params)>,
+    route: Option<Box<(Subject, Params)>>,
 }
 
 /// Records that this node decided `asked` itself (`admitted` requests): through the late call's
@@ -120,7 +121,7 @@ fn owe(redis: &RedisStore, asked: &Asked, late: Option<LateTicket>, admitted: u6
     } else {
         let n = as_i64(admitted);
         redis.ledger().add(asked.subject, &asked.params, n);
-        if let Some((route, p)) = &asked.route {
+        if let Some((route, p)) = asked.route.as_deref() {
             redis.ledger().add(*route, p, n);
         }
     }
@@ -454,7 +455,8 @@ impl Limiter {
         let asked = Asked {
             subject,
             params: Params::new(limits, now_ms).costing(cost),
-            route: route.map(|(s, l)| (s, Params::new(l, now_ms).costing(cost).of_route())),
+            route: route
+                .map(|(s, l)| Box::new((s, Params::new(l, now_ms).costing(cost).of_route()))),
         };
         let enforcement = if asked.route.is_some() || cost > 1 {
             Enforcement::Strict
@@ -469,9 +471,7 @@ impl Limiter {
         asked: &Asked,
         enforcement: Enforcement,
     ) -> Result<(Decision, StoreKind), LimiterError> {
-        let Asked {
-            subject, params, ..
-        } = *asked;
+        let (subject, params) = (asked.subject, asked.params);
         let Some(redis) = &self.redis else {
             return Ok((self.local_check(asked).await, StoreKind::Local));
         };
@@ -489,9 +489,9 @@ impl Limiter {
             };
             // The store answers within `redis_timeout` (its dispatcher keeps every request's
             // deadline: one timer per script call, not one per request).
-            let result = match (enforcement, share.is_some(), asked.route) {
-                (_, _, Some((route, route_params))) => redis
-                    .check_linked([(subject, &params), (route, &route_params)])
+            let result = match (enforcement, share.is_some(), asked.route.as_deref()) {
+                (_, _, Some(&(route, ref route_params))) => redis
+                    .check_linked([(subject, &params), (route, route_params)])
                     .await
                     .map(|(decision, [plan_state, route_state])| {
                         self.known.remember(subject, plan_state, params.now_us);
@@ -540,7 +540,7 @@ impl Limiter {
         let Asked {
             subject, params, ..
         } = asked;
-        let Some((route, route_params)) = &asked.route else {
+        let Some((route, route_params)) = asked.route.as_deref() else {
             return self.local_single(*subject, params).await;
         };
         let asks = [(*subject, params), (*route, route_params)];
@@ -577,7 +577,7 @@ impl Limiter {
     async fn outage_decide(&self, asked: &Asked) -> Decision {
         let nodes = self.nodes();
         let plan_base = self.outage_base(asked.subject, &asked.params).await;
-        match &asked.route {
+        match asked.route.as_deref() {
             None => self
                 .outage
                 .decide(asked.subject, &asked.params, &plan_base, nodes),

@@ -66,14 +66,39 @@ pub enum Subject {
     },
     /// Login throttling of the control plane (a hash of the account name or the address).
     Login(u64),
-    /// A route's own windows for one key (`client_row_id` 0) or one registered client: counted
-    /// apart from the plan's, decided with them in one step.
+    /// A route's own windows for one key or one registered client ([`RouteOwner`]): counted apart
+    /// from the plan's, decided with them in one step.
     Route {
         tenant_id: i64,
         route_id: i64,
-        key_id: i64,
-        client_row_id: i64,
+        owner: RouteOwner,
     },
+}
+
+/// Whose counters a route's window keeps: a key's (positive: its id) or a registered client's
+/// (negative: minus its row id) — one number, so that a subject stays 32 bytes (it is copied into
+/// every limiter request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteOwner(i64);
+
+impl RouteOwner {
+    pub fn key(key_id: i64) -> Self {
+        Self(key_id)
+    }
+
+    pub fn client(client_row_id: i64) -> Self {
+        Self(-client_row_id)
+    }
+
+    /// The key's id, or `None` for a client.
+    pub fn key_id(self) -> Option<i64> {
+        (self.0 > 0).then_some(self.0)
+    }
+
+    /// The client's row id, or `None` for a key.
+    pub fn client_row_id(self) -> Option<i64> {
+        (self.0 < 0).then_some(-self.0)
+    }
 }
 
 impl Subject {
@@ -100,12 +125,13 @@ impl Subject {
             Self::Route {
                 tenant_id,
                 route_id,
-                key_id,
-                client_row_id,
+                owner,
             } => {
-                return format!(
-                    "{prefix}:{{t:{tenant_id}}}:r:rt:{route_id}:{key_id}:{client_row_id}"
-                );
+                let (kind, id) = match (owner.key_id(), owner.client_row_id()) {
+                    (Some(k), _) => ('k', k),
+                    (_, c) => ('c', c.unwrap_or(0)),
+                };
+                return format!("{prefix}:{{t:{tenant_id}}}:r:rt:{route_id}:{kind}:{id}");
             }
         };
         // Built on every strict request: pieces pushed, not `format!` (a quarter of the cost).
@@ -189,8 +215,9 @@ pub struct Params {
     pub requests_per_minute: u64,
     pub day: Option<(u64, Period)>,
     pub month: Option<(u64, Period)>,
-    /// Units one request takes from every window (a route's `cost`; 1 by default).
-    pub cost: u64,
+    /// Units one request takes from every window (a route's `cost`; 1 by default; a route's cost
+    /// is at most 1000, so 32 bits keep the parameters small).
+    pub cost: u32,
     /// Whose windows these are (what the decision's fields and a refusal name).
     pub level: Level,
 }
@@ -247,8 +274,13 @@ impl Params {
     /// These windows with each request taking `cost` units (at least 1).
     #[must_use]
     pub fn costing(mut self, cost: u64) -> Self {
-        self.cost = cost.max(1);
+        self.cost = u32::try_from(cost).unwrap_or(u32::MAX).max(1);
         self
+    }
+
+    /// [`Self::cost`], at least 1.
+    pub fn units(&self) -> u64 {
+        u64::from(self.cost.max(1))
     }
 
     /// These windows as a route's.
@@ -268,7 +300,7 @@ impl Params {
             (Window::Month, quota(self.month)),
         ]
         .into_iter()
-        .find(|(_, holds)| self.cost > *holds)
+        .find(|(_, holds)| self.units() > *holds)
     }
 }
 
@@ -304,24 +336,58 @@ pub struct Decision {
     /// Milliseconds until the request would be admitted by every window; 0 when allowed, and
     /// when it never will be ([`Self::too_costly`]).
     pub retry_after_ms: i64,
+    /// Minute, then day and month when the plan has them: inline, no allocation per decision.
+    pub windows: arrayvec::ArrayVec<WindowState, 3>,
+    /// What only requests on a limited or costly route have (boxed, so that a decision stays small
+    /// enough to be moved without a call to `memcpy`).
+    pub extra: Option<Box<Extra>>,
+}
+
+/// The rarer parts of a [`Decision`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Extra {
+    /// A route's own windows, when the request was counted in them too.
+    pub route_windows: arrayvec::ArrayVec<WindowState, 3>,
     /// Refused because the request costs more units than the hit window holds at all: (cost,
     /// what the window holds — a bucket its burst, a quota its limit).
     pub too_costly: Option<(u64, u64)>,
-    /// Minute, then day and month when the plan has them, then the route's minute and day (a
-    /// route has no month window): inline, no allocation per decision.
-    pub windows: arrayvec::ArrayVec<WindowState, 5>,
 }
 
 impl Decision {
+    /// Every window the request was counted in: the plan's, then the route's.
+    pub fn all_windows(&self) -> impl Iterator<Item = &WindowState> {
+        self.windows
+            .iter()
+            .chain(self.extra.iter().flat_map(|e| e.route_windows.iter()))
+    }
+
+    /// Refused for good: (the request's cost, what the refusing window holds at all).
+    pub fn too_costly(&self) -> Option<(u64, u64)> {
+        self.extra.as_ref().and_then(|e| e.too_costly)
+    }
+
+    /// Puts one subject's windows where its level says.
+    pub(crate) fn place(&mut self, level: Level, windows: arrayvec::ArrayVec<WindowState, 3>) {
+        match level {
+            Level::Plan => self.windows = windows,
+            Level::Route => self.extra.get_or_insert_default().route_windows = windows,
+        }
+    }
+
+    pub(crate) fn set_too_costly(&mut self, too_costly: Option<(u64, u64)>) {
+        if too_costly.is_some() || self.extra.is_some() {
+            self.extra.get_or_insert_default().too_costly = too_costly;
+        }
+    }
+
     /// The tightest window: the fewest remaining, ties to the later reset.
     pub fn tightest(&self) -> Option<&WindowState> {
         if let Some(hit) = self.hit {
             return self
-                .windows
-                .iter()
+                .all_windows()
                 .find(|w| w.window == hit && w.level == self.level);
         }
-        self.windows.iter().min_by(|a, b| {
+        self.all_windows().min_by(|a, b| {
             a.remaining
                 .cmp(&b.remaining)
                 .then(b.reset_ms.cmp(&a.reset_ms))
@@ -330,7 +396,7 @@ impl Decision {
 
     /// `Retry-After` in whole seconds, rounded up (at least 1 on a rejection).
     pub fn retry_after_secs(&self) -> i64 {
-        if self.allowed || self.too_costly.is_some() {
+        if self.allowed || self.too_costly().is_some() {
             0
         } else {
             ceil_div(self.retry_after_ms, 1000).max(1)
@@ -377,7 +443,7 @@ impl Ask {
 }
 
 /// What a subject's windows can grant now: requests of `p.cost` units each, after a refund.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Measure {
     tat: i64,
     day_count: u64,
@@ -406,7 +472,7 @@ pub(crate) fn measure(p: &Params, before: &State, refund: u64) -> Measure {
     };
     let day_count = count_in(p.day, before.day_id, before.day_count);
     let month_count = count_in(p.month, before.month_id, before.month_count);
-    let cost = p.cost.max(1);
+    let cost = p.units();
     let minute_units = saturating_u64((p.now_us + burst * interval - tat) / interval);
     let left = |w: Option<(u64, Period)>, used: u64| {
         w.map_or(u64::MAX, |(l, _)| l.saturating_sub(used) / cost)
@@ -428,7 +494,7 @@ pub(crate) fn measure(p: &Params, before: &State, refund: u64) -> Measure {
 pub(crate) fn settle(p: &Params, m: &Measure, granted: u64) -> (Decision, Option<State>) {
     let burst = as_i64(p.burst);
     let interval = p.interval_us;
-    let cost = p.cost.max(1);
+    let cost = p.units();
     let allowed = granted > 0;
     let refused_here = m.avail == 0;
     let out =
@@ -482,11 +548,16 @@ pub(crate) fn settle(p: &Params, m: &Measure, granted: u64) -> (Decision, Option
         } else {
             ceil_div(wait_us, US_PER_MS)
         },
-        too_costly: unattainable
+        windows: arrayvec::ArrayVec::new(),
+        extra: None,
+    };
+    let mut decision = decision;
+    decision.place(level, windows);
+    decision.set_too_costly(
+        unattainable
             .filter(|_| !allowed)
             .map(|(_, holds)| (cost, holds)),
-        windows,
-    };
+    );
     let after = allowed.then(|| State {
         tat_us: tat_after,
         day_id: p.day.map_or(0, |(_, per)| per.id),
@@ -539,17 +610,21 @@ pub fn merge<'a>(decisions: impl IntoIterator<Item = &'a Decision>) -> Decision 
         hit: None,
         level: Level::Plan,
         retry_after_ms: 0,
-        too_costly: None,
         windows: arrayvec::ArrayVec::new(),
+        extra: None,
     };
     for d in decisions {
         out.allowed &= d.allowed;
-        for w in &d.windows {
-            let _ = out.windows.try_push(*w);
+        for w in d.all_windows() {
+            let windows = match w.level {
+                Level::Plan => &mut out.windows,
+                Level::Route => &mut out.extra.get_or_insert_default().route_windows,
+            };
+            let _ = windows.try_push(*w);
         }
         // A window the request can never fit (the smallest of them) before any wait; then the
         // longest wait.
-        let worse = match (out.too_costly, d.too_costly) {
+        let worse = match (out.too_costly(), d.too_costly()) {
             (None, Some(_)) => true,
             (Some(_), None) => false,
             (Some((_, held)), Some((_, holds))) => holds < held,
@@ -559,7 +634,7 @@ pub fn merge<'a>(decisions: impl IntoIterator<Item = &'a Decision>) -> Decision 
             out.hit = d.hit;
             out.level = d.level;
             out.retry_after_ms = d.retry_after_ms;
-            out.too_costly = d.too_costly;
+            out.set_too_costly(d.too_costly());
         }
     }
     if !out.allowed && out.hit.is_none() {
@@ -1182,13 +1257,11 @@ mod tests {
     const ROUTE: Subject = Subject::Route {
         tenant_id: 1,
         route_id: 3,
-        key_id: 7,
-        client_row_id: 0,
+        owner: RouteOwner(7),
     };
 
     fn level_window(d: &Decision, level: Level, w: Window) -> WindowState {
-        *d.windows
-            .iter()
+        *d.all_windows()
             .find(|s| s.window == w && s.level == level)
             .unwrap()
     }
@@ -1274,7 +1347,7 @@ mod tests {
                 .unwrap();
             assert!(!d.allowed, "{name}");
             assert_eq!(
-                (d.hit, d.level, d.too_costly),
+                (d.hit, d.level, d.too_costly()),
                 (Some(Window::Minute), Level::Plan, None)
             );
             assert_eq!(d.retry_after_ms, 2_000, "{name}");
@@ -1289,7 +1362,7 @@ mod tests {
                 .await
                 .unwrap();
             assert!(!d.allowed, "{name}");
-            assert_eq!(d.too_costly, Some((12, 9)), "{name}");
+            assert_eq!(d.too_costly(), Some((12, 9)), "{name}");
             assert_eq!(d.retry_after_secs(), 0, "no wait would help");
         }
     }
@@ -1326,6 +1399,17 @@ mod tests {
         }
     }
 
+    /// A decision is moved several times per request: past 128 bytes each move is a `memcpy`
+    /// call (what `scripts/bench-instructions` showed when route windows were first inline).
+    #[test]
+    fn a_decision_stays_small_enough_to_move_inline() {
+        assert!(
+            std::mem::size_of::<Decision>() <= 128,
+            "{} bytes",
+            std::mem::size_of::<Decision>()
+        );
+    }
+
     #[test]
     fn redis_keys_are_namespaced_and_hash_tagged() {
         assert_eq!(KEY.redis_key("gw"), "gw:{t:1}:r:k:7");
@@ -1334,5 +1418,13 @@ mod tests {
             client_row_id: 9,
         };
         assert_eq!(c.redis_key("gw"), "gw:{t:3}:r:c:9");
+        assert_eq!(ROUTE.redis_key("gw"), "gw:{t:1}:r:rt:3:k:7");
+        let of_client = Subject::Route {
+            tenant_id: 3,
+            route_id: 4,
+            owner: RouteOwner::client(9),
+        };
+        assert_eq!(of_client.redis_key("gw"), "gw:{t:3}:r:rt:4:c:9");
+        assert_eq!(std::mem::size_of::<Subject>(), 32);
     }
 }

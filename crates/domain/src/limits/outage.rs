@@ -148,7 +148,7 @@ impl Share {
     /// Requests (of `p.cost` units) this share admits now, after rolling its periods.
     fn avail(&mut self, p: &Params) -> u64 {
         self.roll(p);
-        let cost = p.cost.max(1);
+        let cost = p.units();
         let minute = self.minute_units(p) / cost;
         let left = |w: Option<(i64, u64)>| w.map_or(u64::MAX, |(_, l)| l / cost);
         minute.min(left(self.day)).min(left(self.month))
@@ -164,7 +164,7 @@ impl Share {
     /// [`Self::avail`] said so here and in every other share the request is counted in.
     fn settle(&mut self, p: &Params, admit: bool) -> Decision {
         let burst = as_i64(self.burst);
-        let cost = p.cost.max(1);
+        let cost = p.units();
         let refused_here = self.avail(p) == 0;
         let tat = self.tat_us.max(p.now_us);
         let minute_units = self.minute_units(p);
@@ -214,7 +214,7 @@ impl Share {
             }
         }
         let unattainable = p.unattainable();
-        Decision {
+        let mut decision = Decision {
             allowed: admit,
             hit: (!admit && refused_here).then(|| unattainable.map_or(hit, |(w, _)| w)),
             level: p.level,
@@ -223,11 +223,16 @@ impl Share {
             } else {
                 ceil_div(wait_us, 1_000)
             },
-            too_costly: unattainable
+            windows: arrayvec::ArrayVec::new(),
+            extra: None,
+        };
+        decision.place(p.level, windows);
+        decision.set_too_costly(
+            unattainable
                 .filter(|_| !admit)
                 .map(|(_, holds)| (cost, holds)),
-            windows,
-        }
+        );
+        decision
     }
 }
 
@@ -332,7 +337,7 @@ impl Ledger {
         if n == 0 || (p.day.is_none() && p.month.is_none()) {
             return;
         }
-        let n = n.saturating_mul(as_i64(p.cost.max(1)));
+        let n = n.saturating_mul(as_i64(p.units()));
         let mut entries = lock(&self.entries);
         let e = entries.entry(subject).or_default();
         for (slot, window) in [(&mut e.day, p.day), (&mut e.month, p.month)] {
@@ -511,8 +516,7 @@ mod tests {
         let r = Subject::Route {
             tenant_id: 1,
             route_id: 5,
-            key_id: 2,
-            client_row_id: 0,
+            owner: super::super::RouteOwner::key(2),
         };
         let outage = Outage::default();
         let fresh = State::default();

@@ -167,8 +167,9 @@ struct Job {
     reply: oneshot::Sender<Result<Reply, Failure>>,
 }
 
-/// A job's answers: its subject's, and its linked subject's when it has one.
-type Reply = (Answer, Option<Answer>);
+/// A job's answers: its subject's, and its linked subject's when it has one (boxed: the common
+/// reply stays one answer wide).
+type Reply = (Answer, Option<Box<Answer>>);
 
 /// A grant Redis decided: how many, the decision, and the subject's state after it (before it,
 /// when nothing was granted).
@@ -320,7 +321,9 @@ impl RedisStore {
                 seed,
                 linked: false,
             };
-            match self.send(req, None).await?.0 {
+            let (jobs, job, answer) = self.job(req, None);
+            jobs.send(job).await.map_err(|_| RedisStoreError::Stopped)?;
+            match answer.await.map_err(|_| RedisStoreError::Stopped)??.0 {
                 Answer::Granted(g) => return Ok(g),
                 Answer::Missing if seed.is_none() => {
                     seed = Some(self.recorded(subject, p).await);
@@ -332,10 +335,19 @@ impl RedisStore {
         }
     }
 
-    /// Queues one request (a subject, or a linked pair) for this thread's dispatcher and waits for
-    /// its answers. The dispatcher answers every job by its deadline (a call that hangs is
-    /// answered then and awaited on a task of its own), so no timer per request here.
-    async fn send(&self, req: Ask1, with: Option<Box<Ask1>>) -> Result<Reply, Failure> {
+    /// One request (a subject, or a linked pair) as a job for this thread's dispatcher: the
+    /// dispatcher, the job, and where its answer comes. The dispatcher answers every job by its
+    /// deadline (a call that hangs is answered then and awaited on a task of its own), so no timer
+    /// per request here. (Sent and awaited by the caller: one state machine per request, not two.)
+    fn job(
+        &self,
+        req: Ask1,
+        with: Option<Box<Ask1>>,
+    ) -> (
+        mpsc::Sender<Job>,
+        Job,
+        oneshot::Receiver<Result<Reply, Failure>>,
+    ) {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             req,
@@ -343,11 +355,7 @@ impl RedisStore {
             deadline: Instant::now() + self.timeout,
             reply,
         };
-        self.jobs()
-            .send(job)
-            .await
-            .map_err(|_| RedisStoreError::Stopped)?;
-        answer.await.map_err(|_| RedisStoreError::Stopped)?
+        (self.jobs(), job, answer)
     }
 
     /// The day and month counts the database holds for `subject` (a seed for a missing state).
@@ -378,10 +386,10 @@ impl RedisStore {
                     linked: i == 0,
                 }
             };
-            let (first, second) = self
-                .send(subject_ask(0), Some(Box::new(subject_ask(1))))
-                .await?;
-            let answers = [Some(first), second];
+            let (jobs, job, answer) = self.job(subject_ask(0), Some(Box::new(subject_ask(1))));
+            jobs.send(job).await.map_err(|_| RedisStoreError::Stopped)?;
+            let (first, second) = answer.await.map_err(|_| RedisStoreError::Stopped)??;
+            let answers = [Some(first), second.map(|b| *b)];
             let mut grants = Vec::with_capacity(2);
             let mut seeded_now = false;
             for (i, a) in answers.into_iter().enumerate() {
@@ -604,13 +612,14 @@ async fn run_batch(
     let mut reqs: Vec<Ask1> = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     for j in batch {
-        let mut asked = vec![(j.req.subject, j.req.params)];
+        let first = (j.req.subject, j.req.params);
         reqs.push(j.req);
-        if let Some(with) = j.with {
-            asked.push((with.subject, with.params));
+        let second = j.with.map(|with| {
+            let asked = Box::new((with.subject, with.params));
             reqs.push(*with);
-        }
-        replies.push((j.reply, asked));
+            asked
+        });
+        replies.push((j.reply, first, second));
     }
     let sent = Instant::now();
     let (clock, pool, script) = (times.clone(), pool.clone(), script.clone());
@@ -626,9 +635,9 @@ async fn run_batch(
         r = &mut in_call => r,
         () = tokio::time::sleep_until(deadline) => {
             let mut cells: Vec<Arc<LateCell>> = Vec::with_capacity(replies.len());
-            for (reply, asked) in replies {
-                let mine: Vec<Arc<LateCell>> = asked
-                    .into_iter()
+            for (reply, first, second) in replies {
+                let mine: Vec<Arc<LateCell>> = std::iter::once(first)
+                    .chain(second.map(|b| *b))
                     .map(|(subject, params)| LateCell::new(ledger.clone(), subject, params))
                     .collect();
                 cells.extend(mine.iter().cloned());
@@ -656,10 +665,10 @@ async fn run_batch(
     match result {
         Ok((answers, fresh)) => {
             let mut answers = answers.into_iter();
-            for (reply, asked) in replies {
+            for (reply, _, linked) in replies {
                 let (Some(first), second) = (
                     answers.next(),
-                    (asked.len() > 1).then(|| answers.next()).flatten(),
+                    linked.and_then(|_| answers.next()).map(Box::new),
                 ) else {
                     break;
                 };
@@ -668,7 +677,7 @@ async fn run_batch(
             fresh.map_or(Outcome::Served, Outcome::Fresh)
         }
         Err(e) => {
-            for (reply, _) in replies {
+            for (reply, _, _) in replies {
                 let _ = reply.send(Err(e.clone().into()));
             }
             Outcome::Failed
@@ -760,7 +769,7 @@ async fn call(
             i64::from(job.seed.is_some()),
             int(job.seed.map_or(0, |s| s.0)),
             int(job.seed.map_or(0, |s| s.1)),
-            int(p.cost.max(1)),
+            int(p.units()),
             i64::from(job.linked),
         ]);
         cmd.arg(&args[..]);
@@ -781,19 +790,17 @@ async fn call(
         )));
     }
     let flat = unpack(&packed);
-    let rows: Vec<(i64, State)> = flat
-        .chunks_exact(RESULT_WIDTH)
-        .map(|r| {
-            let before = State {
-                tat_us: r[1],
-                day_id: r[2],
-                day_count: u64::try_from(r[3]).unwrap_or(0),
-                month_id: r[4],
-                month_count: u64::try_from(r[5]).unwrap_or(0),
-            };
-            (r[0], before)
-        })
-        .collect();
+    let row = |r: &[i64]| {
+        let before = State {
+            tat_us: r[1],
+            day_id: r[2],
+            day_count: u64::try_from(r[3]).unwrap_or(0),
+            month_id: r[4],
+            month_count: u64::try_from(r[5]).unwrap_or(0),
+        };
+        (r[0], before)
+    };
+    let mut rows = flat.chunks_exact(RESULT_WIDTH).map(row);
     let mut answers = Vec::with_capacity(batch.len());
     let mut i = 0;
     while i < batch.len() {
@@ -803,33 +810,57 @@ async fn call(
         } else {
             1
         };
-        let (jobs, rows) = (&batch[i..i + n], &rows[i..i + n]);
+        let jobs = &batch[i..i + n];
         i += n;
-        if rows.iter().any(|(g, _)| *g < 0) {
+        let group: arrayvec::ArrayVec<((i64, State), super::Measure), 2> = jobs
+            .iter()
+            .zip(rows.by_ref())
+            .map(|(job, (g, before))| {
+                // Measured for a pair only (a single subject is checked by grant()).
+                let m = if n == 2 {
+                    super::measure(&job.params, &before, job.ask.refund)
+                } else {
+                    super::Measure::default()
+                };
+                ((g, before), m)
+            })
+            .collect();
+        if group.iter().any(|((g, _), _)| *g < 0) {
             // Nothing decided: the missing are seeded and the request asked again.
-            answers.extend(jobs.iter().zip(rows).map(|(job, (g, before))| {
-                if *g < 0 {
+            for (job, ((g, before), m)) in jobs.iter().zip(&group) {
+                answers.push(if *g < 0 {
                     Answer::Missing
                 } else {
-                    let m = super::measure(&job.params, before, job.ask.refund);
-                    answer(job, before, &m, 0, 0)
-                }
-            }));
+                    answer(job, before, m, 0, 0)
+                });
+            }
             continue;
         }
-        // What grant() / decide_linked() decide from the same states, to check Redis against.
-        let measures: Vec<super::Measure> = jobs
-            .iter()
-            .zip(rows)
-            .map(|(job, (_, before))| super::measure(&job.params, before, job.ask.refund))
-            .collect();
-        let avail = measures.iter().map(|m| m.avail).min().unwrap_or(0);
+        if let [((g, before), _)] = group.as_slice() {
+            // One subject: what grant() decides from the same state, to check Redis against.
+            let job = &jobs[0];
+            let by_redis = u64::try_from(*g).unwrap_or(0);
+            let (mine, decision, after) = super::grant(&job.params, before, job.ask);
+            answers.push(if mine == by_redis {
+                Answer::Granted(Grant {
+                    granted: mine,
+                    decision,
+                    state: after.unwrap_or(*before),
+                })
+            } else {
+                let m = super::measure(&job.params, before, job.ask.refund);
+                answer(job, before, &m, mine, by_redis)
+            });
+            continue;
+        }
+        // A linked pair: what decide_linked() decides from the same states.
+        let avail = group.iter().map(|(_, m)| m.avail).min().unwrap_or(0);
         let ask = jobs[0].ask;
         let cap = avail
             .checked_div(ask.share_div)
             .map_or(u64::MAX, |share| share.max(1));
         let mine = ask.want.min(avail).min(cap);
-        for ((job, (g, before)), m) in jobs.iter().zip(rows).zip(&measures) {
+        for (job, ((g, before), m)) in jobs.iter().zip(&group) {
             answers.push(answer(job, before, m, mine, u64::try_from(*g).unwrap_or(0)));
         }
     }

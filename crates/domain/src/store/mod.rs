@@ -676,8 +676,7 @@ mod tests {
         let on_route = crate::limits::Subject::Route {
             tenant_id: ten.id,
             route_id: 9,
-            key_id: 2,
-            client_row_id: 0,
+            owner: crate::limits::RouteOwner::key(2),
         };
         assert_eq!(
             usage::admitted(db, key, day).await.unwrap(),

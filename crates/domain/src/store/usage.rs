@@ -164,17 +164,15 @@ pub async fn admitted(
         Subject::Route {
             tenant_id,
             route_id,
-            key_id,
-            client_row_id,
+            owner,
         } => {
             // A route's window of a client counts the client's requests on the route, with
             // whichever key; of a key, the key's own (no client).
-            let who = if client_row_id == 0 {
-                Condition::all()
+            let who = match (owner.key_id(), owner.client_row_id()) {
+                (Some(key_id), _) => Condition::all()
                     .add(C::KeyId.eq(key_id))
-                    .add(C::ClientId.eq(0))
-            } else {
-                Condition::all().add(C::ClientId.eq(client_row_id))
+                    .add(C::ClientId.eq(0)),
+                (_, client) => Condition::all().add(C::ClientId.eq(client.unwrap_or(0))),
             };
             (tenant_id, who.add(C::RouteId.eq(route_id)))
         }
