@@ -29,9 +29,9 @@ local out = {}
 -- A subject asked again later in this call (a busy key) is read once, carried from ask to ask
 -- here ({tat, dp, dc, mp, mc, exp, px, changed}), and written once, at its last ask.
 local carried = {}
--- Scratch tables for an ask's arguments and state (a linked pair needs two of each), reused from
--- ask to ask: no table is made per decision unless its state is carried.
-local A, S, B, T = {}, {}, nil, nil
+-- Scratch tables for a linked pair's arguments and states, made at the first pair of a call (at
+-- their full size: filling an empty table grows it five times over) and reused.
+local A, S, B, T
 
 local function args(t, i)
   t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13], t[14], t[15],
@@ -39,11 +39,11 @@ local function args(t, i)
   return t
 end
 
--- s[7] (px): how long the key must now live (ms), or 0 to keep its expiry and overwrite in place.
-local function write(key, s)
-  local state = pack('<dddddd', s[1], s[2], s[3], s[4], s[5], s[6])
-  if s[7] > 0 then
-    redis.call('SET', key, state, 'PX', s[7])
+-- px: how long the key must now live (ms), or 0 to keep its expiry and overwrite in place.
+local function write(key, tat, dp, dc, mp, mc, exp, px)
+  local state = pack('<dddddd', tat, dp, dc, mp, mc, exp)
+  if px > 0 then
+    redis.call('SET', key, state, 'PX', px)
   else
     redis.call('SETRANGE', key, 0, state)
   end
@@ -114,11 +114,11 @@ local function commit(i, key, s, a, fresh, granted, tat, dc, mc)
     if carried[key] ~= s then carried[key] = {s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8]} end
   else
     carried[key] = nil
-    if s[8] then write(key, s) end
+    if s[8] then write(key, s[1], s[2], s[3], s[4], s[5], s[6], s[7]) end
   end
 end
 
-local function missing(i)
+local function missing_at(i)
   out[i] = pack('<dddddd', -1, 0, 0, 0, 0, 0)
 end
 
@@ -128,17 +128,27 @@ local function hold(i, key, s, a, fresh)
     local _, tat, dc, mc = measure(s, a)
     commit(i, key, s, a, fresh, 0, tat, dc, mc)
   else
-    missing(i)
+    missing_at(i)
   end
 end
 
+local n = #KEYS
 local i = 1
-while i <= #KEYS do
-  local key, a = KEYS[i], args(A, i)
-  local s, fresh = load(key, a, S)
-  if a[18] > 0 and i < #KEYS then
-    if not B then B, T = {}, {} end
-    local key2, b = KEYS[i + 1], args(B, i + 1)
+while i <= n do
+  local key = KEYS[i]
+  local now, interval, burst, day_limit, day_id, day_end, month_limit, month_id, month_end, want,
+    share_div, refund, more, seeded, seed_dc, seed_mc, cost, linked = unpack(ARGS, ARGV[i])
+  if linked > 0 and i < n then
+    -- A linked pair (a plan's windows and a route's): decided together, through the helpers.
+    if not A then
+      A = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+      B = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+      S = {0, 0, 0, 0, 0, 0, 0, false}
+      T = {0, 0, 0, 0, 0, 0, 0, false}
+    end
+    local a, b = args(A, i), args(B, i + 1)
+    local key2 = KEYS[i + 1]
+    local s, fresh = load(key, a, S)
     local t, fresh2 = load(key2, b, T)
     if s and t then
       local ga, tat, dc, mc = measure(s, a)
@@ -152,19 +162,82 @@ while i <= #KEYS do
     end
     i = i + 2
   else
-    if s then
-      local avail, tat, dc, mc = measure(s, a)
-      local g = min(a[10], avail)
-      if a[11] > 0 then g = min(g, max(floor(avail / a[11]), 1)) end
-      commit(i, key, s, a, fresh, g, tat, dc, mc)
+    -- One subject, the common ask: all in locals (no table unless its state is carried).
+    -- missing: no state and no seed (nothing decided); fresh: a seed became the state (written
+    -- even when the ask is refused, so the database is read once, not at every ask).
+    local missing, fresh = false, false
+    local tat0, dp0, dc0, mp0, mc0, exp0, px, changed = 0, 0, 0, 0, 0, 0, 0, false
+    local c = carried[key]
+    if c then
+      tat0, dp0, dc0, mp0, mc0, exp0, px, changed = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
     else
-      missing(i)
+      local stored = redis.call('GET', key)
+      if stored then
+        if #stored == 48 then
+          tat0, dp0, dc0, mp0, mc0, exp0 = unpack('<dddddd', stored)
+        else
+          local a1, a2, a3, a4, a5 = string.match(stored, '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
+          if a1 then
+            tat0, dp0, dc0, mp0, mc0 = tonumber(a1), tonumber(a2), tonumber(a3), tonumber(a4), tonumber(a5)
+          end
+        end
+      elseif day_limit > 0 or month_limit > 0 then
+        if seeded > 0 then
+          if day_limit > 0 then dp0, dc0 = day_id, seed_dc end
+          if month_limit > 0 then mp0, mc0 = month_id, seed_mc end
+          fresh = true
+        else
+          missing = true
+        end
+      end
+    end
+
+    if missing then
+      -- Nothing decided, nothing written: the caller seeds the state and asks again.
+      missing_at(i)
+    else
+      local tat = max(tat0 - refund * interval, now)
+      local avail = floor(max(floor((now + burst * interval - tat) / interval), 0) / cost)
+      local dc = 0
+      if day_limit > 0 and dp0 == day_id then dc = max(dc0 - refund, 0) end
+      local mc = 0
+      if month_limit > 0 and mp0 == month_id then mc = max(mc0 - refund, 0) end
+      if day_limit > 0 then avail = min(avail, floor(max(day_limit - dc, 0) / cost)) end
+      if month_limit > 0 then avail = min(avail, floor(max(month_limit - mc, 0) / cost)) end
+      local granted = min(want, avail)
+      if share_div > 0 then granted = min(granted, max(floor(avail / share_div), 1)) end
+
+      local tat1, dp1, dc1, mp1, mc1, exp1 = tat0, dp0, dc0, mp0, mc0, exp0
+      if granted > 0 or refund > 0 or fresh then
+        local used = granted * cost
+        tat1, dc1, mc1 = tat + used * interval, dc + used, mc + used
+        dp1, mp1 = day_limit > 0 and day_id or 0, month_limit > 0 and month_id or 0
+        local until_us = tat1
+        if day_limit > 0 and day_end > until_us then until_us = day_end end
+        if month_limit > 0 and month_end > until_us then until_us = month_end end
+        if exp0 < until_us + 1000000 then
+          exp1 = until_us + 60000000
+          px = math.ceil((exp1 - now) / 1000)
+        end
+        changed = true
+      end
+      if more > 0 then
+        if c then
+          c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8] = tat1, dp1, dc1, mp1, mc1, exp1, px, changed
+        else
+          carried[key] = {tat1, dp1, dc1, mp1, mc1, exp1, px, changed}
+        end
+      else
+        if c then carried[key] = nil end
+        if changed then write(key, tat1, dp1, dc1, mp1, mc1, exp1, px) end
+      end
+      out[i] = pack('<dddddd', granted, tat0, dp0, dc0, mp0, mc0)
     end
     i = i + 1
   end
 end
 -- Whatever a caller said would be asked again and was not.
 for key, c in pairs(carried) do
-  if c[8] then write(key, c) end
+  if c[8] then write(key, c[1], c[2], c[3], c[4], c[5], c[6], c[7]) end
 end
 return table.concat(out)
