@@ -257,3 +257,61 @@ async fn an_api_without_routes_forwards_everything_and_route_changes_reload() {
     }
     env.gw.stop().await;
 }
+
+/// A route's own window and cost through the pipeline on both engines (the in-process limiter):
+/// refused by the route's window naming it, the plan's count untouched by the refusal, and a
+/// request costing more than the route's burst never admitted.
+#[tokio::test]
+async fn a_routes_window_and_cost_are_enforced_on_both_engines() {
+    for engine in [Engine::Fast, Engine::Hyper] {
+        let mut login = route("/login", MatchKind::Exact, &["POST"]);
+        login.rate_limit = Some(domain::route::RouteLimit {
+            requests_per_minute: 1,
+            burst: 4,
+            requests_per_day: None,
+        });
+        login.cost = 2;
+        let mut export = route("/export", MatchKind::Prefix, &[]);
+        export.cost = 9;
+        let env = env_with_routes(
+            engine,
+            8,
+            vec![login, export, route("/", MatchKind::Prefix, &[])],
+        )
+        .await;
+        for left in [2, 0] {
+            let resp = send(&env, "POST", "/login").await;
+            assert_eq!(resp.status(), 200, "{engine:?}");
+            assert_eq!(
+                resp.headers()["x-ratelimit-remaining-route-minute"],
+                left.to_string().as_str()
+            );
+        }
+        let refused = send(&env, "POST", "/login").await;
+        assert_eq!(refused.status(), 429, "{engine:?}");
+        assert_eq!(
+            refused.headers()["x-ratelimit-remaining-minute"],
+            "4",
+            "{engine:?}"
+        );
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(
+            body["error"]["details"]["window"], "route-minute",
+            "{engine:?}"
+        );
+        // Cost 9 against the plan's burst of 8: never admitted, said so.
+        let never = send(&env, "GET", "/export/all").await;
+        assert_eq!(never.status(), 429, "{engine:?}");
+        assert!(!never.headers().contains_key("retry-after"));
+        assert_eq!(error_type(never).await, "request_too_costly");
+        // Off the limited routes, the plan's 4 units are there.
+        let other = send(&env, "GET", "/items").await;
+        assert_eq!(other.status(), 200, "{engine:?}");
+        assert_eq!(
+            other.headers()["x-ratelimit-remaining-minute"],
+            "3",
+            "{engine:?}"
+        );
+        assert_eq!(env.upstream.count(), 3, "{engine:?}");
+    }
+}
