@@ -15,17 +15,25 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Locks the shards at `at` once each, in index order (two requests locking the same pair never
-/// wait on each other); [`Locked::get`] finds a shard's guard.
-fn lock_shards<T, const N: usize>(shards: &[std::sync::Mutex<T>], at: [usize; N]) -> Locked<'_, T> {
-    let mut order = at.to_vec();
+/// wait on each other); [`Locked::get`] finds a shard's guard. Inline: nothing is allocated.
+fn lock_shards<T, const N: usize>(
+    shards: &[std::sync::Mutex<T>],
+    at: [usize; N],
+) -> Locked<'_, T, N> {
+    let mut order = at;
     order.sort_unstable();
-    order.dedup();
-    Locked(order.into_iter().map(|i| (i, lock(&shards[i]))).collect())
+    let mut guards = arrayvec::ArrayVec::new();
+    for (k, i) in order.into_iter().enumerate() {
+        if k == 0 || order[k - 1] != i {
+            guards.push((i, lock(&shards[i])));
+        }
+    }
+    Locked(guards)
 }
 
-struct Locked<'a, T>(Vec<(usize, std::sync::MutexGuard<'a, T>)>);
+struct Locked<'a, T, const N: usize>(arrayvec::ArrayVec<(usize, std::sync::MutexGuard<'a, T>), N>);
 
-impl<T> Locked<'_, T> {
+impl<T, const N: usize> Locked<'_, T, N> {
     fn get(&mut self, shard: usize) -> &mut T {
         let at = self.0.iter().position(|(i, _)| *i == shard).unwrap_or(0);
         &mut self.0[at].1

@@ -287,7 +287,7 @@ impl Outage {
             .iter_mut()
             .zip(&asks)
             .all(|(share, (_, p, _))| share.avail(p) >= 1);
-        let decisions: Vec<Decision> = shares
+        let mut decisions: arrayvec::ArrayVec<Decision, N> = shares
             .iter_mut()
             .zip(&asks)
             .map(|(share, (_, p, _))| share.settle(p, admit))
@@ -296,10 +296,7 @@ impl Outage {
             locked.get(shard).insert(*subject, *share);
         }
         match decisions.len() {
-            1 => decisions
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| super::merge(&[])),
+            1 => decisions.swap_remove(0),
             _ => super::merge(&decisions),
         }
     }

@@ -812,21 +812,38 @@ async fn call(
         };
         let jobs = &batch[i..i + n];
         i += n;
+        if let [job] = jobs {
+            let Some((g, before)) = rows.next() else {
+                break;
+            };
+            // One subject: what grant() decides from the same state, to check Redis against.
+            let Ok(by_redis) = u64::try_from(g) else {
+                answers.push(Answer::Missing);
+                continue;
+            };
+            let (mine, decision, after) = super::grant(&job.params, &before, job.ask);
+            answers.push(if mine == by_redis {
+                Answer::Granted(Grant {
+                    granted: mine,
+                    decision,
+                    state: after.unwrap_or(before),
+                })
+            } else {
+                let m = super::measure(&job.params, &before, job.ask.refund);
+                answer(job, &before, &m, mine, by_redis)
+            });
+            continue;
+        }
         let group: arrayvec::ArrayVec<((i64, State), super::Measure), 2> = jobs
             .iter()
             .zip(rows.by_ref())
             .map(|(job, (g, before))| {
-                // Measured for a pair only (a single subject is checked by grant()).
-                let m = if n == 2 {
-                    super::measure(&job.params, &before, job.ask.refund)
-                } else {
-                    super::Measure::default()
-                };
+                let m = super::measure(&job.params, &before, job.ask.refund);
                 ((g, before), m)
             })
             .collect();
         if group.iter().any(|((g, _), _)| *g < 0) {
-            // Nothing decided: the missing are seeded and the request asked again.
+            // Nothing decided: the missing are seeded and the pair asked again.
             for (job, ((g, before), m)) in jobs.iter().zip(&group) {
                 answers.push(if *g < 0 {
                     Answer::Missing
@@ -834,23 +851,6 @@ async fn call(
                     answer(job, before, m, 0, 0)
                 });
             }
-            continue;
-        }
-        if let [((g, before), _)] = group.as_slice() {
-            // One subject: what grant() decides from the same state, to check Redis against.
-            let job = &jobs[0];
-            let by_redis = u64::try_from(*g).unwrap_or(0);
-            let (mine, decision, after) = super::grant(&job.params, before, job.ask);
-            answers.push(if mine == by_redis {
-                Answer::Granted(Grant {
-                    granted: mine,
-                    decision,
-                    state: after.unwrap_or(*before),
-                })
-            } else {
-                let m = super::measure(&job.params, before, job.ask.refund);
-                answer(job, before, &m, mine, by_redis)
-            });
             continue;
         }
         // A linked pair: what decide_linked() decides from the same states.
