@@ -11,6 +11,7 @@ mod m20261202_000002_sessions_and_rotation;
 mod m20261202_000003_listeners;
 mod m20261203_000001_routes;
 mod m20261204_000001_usage_routes;
+mod m20261205_000001_targets;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000003_listeners::Migration),
             Box::new(m20261203_000001_routes::Migration),
             Box::new(m20261204_000001_usage_routes::Migration),
+            Box::new(m20261205_000001_targets::Migration),
         ]
     }
 }

@@ -79,6 +79,30 @@ impl UpstreamBody {
         })
     }
 
+    /// A second copy of the body for another try, when all of it is at hand (read ahead, or
+    /// empty); `None` when part of it is still to be streamed from the caller.
+    pub fn replay(&self) -> Option<Self> {
+        if !self.rest.as_ref().is_none_or(Body::is_end_stream) {
+            return None;
+        }
+        let ahead = self
+            .ahead
+            .iter()
+            .map(|f| match (f.data_ref(), f.trailers_ref()) {
+                (Some(d), _) => Some(Frame::data(d.clone())),
+                (None, Some(t)) => Some(Frame::trailers(t.clone())),
+                (None, None) => None,
+            })
+            .collect::<Option<VecDeque<_>>>()?;
+        Some(Self {
+            ahead,
+            rest: None,
+            len: self.len,
+            limit: self.limit,
+            seen: self.seen,
+        })
+    }
+
     /// The body's length when the gateway knows it: the upstream request's `Content-Length`.
     pub fn known_len(&self) -> Option<u64> {
         self.len

@@ -61,6 +61,11 @@ pub enum GatewayError {
     UpstreamTimeout {
         timeout_ms: u128,
     },
+    /// Every target of the API is down or its circuit open: nothing was sent.
+    UpstreamUnavailable {
+        /// When the soonest open circuit lets a request through, if one will.
+        retry_after_secs: Option<u64>,
+    },
     // Ours.
     LimiterUnavailable,
 }
@@ -91,7 +96,9 @@ impl GatewayError {
             Self::RateLimited { .. } | Self::TooCostly { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable | Self::UpstreamForbidden => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LimiterUnavailable | Self::UpstreamUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -115,6 +122,7 @@ impl GatewayError {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamForbidden => "upstream_forbidden",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::LimiterUnavailable => "limiter_unavailable",
         }
     }
@@ -174,6 +182,15 @@ impl GatewayError {
             Self::UpstreamTimeout { timeout_ms } => {
                 format!("The upstream API did not answer within {timeout_ms} ms.")
             }
+            Self::UpstreamUnavailable { retry_after_secs } => match retry_after_secs {
+                Some(s) => format!(
+                    "Every upstream target of this API is down or failing, so the request was not \
+                     sent. Retry in {s} s."
+                ),
+                None => "Every upstream target of this API is down or failing, so the request \
+                         was not sent. Try again shortly."
+                    .into(),
+            },
             Self::LimiterUnavailable => {
                 "Rate limiting is unavailable, so requests are refused. Try again shortly.".into()
             }
@@ -197,6 +214,9 @@ impl GatewayError {
                 holds,
             } => Some(json!({"window": window, "cost": cost, "holds": holds})),
             Self::MissingKey { header } => Some(json!({"header": header})),
+            Self::UpstreamUnavailable {
+                retry_after_secs: Some(s),
+            } => Some(json!({"retry_after": s})),
             Self::BodyTooLarge { limit } => Some(json!({"limit_bytes": limit})),
             Self::HeadersTooLarge {
                 limit,
@@ -231,6 +251,13 @@ impl GatewayError {
             && let Ok(v) = HeaderValue::from_str(allow)
         {
             resp.headers_mut().insert(header::ALLOW, v);
+        }
+        if let Self::UpstreamUnavailable {
+            retry_after_secs: Some(s),
+        } = self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*s));
         }
         resp
     }

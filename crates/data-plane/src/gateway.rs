@@ -1,6 +1,6 @@
 //! `Gateway`: what every request shares, whichever engine reads it — the configuration snapshot
-//! and the keys changed since, the limiter, usage recorder, metrics, database, clock, settings and
-//! upstream policy — and the gateway's own endpoints (`/health*`, `/metrics`).
+//! and the keys changed since, the limiter, usage recorder, metrics, database, clock, settings,
+//! upstream policy and the targets' live state — and the gateway's own endpoints (`/health*`, `/metrics`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::config::ProxySettings;
 use crate::errors::json_response;
 use crate::metrics::Metrics;
+use crate::upstream::balance::Upstreams;
 use crate::usage::UsageRecorder;
 
 /// Key entries newer than the snapshot, by hash, with the config version they came with.
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub settings: ProxySettings,
     /// Which upstream addresses may be connected to, for which tenants.
     pub policy: Arc<UpstreamPolicy>,
+    /// Every API's targets with their live state: round robin, circuits, health.
+    pub upstreams: Upstreams,
     /// Set once the first snapshot is loaded.
     pub loaded: AtomicBool,
     /// Where this data plane listens (registered in the database for the other planes' policy).
@@ -66,6 +69,7 @@ impl Gateway {
             clock,
             settings,
             policy,
+            upstreams: Upstreams::default(),
             loaded: AtomicBool::new(false),
             bound: std::sync::Mutex::new(None),
         })
@@ -128,6 +132,7 @@ impl Gateway {
             .usage_flush_errors
             .set(i64::try_from(self.usage.flush_errors()).unwrap_or(i64::MAX));
         let mut page = self.metrics.render();
+        self.upstreams.write_metrics(&mut page, self.clock.now_ms());
         if let Some(store) = self.limiter.redis_store() {
             redis_call_times(&mut page, store.call_times());
         }

@@ -45,6 +45,7 @@ pub async fn reload(gw: &Gateway) -> Result<(), domain::sea_orm::DbErr> {
         );
         return Ok(());
     }
+    gw.upstreams.refresh(&fresh);
     // The other planes' listeners: never upstreams.
     if let Ok(listeners) = domain::store::listeners(&gw.db).await {
         gw.policy.set_peers(&listeners);

@@ -140,6 +140,10 @@ impl Application {
         let reloader = tokio::spawn(reload::run(gateway.clone(), redis, poll, stop_rx.clone()));
         let prober = tokio::spawn(gateway.limiter.clone().probe_until(stop_rx.clone()));
         let heart = tokio::spawn(gateway.limiter.clone().heartbeat_until(stop_rx.clone()));
+        let checks = tokio::spawn(crate::upstream::health::run(
+            gateway.clone(),
+            stop_rx.clone(),
+        ));
         let flusher = tokio::spawn(flush_every(
             gateway.clone(),
             Duration::from_millis(settings.proxy.usage_flush_ms.max(10)),
@@ -159,7 +163,7 @@ impl Application {
         }
 
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(reloader, prober, heart, flusher);
+        let _ = tokio::join!(reloader, prober, heart, flusher, checks);
         for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
             let report = gateway.usage.flush().await;
             if report.db_ok && report.redis_ok {

@@ -100,6 +100,7 @@ mod tests {
         "usage_rollups",
         "usage_minutes",
         "api_tokens",
+        "api_targets",
         "config_version",
     ];
 

@@ -10,6 +10,7 @@ pub mod header;
 pub mod limits;
 pub mod password;
 pub mod plan;
+pub mod resilience;
 pub mod route;
 pub mod settings;
 pub mod shutdown;

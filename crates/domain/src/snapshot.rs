@@ -5,11 +5,12 @@ use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QuerySelect};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryOrder, QuerySelect};
 
 use crate::apikey::KeyHash;
-use crate::entities::{api, api_key, api_route, client, plan, tenant};
+use crate::entities::{api, api_key, api_route, api_target, client, plan, tenant};
 use crate::plan::{Enforcement, PlanLimits};
+use crate::resilience::ApiResilience;
 use crate::route::{MatchKind, Methods, Route, RouteLimit, RoutePath, RouteTable};
 use crate::upstream::UpstreamUrl;
 
@@ -30,16 +31,9 @@ pub struct ApiEntry {
     pub id: i64,
     pub tenant_id: i64,
     pub slug: Box<str>,
-    pub upstream: UpstreamUrl,
-    /// `scheme://authority/path` of the upstream without a trailing slash.
-    pub upstream_base: Box<str>,
-    /// The `Host` header sent upstream.
-    pub upstream_authority: Box<str>,
-    /// `host:port` to connect to (the port filled in from the scheme when the URL has none).
-    pub upstream_addr: Box<str>,
-    /// The upstream's path prefix without a trailing `/` (empty for the root).
-    pub upstream_path: Box<str>,
-    /// Whether the upstream is spoken to over TLS (`https`).
+    /// Where its requests go, at least one; the first is the API's `upstream_url`.
+    pub targets: Box<[Arc<TargetEntry>]>,
+    /// Whether any target is spoken to over TLS (`https`).
     pub upstream_tls: bool,
     /// Lowercase name of the header the key is read from.
     pub key_header: Box<str>,
@@ -50,12 +44,59 @@ pub struct ApiEntry {
     pub pass_encoded_slashes: bool,
     /// The owning tenant may use loopback and private upstreams.
     pub trusted_upstreams: bool,
-    /// Which idle upstream connections this API may reuse: its address, marked by its tenant's
-    /// trust (a connection checked for a trusted tenant must not serve another).
-    pub pool_key: Box<str>,
     pub is_active: bool,
     /// Its routes, compiled; empty: every path and method is forwarded.
     pub routes: RouteTable,
+    /// Retries, active health check and circuit breaker.
+    pub resilience: ApiResilience,
+}
+
+/// One upstream of an API, as requests are sent to it.
+#[derive(Debug)]
+pub struct TargetEntry {
+    pub id: i64,
+    pub url: UpstreamUrl,
+    pub weight: u32,
+    /// The `Host` header sent upstream.
+    pub authority: Box<str>,
+    /// `host:port` to connect to (the port filled in from the scheme when the URL has none).
+    pub addr: Box<str>,
+    /// The upstream's path prefix without a trailing `/` (empty for the root).
+    pub path: Box<str>,
+    /// Spoken to over TLS (`https`).
+    pub tls: bool,
+    /// Which idle upstream connections requests to it may reuse: its address, marked by its
+    /// tenant's trust (a connection checked for a trusted tenant must not serve another).
+    pub pool_key: Box<str>,
+    /// Moves on a manual reset of its circuit.
+    pub reset_generation: i64,
+}
+
+impl TargetEntry {
+    pub fn new(
+        id: i64,
+        url: UpstreamUrl,
+        weight: u32,
+        trusted: bool,
+        reset_generation: i64,
+    ) -> Self {
+        let addr = url.connect_addr();
+        Self {
+            id,
+            weight: weight.max(1),
+            authority: url.authority().into(),
+            path: url.url().path().trim_end_matches('/').into(),
+            tls: url.url().scheme() == "https",
+            pool_key: if trusted {
+                format!("trusted {addr}").into()
+            } else {
+                addr.as_str().into()
+            },
+            addr: addr.into(),
+            url,
+            reset_generation,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +154,11 @@ impl Snapshot {
 
     pub fn plan(&self, id: i64) -> Option<&PlanEntry> {
         self.plans.get(&id)
+    }
+
+    /// Every API of every tenant.
+    pub fn apis(&self) -> impl Iterator<Item = &Arc<ApiEntry>> {
+        self.tenants.values().flat_map(|t| t.apis.values())
     }
 
     pub fn key_count(&self) -> usize {
@@ -184,40 +230,65 @@ async fn load_apis(
     slug_of: &SlugOf,
 ) -> Result<(), DbErr> {
     let mut routes = load_routes(db).await?;
+    let mut targets: HashMap<i64, Vec<api_target::Model>> = HashMap::new();
+    for t in api_target::Entity::find()
+        .order_by_asc(api_target::Column::Id)
+        .all(db)
+        .await?
+    {
+        targets.entry(t.api_id).or_default().push(t);
+    }
     for a in api::Entity::find().all(db).await? {
         let Some(tenant) = slug_of.get(&a.tenant_id).and_then(|s| tenants.get_mut(s)) else {
             continue;
         };
-        let Ok(upstream) = UpstreamUrl::parse(&a.upstream_url) else {
-            tracing::warn!(
-                api_id = a.id,
-                "skipping an API with an unparseable upstream URL"
-            );
-            continue;
-        };
-        let a_addr = upstream.connect_addr();
+        let trusted = tenant.trusted_upstreams;
+        let mut list: Vec<Arc<TargetEntry>> = targets
+            .remove(&a.id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|t| {
+                let Ok(url) = UpstreamUrl::parse(&t.url) else {
+                    tracing::warn!(
+                        target_id = t.id,
+                        "skipping a target with an unparseable URL"
+                    );
+                    return None;
+                };
+                Some(Arc::new(TargetEntry::new(
+                    t.id,
+                    url,
+                    t.weight.unsigned_abs(),
+                    trusted,
+                    t.reset_generation,
+                )))
+            })
+            .collect();
+        if list.is_empty() {
+            // An API written before its targets were (or by an older control plane).
+            let Ok(upstream) = UpstreamUrl::parse(&a.upstream_url) else {
+                tracing::warn!(
+                    api_id = a.id,
+                    "skipping an API with an unparseable upstream URL"
+                );
+                continue;
+            };
+            list.push(Arc::new(TargetEntry::new(0, upstream, 1, trusted, 0)));
+        }
         let entry = ApiEntry {
             id: a.id,
             tenant_id: a.tenant_id,
             slug: a.slug.clone().into(),
-            upstream_base: upstream.base().into(),
-            upstream_authority: upstream.authority().into(),
-            upstream_addr: upstream.connect_addr().into(),
-            upstream_path: upstream.url().path().trim_end_matches('/').into(),
-            upstream_tls: upstream.url().scheme() == "https",
-            upstream,
+            upstream_tls: list.iter().any(|t| t.tls),
+            targets: list.into(),
             key_header: a.key_header.to_ascii_lowercase().into(),
             key_header_name: a.key_header.clone().into(),
             timeout: Duration::from_millis(u64::from(a.timeout_ms.unsigned_abs())),
             pass_encoded_slashes: a.pass_encoded_slashes,
-            trusted_upstreams: tenant.trusted_upstreams,
-            pool_key: if tenant.trusted_upstreams {
-                format!("trusted {a_addr}").into()
-            } else {
-                a_addr.into()
-            },
+            trusted_upstreams: trusted,
             is_active: a.is_active,
             routes: RouteTable::compile(routes.remove(&a.id).unwrap_or_default()),
+            resilience: ApiResilience::of(&a),
         };
         tenant.apis.insert(a.slug.into(), Arc::new(entry));
     }

@@ -9,6 +9,7 @@ use std::fmt::Display;
 
 use crate::header::{KeyHeader, UpstreamTimeout};
 use crate::plan::{Enforcement, PlanLimits, PlanLimitsError};
+use crate::resilience::{ApiResilience, CircuitBreaker, HealthCheck, MAX_WEIGHT, NewTarget};
 use crate::route::{
     MAX_COST, MAX_PRIORITY, MAX_RETRIES, MatchKind, Methods, NewRoute, RouteLimit, RoutePath,
 };
@@ -249,12 +250,6 @@ pub fn route<M: AsRef<str>>(f: &RouteFields<'_, M>, problems: &mut Problems) -> 
         None => Some(None),
         Some(rl) => route_limit(rl, problems).map(Some),
     };
-    if matches!(retries, Some(Some(_))) {
-        problems.add(
-            "retries",
-            "is not used by this version yet (retries come with several targets per API): leave it out",
-        );
-    }
     Some(NewRoute {
         path: path?,
         kind: kind?,
@@ -308,6 +303,196 @@ fn route_limit(rl: RouteLimitFields, problems: &mut Problems) -> Option<RouteLim
             None
         }
     }
+}
+
+/// A whole number in `lo..=hi`, recorded against `field` when it is not.
+fn bounded(problems: &mut Problems, field: &'static str, v: i64, lo: i64, hi: i64) -> Option<u32> {
+    if (lo..=hi).contains(&v) {
+        u32::try_from(v).ok()
+    } else {
+        problems.add(field, format!("must be a whole number from {lo} to {hi}"));
+        None
+    }
+}
+
+/// An API's active health check as given (absent fields take the defaults).
+#[derive(Debug, Clone, Default)]
+pub struct HealthCheckFields<'a> {
+    pub path: Option<&'a str>,
+    pub interval_ms: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub healthy_threshold: Option<i64>,
+    pub unhealthy_threshold: Option<i64>,
+    pub status_min: Option<i64>,
+    pub status_max: Option<i64>,
+}
+
+/// An API's circuit breaker as given (absent fields take the defaults).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CircuitBreakerFields {
+    pub enabled: Option<bool>,
+    pub failure_threshold: Option<i64>,
+    pub recovery_timeout_ms: Option<i64>,
+    pub half_open_max_calls: Option<i64>,
+}
+
+/// An API's retries, health check (`None`: off) and circuit breaker (`None`: the defaults).
+pub struct ResilienceFields<'a> {
+    pub retries: Option<i64>,
+    pub health_check: Option<HealthCheckFields<'a>>,
+    pub circuit_breaker: Option<CircuitBreakerFields>,
+}
+
+/// An API's resilience settings to store, with every field's problem recorded in `problems`.
+pub fn resilience(f: &ResilienceFields<'_>, problems: &mut Problems) -> Option<ApiResilience> {
+    let retries = match f.retries {
+        None => Some(None),
+        Some(r) => bounded(problems, "retries", r, 0, crate::resilience::MAX_RETRIES)
+            .map(|r| Some(r.cast_signed())),
+    };
+    let health_check = match &f.health_check {
+        None => Some(None),
+        Some(h) => health_check(h, problems).map(Some),
+    };
+    let circuit_breaker = match f.circuit_breaker {
+        None => Some(CircuitBreaker::default()),
+        Some(c) => circuit_breaker(c, problems),
+    };
+    Some(ApiResilience {
+        retries: retries?,
+        health_check: health_check?,
+        circuit_breaker: circuit_breaker?,
+    })
+}
+
+fn health_check(f: &HealthCheckFields<'_>, problems: &mut Problems) -> Option<HealthCheck> {
+    let d = HealthCheck::default();
+    let path = f.path.map_or(d.path.as_str(), str::trim);
+    let path_ok = path.starts_with('/')
+        && path.len() <= 200
+        && path.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+    if !path_ok {
+        problems.add(
+            "health_check.path",
+            "must start with / and be at most 200 visible characters (no spaces, no #)",
+        );
+    }
+    let mut num = |field, v: Option<i64>, default: u32, lo, hi| {
+        bounded(problems, field, v.unwrap_or(i64::from(default)), lo, hi)
+    };
+    let interval = num(
+        "health_check.interval_ms",
+        f.interval_ms,
+        d.interval_ms,
+        100,
+        3_600_000,
+    );
+    let timeout = num(
+        "health_check.timeout_ms",
+        f.timeout_ms,
+        d.timeout_ms,
+        10,
+        60_000,
+    );
+    let healthy = num(
+        "health_check.healthy_threshold",
+        f.healthy_threshold,
+        d.healthy_threshold,
+        1,
+        100,
+    );
+    let unhealthy = num(
+        "health_check.unhealthy_threshold",
+        f.unhealthy_threshold,
+        d.unhealthy_threshold,
+        1,
+        100,
+    );
+    let min = num(
+        "health_check.status_min",
+        f.status_min,
+        d.status_min.into(),
+        100,
+        599,
+    );
+    let max = num(
+        "health_check.status_max",
+        f.status_max,
+        d.status_max.into(),
+        100,
+        599,
+    );
+    if let (Some(min), Some(max)) = (min, max)
+        && min > max
+    {
+        problems.add("health_check.status_max", "must not be below status_min");
+        return None;
+    }
+    if let (Some(t), Some(i)) = (timeout, interval)
+        && t > i
+    {
+        problems.add(
+            "health_check.timeout_ms",
+            "must not be longer than interval_ms",
+        );
+        return None;
+    }
+    if !path_ok {
+        return None;
+    }
+    Some(HealthCheck {
+        path: path.to_owned(),
+        interval_ms: interval?,
+        timeout_ms: timeout?,
+        healthy_threshold: healthy?,
+        unhealthy_threshold: unhealthy?,
+        status_min: u16::try_from(min?).ok()?,
+        status_max: u16::try_from(max?).ok()?,
+    })
+}
+
+fn circuit_breaker(f: CircuitBreakerFields, problems: &mut Problems) -> Option<CircuitBreaker> {
+    let d = CircuitBreaker::default();
+    let mut num = |field, v: Option<i64>, default: u32, lo, hi| {
+        bounded(problems, field, v.unwrap_or(i64::from(default)), lo, hi)
+    };
+    let failures = num(
+        "circuit_breaker.failure_threshold",
+        f.failure_threshold,
+        d.failure_threshold,
+        1,
+        1000,
+    );
+    let recovery = num(
+        "circuit_breaker.recovery_timeout_ms",
+        f.recovery_timeout_ms,
+        d.recovery_timeout_ms,
+        100,
+        3_600_000,
+    );
+    let probes = num(
+        "circuit_breaker.half_open_max_calls",
+        f.half_open_max_calls,
+        d.half_open_max_calls,
+        1,
+        100,
+    );
+    Some(CircuitBreaker {
+        enabled: f.enabled.unwrap_or(d.enabled),
+        failure_threshold: failures?,
+        recovery_timeout_ms: recovery?,
+        half_open_max_calls: probes?,
+    })
+}
+
+/// A target to store: its URL (as an upstream URL) and weight (default 1).
+pub fn target(url: &str, weight: Option<i64>, problems: &mut Problems) -> Option<NewTarget> {
+    let url = problems.check("url", UpstreamUrl::parse(url.trim()));
+    let weight = bounded(problems, "weight", weight.unwrap_or(1), 1, MAX_WEIGHT);
+    Some(NewTarget {
+        url: url?,
+        weight: weight?.cast_signed(),
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod models;
 mod resources;
 mod routes;
+mod targets;
 mod usage;
 
 use actix_web::web;
@@ -20,7 +21,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Security),
     tags(
         (name = "account", description = "Sign-up and tokens"),
-        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "keys"), (name = "clients"), (name = "usage"),
+        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "targets", description = "Where an API's requests go, by weight, with health checks and circuit breakers"), (name = "keys"), (name = "clients"), (name = "usage"),
     )
 )]
 pub struct ApiDoc;
@@ -78,6 +79,11 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(routes::get_route)
             .service(routes::update_route)
             .service(routes::delete_route)
+            .service(targets::create_target)
+            .service(targets::list_targets)
+            .service(targets::update_target)
+            .service(targets::delete_target)
+            .service(targets::reset_target)
             .service(resources::create_key)
             .service(resources::list_keys)
             .service(resources::get_key)

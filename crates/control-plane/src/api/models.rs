@@ -4,10 +4,14 @@
 #![allow(clippy::option_option)]
 
 use chrono::{DateTime, Utc};
-use domain::entities::{api, api_key, api_route, api_token, client, plan};
+use domain::entities::{api, api_key, api_route, api_target, api_token, client, plan};
 use domain::plan::{Enforcement, PlanLimits};
+use domain::resilience::{ApiResilience, CircuitBreaker, HealthCheck};
 use domain::store::NewApi;
-use domain::validate::{self, ApiFields, PlanFields, Problems};
+use domain::validate::{
+    self, ApiFields, CircuitBreakerFields, HealthCheckFields, PlanFields, Problems,
+    ResilienceFields,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -225,12 +229,22 @@ pub struct ApiOut {
     pub is_active: bool,
     /// Where callers reach this API through the gateway.
     pub gateway_url: String,
+    /// Tries after a failed one, on another target (`null`: 1 with two targets or more, else 0).
+    pub retries: Option<i32>,
+    /// The active health check of its targets (`null`: off).
+    pub health_check: Option<HealthCheckBody>,
+    /// The circuit breaker of each of its targets.
+    pub circuit_breaker: CircuitBreakerBody,
     pub created_at: DateTime<Utc>,
 }
 
 impl ApiOut {
     pub fn new(a: api::Model, gateway_prefix: &str) -> Self {
+        let r = ApiResilience::of(&a);
         Self {
+            retries: r.retries,
+            health_check: r.health_check.map(HealthCheckBody::from),
+            circuit_breaker: r.circuit_breaker.into(),
             gateway_url: format!("{gateway_prefix}{}/", a.slug),
             id: a.id,
             name: a.name,
@@ -256,6 +270,13 @@ pub struct ApiIn {
     /// Pass `%2F` in paths through to the upstream (default false: refused with 400).
     pub pass_encoded_slashes: Option<bool>,
     pub is_active: Option<bool>,
+    /// Tries after a failed one, on another target, 0 to 5 (default: 1 with two targets or
+    /// more, else 0).
+    pub retries: Option<i64>,
+    /// An active health check of its targets (default: none).
+    pub health_check: Option<HealthCheckBody>,
+    /// Its targets' circuit breaker (default: on, 5 failures, 30 s, 3 probes).
+    pub circuit_breaker: Option<CircuitBreakerBody>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -268,6 +289,154 @@ pub struct ApiPatch {
     pub timeout_ms: Option<i64>,
     pub pass_encoded_slashes: Option<bool>,
     pub is_active: Option<bool>,
+    /// `null`: back to the default.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub retries: Option<Option<i64>>,
+    /// `null`: no active health check.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<HealthCheckBody>)]
+    pub health_check: Option<Option<HealthCheckBody>>,
+    /// `null`: the defaults.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<CircuitBreakerBody>)]
+    pub circuit_breaker: Option<Option<CircuitBreakerBody>>,
+}
+
+impl ApiPatch {
+    /// Whether it changes the API's retries, health check or circuit breaker.
+    pub fn touches_resilience(&self) -> bool {
+        self.retries.is_some() || self.health_check.is_some() || self.circuit_breaker.is_some()
+    }
+}
+
+/// An API's active health check: `GET <target><path>` every `interval_ms`.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckBody {
+    /// Appended to each target's URL (default `/`).
+    pub path: Option<String>,
+    /// Default 10000 (100 to 3600000).
+    pub interval_ms: Option<i64>,
+    /// Default 2000 (10 to 60000, at most `interval_ms`).
+    pub timeout_ms: Option<i64>,
+    /// Good checks in a row that bring a target back (default 2).
+    pub healthy_threshold: Option<i64>,
+    /// Failed checks in a row that take a target out (default 3).
+    pub unhealthy_threshold: Option<i64>,
+    /// Statuses that count as healthy: `status_min` to `status_max` (default 200 to 399).
+    pub status_min: Option<i64>,
+    pub status_max: Option<i64>,
+}
+
+impl From<HealthCheck> for HealthCheckBody {
+    fn from(h: HealthCheck) -> Self {
+        Self {
+            path: Some(h.path),
+            interval_ms: Some(h.interval_ms.into()),
+            timeout_ms: Some(h.timeout_ms.into()),
+            healthy_threshold: Some(h.healthy_threshold.into()),
+            unhealthy_threshold: Some(h.unhealthy_threshold.into()),
+            status_min: Some(h.status_min.into()),
+            status_max: Some(h.status_max.into()),
+        }
+    }
+}
+
+impl HealthCheckBody {
+    fn fields(&self) -> HealthCheckFields<'_> {
+        HealthCheckFields {
+            path: self.path.as_deref(),
+            interval_ms: self.interval_ms,
+            timeout_ms: self.timeout_ms,
+            healthy_threshold: self.healthy_threshold,
+            unhealthy_threshold: self.unhealthy_threshold,
+            status_min: self.status_min,
+            status_max: self.status_max,
+        }
+    }
+}
+
+/// A target's circuit: open after `failure_threshold` consecutive failures (no connection, a
+/// reset, a timeout, or a 502/503/504), half-open after `recovery_timeout_ms`, closed again after
+/// `half_open_max_calls` successful probes.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerBody {
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Default 5 (1 to 1000).
+    pub failure_threshold: Option<i64>,
+    /// Default 30000 (100 to 3600000).
+    pub recovery_timeout_ms: Option<i64>,
+    /// Default 3 (1 to 100).
+    pub half_open_max_calls: Option<i64>,
+}
+
+impl From<CircuitBreaker> for CircuitBreakerBody {
+    fn from(c: CircuitBreaker) -> Self {
+        Self {
+            enabled: Some(c.enabled),
+            failure_threshold: Some(c.failure_threshold.into()),
+            recovery_timeout_ms: Some(c.recovery_timeout_ms.into()),
+            half_open_max_calls: Some(c.half_open_max_calls.into()),
+        }
+    }
+}
+
+/// An API's retries, health check and circuit breaker, every field's problem reported.
+pub fn resilience(
+    retries: Option<i64>,
+    health_check: Option<&HealthCheckBody>,
+    circuit_breaker: Option<CircuitBreakerBody>,
+) -> Result<ApiResilience, ApiError> {
+    let mut problems = Problems::default();
+    let r = validate::resilience(
+        &ResilienceFields {
+            retries,
+            health_check: health_check.map(HealthCheckBody::fields),
+            circuit_breaker: circuit_breaker.map(|c| CircuitBreakerFields {
+                enabled: c.enabled,
+                failure_threshold: c.failure_threshold,
+                recovery_timeout_ms: c.recovery_timeout_ms,
+                half_open_max_calls: c.half_open_max_calls,
+            }),
+        },
+        &mut problems,
+    );
+    Ok(problems.or_value(r)?)
+}
+
+// ---- Targets -------------------------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetIn {
+    /// An `http://` or `https://` URL, as an API's `upstream_url`.
+    pub url: String,
+    /// Its share of the requests, 1 to 1000 (default 1).
+    pub weight: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TargetOut {
+    pub id: i64,
+    pub api_id: i64,
+    pub url: String,
+    pub weight: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<api_target::Model> for TargetOut {
+    fn from(t: api_target::Model) -> Self {
+        Self {
+            id: t.id,
+            api_id: t.api_id,
+            url: t.url,
+            weight: t.weight,
+            created_at: t.created_at,
+        }
+    }
 }
 
 /// An API to store, every field's problem reported.
@@ -322,7 +491,7 @@ pub struct RouteIn {
     pub strip_prefix: Option<bool>,
     /// Overrides the API's upstream timeout.
     pub timeout_ms: Option<i64>,
-    /// Overrides the API's retries (0 to 5). Not used yet: refused (422) when given.
+    /// Overrides the API's retries (0 to 5).
     pub retries: Option<i64>,
     /// An extra window per route and key (or client), decided with the plan's windows
     /// in one atomic step: a refusal in either consumes nothing in both.

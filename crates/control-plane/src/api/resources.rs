@@ -10,7 +10,7 @@ use super::auth::ApiCaller;
 use super::errors::{ApiError, ApiJson};
 use super::models::{
     ApiIn, ApiOut, ApiPatch, ClientIn, ClientOut, ClientPatch, KeyCreated, KeyIn, KeyOut, KeyPatch,
-    Page, PageQuery, PlanIn, PlanOut, PlanPatch, RotateIn, name, new_api, plan_values,
+    Page, PageQuery, PlanIn, PlanOut, PlanPatch, RotateIn, name, new_api, plan_values, resilience,
 };
 use crate::state::AppState;
 
@@ -184,11 +184,19 @@ pub async fn create_api(
         b.pass_encoded_slashes.unwrap_or(false),
     )?;
     refuse_upstream(&state, &c, &new).await?;
+    let given = b.retries.is_some() || b.health_check.is_some() || b.circuit_breaker.is_some();
+    let settings = resilience(b.retries, b.health_check.as_ref(), b.circuit_breaker)?;
     let mut a = state
         .config
         .create_api(c.tenant.id, new)
         .await
         .map_err(conflict_on_slug)?;
+    if given {
+        a = state
+            .config
+            .set_api_resilience(c.tenant.id, a.id, settings)
+            .await?;
+    }
     if b.is_active == Some(false) {
         a = state
             .config
@@ -251,11 +259,34 @@ pub async fn update_api(
         b.pass_encoded_slashes.unwrap_or(a.pass_encoded_slashes),
     )?;
     refuse_upstream(&state, &c, &new).await?;
-    let a = state
+    let settings = if b.touches_resilience() {
+        let now = domain::resilience::ApiResilience::of(&a);
+        let retries = match b.retries {
+            Some(r) => r,
+            None => now.retries.map(i64::from),
+        };
+        let health_check = match &b.health_check {
+            Some(h) => h.clone(),
+            None => now.health_check.map(Into::into),
+        };
+        let breaker = b
+            .circuit_breaker
+            .unwrap_or(Some(now.circuit_breaker.into()));
+        Some(resilience(retries, health_check.as_ref(), breaker)?)
+    } else {
+        None
+    };
+    let mut a = state
         .config
         .update_api(c.tenant.id, a.id, new, b.is_active.unwrap_or(a.is_active))
         .await
         .map_err(conflict_on_slug)?;
+    if let Some(settings) = settings {
+        a = state
+            .config
+            .set_api_resilience(c.tenant.id, a.id, settings)
+            .await?;
+    }
     Ok(ok(&ApiOut::new(a, &gateway_prefix(&state, &c))))
 }
 

@@ -448,16 +448,14 @@ async fn api_for_routes(app: &TestApp) -> (Api<'_>, String, Value) {
 async fn routes_validate_every_field_and_refuse_duplicates() {
     let app = spawn_app().await;
     let (api, base, _) = api_for_routes(&app).await;
-    // Retries are refused until the gateway retries (several targets): never silently ignored.
+    // A route's retries override the API's.
     let (s, b) = api
         .post(
             &base,
             json!({"path": "/login", "rate_limit": {"requests_per_minute": 10, "burst": 3}, "retries": 1, "cost": 2}),
         )
         .await;
-    assert_error(s, &b, 422, "invalid_field");
-    let fields = error_fields(&b);
-    assert_eq!(fields, ["retries"], "{b}");
+    assert_eq!((s, b["retries"].as_i64()), (201, Some(1)), "{b}");
     let (s, full) = api
         .post(
             &base,
@@ -529,6 +527,166 @@ async fn routes_validate_every_field_and_refuse_duplicates() {
         )
         .await;
     assert_eq!(s, 201);
+}
+
+#[tokio::test]
+async fn targets_crud_keep_the_upstream_url_and_stay_the_tenants() {
+    let app = spawn_app().await;
+    let (api, _, a) = api_for_routes(&app).await;
+    let id = a["id"].as_i64().unwrap();
+    let base = format!("/api/v1/apis/{id}/targets");
+    // The API's upstream URL is its first target.
+    let (s, list) = api.get(&base).await;
+    assert_eq!(s, 200);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(
+        (items[0]["url"].as_str(), items[0]["weight"].as_i64()),
+        (Some("http://x.org"), Some(1))
+    );
+    let first = items[0]["id"].as_i64().unwrap();
+    let (s, b) = api
+        .post(&base, json!({"url": "ftp://y.org", "weight": 0}))
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(error_fields(&b), ["url", "weight"], "{b}");
+    let (s, second) = api
+        .post(&base, json!({"url": "http://y.org:8080/v1/", "weight": 3}))
+        .await;
+    assert_eq!(s, 201, "{second}");
+    assert_eq!(
+        (second["url"].as_str(), second["weight"].as_i64()),
+        (Some("http://y.org:8080/v1"), Some(3))
+    );
+    let second_id = second["id"].as_i64().unwrap();
+    // Changing the first target changes the API's upstream_url, and the other way round.
+    let (s, _) = api
+        .put(&format!("{base}/{first}"), json!({"url": "http://z.org"}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        api.get(&format!("/api/v1/apis/{id}")).await.1["upstream_url"],
+        "http://z.org"
+    );
+    let (s, _) = api
+        .patch(
+            &format!("/api/v1/apis/{id}"),
+            json!({"upstream_url": "http://w.org"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(api.get(&base).await.1["items"][0]["url"], "http://w.org");
+    // Deleting the first makes the next one the upstream_url; the last one cannot go.
+    assert_eq!(api.delete(&format!("{base}/{first}")).await.0, 204);
+    assert_eq!(
+        api.get(&format!("/api/v1/apis/{id}")).await.1["upstream_url"],
+        "http://y.org:8080/v1"
+    );
+    let (s, b) = api.delete(&format!("{base}/{second_id}")).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least one target"),
+        "{b}"
+    );
+    let (s, r) = api
+        .post(&format!("{base}/{second_id}/reset"), json!({}))
+        .await;
+    assert_eq!((s, r["id"].as_i64()), (200, Some(second_id)), "{r}");
+
+    // Another tenant sees none of it.
+    let other = signup(&app, "bob", "Bobco").await;
+    assert_eq!(other.get(&base).await.0, 404);
+    assert_eq!(
+        other.post(&base, json!({"url": "http://q.org"})).await.0,
+        404
+    );
+    assert_eq!(other.delete(&format!("{base}/{second_id}")).await.0, 404);
+    assert_eq!(
+        other
+            .post(&format!("{base}/{second_id}/reset"), json!({}))
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn api_retries_health_check_and_circuit_breaker_validate_and_patch() {
+    let app = spawn_app().await;
+    let (api, _, a) = api_for_routes(&app).await;
+    let id = a["id"].as_i64().unwrap();
+    // Retries, health check and circuit breaker: defaults, validation naming each field, PATCH.
+    let (_, got) = api.get(&format!("/api/v1/apis/{id}")).await;
+    assert!(
+        got["retries"].is_null() && got["health_check"].is_null(),
+        "{got}"
+    );
+    assert_eq!(
+        got["circuit_breaker"],
+        json!({"enabled": true, "failure_threshold": 5, "recovery_timeout_ms": 30000, "half_open_max_calls": 3})
+    );
+    let (s, b) = api
+        .patch(
+            &format!("/api/v1/apis/{id}"),
+            json!({"retries": 9, "health_check": {"path": "health", "interval_ms": 50, "status_min": 500, "status_max": 200},
+                   "circuit_breaker": {"failure_threshold": 0}}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(
+        error_fields(&b),
+        [
+            "retries",
+            "health_check.path",
+            "health_check.interval_ms",
+            "health_check.status_max",
+            "circuit_breaker.failure_threshold"
+        ],
+        "{b}"
+    );
+    let (s, got) = api
+        .patch(
+            &format!("/api/v1/apis/{id}"),
+            json!({"retries": 2, "health_check": {"path": "/healthz", "interval_ms": 5000},
+                   "circuit_breaker": {"failure_threshold": 10}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(got["retries"], 2);
+    assert_eq!(
+        (
+            got["health_check"]["path"].as_str(),
+            got["health_check"]["interval_ms"].as_i64(),
+            got["health_check"]["unhealthy_threshold"].as_i64()
+        ),
+        (Some("/healthz"), Some(5000), Some(3))
+    );
+    assert_eq!(got["circuit_breaker"]["failure_threshold"], 10);
+    // Other fields leave them alone; null turns them back to the defaults.
+    let (_, got) = api
+        .patch(&format!("/api/v1/apis/{id}"), json!({"timeout_ms": 2000}))
+        .await;
+    assert_eq!(
+        (
+            got["retries"].as_i64(),
+            got["health_check"]["path"].as_str()
+        ),
+        (Some(2), Some("/healthz"))
+    );
+    let (_, got) = api
+        .patch(
+            &format!("/api/v1/apis/{id}"),
+            json!({"retries": null, "health_check": null, "circuit_breaker": null}),
+        )
+        .await;
+    assert!(
+        got["retries"].is_null() && got["health_check"].is_null(),
+        "{got}"
+    );
+    assert_eq!(got["circuit_breaker"]["failure_threshold"], 5);
 }
 
 #[tokio::test]
@@ -1160,6 +1318,11 @@ async fn the_openapi_document_matches_the_routes() {
         "GET /api/v1/apis/{api_id}/routes/{id}",
         "PUT /api/v1/apis/{api_id}/routes/{id}",
         "DELETE /api/v1/apis/{api_id}/routes/{id}",
+        "POST /api/v1/apis/{api_id}/targets",
+        "GET /api/v1/apis/{api_id}/targets",
+        "PUT /api/v1/apis/{api_id}/targets/{id}",
+        "DELETE /api/v1/apis/{api_id}/targets/{id}",
+        "POST /api/v1/apis/{api_id}/targets/{id}/reset",
         "POST /api/v1/keys",
         "GET /api/v1/keys",
         "GET /api/v1/keys/{id}",

@@ -30,11 +30,13 @@ use crate::gateway::is_local_path;
 use crate::headers::{HeaderSource, X_FORWARDED_FOR, connection_has_option, request_id};
 use crate::pipeline::target::split_at_byte;
 use crate::pipeline::{
-    self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, forwarded_fields,
+    self, Admission, Admitted, Auth, Gateway, Piece, Refused, RequestHead, forwarded_fields,
     forwards_request_field, forwards_response_field,
 };
+use crate::upstream::balance::{Picked, Tried};
 use crate::upstream::{UpstreamPool, looks_open};
 use crate::watchdog::Watchdog;
+use domain::snapshot::TargetEntry;
 use wire::{
     ChunkScan, RequestFraming, content_length_value, encode_head, push_field, quick_head,
     request_framing,
@@ -73,8 +75,13 @@ struct Prepared {
     body_len: u64,
     close: bool,
     is_head: bool,
-    /// Safe to send twice (RFC 9110 9.2.2), so retried once on a kept-alive connection found closed.
+    /// Safe to send twice (RFC 9110 9.2.2), so retried on a kept-alive connection found closed,
+    /// and on another target when it failed before an answer.
     idempotent: bool,
+    /// The target it goes to (`None` once told the outcome).
+    picked: Option<Picked>,
+    /// Where the target's part of the upstream head is, for a retry on another target.
+    line: HeadLine,
 }
 
 enum Step {
@@ -266,23 +273,14 @@ impl<'a> Conn<'a> {
             target: t,
             auth,
             key,
+            picked,
         } = match gw.admit(&head, false) {
             Ok(Admission::Admitted(a)) => a,
             // hyper speaks TLS to upstreams: the request is its to serve, from the start.
             Ok(Admission::HandOff) => return Step::HandOff,
-            Err(Refused {
-                err,
-                close: must_close,
-            }) => {
-                return Step::Fail {
-                    head_len,
-                    err,
-                    rid: request_id(headers),
-                    // An error answered without reading a body must close: the body would be
-                    // read as a request.
-                    close: must_close || close || body_len > 0,
-                };
-            }
+            // An error answered without reading a body must close: the body would be read as a
+            // request.
+            Err(r) => return refused(r, head_len, headers, close || body_len > 0),
         };
         let rid = request_id(headers);
 
@@ -291,7 +289,16 @@ impl<'a> Conn<'a> {
             key: key.as_bytes(),
             length,
         };
-        write_upstream_head(out, method, &t, &fields, &auth, peer_ip, &rid);
+        let line = write_upstream_head(
+            out,
+            method,
+            &t,
+            &fields,
+            &auth,
+            picked.target(),
+            peer_ip,
+            &rid,
+        );
         Step::Forward(Box::new(Prepared {
             head_len,
             auth,
@@ -299,10 +306,9 @@ impl<'a> Conn<'a> {
             body_len,
             close,
             is_head: method == "HEAD",
-            idempotent: matches!(
-                method,
-                "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-            ),
+            idempotent: pipeline::is_idempotent(method),
+            picked: Some(picked),
+            line,
         }))
     }
 
@@ -314,13 +320,13 @@ impl<'a> Conn<'a> {
         keep
     }
 
-    async fn limit_and_forward(&mut self, p: Prepared) -> bool {
+    async fn limit_and_forward(&mut self, mut p: Prepared) -> bool {
         self.buf.advance(p.head_len);
         let gw = self.gw;
         let auth = &p.auth;
         let bucket = auth.bucket(gw.clock.now_ms());
         let refusal = match gw.limit(auth, bucket, &p.rid).await {
-            Ok(decision) => return self.forward(&p, bucket, &decision).await,
+            Ok(decision) => return self.forward(&mut p, bucket, &decision).await,
             Err(refusal) => refusal,
         };
         // A refused request's body is never read, so the connection cannot go on after it.
@@ -332,13 +338,12 @@ impl<'a> Conn<'a> {
     /// end.
     async fn forward(
         &mut self,
-        p: &Prepared,
+        p: &mut Prepared,
         bucket: crate::pipeline::Tally,
         decision: &domain::limits::Decision,
     ) -> bool {
         let gw = self.gw;
-        let auth = &p.auth;
-        let timeout = auth.timeout();
+        let timeout = p.auth.timeout();
         self.dog.arm(timeout);
         let dog = self.dog;
         let sent = dog.guard(false, self.send(p)).await;
@@ -350,6 +355,16 @@ impl<'a> Conn<'a> {
                 timeout_ms: timeout.as_millis(),
             }),
         };
+        if let Some(picked) = p.picked.take() {
+            let status = head.as_ref().ok().map(|(status, _)| *status);
+            // A refused address or the caller's own body says nothing of the target.
+            if !matches!(
+                head,
+                Err(GatewayError::UpstreamForbidden | GatewayError::BadBody)
+            ) {
+                gw.report(picked, status);
+            }
+        }
         let (status, head_len) = match head {
             Ok(h) => h,
             Err(e) => {
@@ -357,7 +372,7 @@ impl<'a> Conn<'a> {
                 self.upstream = None;
                 let upstream_failed = e.status().is_server_error();
                 gw.record_forwarded(bucket, false, upstream_failed);
-                tracing::debug!(error = ?e, api_id = auth.api.id, "upstream request failed");
+                tracing::debug!(error = ?e, api_id = p.auth.api.id, "upstream request failed");
                 let resp = gw.refuse(&e, &p.rid, Some(decision));
                 // A body left half read puts the connection out of step: it closes after this.
                 let close = p.close || self.body_unread;
@@ -370,9 +385,9 @@ impl<'a> Conn<'a> {
 
     /// Sends the request (head in `self.out`, then its body) and reads the upstream's response
     /// head into `self.ubuf`: its status and length. A kept-alive connection that turns out to be
-    /// closed is replaced once, when the whole request is still at hand.
-    async fn send(&mut self, p: &Prepared) -> Result<(u16, usize), GatewayError> {
-        let api = &p.auth.api;
+    /// closed is replaced once, when the whole request is still at hand; a try that failed is
+    /// made again on another target while the pipeline says it may ([`pipeline::retryable`]).
+    async fn send(&mut self, p: &mut Prepared) -> Result<(u16, usize), GatewayError> {
         let body_len = usize::try_from(p.body_len).unwrap_or(usize::MAX);
         let inline = body_len <= self.buf.len().min(INLINE_BODY);
         if inline {
@@ -380,13 +395,29 @@ impl<'a> Conn<'a> {
             self.buf.advance(body_len);
         }
         self.body_unread = !inline;
-        let mut attempt = 0;
+        let mut stale_retried = false;
+        let mut tried = Tried::default();
+        let mut tries_left = p.auth.retries();
         loop {
-            attempt += 1;
-            let (key, mut up, reused) = self.checkout(api).await?;
+            let Some(target) = p.picked.as_ref().map(|t| t.target().clone()) else {
+                return Err(GatewayError::UpstreamUnreachable);
+            };
+            let (key, mut up, reused) =
+                match self.checkout(&target, p.auth.api.trusted_upstreams).await {
+                    Ok(c) => c,
+                    Err(e @ GatewayError::UpstreamForbidden) => return Err(e),
+                    Err(e) => {
+                        // Nothing was sent, and the body is still at hand (inline, or unread).
+                        let may = pipeline::retryable(false, p.idempotent, true);
+                        self.next_target(p, &mut tried, &mut tries_left, may, e)?;
+                        continue;
+                    }
+                };
+            let mut streamed = false;
             let sent = async {
                 up.write_all(&self.out).await.map_err(Side::Upstream)?;
                 if !inline {
+                    streamed = true;
                     copy_exact(&mut self.client, &mut up, &mut self.buf, p.body_len).await?;
                     self.body_unread = false;
                 }
@@ -405,15 +436,26 @@ impl<'a> Conn<'a> {
                     if reused
                         && inline
                         && p.idempotent
-                        && attempt == 1
+                        && !stale_retried
                         && self.ubuf.is_empty()
                         && e.kind() != io::ErrorKind::InvalidData =>
                 {
+                    stale_retried = true;
                     tracing::debug!(error = %e, "kept-alive upstream connection was closed; retrying");
                 }
                 Err(Side::Upstream(e)) => {
                     tracing::debug!(error = %e, "upstream exchange failed");
-                    return Err(GatewayError::UpstreamUnreachable);
+                    // Before any answer byte, with the body still at hand (it went with the head).
+                    let before_answer =
+                        self.ubuf.is_empty() && e.kind() != io::ErrorKind::InvalidData;
+                    let may = before_answer && pipeline::retryable(true, p.idempotent, !streamed);
+                    self.next_target(
+                        p,
+                        &mut tried,
+                        &mut tries_left,
+                        may,
+                        GatewayError::UpstreamUnreachable,
+                    )?;
                 }
                 Err(Side::Client(e)) => {
                     tracing::debug!(error = %e, "request body ended early");
@@ -423,14 +465,36 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// A connection to the API's upstream (with its pool key): this client's own, a pooled one,
-    /// or a new one the upstream policy allows. Pools are keyed by address and the tenant's trust,
-    /// so a connection made for a trusted tenant never serves another.
+    /// After a failed try: the next target into `p` (its head rewritten for it) when the request
+    /// `may` be tried again and has tries left, else `err`.
+    fn next_target(
+        &mut self,
+        p: &mut Prepared,
+        tried: &mut Tried,
+        tries_left: &mut u32,
+        may: bool,
+        err: GatewayError,
+    ) -> Result<(), GatewayError> {
+        let Some(failed) = p.picked.take() else {
+            return Err(err);
+        };
+        let Some(next) = self.gw.retry(failed, tried, tries_left, may) else {
+            return Err(err);
+        };
+        retarget(&mut self.out, &mut p.line, next.target());
+        p.picked = Some(next);
+        Ok(())
+    }
+
+    /// A connection to `target` (with its pool key): this client's own, a pooled one, or a new
+    /// one the upstream policy allows. Pools are keyed by address and the tenant's trust, so a
+    /// connection made for a trusted tenant never serves another.
     async fn checkout(
         &mut self,
-        api: &domain::snapshot::ApiEntry,
+        target: &TargetEntry,
+        trusted: bool,
     ) -> Result<(Box<str>, TcpStream, bool), GatewayError> {
-        let key = &*api.pool_key;
+        let key = &*target.pool_key;
         if let Some((a, s)) = self.upstream.take() {
             if *a == *key && looks_open(&s) {
                 return Ok((a, s, true));
@@ -440,9 +504,7 @@ impl<'a> Conn<'a> {
         if let Some(s) = self.pool.take(key) {
             return Ok((key.into(), s, true));
         }
-        let stream =
-            crate::upstream::connect(&self.gw.policy, &api.upstream_addr, api.trusted_upstreams)
-                .await?;
+        let stream = crate::upstream::connect(&self.gw.policy, &target.addr, trusted).await?;
         Ok((key.into(), stream, false))
     }
 
@@ -645,6 +707,17 @@ impl<'a> Conn<'a> {
     }
 }
 
+/// The answer to a request the admit phase refused; `close`: the connection cannot go on after it
+/// anyway.
+fn refused(r: Refused, head_len: usize, headers: &[httparse::Header<'_>], close: bool) -> Step {
+    Step::Fail {
+        head_len,
+        err: r.err,
+        rid: request_id(headers),
+        close: r.close || close,
+    }
+}
+
 /// The answer to a head that cannot be parsed (`None`: one still partial past the size limit);
 /// nothing after it can be framed, so the connection closes.
 fn unparsable(err: Option<httparse::Error>, buffered: usize, max_head: usize) -> Step {
@@ -723,17 +796,74 @@ struct HeadFields<'h, 'b> {
     length: Option<u64>,
 }
 
-/// The upstream's request head into `out`: request line, the caller's end-to-end fields, then
-/// the gateway's.
+/// Where the target's part of an upstream head is — from after the method to the end of the
+/// `Host` line — and where the caller's path rest and query are inside it: what a retry on
+/// another target rewrites ([`retarget`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadLine {
+    method_len: usize,
+    rest: (usize, usize),
+    query: Option<(usize, usize)>,
+    end: usize,
+}
+
+/// The request target on `target` and the `Host` line, after the method already in `out`.
+fn write_target_line(
+    out: &mut Vec<u8>,
+    method_len: usize,
+    target: &TargetEntry,
+    rest: &str,
+    query: Option<&str>,
+) -> HeadLine {
+    let mut line = HeadLine {
+        method_len,
+        ..HeadLine::default()
+    };
+    pipeline::upstream_target(target, rest, query, |piece, b| {
+        let at = out.len();
+        out.extend_from_slice(b);
+        match piece {
+            Piece::Rest => line.rest = (at, out.len()),
+            Piece::Query => line.query = Some((at, out.len())),
+            Piece::Target => {}
+        }
+    });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    push_field(out, b"host", pipeline::upstream_host(target));
+    line.end = out.len();
+    line
+}
+
+/// The upstream head in `out` (and any body after it), rewritten for `target`: its request
+/// target and `Host`; the rest stays as it was.
+fn retarget(out: &mut Vec<u8>, line: &mut HeadLine, target: &TargetEntry) {
+    let old = std::mem::replace(out, Vec::with_capacity(out.len() + 64));
+    let text = |(a, b): (usize, usize)| std::str::from_utf8(&old[a..b]).unwrap_or_default();
+    out.extend_from_slice(&old[..=line.method_len]);
+    let next = write_target_line(
+        out,
+        line.method_len,
+        target,
+        text(line.rest),
+        line.query.map(text),
+    );
+    out.extend_from_slice(&old[line.end..]);
+    *line = next;
+}
+
+/// The upstream's request head into `out`: request line and `Host` for `target`, the caller's
+/// end-to-end fields, then the gateway's.
+#[allow(clippy::too_many_arguments)]
 fn write_upstream_head(
     out: &mut Vec<u8>,
     method: &str,
     t: &pipeline::Target<'_>,
     fields: &HeadFields<'_, '_>,
     auth: &Auth,
+    target: &TargetEntry,
     peer_ip: &str,
     rid: &str,
-) {
+) -> HeadLine {
     let HeadFields {
         headers,
         key,
@@ -743,8 +873,13 @@ fn write_upstream_head(
     out.clear();
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    pipeline::upstream_target(auth, t, |b| out.extend_from_slice(b));
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let line = write_target_line(
+        out,
+        method.len(),
+        target,
+        auth.forwarded_rest(t.rest),
+        t.query,
+    );
     let connection = headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
@@ -773,6 +908,7 @@ fn write_upstream_head(
         push_field(out, n.as_str().as_bytes(), v);
     });
     out.extend_from_slice(b"\r\n");
+    line
 }
 
 /// Which side of an exchange failed: the caller's (its body ended early) or the upstream's.

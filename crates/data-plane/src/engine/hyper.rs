@@ -21,10 +21,12 @@ use domain::limits::Decision;
 use crate::headers::HeaderSource;
 use crate::headers::{X_FORWARDED_FOR, head_size, request_id};
 use crate::pipeline::{
-    self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, Target, forwarded_fields,
+    self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, forwarded_fields,
     forwards_request_field, forwards_response_field,
 };
+use crate::upstream::balance::{Picked, Tried};
 use crate::upstream::{UpstreamClient, UpstreamClients, refusal};
+use domain::snapshot::TargetEntry;
 
 /// What the gateway answers with: the upstream's body streamed through, or one of its own.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -66,13 +68,22 @@ impl Gateway {
                 return if close { closing(resp) } else { resp };
             }
         };
-        let Admitted { target, auth, key } = admitted;
-        // Pick the upstream and prepare its request's fields (before the limit, as the fast engine
+        let Admitted {
+            target,
+            auth,
+            key,
+            picked,
+        } = admitted;
+        // Prepare the upstream request's target and fields (before the limit, as the fast engine
         // writes its head: pure work, and a target no upstream URI can carry costs nothing).
-        let Ok(upstream_uri) = upstream_uri(&auth, &target) else {
+        let place = Place {
+            rest: auth.forwarded_rest(target.rest).to_owned(),
+            query: target.query.map(str::to_owned),
+        };
+        if place.uri(picked.target()).is_err() {
             let e = GatewayError::BadRequest("The path is not valid.");
             return self.refused(&e, rid, None);
-        };
+        }
         let fields = upstream_fields(req.headers(), key, &auth, peer, rid);
         let max_body = self.settings.max_body_bytes;
         let (parts, body) = req.into_parts();
@@ -92,7 +103,7 @@ impl Gateway {
         // Upstream request and response fields, around the exchange.
         let client = clients.for_tenant(auth.api.trusted_upstreams);
         let result = self
-            .forward(client, parts, fields, body, upstream_uri, &auth)
+            .forward(client, parts, fields, body, (picked, &place), &auth)
             .await;
 
         // Finish.
@@ -128,64 +139,127 @@ impl Gateway {
         self.refuse(err, rid, decision).map(Either::Right)
     }
 
+    /// The exchange with the picked target, tried again on another while the pipeline says it
+    /// may ([`pipeline::retryable`]: here only with a body all read ahead, or none, since a
+    /// streamed body cannot be sent twice).
     async fn forward(
         &self,
         client: &UpstreamClient,
         mut parts: http::request::Parts,
-        fields: HeaderMap,
+        mut fields: HeaderMap,
         body: UpstreamBody,
-        uri: Uri,
+        (mut picked, place): (Picked, &Place),
         auth: &Auth,
     ) -> Result<Response<Incoming>, GatewayError> {
         let max_body = self.settings.max_body_bytes;
         let declared_length = parts.headers.contains_key(header::CONTENT_LENGTH);
-        parts.headers = fields;
         // The body's framing, from what hyper read of it and what was read ahead: a length when
         // known, else chunked (hyper's client writes it).
         if let Some(n) = body.known_len().filter(|n| *n > 0 || declared_length) {
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            fields.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
-        let upstream_req = Request::from_parts(parts, body);
-
+        let idempotent = pipeline::is_idempotent(parts.method.as_str());
+        let mut tries_left = auth.retries();
+        let spare = if tries_left > 0 { body.replay() } else { None };
+        let replayable = spare.is_some();
+        let mut body = Some(body);
+        let mut tried = Tried::default();
         let timeout = auth.timeout();
-        match tokio::time::timeout(timeout, client.request(upstream_req)).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout {
-                timeout_ms: timeout.as_millis(),
-            }),
-            Ok(Err(e)) => {
-                if let Some(b) = body_error(&e) {
-                    return Err(body_failure(b, max_body));
-                }
-                if refusal(&e).is_some() {
-                    return Err(GatewayError::UpstreamForbidden);
-                }
-                tracing::debug!(error = %e, api_id = auth.api.id, "upstream request failed");
-                Err(GatewayError::UpstreamUnreachable)
+        loop {
+            let target = picked.target().clone();
+            let Ok(uri) = place.uri(&target) else {
+                return Err(GatewayError::BadRequest("The path is not valid."));
+            };
+            let this_body = match body.take() {
+                Some(b) => b,
+                None => match spare.as_ref().and_then(UpstreamBody::replay) {
+                    Some(b) => b,
+                    None => return Err(GatewayError::UpstreamUnreachable),
+                },
+            };
+            let mut req = Request::new(this_body);
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = uri;
+            *req.version_mut() = parts.version;
+            *req.headers_mut() = if replayable && tries_left > 0 {
+                fields.clone()
+            } else {
+                std::mem::take(&mut fields)
+            };
+            if let Ok(host) = HeaderValue::from_bytes(pipeline::upstream_host(&target)) {
+                req.headers_mut().insert(header::HOST, host);
             }
-            Ok(Ok(mut resp)) => {
-                let received = std::mem::take(resp.headers_mut());
-                let connection: Vec<&[u8]> = received
-                    .get_all(header::CONNECTION)
-                    .iter()
-                    .map(HeaderValue::as_bytes)
-                    .collect();
-                let h = resp.headers_mut();
-                for (name, value) in &received {
-                    // hyper framed the body by its `Content-Length`: kept, whatever
-                    // `Connection` says (the client's framing follows from it).
-                    if name == header::CONTENT_LENGTH
-                        || forwards_response_field(name.as_str(), connection.iter().copied())
-                    {
-                        h.append(name, value.clone());
-                    }
+            let failure = match tokio::time::timeout(timeout, client.request(req)).await {
+                Err(_) => {
+                    self.report(picked, None);
+                    return Err(GatewayError::UpstreamTimeout {
+                        timeout_ms: timeout.as_millis(),
+                    });
                 }
-                Ok(resp)
+                Ok(Ok(resp)) => {
+                    self.report(picked, Some(resp.status().as_u16()));
+                    return Ok(response_fields(resp));
+                }
+                Ok(Err(e)) => e,
+            };
+            if let Some(b) = body_error(&failure) {
+                return Err(body_failure(b, max_body));
+            }
+            if refusal(&failure).is_some() {
+                return Err(GatewayError::UpstreamForbidden);
+            }
+            tracing::debug!(error = %failure, api_id = auth.api.id, "upstream request failed");
+            let may = pipeline::retryable(!failure.is_connect(), idempotent, replayable);
+            match self.retry(picked, &mut tried, &mut tries_left, may) {
+                Some(next) => picked = next,
+                None => return Err(GatewayError::UpstreamUnreachable),
             }
         }
+    }
+}
+
+/// The upstream-response-fields phase on hyper's types: the upstream's fields that pass
+/// [`forwards_response_field`] (the gateway's own are added by the caller).
+fn response_fields(mut resp: Response<Incoming>) -> Response<Incoming> {
+    let received = std::mem::take(resp.headers_mut());
+    let connection: Vec<&[u8]> = received
+        .get_all(header::CONNECTION)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let h = resp.headers_mut();
+    for (name, value) in &received {
+        // hyper framed the body by its `Content-Length`: kept, whatever `Connection` says (the
+        // client's framing follows from it).
+        if name == header::CONTENT_LENGTH
+            || forwards_response_field(name.as_str(), connection.iter().copied())
+        {
+            h.append(name, value.clone());
+        }
+    }
+    resp
+}
+
+/// Where a request goes on any target: the caller's path rest (after the route's prefix when it
+/// strips it) and query.
+struct Place {
+    rest: String,
+    query: Option<String>,
+}
+
+impl Place {
+    /// The upstream URI on `target` ([`pipeline::upstream_target`]).
+    fn uri(&self, target: &TargetEntry) -> Result<Uri, http::Error> {
+        let mut pq = Vec::with_capacity(self.rest.len() + 64);
+        pipeline::upstream_target(target, &self.rest, self.query.as_deref(), |_, b| {
+            pq.extend_from_slice(b);
+        });
+        Uri::builder()
+            .scheme(if target.tls { "https" } else { "http" })
+            .authority(&*target.authority)
+            .path_and_query(pq)
+            .build()
     }
 }
 
@@ -242,18 +316,6 @@ fn closing(mut resp: Response<Body>) -> Response<Body> {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
-}
-
-/// The upstream URI of the pick-upstream phase ([`pipeline::upstream_target`]).
-fn upstream_uri(auth: &Auth, t: &Target<'_>) -> Result<Uri, http::Error> {
-    let api = &auth.api;
-    let mut pq = Vec::with_capacity(t.rest.len() + 64);
-    pipeline::upstream_target(auth, t, |b| pq.extend_from_slice(b));
-    Uri::builder()
-        .scheme(if api.upstream_tls { "https" } else { "http" })
-        .authority(&*api.upstream_authority)
-        .path_and_query(pq)
-        .build()
 }
 
 /// hyper's request as the pipeline reads a head.

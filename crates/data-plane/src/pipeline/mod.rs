@@ -7,14 +7,17 @@
 //!    ([`target::parse_target_parts`]: tenant, API, the rest of the path and its checks), the
 //!    tenant and API ([`api_for`]), the API's route for the method and path ([`route_for`]: 404
 //!    or 405 when it has routes and none takes the request), who is calling ([`Gateway::authenticate`]: key, client,
-//!    plan) and the body's declared size — all before anything is spent;
+//!    plan), the body's declared size, and the **pick** of a target ([`Gateway::pick`]: smooth
+//!    weighted round robin over the targets that are up, `crate::upstream::balance`; none up is
+//!    a 503) — all before anything is spent;
 //! 2. **limit** — the plan's windows ([`Gateway::limit`]): admitted with a [`Decision`], or the
 //!    429 (counted as usage);
-//! 3. **pick upstream** — which upstream address serves it (today the API's one upstream, which
-//!    the engine reaches through `crate::upstream`'s pools; the load balancer and circuit breaker
-//!    will live there);
+//! 3. **exchange** — the engine sends the request to the picked target; after a failed try,
+//!    [`Gateway::retry`] picks another when [`retryable`] says it may (the failed target's circuit
+//!    is told by [`Gateway::report`], as every try's outcome is);
 //! 4. **upstream request** — what the upstream receives: the path and query
-//!    ([`upstream_target`]: the API's upstream path, the rest of the caller's, both queries), the
+//!    ([`upstream_target`]: the target's path, the rest of the caller's, both queries), `Host`
+//!    ([`upstream_host`]), the
 //!    caller's fields that pass [`forwards_request_field`] and the gateway's own
 //!    ([`forwarded_fields`]). Pure work, so the fast engine prepares it before the limit call;
 //!    nothing is sent before the request is admitted;
@@ -33,7 +36,7 @@ use domain::apikey::KeyHash;
 use domain::limits::{Decision, RouteOwner, Subject};
 use domain::plan::{Enforcement, PlanLimits};
 use domain::route::{Route, RouteMatch};
-use domain::snapshot::{ApiEntry, Snapshot, TenantEntry};
+use domain::snapshot::{ApiEntry, Snapshot, TargetEntry, TenantEntry};
 use domain::usage::{Bucket, Counts};
 use http::Response;
 use http::header::{self, HeaderName, HeaderValue};
@@ -50,6 +53,7 @@ use crate::headers::{
 };
 pub use crate::headers::{forwards_request_field, forwards_response_field};
 use crate::metrics::Outcome;
+use crate::upstream::balance::{ApiUpstream, Picked, Tried};
 
 /// Longest key value hashed; anything longer is refused without work.
 const MAX_KEY_LEN: usize = 512;
@@ -81,6 +85,13 @@ impl Auth {
             .unwrap_or(self.api.timeout)
     }
 
+    /// Tries after a failed one: the route's retries, else the API's.
+    pub(crate) fn retries(&self) -> u32 {
+        self.route()
+            .and_then(|r| r.retries)
+            .unwrap_or_else(|| self.api.resilience.retries(self.api.targets.len()))
+    }
+
     /// Whose counters the route's own window spends: this key's or this client's on the route.
     pub(crate) fn route_subject(&self, route_id: i64) -> Subject {
         Subject::Route {
@@ -91,6 +102,12 @@ impl Auth {
                 None => RouteOwner::key(self.key_id),
             },
         }
+    }
+
+    /// The rest of the caller's path as forwarded: after the route's literal prefix when its
+    /// route strips it.
+    pub(crate) fn forwarded_rest<'t>(&self, rest: &'t str) -> &'t str {
+        self.route().map_or(rest, |r| r.forwarded_rest(rest))
     }
 
     /// Where this request is counted in usage, for the minute of `now_ms`, and the units its
@@ -163,6 +180,8 @@ pub(crate) struct Admitted<'h> {
     pub auth: Auth,
     /// The key as presented (for the field cleanup to strip wherever else it appears).
     pub key: &'h str,
+    /// The target it goes to first.
+    pub picked: Picked,
 }
 
 /// What the admit phase makes of a request.
@@ -218,7 +237,16 @@ impl Gateway {
         if let Some(len) = head.content_length() {
             admit_body_len(self, len).map_err(Refused::closing)?;
         }
-        Ok(Admission::Admitted(Admitted { target, auth, key }))
+        let upstream = self.upstreams.of(&auth.api);
+        let picked = self
+            .pick(&upstream, Tried::default())
+            .map_err(Refused::open)?;
+        Ok(Admission::Admitted(Admitted {
+            target,
+            auth,
+            key,
+            picked,
+        }))
     }
 }
 
@@ -356,6 +384,53 @@ impl Gateway {
             route: None,
         };
         Ok((auth, raw))
+    }
+
+    /// The pick-upstream phase: the target a request goes to, other than those it `tried`
+    /// (smooth weighted round robin over the targets that are up); none up is a 503 at once.
+    pub(crate) fn pick(
+        &self,
+        upstream: &Arc<ApiUpstream>,
+        tried: Tried,
+    ) -> Result<Picked, GatewayError> {
+        upstream
+            .pick(self.clock.now_ms(), tried)
+            .map_err(|u| GatewayError::UpstreamUnavailable {
+                retry_after_secs: u
+                    .retry_after_ms
+                    .map(|ms| u64::try_from(ms.max(0)).unwrap_or(0).div_ceil(1000).max(1)),
+            })
+    }
+
+    /// What an exchange with the picked target says of it: an answer (`status`) other than 502,
+    /// 503 or 504 is a success for its circuit; no answer (refused, reset, timed out) a failure.
+    pub(crate) fn report(&self, picked: Picked, status: Option<u16>) {
+        let now = self.clock.now_ms();
+        match status {
+            Some(s) if !matches!(s, 502..=504) => picked.succeeded(now),
+            _ => picked.failed(now),
+        }
+    }
+
+    /// After a try failed on `picked`: the next target, when the request may be tried again
+    /// ([`retryable`]) and has tries left. The failed target is told (its circuit counts it).
+    pub(crate) fn retry(
+        &self,
+        picked: Picked,
+        tried: &mut Tried,
+        tries_left: &mut u32,
+        may: bool,
+    ) -> Option<Picked> {
+        *tried = picked.tried(*tried);
+        let upstream = picked.api().clone();
+        self.report(picked, None);
+        if !may || *tries_left == 0 {
+            return None;
+        }
+        *tries_left -= 1;
+        let next = self.pick(&upstream, *tried).ok()?;
+        tracing::debug!(target_id = next.target().id, "retrying on another target");
+        Some(next)
     }
 
     /// The limit phase: the plan's windows for this request. A refusal is counted as usage and
@@ -508,33 +583,73 @@ pub(crate) fn presented_key<'h, H: HeaderSource + ?Sized>(
     Ok(raw)
 }
 
-/// The pick-upstream phase: the upstream's path and query for target `t` — the API's upstream
-/// path, the rest of the caller's path (after the route's literal prefix when the route strips
-/// it), the upstream's query then the caller's — handed to `push` piece by piece (the fast engine
-/// writes them into its head, hyper builds a URI of them).
-pub(crate) fn upstream_target(auth: &Auth, t: &Target<'_>, mut push: impl FnMut(&[u8])) {
-    let api = &auth.api;
-    let rest = auth.route().map_or(t.rest, |r| r.forwarded_rest(t.rest));
-    if api.upstream_path.is_empty() && rest.is_empty() {
+/// What part of the upstream request target a piece pushed by [`upstream_target`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// The target's own (its path, its query and the separators).
+    Target,
+    /// The rest of the caller's path.
+    Rest,
+    /// The caller's query.
+    Query,
+}
+
+/// The upstream-request phase: the upstream's path and query on `target` for a caller's `rest`
+/// (the path after the API, or after the route's literal prefix when the route strips it, see
+/// [`Auth::forwarded_rest`]) and `query` — the target's path, the rest, the target's query then
+/// the caller's — handed to `push` piece by piece (the fast engine writes them into its head,
+/// hyper builds a URI of them).
+pub(crate) fn upstream_target(
+    target: &TargetEntry,
+    rest: &str,
+    query: Option<&str>,
+    mut push: impl FnMut(Piece, &[u8]),
+) {
+    if target.path.is_empty() && rest.is_empty() {
         // "GET ?q" is not a request line; the root it means is "/".
-        push(b"/");
+        push(Piece::Target, b"/");
     } else {
-        push(api.upstream_path.as_bytes());
-        push(rest.as_bytes());
+        push(Piece::Target, target.path.as_bytes());
+        push(Piece::Rest, rest.as_bytes());
     }
-    match (api.upstream.query(), t.query) {
+    match (target.url.query(), query) {
         (Some(a), Some(b)) => {
-            push(b"?");
-            push(a.as_bytes());
-            push(b"&");
-            push(b.as_bytes());
+            push(Piece::Target, b"?");
+            push(Piece::Target, a.as_bytes());
+            push(Piece::Target, b"&");
+            push(Piece::Query, b.as_bytes());
         }
-        (Some(q), None) | (None, Some(q)) => {
-            push(b"?");
-            push(q.as_bytes());
+        (Some(q), None) => {
+            push(Piece::Target, b"?");
+            push(Piece::Target, q.as_bytes());
+        }
+        (None, Some(q)) => {
+            push(Piece::Target, b"?");
+            push(Piece::Query, q.as_bytes());
         }
         (None, None) => {}
     }
+}
+
+/// The `Host` an upstream request carries: its target's authority.
+pub(crate) fn upstream_host(target: &TargetEntry) -> &[u8] {
+    target.authority.as_bytes()
+}
+
+/// Whether a request that failed on a target may be tried on another: when nothing of it
+/// reached the target (no connection), or when it is idempotent and failed before any answer
+/// byte came back — and in both cases only when its body can be sent again (a body already
+/// streamed is gone).
+pub(crate) fn retryable(connected: bool, idempotent: bool, body_replayable: bool) -> bool {
+    body_replayable && (!connected || idempotent)
+}
+
+/// Safe to send twice (RFC 9110 9.2.2).
+pub(crate) fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    )
 }
 
 /// The upstream-response-fields phase, the gateway's part: the request id and the rate-limit
@@ -594,7 +709,8 @@ fn build_forwarded(fwd: &mut Vec<u8>, peer_ip: &str, original_host: Option<&[u8]
 }
 
 /// The fields the gateway sets on a forwarded request, once the caller's copies of them, the key
-/// and hop-by-hop fields are gone: `Host`, `X-Forwarded-*`, `X-Request-ID`, `X-Gateway-*`.
+/// and hop-by-hop fields are gone: `X-Forwarded-*`, `X-Request-ID`, `X-Gateway-*` (and `Host`,
+/// [`upstream_host`], which the engines place themselves).
 pub(crate) fn forwarded_fields(
     auth: &Auth,
     peer_ip: &str,
@@ -603,7 +719,6 @@ pub(crate) fn forwarded_fields(
     rid: &str,
     mut emit: impl FnMut(&HeaderName, &[u8]),
 ) {
-    emit(&header::HOST, auth.api.upstream_authority.as_bytes());
     // Every `X-Forwarded-For` line the caller sent, in order (one list, RFC 9110 5.3), then the peer.
     if prior_xff.iter().all(|p| p.is_empty()) {
         emit(&X_FORWARDED_FOR, peer_ip.as_bytes());

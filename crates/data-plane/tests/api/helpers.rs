@@ -254,11 +254,25 @@ impl TestEnv {
     /// Points the fixture's API at another upstream URL and timeout, and reloads.
     pub async fn point_api_at(&self, url: String, timeout_ms: i32) {
         let mut a = self.fx.api.clone().into_active_model();
-        a.upstream_url = Set(url);
+        a.upstream_url = Set(url.clone());
         a.timeout_ms = Set(timeout_ms);
         let _: api::Model = a.update(&self.db.db).await.unwrap();
+        point_targets_at(&self.db.db, self.fx.api.id, &url).await;
         self.gw.reload().await;
     }
+}
+
+/// Points every target of API `api_id` at `url` (a fixture's API has one: its upstream URL).
+pub async fn point_targets_at(db: &DatabaseConnection, api_id: i64, url: &str) {
+    use domain::entities::api_target;
+    use domain::sea_orm::sea_query::Expr;
+    use domain::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    api_target::Entity::update_many()
+        .col_expr(api_target::Column::Url, Expr::value(url.to_owned()))
+        .filter(api_target::Column::ApiId.eq(api_id))
+        .exec(db)
+        .await
+        .unwrap();
 }
 
 /// One answer read off a raw connection.

@@ -16,6 +16,7 @@ mod limits;
 mod nodes;
 mod outage;
 mod process;
+mod resilience;
 mod routes;
 mod ssrf;
 mod streaming;

@@ -54,6 +54,7 @@ impl Env {
         a.upstream_url = Set(url.to_owned());
         a.timeout_ms = Set(2000);
         let _: domain::entities::api::Model = a.update(&self.db.db).await.unwrap();
+        crate::helpers::point_targets_at(&self.db.db, self.fx.api.id, url).await;
         self.gw.reload().await;
     }
 

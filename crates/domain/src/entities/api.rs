@@ -16,6 +16,12 @@ pub struct Model {
     pub is_active: bool,
     /// Percent-encoded slashes (`%2F`) in a path are passed to the upstream instead of refused.
     pub pass_encoded_slashes: bool,
+    /// Tries after a failed one, on another target; `None`: 1 with two targets or more, else 0.
+    pub retries: Option<i32>,
+    /// The active health check as JSON (`resilience::HealthCheck`); `None`: off.
+    pub health_check: Option<String>,
+    /// The circuit breaker's settings as JSON (`resilience::CircuitBreaker`); `None`: defaults.
+    pub circuit_breaker: Option<String>,
     pub created_at: DateTimeUtc,
 }
 

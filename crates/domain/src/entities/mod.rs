@@ -3,6 +3,7 @@
 pub mod api;
 pub mod api_key;
 pub mod api_route;
+pub mod api_target;
 pub mod api_token;
 pub mod client;
 pub mod config_version;

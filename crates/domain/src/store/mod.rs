@@ -4,6 +4,7 @@
 mod listeners;
 mod scoped;
 mod sessions;
+mod targets;
 mod tokens;
 mod usage;
 mod writer;
@@ -11,6 +12,7 @@ mod writer;
 pub use listeners::*;
 pub use scoped::*;
 pub use sessions::*;
+pub use targets::*;
 pub use tokens::*;
 pub use usage::*;
 pub use writer::ConfigWriter;
@@ -166,6 +168,7 @@ pub async fn create_api(
     }
     .insert(db)
     .await?;
+    targets::insert_first_target(db, &a).await?;
     bump_config_version(db).await?;
     Ok(a)
 }

@@ -85,6 +85,7 @@ pub async fn update_api(
     a.pass_encoded_slashes = Set(new.pass_encoded_slashes);
     a.is_active = Set(is_active);
     let a = a.update(db).await?;
+    super::targets::set_first_target_url(db, &a).await?;
     bump_config_version(db).await?;
     Ok(a)
 }

@@ -7,9 +7,10 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 
 use super::{NewApi, StoreResult};
 use crate::apikey::ApiKey;
-use crate::entities::{api, api_key, api_route, client, plan, tenant};
+use crate::entities::{api, api_key, api_route, api_target, client, plan, tenant};
 use crate::events::{Change, Publisher};
 use crate::plan::{Enforcement, PlanLimits};
+use crate::resilience::{ApiResilience, NewTarget};
 use crate::route::NewRoute;
 
 /// Writes configuration and announces each write to the data planes.
@@ -77,6 +78,13 @@ config_writes! {
     fn update_route(tenant_id: i64, api_id: i64, id: i64, new: NewRoute)
         -> api_route::Model => |_| Change::Any;
     fn delete_route(tenant_id: i64, api_id: i64, id: i64) -> () => |()| Change::Any;
+    fn create_target(tenant_id: i64, api_id: i64, new: NewTarget)
+        -> api_target::Model => |_| Change::Any;
+    fn update_target(tenant_id: i64, api_id: i64, id: i64, new: NewTarget)
+        -> api_target::Model => |_| Change::Any;
+    fn delete_target(tenant_id: i64, api_id: i64, id: i64) -> () => |()| Change::Any;
+    fn reset_target(tenant_id: i64, api_id: i64, id: i64) -> api_target::Model => |_| Change::Any;
+    fn set_api_resilience(tenant_id: i64, id: i64, r: ApiResilience) -> api::Model => |_| Change::Any;
     fn create_api_key(tenant_id: i64, plan_id: i64, name: &str, expires_at: Option<DateTime<Utc>>)
         -> (api_key::Model, ApiKey) => |(key, _)| Change::Keys(vec![key.id]);
     fn update_key(tenant_id: i64, id: i64, name: &str, plan_id: i64, expires_at: Option<DateTime<Utc>>)

@@ -2,7 +2,8 @@
 //! strict and a fast plan with limits never reached, a key on each, and `N` more keys; and API
 //! `routed` on the same upstream with 100 routes, its `/items` the last in priority (what the
 //! `routes` target calls, against `up` without routes) and `/limited` the first, with a window of
-//! its own (what `route-limit` calls).
+//! its own (what `route-limit` calls); and API `spread` on three targets (the same upstream three
+//! times, equal weights: what `targets` calls, against `up` on one).
 //! `bench-seed <database-url> <upstream-url> [extra-keys]` prints the keys as JSON.
 
 use domain::header::{KeyHeader, UpstreamTimeout};
@@ -36,14 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let limits = PlanLimits::new(NEVER, Some(NEVER), None, None)?;
     let strict = store::create_plan(&db, tenant.id, "strict", limits, Enforcement::Strict).await?;
     let fast = store::create_plan(&db, tenant.id, "fast", limits, Enforcement::Fast).await?;
-    let new_api = NewApi {
-        name: "Bench upstream".into(),
-        slug: Slug::parse("up")?,
-        upstream_url: UpstreamUrl::parse(&upstream)?,
-        key_header: KeyHeader::default(),
-        timeout: UpstreamTimeout::default(),
-        pass_encoded_slashes: false,
-    };
+    let new_api = new_api_again(&upstream)?;
     store::create_api(&db, tenant.id, new_api.clone()).await?;
     let routed = store::create_api(
         &db,
@@ -84,6 +78,27 @@ async fn main() -> anyhow::Result<()> {
         requests_per_day: None,
     });
     store::create_route(&db, tenant.id, routed.id, limited).await?;
+    // Three healthy targets, balanced by weight (what `targets` calls).
+    let spread = store::create_api(
+        &db,
+        tenant.id,
+        NewApi {
+            name: "Bench upstream on three targets".into(),
+            slug: Slug::parse("spread")?,
+            ..new_api_again(&upstream)?
+        },
+    )
+    .await?;
+    for _ in 0..2 {
+        let url = UpstreamUrl::parse(&upstream)?;
+        store::create_target(
+            &db,
+            tenant.id,
+            spread.id,
+            domain::resilience::NewTarget { url, weight: 1 },
+        )
+        .await?;
+    }
     let (_, strict_key) = store::create_api_key(&db, tenant.id, strict.id, "strict", None).await?;
     let (_, fast_key) = store::create_api_key(&db, tenant.id, fast.id, "fast", None).await?;
     let txn = db.begin().await?;
@@ -91,7 +106,19 @@ async fn main() -> anyhow::Result<()> {
     txn.commit().await?;
     println!(
         "{}",
-        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items", "routes_path": "/bench/routed/items", "limited_path": "/bench/routed/limited"})
+        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items", "routes_path": "/bench/routed/items", "limited_path": "/bench/routed/limited", "spread_path": "/bench/spread/items"})
     );
     Ok(())
+}
+
+/// The bench API `up` on `upstream`.
+fn new_api_again(upstream: &str) -> anyhow::Result<NewApi> {
+    Ok(NewApi {
+        name: "Bench upstream".into(),
+        slug: Slug::parse("up")?,
+        upstream_url: UpstreamUrl::parse(upstream)?,
+        key_header: KeyHeader::default(),
+        timeout: UpstreamTimeout::default(),
+        pass_encoded_slashes: false,
+    })
 }

@@ -4,6 +4,9 @@
 //! client through [`GuardedConnector`], one client per trust level so a pooled connection made for
 //! a trusted tenant never serves another.
 
+pub mod balance;
+pub mod health;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -53,7 +56,15 @@ impl UpstreamClients {
     }
 }
 
-fn client(policy: &Arc<UpstreamPolicy>, trusted: bool) -> anyhow::Result<UpstreamClient> {
+fn client<B>(
+    policy: &Arc<UpstreamPolicy>,
+    trusted: bool,
+) -> anyhow::Result<Client<HttpsConnector<GuardedConnector>, B>>
+where
+    B: hyper::body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     // The provider is named, not left to crate features: another crate enabling a second rustls
     // backend would otherwise make the default ambiguous.
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -68,6 +79,14 @@ fn client(policy: &Arc<UpstreamPolicy>, trusted: bool) -> anyhow::Result<Upstrea
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(usize::MAX)
         .build(https))
+}
+
+/// A client for the active health checks (`crate::upstream::health`), through the same guard.
+pub(crate) fn check_client(
+    policy: &Arc<UpstreamPolicy>,
+    trusted: bool,
+) -> anyhow::Result<Client<HttpsConnector<GuardedConnector>, http_body_util::Empty<bytes::Bytes>>> {
+    client(policy, trusted)
 }
 
 /// Why no connection was made.
