@@ -2,11 +2,12 @@
 //! each with a weight and a reset generation (a manual reset of its circuit, which every data
 //! plane applies at its next snapshot). Every existing API gets its `upstream_url` as its first
 //! target, so it keeps working as before. The API gains its retries and the settings of its
-//! active health check and circuit breaker (JSON; absent: off / the defaults).
+//! active health check and circuit breaker (JSON; absent: off / the defaults). Without Redis, each
+//! data plane reports its targets' state into `target_health` (one row per API and node).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
-    big_integer, big_pk_auto, integer, integer_null, string_len, text_null,
+    big_integer, big_pk_auto, integer, integer_null, string_len, text, text_null,
     timestamp_with_time_zone,
 };
 
@@ -23,6 +24,16 @@ enum ApiTargets {
     Weight,
     ResetGeneration,
     CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum TargetHealth {
+    Table,
+    Id,
+    ApiId,
+    Node,
+    Report,
+    UpdatedAtMs,
 }
 
 #[derive(DeriveIden, Clone, Copy)]
@@ -67,6 +78,29 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
+            .create_table(
+                Table::create()
+                    .table(TargetHealth::Table)
+                    .col(big_pk_auto(TargetHealth::Id))
+                    .col(big_integer(TargetHealth::ApiId))
+                    .col(string_len(TargetHealth::Node, 200))
+                    .col(text(TargetHealth::Report))
+                    .col(big_integer(TargetHealth::UpdatedAtMs))
+                    .take(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("uq_target_health_api_node")
+                    .table(TargetHealth::Table)
+                    .col(TargetHealth::ApiId)
+                    .col(TargetHealth::Node)
+                    .unique()
+                    .take(),
+            )
+            .await?;
+        manager
             .get_connection()
             .execute_unprepared(
                 "INSERT INTO api_targets (tenant_id, api_id, url, weight, reset_generation, created_at) \
@@ -101,6 +135,9 @@ impl MigrationTrait for Migration {
                 .alter_table(Table::alter().table(Apis::Table).drop_column(col).take())
                 .await?;
         }
+        manager
+            .drop_table(Table::drop().table(TargetHealth::Table).take())
+            .await?;
         manager
             .drop_table(Table::drop().table(ApiTargets::Table).take())
             .await

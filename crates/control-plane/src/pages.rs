@@ -321,6 +321,16 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// `value` when neither the form nor the shared validators (`problems`) found anything wrong,
+    /// else every problem, each said with the form's label.
+    pub fn or_value<T>(mut self, problems: &Problems, value: Option<T>) -> Result<T, Self> {
+        self.absorb(problems);
+        match value {
+            Some(v) if self.is_empty() => Ok(v),
+            _ => Err(self),
+        }
+    }
+
     /// The shared validators' problems, each said with the form's label for its field
     /// ("Upstream URL must start with http:// or https://."); a field the form already found
     /// wrong (text that is no number, say) is not said twice.
@@ -357,6 +367,18 @@ fn label(field: &str) -> &str {
         "rate_limit.requests_per_minute" => "Route limit per minute",
         "rate_limit.burst" => "Route burst",
         "rate_limit.requests_per_day" => "Route limit per day",
+        "url" => "URL",
+        "weight" => "Weight",
+        "health_check.path" => "Health check path",
+        "health_check.interval_ms" => "Check interval",
+        "health_check.timeout_ms" => "Check timeout",
+        "health_check.healthy_threshold" => "Good checks to come back",
+        "health_check.unhealthy_threshold" => "Failed checks to go out",
+        "health_check.status_min" => "Lowest healthy status",
+        "health_check.status_max" => "Highest healthy status",
+        "circuit_breaker.failure_threshold" => "Failures to open",
+        "circuit_breaker.recovery_timeout_ms" => "Recovery time",
+        "circuit_breaker.half_open_max_calls" => "Probes to close",
         other => other,
     }
 }

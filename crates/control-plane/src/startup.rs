@@ -72,8 +72,13 @@ impl Application {
         let upstream_policy = shared.upstream_policy(&[(addr, "control plane")]).await;
         // Where this control plane listens, for every data plane's upstream policy.
         domain::store::register_listener(&db, "control plane", addr).await?;
+        let health = domain::target_health::HealthReports::new(
+            redis_pool.clone().map(|p| (p, shared.redis_prefix.clone())),
+            db.clone(),
+        );
         let publisher = Publisher::new(redis_pool, shared.redis_prefix.clone());
         let state = web::Data::new(AppState {
+            health,
             config: ConfigWriter::new(db.clone(), publisher),
             db,
             limiter,

@@ -21,10 +21,40 @@ pub struct AppState {
     pub asset_version: String,
     /// Which upstream addresses APIs may use (checked again by the data plane at connect time).
     pub upstream_policy: UpstreamPolicy,
+    /// What each data plane last reported of the targets' state.
+    pub health: domain::target_health::HealthReports,
 }
 
 impl AppState {
     /// What is wrong with an API's upstream for this tenant, for the `upstream_url` field.
+    /// The live state of API `api_id`'s targets (which must be `tenant_id`'s), per target and
+    /// data plane, in target order: what each node reported in the last 15 s.
+    pub async fn target_health(
+        &self,
+        tenant_id: i64,
+        api_id: i64,
+    ) -> Result<Vec<TargetHealth>, domain::store::StoreError> {
+        let targets = domain::store::list_targets(&self.db, tenant_id, api_id).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let reports = self.health.read(api_id, now).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read the targets' health reports");
+            Vec::new()
+        });
+        let mut out = Vec::new();
+        for t in &targets {
+            for r in &reports {
+                if let Some(seen) = r.targets.iter().find(|s| s.target_id == t.id) {
+                    out.push(TargetHealth {
+                        node: r.node.clone(),
+                        reported_at_ms: r.at_ms,
+                        report: seen.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn upstream_problem(&self, url: &UpstreamUrl, trusted: bool) -> Option<String> {
         // The data planes' listeners as they registered them.
         if let Ok(listeners) = domain::store::listeners(&self.db).await {
@@ -35,4 +65,12 @@ impl AppState {
             .await
             .map(|p| format!("Upstream URL is refused: {p}."))
     }
+}
+
+/// One target as one data plane reported it.
+#[derive(Debug, Clone)]
+pub struct TargetHealth {
+    pub node: String,
+    pub reported_at_ms: i64,
+    pub report: domain::target_health::TargetReport,
 }

@@ -21,6 +21,7 @@ pub const DEFAULT_USAGE_FLUSH_MS: u64 = 1_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_LEASE_TTL_MS: u64 = 1_000;
+pub const DEFAULT_HEALTH_REPORT_MS: u64 = 2_000;
 
 /// Which engine reads client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -84,6 +85,17 @@ pub struct ProxySettings {
     /// after it.
     #[arg(long, env = "GATEWAY_HEADER_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_TIMEOUT_MS)]
     pub header_timeout_ms: u64,
+
+    /// How often this data plane reports its targets' state (up, circuit, last check) to Redis,
+    /// or to the database without Redis, for the control plane to show (at most 10 s: a report
+    /// older than 15 s is taken for a gone node).
+    #[arg(long, env = "GATEWAY_HEALTH_REPORT_MS", default_value_t = DEFAULT_HEALTH_REPORT_MS,
+          value_parser = clap::value_parser!(u64).range(100..=10_000))]
+    pub health_report_ms: u64,
+
+    /// This data plane's name in the targets' health reports (default: `<hostname>:<port>`).
+    #[arg(long, env = "GATEWAY_NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 impl Default for ProxySettings {
@@ -101,6 +113,8 @@ impl Default for ProxySettings {
             fast_lease_max: DEFAULT_LEASE_MAX,
             fast_lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
             workers: 0,
+            health_report_ms: DEFAULT_HEALTH_REPORT_MS,
+            node_name: None,
         }
     }
 }

@@ -144,6 +144,25 @@ impl Application {
             gateway.clone(),
             stop_rx.clone(),
         ));
+        let reports = domain::target_health::HealthReports::new(
+            gateway
+                .limiter
+                .redis_store()
+                .map(|s| (s.pool().clone(), settings.shared.redis_prefix.clone())),
+            gateway.db.clone(),
+        );
+        let node = settings
+            .proxy
+            .node_name
+            .clone()
+            .unwrap_or_else(|| crate::upstream::health::default_node_name(addr_port(&gateway)));
+        let reporter = tokio::spawn(crate::upstream::health::report_until(
+            gateway.clone(),
+            reports,
+            node,
+            Duration::from_millis(settings.proxy.health_report_ms),
+            stop_rx.clone(),
+        ));
         let flusher = tokio::spawn(flush_every(
             gateway.clone(),
             Duration::from_millis(settings.proxy.usage_flush_ms.max(10)),
@@ -163,7 +182,7 @@ impl Application {
         }
 
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(reloader, prober, heart, flusher, checks);
+        let _ = tokio::join!(reloader, prober, heart, flusher, checks, reporter);
         for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
             let report = gateway.usage.flush().await;
             if report.db_ok && report.redis_ok {
@@ -175,6 +194,11 @@ impl Application {
         tracing::info!("data plane stopped");
         Ok(())
     }
+}
+
+/// The port this data plane listens on.
+fn addr_port(gw: &Gateway) -> u16 {
+    crate::lock(&gw.bound).map_or(0, |a| a.port())
 }
 
 /// A listening socket with `SO_REUSEPORT`, so each worker thread can accept on its own socket.

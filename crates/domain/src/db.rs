@@ -101,6 +101,7 @@ mod tests {
         "usage_minutes",
         "api_tokens",
         "api_targets",
+        "target_health",
         "config_version",
     ];
 

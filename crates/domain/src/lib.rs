@@ -17,6 +17,7 @@ pub mod shutdown;
 pub mod slug;
 pub mod snapshot;
 pub mod store;
+pub mod target_health;
 pub mod telemetry;
 pub mod upstream;
 pub mod upstream_policy;

@@ -84,6 +84,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(targets::update_target)
             .service(targets::delete_target)
             .service(targets::reset_target)
+            .service(targets::api_health)
             .service(resources::create_key)
             .service(resources::list_keys)
             .service(resources::get_key)

@@ -439,6 +439,48 @@ impl From<api_target::Model> for TargetOut {
     }
 }
 
+/// One target as one data plane sees it (reported every few seconds).
+#[derive(Serialize, ToSchema)]
+pub struct TargetHealthOut {
+    pub target_id: i64,
+    pub url: String,
+    /// The data plane that reported it.
+    pub node: String,
+    /// It takes requests: not out by the active health check, circuit not open.
+    pub up: bool,
+    /// `closed`, `open` or `half_open`.
+    pub circuit: String,
+    /// The last active check's latency (when the API has one and it answered).
+    pub last_check_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub in_flight: u32,
+    pub reported_at: DateTime<Utc>,
+}
+
+impl From<crate::state::TargetHealth> for TargetHealthOut {
+    fn from(h: crate::state::TargetHealth) -> Self {
+        Self {
+            target_id: h.report.target_id,
+            url: h.report.url,
+            node: h.node,
+            up: h.report.up,
+            circuit: h.report.circuit,
+            last_check_ms: h.report.last_check_ms,
+            last_error: h.report.last_error,
+            consecutive_failures: h.report.consecutive_failures,
+            in_flight: h.report.in_flight,
+            reported_at: DateTime::from_timestamp_millis(h.reported_at_ms).unwrap_or_default(),
+        }
+    }
+}
+
+/// The live state of an API's targets on every data plane.
+#[derive(Serialize, ToSchema)]
+pub struct HealthOut {
+    pub items: Vec<TargetHealthOut>,
+}
+
 /// An API to store, every field's problem reported.
 pub fn new_api(
     name: &str,

@@ -9,7 +9,7 @@ use domain::validate::{self, Problems};
 
 use super::auth::ApiCaller;
 use super::errors::{ApiError, ApiJson};
-use super::models::{Page, TargetIn, TargetOut};
+use super::models::{HealthOut, Page, TargetIn, TargetOut};
 use crate::state::AppState;
 
 /// The target a body describes, every field's problem reported; an address the upstream policy
@@ -123,4 +123,23 @@ pub async fn reset_target(
     let (api_id, id) = *path;
     let t = state.config.reset_target(c.tenant.id, api_id, id).await?;
     Ok(HttpResponse::Ok().json(TargetOut::from(t)))
+}
+
+/// The live state of an API's targets, per target and data plane (each reports every few
+/// seconds; a node silent for 15 s is left out).
+#[utoipa::path(tag = "targets", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 200, body = HealthOut), (status = 401), (status = 404)))]
+#[get("/apis/{id}/health")]
+pub async fn api_health(
+    c: ApiCaller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let items = state
+        .target_health(c.tenant.id, *id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(HttpResponse::Ok().json(HealthOut { items }))
 }

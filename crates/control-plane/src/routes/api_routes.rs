@@ -72,6 +72,8 @@ pub struct RouteForm {
     #[serde(default)]
     timeout_ms: String,
     #[serde(default)]
+    retries: String,
+    #[serde(default)]
     rl_requests_per_minute: String,
     #[serde(default)]
     rl_burst: String,
@@ -133,6 +135,7 @@ impl RouteForm {
             priority: r.priority.to_string(),
             strip_prefix: r.strip_prefix.then(|| "on".into()),
             timeout_ms: num(r.timeout_ms.map(i64::from)),
+            retries: num(r.retries.map(i64::from)),
             rl_requests_per_minute: num(r.rl_requests_per_minute),
             rl_burst: num(r.rl_burst),
             rl_requests_per_day: num(r.rl_requests_per_day),
@@ -343,6 +346,7 @@ fn parse_route(form: &RouteForm) -> Result<NewRoute, FieldErrors> {
     };
     let priority = number("priority", "Priority", &form.priority);
     let timeout_ms = number("timeout_ms", "Timeout", &form.timeout_ms);
+    let retries = number("retries", "Retries", &form.retries);
     let rpm = number(
         "rate_limit.requests_per_minute",
         "Route limit per minute",
@@ -356,7 +360,7 @@ fn parse_route(form: &RouteForm) -> Result<NewRoute, FieldErrors> {
     );
     let cost = number("cost", "Cost", &form.cost);
     // A route's own window is there when any of its fields is filled in (the rule names what
-    // is missing); retries are not offered until the gateway retries.
+    // is missing).
     let rate_limit = (rpm.is_some() || burst.is_some() || per_day.is_some()).then_some(
         validate::RouteLimitFields {
             requests_per_minute: rpm,
@@ -374,17 +378,13 @@ fn parse_route(form: &RouteForm) -> Result<NewRoute, FieldErrors> {
             priority,
             strip_prefix: form.strip_prefix.is_some(),
             timeout_ms,
-            retries: None,
+            retries,
             rate_limit,
             cost,
         },
         &mut problems,
     );
-    errors.absorb(&problems);
-    match route {
-        Some(r) if errors.is_empty() => Ok(r),
-        _ => Err(errors),
-    }
+    errors.or_value(&problems, route)
 }
 
 pub async fn create(

@@ -17,6 +17,8 @@ use crate::state::AppState;
 pub struct ApiRow {
     pub api: api::Model,
     pub gateway_url: String,
+    /// Targets besides its upstream URL.
+    pub more_targets: u64,
 }
 
 #[derive(Template)]
@@ -65,14 +67,16 @@ fn gateway_prefix(state: &AppState, u: &TenantUser) -> String {
 
 pub async fn list(u: TenantUser, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {
     let prefix = gateway_prefix(&state, &u);
-    let apis = store::list_apis(&state.db, u.tenant.id)
-        .await?
-        .into_iter()
-        .map(|api| ApiRow {
+    let mut apis = Vec::new();
+    for api in store::list_apis(&state.db, u.tenant.id).await? {
+        apis.push(ApiRow {
             gateway_url: format!("{prefix}{}/", api.slug),
+            more_targets: store::count_targets(&state.db, api.id)
+                .await?
+                .saturating_sub(1),
             api,
-        })
-        .collect();
+        });
+    }
     render(&ApisPage {
         layout: Layout::tenant(&u, &state, "APIs", "apis"),
         apis,
@@ -157,11 +161,7 @@ pub fn parse_api(
         },
         &mut problems,
     );
-    errors.absorb(&problems);
-    match api {
-        Some(api) if errors.is_empty() => Ok(api),
-        _ => Err(errors),
-    }
+    errors.or_value(&problems, api)
 }
 
 pub async fn create(

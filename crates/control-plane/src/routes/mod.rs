@@ -10,6 +10,7 @@ mod health;
 mod keys;
 pub mod overview;
 mod plans;
+mod targets;
 
 use actix_web::web;
 
@@ -58,6 +59,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/apis/{api_id}/routes/{id}/delete",
             web::post().to(api_routes::delete),
+        )
+        .route("/apis/{id}/targets", web::get().to(targets::list))
+        .route("/apis/{id}/targets", web::post().to(targets::create))
+        .route(
+            "/apis/{id}/resilience",
+            web::post().to(targets::save_resilience),
+        )
+        .route(
+            "/apis/{api_id}/targets/{id}/edit",
+            web::get().to(targets::edit),
+        )
+        .route(
+            "/apis/{api_id}/targets/{id}",
+            web::post().to(targets::update),
+        )
+        .route(
+            "/apis/{api_id}/targets/{id}/delete",
+            web::post().to(targets::delete),
+        )
+        .route(
+            "/apis/{api_id}/targets/{id}/reset",
+            web::post().to(targets::reset),
         )
         .route("/plans", web::get().to(plans::list))
         .route("/plans", web::post().to(plans::create))

@@ -134,11 +134,7 @@ pub fn parse_plan(
     };
     let mut problems = Problems::default();
     let plan = validate::plan(&fields, &mut problems);
-    errors.absorb(&problems);
-    match plan {
-        Some(plan) if errors.is_empty() => Ok(plan),
-        _ => Err(errors),
-    }
+    errors.or_value(&problems, plan)
 }
 
 pub async fn create(

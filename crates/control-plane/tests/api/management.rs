@@ -690,6 +690,62 @@ async fn api_retries_health_check_and_circuit_breaker_validate_and_patch() {
 }
 
 #[tokio::test]
+async fn api_health_shows_what_each_data_plane_reported_lately() {
+    use domain::target_health::{HealthReports, NodeReport, TargetReport};
+    let app = spawn_app().await;
+    let (api, _, a) = api_for_routes(&app).await;
+    let id = a["id"].as_i64().unwrap();
+    let (_, list) = api.get(&format!("/api/v1/apis/{id}/targets")).await;
+    let target_id = list["items"][0]["id"].as_i64().unwrap();
+    let (s, empty) = api.get(&format!("/api/v1/apis/{id}/health")).await;
+    assert_eq!(
+        (s, empty["items"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{empty}"
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    let report = |node: &str, at_ms: i64, circuit: &str| NodeReport {
+        node: node.to_owned(),
+        at_ms,
+        targets: vec![TargetReport {
+            target_id,
+            url: "http://x.org".into(),
+            up: circuit != "open",
+            circuit: circuit.into(),
+            last_check_ms: Some(12),
+            last_error: None,
+            consecutive_failures: 0,
+            in_flight: 1,
+        }],
+    };
+    // Two nodes reporting now, one that went quiet 20 s ago.
+    HealthReports::new(None, app.db.db.clone())
+        .write(&[
+            (id, report("edge-b", now, "open")),
+            (id, report("edge-a", now, "closed")),
+            (id, report("edge-gone", now - 20_000, "closed")),
+        ])
+        .await
+        .unwrap();
+    let (s, h) = api.get(&format!("/api/v1/apis/{id}/health")).await;
+    assert_eq!(s, 200, "{h}");
+    let items = h["items"].as_array().unwrap();
+    let nodes: Vec<&str> = items.iter().map(|i| i["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["edge-a", "edge-b"], "{h}");
+    assert_eq!(
+        (
+            items[1]["circuit"].as_str(),
+            items[1]["up"].as_bool(),
+            items[1]["target_id"].as_i64()
+        ),
+        (Some("open"), Some(false), Some(target_id))
+    );
+    assert_eq!(items[0]["last_check_ms"], 12);
+    let other = signup(&app, "bob", "Bobco").await;
+    assert_eq!(other.get(&format!("/api/v1/apis/{id}/health")).await.0, 404);
+}
+
+#[tokio::test]
 async fn routes_crud_pages_and_isolation() {
     let app = spawn_app().await;
     let (api, base, a) = api_for_routes(&app).await;
@@ -1323,6 +1379,7 @@ async fn the_openapi_document_matches_the_routes() {
         "PUT /api/v1/apis/{api_id}/targets/{id}",
         "DELETE /api/v1/apis/{api_id}/targets/{id}",
         "POST /api/v1/apis/{api_id}/targets/{id}/reset",
+        "GET /api/v1/apis/{id}/health",
         "POST /api/v1/keys",
         "GET /api/v1/keys",
         "GET /api/v1/keys/{id}",

@@ -332,6 +332,12 @@ impl ApiUpstream {
                 .all(|(l, t)| same_target(&l.entry, t) && l.entry.weight == t.weight)
     }
 
+    /// Whether target `i` takes requests at `now_ms`: not out by the active check, circuit not
+    /// open (or due to half-open).
+    pub fn is_up(&self, i: usize, now_ms: i64) -> bool {
+        self.up(i, now_ms)
+    }
+
     fn up(&self, i: usize, now_ms: i64) -> bool {
         let h = &self.targets[i].health;
         h.is_healthy() && (!self.breaker.enabled || h.circuit.admits(&self.breaker, now_ms))

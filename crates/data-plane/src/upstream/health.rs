@@ -15,6 +15,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use tokio::sync::watch;
 
+use domain::target_health::{HealthReports, NodeReport, TargetReport};
+
 use super::balance::{ApiUpstream, LiveTarget};
 use crate::gateway::Gateway;
 use crate::lock;
@@ -143,4 +145,82 @@ fn record(api: &ApiUpstream, t: &LiveTarget, hc: &HealthCheck, verdict: Verdict)
             "health check changed a target's state"
         );
     }
+}
+
+/// Reports every API's targets, as this data plane sees them, every `every` until `stop` (see
+/// `domain::target_health`).
+pub async fn report_until(
+    gw: Arc<Gateway>,
+    reports: HealthReports,
+    node: String,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let batch = node_reports(&gw, &node);
+        match reports.write(&batch).await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "could not report the targets' health; retrying");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// This node's report of each API's targets, now.
+pub fn node_reports(gw: &Gateway, node: &str) -> Vec<(i64, NodeReport)> {
+    let now = gw.clock.now_ms();
+    let at_ms = chrono::Utc::now().timestamp_millis();
+    gw.upstreams
+        .all()
+        .iter()
+        .map(|api| {
+            let targets = api
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let check = t.health.check_report();
+                    TargetReport {
+                        target_id: t.entry.id,
+                        url: t.entry.url.to_string(),
+                        up: api.is_up(i, now),
+                        circuit: t.health.circuit_state().as_str().to_owned(),
+                        last_check_ms: check.latency_ms,
+                        last_error: check.error,
+                        consecutive_failures: t.health.consecutive_failures(),
+                        in_flight: t.health.in_flight(),
+                    }
+                })
+                .collect();
+            (
+                api.api_id,
+                NodeReport {
+                    node: node.to_owned(),
+                    at_ms,
+                    targets,
+                },
+            )
+        })
+        .collect()
+}
+
+/// This data plane's default node name: `<hostname>:<port>`.
+pub fn default_node_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "data-plane".to_owned());
+    format!("{host}:{port}")
 }

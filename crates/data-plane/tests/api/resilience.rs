@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
-use crate::helpers::{EnvOptions, TestEnv, spawn_gateway};
+use crate::helpers::{EnvOptions, TestEnv};
 
 /// A target the test controls: it counts what it served, answers `status` (and `health` on
 /// `/health`), and can be killed (its listener and every connection gone: connections refused)
@@ -121,14 +121,18 @@ impl Target {
 /// The fixture on `engine` with its API's targets replaced by `targets` (url, weight) and its
 /// resilience set to `r`.
 async fn env_with(engine: Engine, targets: &[(&Target, i32)], r: ApiResilience) -> TestEnv {
-    let env = TestEnv::with(EnvOptions {
+    let opts = EnvOptions {
         proxy: Some(ProxySettings {
             engine,
             ..ProxySettings::default()
         }),
         ..EnvOptions::default()
-    })
-    .await;
+    };
+    env_on(opts, targets, r).await
+}
+
+async fn env_on(opts: EnvOptions, targets: &[(&Target, i32)], r: ApiResilience) -> TestEnv {
+    let env = TestEnv::with(opts).await;
     let (tenant, api) = (env.fx.tenant.id, env.fx.api.id);
     let old = store::list_targets(&env.db.db, tenant, api).await.unwrap();
     for (t, weight) in targets {
@@ -515,35 +519,46 @@ async fn a_request_is_retried_only_when_it_can_be_sent_again() {
 }
 
 #[tokio::test]
-async fn a_manual_reset_closes_a_circuit_on_another_data_plane_within_a_second() {
+async fn a_manual_reset_closes_a_circuit_in_another_data_plane_process_within_a_second() {
     let t = Target::start().await;
     let env = env_with(Engine::Fast, &[(&t, 1)], breaker(1, 3_600_000, 1)).await;
-    // A second data plane on the same database, polling for changes.
-    let mut settings = crate::helpers::settings_for(&env.db.url, None);
-    settings.proxy.reload_poll_ms = 100;
-    let clock = env.clock.clone();
-    let second = spawn_gateway(settings, Some(clock)).await;
-    second.reload().await;
-    t.status.store(503, Ordering::SeqCst);
-    assert_eq!(
-        second.get(&env.fx.path("/x"), &env.fx.key).await.status(),
-        503
+    // A second data plane, a process of its own on the same database (and Redis, when there is
+    // one: the reset then arrives as an event; without, by its 100 ms poll).
+    let redis = crate::helpers::redis();
+    let second = crate::process::Proc::spawn(
+        &env.db.url,
+        redis.as_ref(),
+        &[("GATEWAY_RELOAD_POLL_MS", "100")],
     );
+    let client = reqwest::Client::new();
+    let url = format!("{}{}", second.address, env.fx.path("/x"));
+    let call = || client.get(&url).header("x-api-key", &env.fx.key).send();
+    t.status.store(503, Ordering::SeqCst);
+    assert_eq!(call().await.unwrap().status(), 503);
     t.status.store(200, Ordering::SeqCst);
-    let r = second.get(&env.fx.path("/x"), &env.fx.key).await;
+    let r = call().await.unwrap();
     assert_eq!(error_type(r).await.1, "upstream_unavailable");
 
     let target = store::list_targets(&env.db.db, env.fx.tenant.id, env.fx.api.id)
         .await
         .unwrap()
         .remove(0);
+    let writer = store::ConfigWriter::new(
+        env.db.db.clone(),
+        domain::events::Publisher::new(
+            redis
+                .as_ref()
+                .map(|(u, _)| domain::limits::redis::pool(u).unwrap()),
+            redis.as_ref().map_or("gw", |(_, p)| p.as_str()),
+        ),
+    );
     let reset_at = Instant::now();
-    store::reset_target(&env.db.db, env.fx.tenant.id, env.fx.api.id, target.id)
+    writer
+        .reset_target(env.fx.tenant.id, env.fx.api.id, target.id)
         .await
         .unwrap();
     loop {
-        let r = second.get(&env.fx.path("/x"), &env.fx.key).await;
-        if r.status() == 200 {
+        if call().await.unwrap().status() == 200 {
             break;
         }
         assert!(
@@ -552,5 +567,58 @@ async fn a_manual_reset_closes_a_circuit_on_another_data_plane_within_a_second()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    second.stop().await;
+    second.terminate();
+}
+
+#[tokio::test]
+async fn each_data_plane_reports_its_targets_to_redis_or_else_the_database() {
+    use domain::target_health::HealthReports;
+    for with_redis in [false, true] {
+        let (a, b) = (Target::start().await, Target::start().await);
+        let opts = EnvOptions {
+            redis: with_redis,
+            proxy: Some(ProxySettings {
+                health_report_ms: 100,
+                node_name: Some("edge-1".into()),
+                ..ProxySettings::default()
+            }),
+            ..EnvOptions::default()
+        };
+        let env = env_on(opts, &[(&a, 1), (&b, 1)], breaker(1, 30_000, 1)).await;
+        if with_redis && env.redis.is_none() {
+            // Without TEST_REDIS_URL (and not in CI): the database half was shown.
+            return;
+        }
+        b.kill();
+        while circuit(&env, &b.url()) != CircuitState::Open {
+            assert_eq!(env.get("/x").await.status(), 200, "retried on a");
+        }
+        let redis = env
+            .redis
+            .as_ref()
+            .map(|(url, prefix)| (domain::limits::redis::pool(url).unwrap(), prefix.clone()));
+        let reports = HealthReports::new(redis, env.db.db.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            let now = chrono::Utc::now().timestamp_millis();
+            let got = reports.read(env.fx.api.id, now).await.unwrap();
+            let b_open = got.iter().any(|r| {
+                r.targets
+                    .iter()
+                    .any(|t| t.url == b.url() && t.circuit == "open" && !t.up)
+            });
+            if b_open {
+                break got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no report of b's open circuit: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(seen.len(), 1, "one node: {seen:?}");
+        assert_eq!(seen[0].node, "edge-1");
+        let a_seen = seen[0].targets.iter().find(|t| t.url == a.url()).unwrap();
+        assert!(a_seen.up && a_seen.circuit == "closed", "{a_seen:?}");
+    }
 }

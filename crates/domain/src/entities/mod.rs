@@ -9,6 +9,7 @@ pub mod client;
 pub mod config_version;
 pub mod listener;
 pub mod plan;
+pub mod target_health;
 pub mod tenant;
 pub mod usage_minute;
 pub mod usage_rollup;

@@ -317,6 +317,7 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     call_until(&key, &endpoint, 200).await;
 
     routes_pages(&c, &dashboard, &gateway_url, &key).await;
+    targets_page(&c, &dashboard, upstream).await;
 
     c.goto(&format!("{dashboard}/clients/new")).await.unwrap();
     shot(&c, "10-client-form").await;
@@ -418,6 +419,88 @@ async fn routes_pages(c: &Client, dashboard: &str, gateway_url: &str, key: &str)
         200,
     )
     .await;
+}
+
+/// Reloads `url` until its page shows `text` (what a data plane reports every few seconds).
+async fn reload_until(c: &Client, url: &str, text: &str) {
+    let started = Instant::now();
+    loop {
+        c.goto(url).await.unwrap();
+        if c.source().await.unwrap().contains(text) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{url} never showed {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The API's targets: its live state as the data plane reports it, a second target (after a
+/// form with mistakes), the health check switched on, and a circuit reset.
+async fn targets_page(c: &Client, dashboard: &str, upstream: std::net::SocketAddr) {
+    c.goto(&format!("{dashboard}/apis")).await.unwrap();
+    c.find(Locator::LinkText("Targets"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "Targets of Echo").await;
+    let page = c.current_url().await.unwrap().to_string();
+    reload_until(c, &page, "badge ok\">up").await;
+    fill(c, "input[name=url]", "ftp://nowhere").await;
+    fill(c, "input[name=weight]", "two").await;
+    submit(c).await;
+    wait_for_text(c, "URL must start with http:// or https://").await;
+    wait_for_text(c, "Weight must be a whole number.").await;
+    fill(c, "input[name=url]", &format!("http://{upstream}/")).await;
+    fill(c, "input[name=weight]", "2").await;
+    submit(c).await;
+    wait_for_text(c, "added.").await;
+    c.find(Locator::Css("input[name=hc_enabled]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(c, "input[name=hc_path]", "/probe").await;
+    fill(c, "input[name=hc_interval_ms]", "300").await;
+    fill(c, "input[name=hc_timeout_ms]", "200").await;
+    fill(c, "input[name=cb_failure_threshold]", "3").await;
+    c.find(Locator::Css("form[action$='/resilience'] button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "Retries, health check and circuit breaker saved.").await;
+    // Both targets checked and up, each with its last check's latency.
+    reload_until(c, &page, " ms</div>").await;
+    let source = c.source().await.unwrap();
+    assert_eq!(
+        source.matches("badge ok\">up").count(),
+        2,
+        "both targets up"
+    );
+    assert_tables_tidy(c, "targets").await;
+    shot(c, "17-targets").await;
+    c.find(Locator::Css("form[action$='/reset'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "is closed again on every data plane").await;
+    c.find(Locator::LinkText("Edit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "Edit target").await;
+    shot(c, "18-target-form").await;
 }
 
 /// The key the key-created page shows (once).
