@@ -53,7 +53,7 @@ use crate::headers::{
 };
 pub use crate::headers::{forwards_request_field, forwards_response_field};
 use crate::metrics::Outcome;
-use crate::upstream::balance::{ApiUpstream, Picked, Tried};
+use crate::upstream::balance::{ApiUpstream, Now, Picked, Tried};
 
 /// Longest key value hashed; anything longer is refused without work.
 const MAX_KEY_LEN: usize = 512;
@@ -393,8 +393,9 @@ impl Gateway {
         upstream: &Arc<ApiUpstream>,
         tried: Tried,
     ) -> Result<Picked, GatewayError> {
+        let read = || self.clock.now_ms();
         upstream
-            .pick(self.clock.now_ms(), tried)
+            .pick(&Now::of(&read), tried)
             .map_err(|u| GatewayError::UpstreamUnavailable {
                 retry_after_secs: u
                     .retry_after_ms
@@ -405,10 +406,11 @@ impl Gateway {
     /// What an exchange with the picked target says of it: an answer (`status`) other than 502,
     /// 503 or 504 is a success for its circuit; no answer (refused, reset, timed out) a failure.
     pub(crate) fn report(&self, picked: Picked, status: Option<u16>) {
-        let now = self.clock.now_ms();
+        let read = || self.clock.now_ms();
+        let now = Now::of(&read);
         match status {
-            Some(s) if !matches!(s, 502..=504) => picked.succeeded(now),
-            _ => picked.failed(now),
+            Some(s) if !matches!(s, 502..=504) => picked.succeeded(&now),
+            _ => picked.failed(&now),
         }
     }
 

@@ -18,6 +18,31 @@ use domain::snapshot::{ApiEntry, Snapshot, TargetEntry};
 
 use crate::lock;
 
+/// The clock's time in milliseconds, read at most once and only when a decision needs it: a
+/// closed circuit on a healthy target decides without it.
+pub struct Now<'a> {
+    read: &'a dyn Fn() -> i64,
+    at: std::cell::Cell<Option<i64>>,
+}
+
+impl<'a> Now<'a> {
+    pub fn of(read: &'a dyn Fn() -> i64) -> Self {
+        Self {
+            read,
+            at: std::cell::Cell::new(None),
+        }
+    }
+
+    pub fn get(&self) -> i64 {
+        if let Some(t) = self.at.get() {
+            return t;
+        }
+        let t = (self.read)();
+        self.at.set(Some(t));
+        t
+    }
+}
+
 /// A circuit's state, as `gateway_circuit_state` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -81,23 +106,23 @@ impl Circuit {
         self.state.store(s as u8, Ordering::Release);
     }
 
-    /// Whether a request would be let through at `now_ms` (without taking a permit).
-    fn admits(&self, cfg: &CircuitBreaker, now_ms: i64) -> bool {
+    /// Whether a request would be let through at `now` (without taking a permit).
+    fn admits(&self, cfg: &CircuitBreaker, now: &Now<'_>) -> bool {
         match self.state() {
             CircuitState::Closed => true,
-            CircuitState::Open => now_ms >= lock(&self.inner).open_until_ms,
+            CircuitState::Open => now.get() >= lock(&self.inner).open_until_ms,
             CircuitState::HalfOpen => lock(&self.inner).probes < cfg.half_open_max_calls,
         }
     }
 
-    fn acquire(&self, cfg: &CircuitBreaker, now_ms: i64) -> Option<Permit> {
+    fn acquire(&self, cfg: &CircuitBreaker, now: &Now<'_>) -> Option<Permit> {
         if !cfg.enabled || self.state() == CircuitState::Closed {
             return Some(Permit::Normal);
         }
         let mut inner = lock(&self.inner);
         match self.state() {
             CircuitState::Closed => Some(Permit::Normal),
-            CircuitState::Open if now_ms >= inner.open_until_ms => {
+            CircuitState::Open if now.get() >= inner.open_until_ms => {
                 inner.probes = 1;
                 inner.successes = 0;
                 self.set(CircuitState::HalfOpen);
@@ -112,7 +137,7 @@ impl Circuit {
     }
 
     /// Records an exchange's outcome; true when it changed the circuit's state.
-    fn record(&self, cfg: &CircuitBreaker, permit: Permit, ok: bool, now_ms: i64) -> bool {
+    fn record(&self, cfg: &CircuitBreaker, permit: Permit, ok: bool, now: &Now<'_>) -> bool {
         if !cfg.enabled {
             return false;
         }
@@ -132,7 +157,7 @@ impl Circuit {
                 if self.state() != CircuitState::Closed {
                     return false;
                 }
-                self.open(&mut inner, cfg, now_ms);
+                self.open(&mut inner, cfg, now);
                 true
             }
             (Permit::Probe, ok) => {
@@ -141,7 +166,7 @@ impl Circuit {
                     return false;
                 }
                 if !ok {
-                    self.open(&mut inner, cfg, now_ms);
+                    self.open(&mut inner, cfg, now);
                     return true;
                 }
                 inner.successes += 1;
@@ -155,8 +180,8 @@ impl Circuit {
         }
     }
 
-    fn open(&self, inner: &mut CircuitInner, cfg: &CircuitBreaker, now_ms: i64) {
-        inner.open_until_ms = now_ms + i64::from(cfg.recovery_timeout_ms);
+    fn open(&self, inner: &mut CircuitInner, cfg: &CircuitBreaker, now: &Now<'_>) {
+        inner.open_until_ms = now.get() + i64::from(cfg.recovery_timeout_ms);
         inner.probes = 0;
         inner.successes = 0;
         self.failures.store(0, Ordering::Relaxed);
@@ -174,9 +199,9 @@ impl Circuit {
     }
 
     /// Milliseconds until an open circuit lets a probe through.
-    fn opens_in(&self, now_ms: i64) -> Option<i64> {
+    fn opens_in(&self, now: &Now<'_>) -> Option<i64> {
         (self.state() == CircuitState::Open)
-            .then(|| (lock(&self.inner).open_until_ms - now_ms).max(0))
+            .then(|| (lock(&self.inner).open_until_ms - now.get()).max(0))
     }
 }
 
@@ -264,7 +289,13 @@ pub struct ApiUpstream {
     pub(crate) health_check: Option<HealthCheck>,
     /// Its tenant may use private upstreams (which health-check client to use).
     pub(crate) trusted: bool,
-    /// Smooth weighted round robin's current weights, one per target.
+    /// One cycle of smooth weighted round robin over all the targets (target indices, as many
+    /// as the weights add up to, over their greatest common divisor): what a request takes while
+    /// every target is up, by one atomic step of `seq` — no lock shared by the workers.
+    schedule: Box<[u8]>,
+    seq: std::sync::atomic::AtomicUsize,
+    /// Smooth weighted round robin's current weights, one per target, for the requests whose
+    /// place in the cycle is a target that is out (and for retries): shared among those up.
     current: Mutex<Box<[i64]>>,
 }
 
@@ -280,6 +311,10 @@ pub struct Unavailable {
 pub struct Tried(u32);
 
 impl Tried {
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
     fn has(self, i: usize) -> bool {
         i < 32 && self.0 & (1 << i) != 0
     }
@@ -311,6 +346,8 @@ impl ApiUpstream {
         }
         Self {
             api_id: api.id,
+            schedule: schedule(&targets),
+            seq: std::sync::atomic::AtomicUsize::new(0),
             current: Mutex::new(vec![0; targets.len()].into()),
             targets,
             breaker: api.resilience.circuit_breaker,
@@ -332,36 +369,47 @@ impl ApiUpstream {
                 .all(|(l, t)| same_target(&l.entry, t) && l.entry.weight == t.weight)
     }
 
-    /// Whether target `i` takes requests at `now_ms`: not out by the active check, circuit not
+    /// Whether target `i` takes requests at `now`: not out by the active check, circuit not
     /// open (or due to half-open).
-    pub fn is_up(&self, i: usize, now_ms: i64) -> bool {
-        self.up(i, now_ms)
+    pub fn is_up(&self, i: usize, now: &Now<'_>) -> bool {
+        self.up(i, now)
     }
 
-    fn up(&self, i: usize, now_ms: i64) -> bool {
+    fn up(&self, i: usize, now: &Now<'_>) -> bool {
         let h = &self.targets[i].health;
-        h.is_healthy() && (!self.breaker.enabled || h.circuit.admits(&self.breaker, now_ms))
+        h.is_healthy() && (!self.breaker.enabled || h.circuit.admits(&self.breaker, now))
     }
 
-    /// The target for a request at `now_ms`, other than those `tried`: smooth weighted round robin
+    /// The target for a request at `now`, other than those `tried`: smooth weighted round robin
     /// over the targets that are up.
-    pub fn pick(self: &Arc<Self>, now_ms: i64, tried: Tried) -> Result<Picked, Unavailable> {
+    pub fn pick(self: &Arc<Self>, now: &Now<'_>, tried: Tried) -> Result<Picked, Unavailable> {
         if self.targets.len() == 1 {
             if !tried.has(0)
-                && self.up(0, now_ms)
-                && let Some(p) = self.take(0, now_ms)
+                && self.up(0, now)
+                && let Some(p) = self.take(0, now)
             {
                 return Ok(p);
             }
-            return Err(self.unavailable(now_ms));
+            return Err(self.unavailable(now));
         }
+        // Every target up (the usual case): the next place in the cycle.
+        if tried.is_empty() {
+            let at = self.seq.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
+            let i = usize::from(self.schedule[at]);
+            if self.up(i, now)
+                && let Some(p) = self.take(i, now)
+            {
+                return Ok(p);
+            }
+        }
+        // That place's target is out: the targets that are up share it by weight.
         let mut current = lock(&self.current);
         let mut skip = tried;
         loop {
             let mut best: Option<usize> = None;
             let mut total = 0i64;
             for (i, t) in self.targets.iter().enumerate() {
-                if skip.has(i) || !self.up(i, now_ms) {
+                if skip.has(i) || !self.up(i, now) {
                     continue;
                 }
                 let w = i64::from(t.entry.weight);
@@ -373,19 +421,19 @@ impl ApiUpstream {
             }
             let Some(b) = best else {
                 drop(current);
-                return Err(self.unavailable(now_ms));
+                return Err(self.unavailable(now));
             };
             current[b] -= total;
-            if let Some(p) = self.take(b, now_ms) {
+            if let Some(p) = self.take(b, now) {
                 return Ok(p);
             }
             skip.add(b);
         }
     }
 
-    fn take(self: &Arc<Self>, i: usize, now_ms: i64) -> Option<Picked> {
+    fn take(self: &Arc<Self>, i: usize, now: &Now<'_>) -> Option<Picked> {
         let health = &self.targets[i].health;
-        let permit = health.circuit.acquire(&self.breaker, now_ms)?;
+        let permit = health.circuit.acquire(&self.breaker, now)?;
         health.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(Picked {
             api: self.clone(),
@@ -395,16 +443,48 @@ impl ApiUpstream {
         })
     }
 
-    fn unavailable(&self, now_ms: i64) -> Unavailable {
+    fn unavailable(&self, now: &Now<'_>) -> Unavailable {
         Unavailable {
             retry_after_ms: self
                 .targets
                 .iter()
                 .filter(|t| t.health.is_healthy())
-                .filter_map(|t| t.health.circuit.opens_in(now_ms))
+                .filter_map(|t| t.health.circuit.opens_in(now))
                 .min(),
         }
     }
+}
+
+/// One cycle of smooth weighted round robin (nginx's) over `targets`, all up: weights 5:1:1 give
+/// `0 0 1 0 2 0 0`.
+fn schedule(targets: &[LiveTarget]) -> Box<[u8]> {
+    fn gcd(a: i64, b: i64) -> i64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let weights: Vec<i64> = targets
+        .iter()
+        .map(|t| i64::from(t.entry.weight.max(1)))
+        .collect();
+    let g = weights.iter().copied().fold(0, gcd).max(1);
+    let weights: Vec<i64> = weights.iter().map(|w| w / g).collect();
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += w;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(u8::try_from(best).unwrap_or(0));
+    }
+    if out.is_empty() {
+        out.push(0);
+    }
+    out.into()
 }
 
 /// Same target (id and URL) at the same reset generation: its live state carries over.
@@ -438,21 +518,21 @@ impl Picked {
     }
 
     /// The target answered (anything but a 502, 503 or 504).
-    pub fn succeeded(mut self, now_ms: i64) {
-        self.record(true, now_ms);
+    pub fn succeeded(mut self, now: &Now<'_>) {
+        self.record(true, now);
     }
 
     /// The target failed: no connection, a reset, a timeout, or a 502, 503 or 504.
-    pub fn failed(mut self, now_ms: i64) {
-        self.record(false, now_ms);
+    pub fn failed(mut self, now: &Now<'_>) {
+        self.record(false, now);
     }
 
-    fn record(&mut self, ok: bool, now_ms: i64) {
+    fn record(&mut self, ok: bool, now: &Now<'_>) {
         self.done = true;
         let t = &self.api.targets[self.index];
         if t.health
             .circuit
-            .record(&self.api.breaker, self.permit, ok, now_ms)
+            .record(&self.api.breaker, self.permit, ok, now)
         {
             let state = t.health.circuit.state();
             tracing::info!(
@@ -529,6 +609,8 @@ impl Upstreams {
     /// `gateway_upstream_up`, `gateway_circuit_state` and `gateway_upstream_in_flight` in the
     /// text format, one series per API and target.
     pub fn write_metrics(&self, page: &mut String, now_ms: i64) {
+        let read = || now_ms;
+        let now = &Now::of(&read);
         let all = self.live.load();
         let mut apis: Vec<&Arc<ApiUpstream>> = all.by_api.values().collect();
         apis.sort_by_key(|a| a.api_id);
@@ -545,6 +627,14 @@ impl Upstreams {
                 "gateway_upstream_in_flight",
                 "Requests being exchanged with a target",
             ),
+            (
+                "gateway_upstream_consecutive_failures",
+                "A target's failures in a row, as its circuit counts them",
+            ),
+            (
+                "gateway_upstream_check_latency_ms",
+                "The last active health check's latency (-1: it failed or none ran)",
+            ),
         ];
         for (n, (name, help)) in series.iter().enumerate() {
             let _ = writeln!(page, "# HELP {name} {help}");
@@ -552,9 +642,15 @@ impl Upstreams {
             for api in &apis {
                 for (i, t) in api.targets.iter().enumerate() {
                     let value = match n {
-                        0 => u32::from(api.up(i, now_ms)),
-                        1 => t.health.circuit_state() as u32,
-                        _ => t.health.in_flight(),
+                        0 => i64::from(api.up(i, now)),
+                        1 => t.health.circuit_state() as i64,
+                        2 => i64::from(t.health.in_flight()),
+                        3 => i64::from(t.health.consecutive_failures()),
+                        _ => t
+                            .health
+                            .check_report()
+                            .latency_ms
+                            .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
                     };
                     let _ = writeln!(
                         page,
@@ -575,6 +671,11 @@ impl Upstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(ms: i64) -> Now<'static> {
+        let read: &'static dyn Fn() -> i64 = Box::leak(Box::new(move || ms));
+        Now::of(read)
+    }
     use domain::upstream::UpstreamUrl;
 
     fn api(weights: &[u32], breaker: CircuitBreaker) -> ApiEntry {
@@ -615,9 +716,9 @@ mod tests {
     fn share(u: &Arc<ApiUpstream>, n: usize) -> Vec<usize> {
         let mut counts = vec![0; u.targets.len()];
         for _ in 0..n {
-            let p = u.pick(0, Tried::default()).unwrap();
+            let p = u.pick(&at(0), Tried::default()).unwrap();
             counts[p.index] += 1;
-            p.succeeded(0);
+            p.succeeded(&at(0));
         }
         counts
     }
@@ -630,7 +731,7 @@ mod tests {
         ));
         let order: Vec<usize> = (0..7)
             .map(|_| {
-                let p = u.pick(0, Tried::default()).unwrap();
+                let p = u.pick(&at(0), Tried::default()).unwrap();
                 p.index
             })
             .collect();
@@ -649,29 +750,31 @@ mod tests {
         };
         let up = Arc::new(ApiUpstream::new(&api(&[1], cfg), None));
         for _ in 0..3 {
-            up.pick(0, Tried::default()).unwrap().failed(0);
+            up.pick(&at(0), Tried::default()).unwrap().failed(&at(0));
         }
         let health = &up.targets[0].health;
         assert_eq!(health.circuit_state(), CircuitState::Open);
-        let refusal = up.pick(500, Tried::default()).err().unwrap();
+        let refusal = up.pick(&at(500), Tried::default()).err().unwrap();
         assert_eq!(refusal.retry_after_ms, Some(500));
         // Recovery passed: two probes, no third while they are out.
-        let first = up.pick(1000, Tried::default()).unwrap();
+        let first = up.pick(&at(1000), Tried::default()).unwrap();
         assert_eq!(health.circuit_state(), CircuitState::HalfOpen);
-        let second = up.pick(1000, Tried::default()).unwrap();
-        assert!(up.pick(1000, Tried::default()).is_err());
+        let second = up.pick(&at(1000), Tried::default()).unwrap();
+        assert!(up.pick(&at(1000), Tried::default()).is_err());
         // A probe refused before it was sent gives its place back.
         drop(second);
-        let second = up.pick(1000, Tried::default()).unwrap();
-        first.succeeded(1001);
-        second.succeeded(1002);
+        let second = up.pick(&at(1000), Tried::default()).unwrap();
+        first.succeeded(&at(1001));
+        second.succeeded(&at(1002));
         assert_eq!(health.circuit_state(), CircuitState::Closed);
         // One failed probe reopens.
         for _ in 0..3 {
-            up.pick(2000, Tried::default()).unwrap().failed(2000);
+            up.pick(&at(2000), Tried::default())
+                .unwrap()
+                .failed(&at(2000));
         }
-        let p = up.pick(3000, Tried::default()).unwrap();
-        p.failed(3000);
+        let p = up.pick(&at(3000), Tried::default()).unwrap();
+        p.failed(&at(3000));
         assert_eq!(health.circuit_state(), CircuitState::Open);
         assert_eq!(health.in_flight(), 0);
     }
@@ -683,13 +786,13 @@ mod tests {
             ..CircuitBreaker::default()
         };
         let u = Arc::new(ApiUpstream::new(&api(&[1, 1], cfg), None));
-        let first = u.pick(0, Tried::default()).unwrap();
+        let first = u.pick(&at(0), Tried::default()).unwrap();
         let tried = first.tried(Tried::default());
-        let second = u.pick(0, tried).unwrap();
+        let second = u.pick(&at(0), tried).unwrap();
         assert_ne!(first.index, second.index);
-        assert!(u.pick(0, second.tried(tried)).is_err());
+        assert!(u.pick(&at(0), second.tried(tried)).is_err());
         let open = first.index;
-        first.failed(0);
+        first.failed(&at(0));
         assert_eq!(share(&u, 10)[1 - open], 10);
     }
 }

@@ -178,7 +178,8 @@ pub async fn report_until(
 
 /// This node's report of each API's targets, now.
 pub fn node_reports(gw: &Gateway, node: &str) -> Vec<(i64, NodeReport)> {
-    let now = gw.clock.now_ms();
+    let read = || gw.clock.now_ms();
+    let now = super::balance::Now::of(&read);
     let at_ms = chrono::Utc::now().timestamp_millis();
     gw.upstreams
         .all()
@@ -193,7 +194,7 @@ pub fn node_reports(gw: &Gateway, node: &str) -> Vec<(i64, NodeReport)> {
                     TargetReport {
                         target_id: t.entry.id,
                         url: t.entry.url.to_string(),
-                        up: api.is_up(i, now),
+                        up: api.is_up(i, &now),
                         circuit: t.health.circuit_state().as_str().to_owned(),
                         last_check_ms: check.latency_ms,
                         last_error: check.error,

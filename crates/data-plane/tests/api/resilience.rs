@@ -12,6 +12,7 @@ use bytes::Bytes;
 use data_plane::config::{Engine, ProxySettings};
 use data_plane::upstream::balance::CircuitState;
 use domain::resilience::{ApiResilience, CircuitBreaker, HealthCheck, NewTarget};
+use domain::sea_orm::EntityTrait;
 use domain::store;
 use domain::upstream::UpstreamUrl;
 use http::{Request, Response};
@@ -222,7 +223,17 @@ async fn weights_three_to_one_share_400_requests_300_to_100_on_both_engines() {
 async fn a_killed_target_costs_no_client_request_and_its_circuit_opens() {
     for engine in [Engine::Fast, Engine::Hyper] {
         let (a, b) = (Target::start().await, Target::start().await);
-        let env = env_with(engine, &[(&a, 1), (&b, 1)], ApiResilience::default()).await;
+        // A burst of exactly the 420 requests made (the test clock stands still): a retry that
+        // spent a second token would leave the last request refused.
+        let opts = EnvOptions {
+            limits: crate::helpers::limits(60, Some(420), None, None),
+            proxy: Some(ProxySettings {
+                engine,
+                ..ProxySettings::default()
+            }),
+            ..EnvOptions::default()
+        };
+        let env = env_on(opts, &[(&a, 1), (&b, 1)], ApiResilience::default()).await;
         let env = Arc::new(env);
         let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut workers = Vec::new();
@@ -266,6 +277,14 @@ async fn a_killed_target_costs_no_client_request_and_its_circuit_opens() {
             assert_eq!(env.get("/x").await.status(), 200);
         }
         assert_eq!(b.served() - before.1, 20);
+        // Usage counts each request once, retried or not.
+        env.gw.gateway.usage.flush().await;
+        let rows = domain::entities::usage_rollup::Entity::find()
+            .all(&env.db.db)
+            .await
+            .unwrap();
+        let requests: i64 = rows.iter().map(|r| r.requests).sum();
+        assert_eq!(requests, 420, "{engine:?}");
     }
 }
 
