@@ -356,14 +356,7 @@ impl<'a> Conn<'a> {
             }),
         };
         if let Some(picked) = p.picked.take() {
-            let status = head.as_ref().ok().map(|(status, _)| *status);
-            // A refused address or the caller's own body says nothing of the target.
-            if !matches!(
-                head,
-                Err(GatewayError::UpstreamForbidden | GatewayError::BadBody)
-            ) {
-                gw.report(picked, status);
-            }
+            gw.report(picked, head.as_ref().map(|(status, _)| *status));
         }
         let (status, head_len) = match head {
             Ok(h) => h,
@@ -399,20 +392,22 @@ impl<'a> Conn<'a> {
         let mut tried = Tried::default();
         let mut tries_left = p.auth.retries();
         loop {
-            let Some(target) = p.picked.as_ref().map(|t| t.target().clone()) else {
+            let Some(picked) = p.picked.as_ref() else {
                 return Err(GatewayError::UpstreamUnreachable);
             };
-            let (key, mut up, reused) =
-                match self.checkout(&target, p.auth.api.trusted_upstreams).await {
-                    Ok(c) => c,
-                    Err(e @ GatewayError::UpstreamForbidden) => return Err(e),
-                    Err(e) => {
-                        // Nothing was sent, and the body is still at hand (inline, or unread).
-                        let may = pipeline::retryable(false, p.idempotent, true);
-                        self.next_target(p, &mut tried, &mut tries_left, may, e)?;
-                        continue;
-                    }
-                };
+            let (key, mut up, reused) = match self
+                .checkout(picked.target(), p.auth.api.trusted_upstreams)
+                .await
+            {
+                Ok(c) => c,
+                Err(e @ GatewayError::UpstreamForbidden) => return Err(e),
+                Err(e) => {
+                    // Nothing was sent, and the body is still at hand (inline, or unread).
+                    let may = pipeline::retryable(false, p.idempotent, true);
+                    self.next_target(p, &mut tried, &mut tries_left, may, e)?;
+                    continue;
+                }
+            };
             let mut streamed = false;
             let sent = async {
                 up.write_all(&self.out).await.map_err(Side::Upstream)?;

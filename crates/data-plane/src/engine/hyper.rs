@@ -80,10 +80,10 @@ impl Gateway {
             rest: auth.forwarded_rest(target.rest).to_owned(),
             query: target.query.map(str::to_owned),
         };
-        if place.uri(picked.target()).is_err() {
+        let Ok(uri) = place.uri(picked.target()) else {
             let e = GatewayError::BadRequest("The path is not valid.");
             return self.refused(&e, rid, None);
-        }
+        };
         let fields = upstream_fields(req.headers(), key, &auth, peer, rid);
         let max_body = self.settings.max_body_bytes;
         let (parts, body) = req.into_parts();
@@ -103,7 +103,7 @@ impl Gateway {
         // Upstream request and response fields, around the exchange.
         let client = clients.for_tenant(auth.api.trusted_upstreams);
         let result = self
-            .forward(client, parts, fields, body, (picked, &place), &auth)
+            .forward(client, parts, fields, body, (picked, uri, &place), &auth)
             .await;
 
         // Finish.
@@ -148,7 +148,7 @@ impl Gateway {
         mut parts: http::request::Parts,
         mut fields: HeaderMap,
         body: UpstreamBody,
-        (mut picked, place): (Picked, &Place),
+        (mut picked, mut uri, place): (Picked, Uri, &Place),
         auth: &Auth,
     ) -> Result<Response<Incoming>, GatewayError> {
         let max_body = self.settings.max_body_bytes;
@@ -167,10 +167,6 @@ impl Gateway {
         let mut tried = Tried::default();
         let timeout = auth.timeout();
         loop {
-            let target = picked.target().clone();
-            let Ok(uri) = place.uri(&target) else {
-                return Err(GatewayError::BadRequest("The path is not valid."));
-            };
             let this_body = match body.take() {
                 Some(b) => b,
                 None => match spare.as_ref().and_then(UpstreamBody::replay) {
@@ -180,39 +176,48 @@ impl Gateway {
             };
             let mut req = Request::new(this_body);
             *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = uri;
+            *req.uri_mut() = std::mem::take(&mut uri);
             *req.version_mut() = parts.version;
             *req.headers_mut() = if replayable && tries_left > 0 {
                 fields.clone()
             } else {
                 std::mem::take(&mut fields)
             };
-            if let Ok(host) = HeaderValue::from_bytes(pipeline::upstream_host(&target)) {
+            if let Ok(host) = HeaderValue::from_bytes(pipeline::upstream_host(picked.target())) {
                 req.headers_mut().insert(header::HOST, host);
             }
             let failure = match tokio::time::timeout(timeout, client.request(req)).await {
                 Err(_) => {
-                    self.report(picked, None);
-                    return Err(GatewayError::UpstreamTimeout {
+                    let e = GatewayError::UpstreamTimeout {
                         timeout_ms: timeout.as_millis(),
-                    });
+                    };
+                    self.report(picked, Err(&e));
+                    return Err(e);
                 }
                 Ok(Ok(resp)) => {
-                    self.report(picked, Some(resp.status().as_u16()));
+                    self.report(picked, Ok(resp.status().as_u16()));
                     return Ok(response_fields(resp));
                 }
                 Ok(Err(e)) => e,
             };
-            if let Some(b) = body_error(&failure) {
-                return Err(body_failure(b, max_body));
-            }
-            if refusal(&failure).is_some() {
-                return Err(GatewayError::UpstreamForbidden);
+            let own = match (body_error(&failure), refusal(&failure)) {
+                (Some(b), _) => Some(body_failure(b, max_body)),
+                (None, Some(_)) => Some(GatewayError::UpstreamForbidden),
+                (None, None) => None,
+            };
+            if let Some(e) = own {
+                self.report(picked, Err(&e));
+                return Err(e);
             }
             tracing::debug!(error = %failure, api_id = auth.api.id, "upstream request failed");
             let may = pipeline::retryable(!failure.is_connect(), idempotent, replayable);
             match self.retry(picked, &mut tried, &mut tries_left, may) {
-                Some(next) => picked = next,
+                Some(next) => {
+                    uri = place
+                        .uri(next.target())
+                        .map_err(|_| GatewayError::BadRequest("The path is not valid."))?;
+                    picked = next;
+                }
                 None => return Err(GatewayError::UpstreamUnreachable),
             }
         }

@@ -403,13 +403,20 @@ impl Gateway {
             })
     }
 
-    /// What an exchange with the picked target says of it: an answer (`status`) other than 502,
-    /// 503 or 504 is a success for its circuit; no answer (refused, reset, timed out) a failure.
-    pub(crate) fn report(&self, picked: Picked, status: Option<u16>) {
+    /// What an exchange with the picked target says of it: an answer (`Ok(status)`) other than
+    /// 502, 503 or 504 is a success for its circuit; no answer (refused, reset, timed out) a
+    /// failure; an address the policy refused, or the caller's own body failing, says nothing of
+    /// the target (a probe gives its place back).
+    pub(crate) fn report(&self, picked: Picked, outcome: Result<u16, &GatewayError>) {
         let read = || self.clock.now_ms();
         let now = Now::of(&read);
-        match status {
-            Some(s) if !matches!(s, 502..=504) => picked.succeeded(&now),
+        match outcome {
+            Ok(s) if !matches!(s, 502..=504) => picked.succeeded(&now),
+            Err(
+                GatewayError::UpstreamForbidden
+                | GatewayError::BadBody
+                | GatewayError::BodyTooLarge { .. },
+            ) => drop(picked),
             _ => picked.failed(&now),
         }
     }
@@ -425,7 +432,7 @@ impl Gateway {
     ) -> Option<Picked> {
         *tried = picked.tried(*tried);
         let upstream = picked.api().clone();
-        self.report(picked, None);
+        self.report(picked, Err(&GatewayError::UpstreamUnreachable));
         if !may || *tries_left == 0 {
             return None;
         }

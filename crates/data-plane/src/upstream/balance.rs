@@ -372,10 +372,6 @@ impl ApiUpstream {
     /// Whether target `i` takes requests at `now`: not out by the active check, circuit not
     /// open (or due to half-open).
     pub fn is_up(&self, i: usize, now: &Now<'_>) -> bool {
-        self.up(i, now)
-    }
-
-    fn up(&self, i: usize, now: &Now<'_>) -> bool {
         let h = &self.targets[i].health;
         h.is_healthy() && (!self.breaker.enabled || h.circuit.admits(&self.breaker, now))
     }
@@ -385,7 +381,7 @@ impl ApiUpstream {
     pub fn pick(self: &Arc<Self>, now: &Now<'_>, tried: Tried) -> Result<Picked, Unavailable> {
         if self.targets.len() == 1 {
             if !tried.has(0)
-                && self.up(0, now)
+                && self.is_up(0, now)
                 && let Some(p) = self.take(0, now)
             {
                 return Ok(p);
@@ -396,7 +392,7 @@ impl ApiUpstream {
         if tried.is_empty() {
             let at = self.seq.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
             let i = usize::from(self.schedule[at]);
-            if self.up(i, now)
+            if self.is_up(i, now)
                 && let Some(p) = self.take(i, now)
             {
                 return Ok(p);
@@ -409,7 +405,7 @@ impl ApiUpstream {
             let mut best: Option<usize> = None;
             let mut total = 0i64;
             for (i, t) in self.targets.iter().enumerate() {
-                if skip.has(i) || !self.up(i, now) {
+                if skip.has(i) || !self.is_up(i, now) {
                     continue;
                 }
                 let w = i64::from(t.entry.weight);
@@ -642,7 +638,7 @@ impl Upstreams {
             for api in &apis {
                 for (i, t) in api.targets.iter().enumerate() {
                     let value = match n {
-                        0 => i64::from(api.up(i, now)),
+                        0 => i64::from(api.is_up(i, now)),
                         1 => t.health.circuit_state() as i64,
                         2 => i64::from(t.health.in_flight()),
                         3 => i64::from(t.health.consecutive_failures()),
