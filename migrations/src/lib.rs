@@ -12,6 +12,7 @@ mod m20261202_000003_listeners;
 mod m20261203_000001_routes;
 mod m20261204_000001_usage_routes;
 mod m20261205_000001_targets;
+mod m20261207_000001_request_log;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_routes::Migration),
             Box::new(m20261204_000001_usage_routes::Migration),
             Box::new(m20261205_000001_targets::Migration),
+            Box::new(m20261207_000001_request_log::Migration),
         ]
     }
 }

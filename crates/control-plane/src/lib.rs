@@ -2,7 +2,9 @@
 
 pub mod accounts;
 pub mod admin_cli;
+pub mod analytics;
 pub mod api;
+pub mod charts;
 pub mod config;
 pub mod errors;
 pub mod pages;

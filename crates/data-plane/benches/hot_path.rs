@@ -51,6 +51,7 @@ fn snapshot_with_keys() -> (Snapshot, String, tempfile::TempDir) {
             key_header: KeyHeader::default(),
             timeout: UpstreamTimeout::default(),
             pass_encoded_slashes: false,
+            log_query: false,
         };
         store::create_api(&db, tenant.id, api).await.expect("api");
         store::insert_generated_keys(&db, tenant.id, plan.id, KEYS - 1)

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use domain::limits::LimiterSettings;
 use domain::limits::limiter::DEFAULT_LEASE_MAX;
+use domain::request_log::LogSwitch;
 use std::net::SocketAddr;
 
 use domain::settings::{DEFAULT_DATA_PLANE_ADDR, Settings, parse_addr};
@@ -22,6 +23,11 @@ pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_LEASE_TTL_MS: u64 = 1_000;
 pub const DEFAULT_HEALTH_REPORT_MS: u64 = 2_000;
+pub const DEFAULT_REQUEST_LOG_RETENTION_DAYS: u32 = domain::request_log::DEFAULT_RETENTION_DAYS;
+/// Records a data plane holds before the oldest are dropped (a few seconds of a busy node's
+/// traffic, a few tens of MB).
+pub const DEFAULT_REQUEST_LOG_BUFFER: usize = 100_000;
+pub const DEFAULT_REQUEST_LOG_FLUSH_MS: u64 = 1_000;
 
 /// Which engine reads client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -96,6 +102,28 @@ pub struct ProxySettings {
     /// This data plane's name in the targets' health reports (default: `<hostname>:<port>`).
     #[arg(long, env = "GATEWAY_NODE_NAME")]
     pub node_name: Option<String>,
+
+    /// The request log: `on` (a record of every request on a tenant's path, written in batches
+    /// off the request's path) or `off`.
+    #[arg(long, env = "GATEWAY_REQUEST_LOG", value_enum, default_value_t = LogSwitch::On)]
+    pub request_log: LogSwitch,
+
+    /// Days request log records are kept (older ones are pruned by the data planes).
+    #[arg(long, env = "GATEWAY_REQUEST_LOG_RETENTION_DAYS",
+          default_value_t = DEFAULT_REQUEST_LOG_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub request_log_retention_days: u32,
+
+    /// Request log records held in memory while the database is slow; beyond it the oldest are
+    /// dropped (and counted in `gateway_request_log_dropped_total`).
+    #[arg(long, env = "GATEWAY_REQUEST_LOG_BUFFER", default_value_t = DEFAULT_REQUEST_LOG_BUFFER,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub request_log_buffer: usize,
+
+    /// How often request log records are written to the database.
+    #[arg(long, env = "GATEWAY_REQUEST_LOG_FLUSH_MS", default_value_t = DEFAULT_REQUEST_LOG_FLUSH_MS,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub request_log_flush_ms: u64,
 }
 
 impl Default for ProxySettings {
@@ -115,11 +143,23 @@ impl Default for ProxySettings {
             workers: 0,
             health_report_ms: DEFAULT_HEALTH_REPORT_MS,
             node_name: None,
+            request_log: LogSwitch::On,
+            request_log_retention_days: DEFAULT_REQUEST_LOG_RETENTION_DAYS,
+            request_log_buffer: DEFAULT_REQUEST_LOG_BUFFER,
+            request_log_flush_ms: DEFAULT_REQUEST_LOG_FLUSH_MS,
         }
     }
 }
 
 impl ProxySettings {
+    /// Worker threads this data plane runs.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        }
+    }
+
     pub fn limiter(&self) -> LimiterSettings {
         LimiterSettings {
             redis_timeout: Duration::from_millis(self.redis_timeout_ms.max(1)),

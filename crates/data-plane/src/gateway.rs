@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::config::ProxySettings;
 use crate::errors::json_response;
 use crate::metrics::Metrics;
+use crate::request_log::RequestLog;
 use crate::upstream::balance::Upstreams;
 use crate::usage::UsageRecorder;
 
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub key_overlay: ArcSwap<KeyOverlay>,
     pub limiter: Arc<Limiter>,
     pub usage: UsageRecorder,
+    /// Each request's record, buffered for the database.
+    pub request_log: RequestLog,
     pub metrics: Metrics,
     pub db: DatabaseConnection,
     pub clock: SharedClock,
@@ -59,11 +62,19 @@ impl Gateway {
         settings: ProxySettings,
         policy: Arc<UpstreamPolicy>,
     ) -> anyhow::Result<Self> {
+        let request_log = RequestLog::new(
+            db.clone(),
+            settings.request_log == domain::request_log::LogSwitch::On,
+            settings.request_log_buffer / settings.worker_count().max(1),
+            settings.request_log_buffer,
+            settings.request_log_retention_days,
+        );
         Ok(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             key_overlay: ArcSwap::from_pointee(KeyOverlay::default()),
             limiter,
             usage,
+            request_log,
             metrics: Metrics::new(),
             db,
             clock,
@@ -131,6 +142,7 @@ impl Gateway {
         self.metrics
             .usage_flush_errors
             .set(i64::try_from(self.usage.flush_errors()).unwrap_or(i64::MAX));
+        self.metrics.set_request_log(self.request_log.counts());
         let mut page = self.metrics.render();
         self.upstreams.write_metrics(&mut page, self.clock.now_ms());
         if let Some(store) = self.limiter.redis_store() {

@@ -19,6 +19,7 @@ pub mod headers;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;
+pub mod request_log;
 pub mod startup;
 pub mod upstream;
 pub mod usage;

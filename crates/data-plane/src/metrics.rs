@@ -79,6 +79,10 @@ pub struct Metrics {
     pub snapshot_reloads: IntCounter,
     pub key_updates: IntCounter,
     pub usage_flush_errors: IntGauge,
+    /// The request log's writer: records written, dropped (buffer full), failed writes.
+    log_written: IntCounter,
+    log_dropped: IntCounter,
+    log_errors: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -99,11 +103,13 @@ impl Metrics {
             "Proxied requests whose upstream failed (5xx, unreachable, timeout)",
         ));
         let latency = must(Histogram::with_opts(
-            HistogramOpts::new("request_duration_seconds", "Time to the response head").buckets(
-                vec![
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
-                ],
-            ),
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from a request's head to the last byte of its answer",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+            ]),
         ));
         let redis_up = must(IntGauge::new(
             "redis_up",
@@ -128,6 +134,18 @@ impl Metrics {
             "usage_flush_errors",
             "Failed usage flushes (retried)",
         ));
+        let log_written = must(IntCounter::new(
+            "request_log_written_total",
+            "Request log records written to the database",
+        ));
+        let log_dropped = must(IntCounter::new(
+            "request_log_dropped_total",
+            "Request log records dropped because the buffer was full (the database was slow)",
+        ));
+        let log_errors = must(IntCounter::new(
+            "request_log_write_errors_total",
+            "Request log writes that failed (their records are tried again)",
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_errors.clone()),
@@ -140,6 +158,9 @@ impl Metrics {
             Box::new(snapshot_reloads.clone()),
             Box::new(key_updates.clone()),
             Box::new(usage_flush_errors.clone()),
+            Box::new(log_written.clone()),
+            Box::new(log_dropped.clone()),
+            Box::new(log_errors.clone()),
         ] {
             must(registry.register(c));
         }
@@ -162,6 +183,23 @@ impl Metrics {
             snapshot_reloads,
             key_updates,
             usage_flush_errors,
+            log_written,
+            log_dropped,
+            log_errors,
+        }
+    }
+
+    /// The request log writer's counts, brought up to date (at scrape).
+    pub fn set_request_log(&self, c: crate::request_log::LogCounts) {
+        for (counter, now) in [
+            (&self.log_written, c.written),
+            (&self.log_dropped, c.dropped),
+            (&self.log_errors, c.write_errors),
+        ] {
+            let was = counter.get();
+            if now > was {
+                counter.inc_by(now - was);
+            }
         }
     }
 

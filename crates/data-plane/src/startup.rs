@@ -84,6 +84,7 @@ impl Application {
         let usage = UsageRecorder::new(
             db.clone(),
             redis_pool.map(|p| (p, shared.redis_prefix.clone())),
+            clock.clone(),
         );
         let gateway = Arc::new(Gateway::new(
             limiter,
@@ -168,6 +169,11 @@ impl Application {
             Duration::from_millis(settings.proxy.usage_flush_ms.max(10)),
             stop_rx.clone(),
         ));
+        let log_writer = tokio::spawn(write_log_every(
+            gateway.clone(),
+            Duration::from_millis(settings.proxy.request_log_flush_ms.max(10)),
+            stop_rx.clone(),
+        ));
 
         let workers = spawn_workers(listener, &gateway, &settings, &stop_rx)?;
         let joined = tokio::task::spawn_blocking(move || {
@@ -182,13 +188,22 @@ impl Application {
         }
 
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(reloader, prober, heart, flusher, checks, reporter);
+        let _ = tokio::join!(
+            reloader, prober, heart, flusher, checks, reporter, log_writer
+        );
         for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
             let report = gateway.usage.flush().await;
             if report.db_ok && report.redis_ok {
                 break;
             }
             tracing::warn!(attempt, "final usage flush incomplete; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
+            if gateway.request_log.flush(gateway.clock.now_ms()).await {
+                break;
+            }
+            tracing::warn!(attempt, "final request log write incomplete; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tracing::info!("data plane stopped");
@@ -223,10 +238,7 @@ fn spawn_workers(
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<anyhow::Result<()>>>> {
     let addr = first.local_addr()?;
-    let count = match settings.proxy.workers {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        n => n,
-    };
+    let count = settings.proxy.worker_count();
     let mut first = Some(first);
     let mut handles = Vec::with_capacity(count);
     for i in 0..count {
@@ -355,6 +367,21 @@ async fn serve_with_hyper(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Writes the request log's records every `every` (a slow database delays only this task).
+async fn write_log_every(gw: Arc<Gateway>, every: Duration, mut stop: watch::Receiver<bool>) {
+    if !gw.request_log.enabled() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { gw.request_log.flush(gw.clock.now_ms()).await; }
+            _ = stop.changed() => return,
+        }
     }
 }
 

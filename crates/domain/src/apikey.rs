@@ -25,6 +25,16 @@ pub enum ApiKeyError {
     Alphabet,
 }
 
+/// How much of a raw key its display prefix is: the recognisable prefix and the first
+/// characters of the random part (less for a shorter string, never splitting a character).
+pub fn display_len(raw: &str) -> usize {
+    let mut n = (KEY_PREFIX.len() + DISPLAY_CHARS).min(raw.len());
+    while !raw.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
+}
+
 /// A raw API key. It exists in memory only between generation and being shown to the user once,
 /// or while a request that carried it is authenticated.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,7 +81,7 @@ impl ApiKey {
 
     /// The part shown in lists (`gw_live_1a2b3c4d`): enough to recognise a key, useless to use it.
     pub fn display_prefix(&self) -> String {
-        self.0[..KEY_PREFIX.len() + DISPLAY_CHARS].to_owned()
+        self.0[..display_len(&self.0)].to_owned()
     }
 
     /// Whether this secret is a management token rather than a gateway key.

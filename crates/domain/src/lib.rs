@@ -1,6 +1,7 @@
 //! The shared core of Gateway: entities, parsed value types, keys, passwords, settings and the
 //! queries both planes need. Knows nothing of actix or hyper.
 
+pub mod analytics;
 pub mod apikey;
 pub mod clock;
 pub mod db;
@@ -10,6 +11,7 @@ pub mod header;
 pub mod limits;
 pub mod password;
 pub mod plan;
+pub mod request_log;
 pub mod resilience;
 pub mod route;
 pub mod settings;

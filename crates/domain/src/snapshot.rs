@@ -42,6 +42,8 @@ pub struct ApiEntry {
     pub timeout: Duration,
     /// `%2F` in a path is passed through (else refused).
     pub pass_encoded_slashes: bool,
+    /// The request log keeps its requests' query strings.
+    pub log_query: bool,
     /// The owning tenant may use loopback and private upstreams.
     pub trusted_upstreams: bool,
     pub is_active: bool,
@@ -285,6 +287,7 @@ async fn load_apis(
             key_header_name: a.key_header.clone().into(),
             timeout: Duration::from_millis(u64::from(a.timeout_ms.unsigned_abs())),
             pass_encoded_slashes: a.pass_encoded_slashes,
+            log_query: a.log_query,
             trusted_upstreams: trusted,
             is_active: a.is_active,
             routes: RouteTable::compile(routes.remove(&a.id).unwrap_or_default()),

@@ -213,6 +213,39 @@ pub fn help_flags(binary: &str) -> Vec<String> {
     flags
 }
 
+/// A tenant `slug` (and its owner) in `db`: its id.
+pub async fn tenant(db: &sea_orm::DatabaseConnection, slug: &str) -> i64 {
+    let owner = crate::store::create_user(db, slug, &format!("{slug}@example.com"), "x", false)
+        .await
+        .expect("owner");
+    crate::store::create_tenant(
+        db,
+        slug,
+        &crate::slug::Slug::parse(slug).expect("slug"),
+        owner.id,
+    )
+    .await
+    .expect("tenant")
+    .id
+}
+
+/// Traffic of `hits` (status, latency in ms), as a data plane counts it: a 429 is rate-limited,
+/// a 502 or above an upstream error, 5 bytes in and 50 out each.
+pub fn traffic(hits: &[(u16, u64)]) -> crate::analytics::Stats {
+    let mut s = crate::analytics::Stats::default();
+    for (status, ms) in hits {
+        s.count(&crate::analytics::Hit {
+            status: *status,
+            rate_limited: *status == 429,
+            upstream_error: *status >= 502,
+            bytes_in: 5,
+            bytes_out: 50,
+            latency_us: ms * 1000,
+        });
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_db_name;

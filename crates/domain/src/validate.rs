@@ -88,6 +88,7 @@ pub struct ApiFields<'a> {
     /// `None`: the default timeout.
     pub timeout_ms: Option<i64>,
     pub pass_encoded_slashes: bool,
+    pub log_query: bool,
 }
 
 /// An API to store, with every field's problem recorded in `problems`.
@@ -114,6 +115,7 @@ pub fn api(f: &ApiFields<'_>, problems: &mut Problems) -> Option<NewApi> {
         key_header: key_header?,
         timeout: timeout?,
         pass_encoded_slashes: f.pass_encoded_slashes,
+        log_query: f.log_query,
     })
 }
 
@@ -510,6 +512,7 @@ mod tests {
                 key_header: Some("Host"),
                 timeout_ms: Some(0),
                 pass_encoded_slashes: false,
+                log_query: false,
             },
             &mut p,
         );

@@ -24,7 +24,28 @@ pub const DEMO_USER: &str = "demo";
 pub const DEMO_TENANT_SLUG: &str = "demo";
 pub const DEMO_API_SLUG: &str = "echo";
 
+/// Longest `/slow/{ms}` the demo upstream sleeps.
+const MAX_DEMO_SLEEP_MS: u64 = 5_000;
+
+/// Echoes the request as JSON; `…/slow/{ms}` answers after sleeping that long (at most 5 s) and
+/// `…/status/{code}` answers with that status: something to watch in the analytics.
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut segments = req.uri().path().rsplit('/');
+    let (last, before) = (segments.next(), segments.next());
+    let mut status = http::StatusCode::OK;
+    match (before, last.and_then(|l| l.parse::<u64>().ok())) {
+        (Some("slow"), Some(ms)) => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms.min(MAX_DEMO_SLEEP_MS))).await;
+        }
+        (Some("status"), Some(code)) => {
+            status = u16::try_from(code)
+                .ok()
+                .and_then(|c| http::StatusCode::from_u16(c).ok())
+                .filter(|c| c.as_u16() >= 200)
+                .unwrap_or(http::StatusCode::BAD_REQUEST);
+        }
+        _ => {}
+    }
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
@@ -40,6 +61,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         "time": chrono::Utc::now().to_rfc3339(),
     });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -103,6 +125,7 @@ pub async fn seed_if_empty(
             key_header: KeyHeader::default(),
             timeout: UpstreamTimeout::default(),
             pass_encoded_slashes: false,
+            log_query: false,
         },
     )
     .await?;

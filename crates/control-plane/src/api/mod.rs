@@ -3,6 +3,7 @@
 //! `/api/v1/openapi.json`, with Swagger UI at `/api/docs/`.
 
 mod account;
+pub mod analytics;
 mod auth;
 pub mod errors;
 pub mod models;
@@ -21,7 +22,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Security),
     tags(
         (name = "account", description = "Sign-up and tokens"),
-        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "targets", description = "Where an API's requests go, by weight, with health checks and circuit breakers"), (name = "keys"), (name = "clients"), (name = "usage"),
+        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "targets", description = "Where an API's requests go, by weight, with health checks and circuit breakers"), (name = "keys"), (name = "clients"), (name = "usage"), (name = "analytics", description = "Requests, errors and latency percentiles over time"), (name = "logs", description = "One record per request the data planes answered"),
     )
 )]
 pub struct ApiDoc;
@@ -96,6 +97,9 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(resources::get_client)
             .service(resources::update_client)
             .service(resources::delete_client)
-            .service(usage::usage),
+            .service(usage::usage)
+            .service(analytics::analytics)
+            .service(analytics::logs)
+            .service(analytics::log_record),
     );
 }

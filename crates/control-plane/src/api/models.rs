@@ -226,6 +226,9 @@ pub struct ApiOut {
     pub timeout_ms: i32,
     /// Percent-encoded slashes (`%2F`) in a path are passed to the upstream (else refused, 400).
     pub pass_encoded_slashes: bool,
+    /// The request log keeps the query string of this API's requests (else the path alone: a
+    /// query may carry secrets).
+    pub log_query: bool,
     pub is_active: bool,
     /// Where callers reach this API through the gateway.
     pub gateway_url: String,
@@ -253,6 +256,7 @@ impl ApiOut {
             key_header: a.key_header,
             timeout_ms: a.timeout_ms,
             pass_encoded_slashes: a.pass_encoded_slashes,
+            log_query: a.log_query,
             is_active: a.is_active,
             created_at: a.created_at,
         }
@@ -269,6 +273,8 @@ pub struct ApiIn {
     pub timeout_ms: Option<i64>,
     /// Pass `%2F` in paths through to the upstream (default false: refused with 400).
     pub pass_encoded_slashes: Option<bool>,
+    /// Keep the query string in the request log (default false: the path alone).
+    pub log_query: Option<bool>,
     pub is_active: Option<bool>,
     /// Tries after a failed one, on another target, 0 to 5 (default: 1 with two targets or
     /// more, else 0).
@@ -288,6 +294,7 @@ pub struct ApiPatch {
     pub key_header: Option<String>,
     pub timeout_ms: Option<i64>,
     pub pass_encoded_slashes: Option<bool>,
+    pub log_query: Option<bool>,
     pub is_active: Option<bool>,
     /// `null`: back to the default.
     #[serde(default, deserialize_with = "nullable")]
@@ -489,6 +496,7 @@ pub fn new_api(
     key_header: Option<&str>,
     timeout_ms: Option<i64>,
     pass_encoded_slashes: bool,
+    log_query: bool,
 ) -> Result<NewApi, ApiError> {
     let mut problems = Problems::default();
     let api = validate::api(
@@ -499,6 +507,7 @@ pub fn new_api(
             key_header,
             timeout_ms,
             pass_encoded_slashes,
+            log_query,
         },
         &mut problems,
     );

@@ -182,6 +182,7 @@ pub async fn create_api(
         b.key_header.as_deref(),
         b.timeout_ms,
         b.pass_encoded_slashes.unwrap_or(false),
+        b.log_query.unwrap_or(false),
     )?;
     refuse_upstream(&state, &c, &new).await?;
     let given = b.retries.is_some() || b.health_check.is_some() || b.circuit_breaker.is_some();
@@ -257,6 +258,7 @@ pub async fn update_api(
         Some(b.key_header.as_deref().unwrap_or(&a.key_header)),
         Some(b.timeout_ms.unwrap_or(i64::from(a.timeout_ms))),
         b.pass_encoded_slashes.unwrap_or(a.pass_encoded_slashes),
+        b.log_query.unwrap_or(a.log_query),
     )?;
     refuse_upstream(&state, &c, &new).await?;
     let settings = if b.touches_resilience() {

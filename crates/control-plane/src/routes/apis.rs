@@ -43,6 +43,8 @@ pub struct ApiForm {
     #[serde(default)]
     pass_encoded_slashes: Option<String>,
     #[serde(default)]
+    log_query: Option<String>,
+    #[serde(default)]
     is_active: Option<String>,
 }
 
@@ -113,6 +115,7 @@ pub async fn edit(
         key_header: a.key_header,
         timeout_ms: a.timeout_ms.to_string(),
         pass_encoded_slashes: a.pass_encoded_slashes.then(|| "on".into()),
+        log_query: a.log_query.then(|| "on".into()),
         is_active: a.is_active.then(|| "on".into()),
     };
     let page = ApiFormPage {
@@ -133,6 +136,7 @@ pub fn parse_api(
     header: &str,
     timeout: &str,
     pass_encoded_slashes: bool,
+    log_query: bool,
 ) -> Result<NewApi, FieldErrors> {
     let mut errors = FieldErrors::default();
     // Text that is no number at all is the form's own problem; the number's range is the rule's.
@@ -158,6 +162,7 @@ pub fn parse_api(
             key_header: Some(header),
             timeout_ms,
             pass_encoded_slashes,
+            log_query,
         },
         &mut problems,
     );
@@ -197,6 +202,7 @@ async fn save(
         &form.key_header,
         &form.timeout_ms,
         form.pass_encoded_slashes.is_some(),
+        form.log_query.is_some(),
     );
     let parsed = match parsed {
         Ok(new) => match state

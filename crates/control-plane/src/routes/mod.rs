@@ -2,6 +2,7 @@
 
 mod account;
 mod admin;
+mod analytics;
 mod api_routes;
 mod apis;
 mod auth;
@@ -100,6 +101,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/clients/{id}/edit", web::get().to(clients::edit))
         .route("/clients/{id}", web::post().to(clients::update))
         .route("/clients/{id}/toggle", web::post().to(clients::toggle))
+        .route("/keys/{id}", web::get().to(analytics::key_page))
+        .route("/analytics", web::get().to(analytics::analytics))
+        .route("/logs", web::get().to(analytics::logs))
+        .route("/logs/{request_id}", web::get().to(analytics::record))
+        .route(
+            "/admin/analytics",
+            web::get().to(analytics::admin_analytics),
+        )
+        .route("/admin/logs", web::get().to(analytics::admin_logs))
+        .route(
+            "/admin/logs/{request_id}",
+            web::get().to(analytics::admin_record),
+        )
         .route("/admin/tenants", web::get().to(admin::tenants))
         .route("/admin/tenants/{id}/toggle", web::post().to(admin::toggle))
         .route(

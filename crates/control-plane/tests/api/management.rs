@@ -8,13 +8,13 @@ use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 const PW: &str = "tangerine-orbit-42";
 
-struct Api<'a> {
-    app: &'a TestApp,
-    token: String,
+pub struct Api<'a> {
+    pub app: &'a TestApp,
+    pub token: String,
 }
 
 impl Api<'_> {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .app
             .client
@@ -36,11 +36,11 @@ impl Api<'_> {
         )
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
         self.call(Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(Method::POST, path, Some(body)).await
     }
 
@@ -57,7 +57,7 @@ impl Api<'_> {
     }
 }
 
-async fn signup<'a>(app: &'a TestApp, username: &str, tenant: &str) -> Api<'a> {
+pub async fn signup<'a>(app: &'a TestApp, username: &str, tenant: &str) -> Api<'a> {
     let resp = app
         .client
         .post(app.url("/api/v1/signup"))
@@ -84,7 +84,7 @@ fn error_fields(b: &Value) -> Vec<&str> {
 }
 
 #[track_caller]
-fn assert_error(status: u16, body: &Value, want: u16, kind: &str) {
+pub fn assert_error(status: u16, body: &Value, want: u16, kind: &str) {
     assert_eq!(status, want, "{body}");
     assert_eq!(body["error"]["code"], want, "{body}");
     assert_eq!(body["error"]["type"], kind, "{body}");
@@ -1392,6 +1392,9 @@ async fn the_openapi_document_matches_the_routes() {
         "PATCH /api/v1/clients/{id}",
         "DELETE /api/v1/clients/{id}",
         "GET /api/v1/usage",
+        "GET /api/v1/analytics",
+        "GET /api/v1/logs",
+        "GET /api/v1/logs/{request_id}",
     ];
     expected.sort_unstable();
     assert_eq!(ops, expected);

@@ -14,7 +14,7 @@
 //! read so far, to the hyper engine (`crate::engine::hyper`), which serves the rest of it.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use crate::gateway::is_local_path;
 use crate::headers::{HeaderSource, X_FORWARDED_FOR, connection_has_option, request_id};
 use crate::pipeline::target::split_at_byte;
 use crate::pipeline::{
-    self, Admission, Admitted, Auth, Gateway, Piece, Refused, RequestHead, forwarded_fields,
+    self, Admission, Admitted, Auth, Gateway, Piece, Refused, RequestHead, Trace, forwarded_fields,
     forwards_request_field, forwards_response_field,
 };
 use crate::upstream::balance::{Picked, Tried};
@@ -70,7 +70,8 @@ enum Framing {
 struct Prepared {
     head_len: usize,
     auth: Auth,
-    rid: String,
+    /// What the finish phase records of it (its request id among them).
+    trace: Trace,
     /// The body's length as the gateway framed it (0 without `Content-Length`).
     body_len: u64,
     close: bool,
@@ -90,7 +91,7 @@ enum Step {
     Fail {
         head_len: usize,
         err: GatewayError,
-        rid: String,
+        trace: Box<Trace>,
         close: bool,
     },
     Forward(Box<Prepared>),
@@ -104,6 +105,7 @@ pub struct Conn<'a> {
     client: TcpStream,
     /// The caller's address as `X-Forwarded-For` names it, formatted once per connection.
     peer_ip: String,
+    peer_addr: IpAddr,
     buf: BytesMut,
     ubuf: BytesMut,
     out: Vec<u8>,
@@ -127,6 +129,7 @@ impl<'a> Conn<'a> {
             dog,
             client,
             peer_ip: peer.ip().to_string(),
+            peer_addr: peer.ip(),
             buf: BytesMut::with_capacity(READ_CHUNK),
             ubuf: BytesMut::with_capacity(READ_CHUNK),
             out: Vec::with_capacity(1024),
@@ -188,12 +191,14 @@ impl<'a> Conn<'a> {
                 Step::Fail {
                     head_len,
                     err,
-                    rid,
+                    mut trace,
                     close,
                 } => {
                     self.buf.advance(head_len);
-                    let resp = self.gw.refuse(&err, &rid, None);
-                    if !self.answer(resp, close).await || close {
+                    let resp = self.gw.refuse_traced(&err, &mut trace, None);
+                    let answered = self.answer(resp, close).await;
+                    self.gw.finish(*trace);
+                    if !answered || close {
                         return Exit::Done;
                     }
                 }
@@ -214,6 +219,7 @@ impl<'a> Conn<'a> {
             buf,
             out,
             peer_ip,
+            peer_addr,
             ..
         } = self;
         if buf.is_empty() {
@@ -225,7 +231,7 @@ impl<'a> Conn<'a> {
         let head_len = match req.parse(buf) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() <= max_head => return Step::NeedMore,
-            unparsed => return unparsable(unparsed.err(), buf.len(), max_head),
+            unparsed => return unparsable(gw, unparsed.err(), buf.len(), max_head, *peer_addr),
         };
         let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
             return Step::HandOff;
@@ -247,7 +253,7 @@ impl<'a> Conn<'a> {
                 return Step::Fail {
                     head_len,
                     err: GatewayError::BadRequest(why),
-                    rid: request_id(headers),
+                    trace: Box::new(Trace::start(gw, request_id(headers), *peer_addr)),
                     close: true,
                 };
             }
@@ -269,20 +275,20 @@ impl<'a> Conn<'a> {
             hosts,
             length,
         };
+        let mut trace = Trace::start(gw, request_id(headers), *peer_addr);
         let Admitted {
             target: t,
             auth,
             key,
             picked,
-        } = match gw.admit(&head, false) {
+        } = match gw.admit(&head, false, &mut trace) {
             Ok(Admission::Admitted(a)) => a,
             // hyper speaks TLS to upstreams: the request is its to serve, from the start.
             Ok(Admission::HandOff) => return Step::HandOff,
             // An error answered without reading a body must close: the body would be read as a
             // request.
-            Err(r) => return refused(r, head_len, headers, close || body_len > 0),
+            Err(r) => return refused(r, head_len, trace, close || body_len > 0),
         };
-        let rid = request_id(headers);
 
         let fields = HeadFields {
             headers,
@@ -297,12 +303,12 @@ impl<'a> Conn<'a> {
             &auth,
             picked.target(),
             peer_ip,
-            &rid,
+            &trace.rid,
         );
         Step::Forward(Box::new(Prepared {
             head_len,
             auth,
-            rid,
+            trace,
             body_len,
             close,
             is_head: method == "HEAD",
@@ -312,21 +318,19 @@ impl<'a> Conn<'a> {
         }))
     }
 
-    /// Limits, forwards and answers one request; false when the connection must end.
-    async fn exchange(&mut self, p: Prepared) -> bool {
-        let started = Instant::now();
-        let keep = self.limit_and_forward(p).await;
-        self.gw.metrics.observe_latency(started.elapsed());
+    /// Limits, forwards and answers one request, then finishes it; false when the connection
+    /// must end.
+    async fn exchange(&mut self, mut p: Prepared) -> bool {
+        let keep = self.limit_and_forward(&mut p).await;
+        self.gw.finish(p.trace);
         keep
     }
 
-    async fn limit_and_forward(&mut self, mut p: Prepared) -> bool {
+    async fn limit_and_forward(&mut self, p: &mut Prepared) -> bool {
         self.buf.advance(p.head_len);
         let gw = self.gw;
-        let auth = &p.auth;
-        let bucket = auth.bucket(gw.clock.now_ms());
-        let refusal = match gw.limit(auth, bucket, &p.rid).await {
-            Ok(decision) => return self.forward(&mut p, bucket, &decision).await,
+        let refusal = match gw.limit(&p.auth, &mut p.trace).await {
+            Ok(decision) => return self.forward(p, &decision).await,
             Err(refusal) => refusal,
         };
         // A refused request's body is never read, so the connection cannot go on after it.
@@ -336,17 +340,15 @@ impl<'a> Conn<'a> {
 
     /// Sends an admitted request upstream and relays the answer; false when the connection must
     /// end.
-    async fn forward(
-        &mut self,
-        p: &mut Prepared,
-        bucket: crate::pipeline::Tally,
-        decision: &domain::limits::Decision,
-    ) -> bool {
+    async fn forward(&mut self, p: &mut Prepared, decision: &domain::limits::Decision) -> bool {
         let gw = self.gw;
         let timeout = p.auth.timeout();
         self.dog.arm(timeout);
         let dog = self.dog;
+        let sent_at = Instant::now();
         let sent = dog.guard(false, self.send(p)).await;
+        p.trace.upstream_us =
+            Some(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX));
         self.dog.disarm();
         let head = match sent {
             Ok(Ok(head)) => Ok(head),
@@ -363,16 +365,16 @@ impl<'a> Conn<'a> {
             Err(e) => {
                 // Never back to the pool: a request may be half written on it.
                 self.upstream = None;
-                let upstream_failed = e.status().is_server_error();
-                gw.record_forwarded(bucket, false, upstream_failed);
+                gw.count_forwarded(false, e.status().is_server_error());
                 tracing::debug!(error = ?e, api_id = p.auth.api.id, "upstream request failed");
-                let resp = gw.refuse(&e, &p.rid, Some(decision));
+                let resp = gw.refuse_traced(&e, &mut p.trace, Some(decision));
                 // A body left half read puts the connection out of step: it closes after this.
                 let close = p.close || self.body_unread;
                 return self.answer(resp, close).await && !close;
             }
         };
-        gw.record_forwarded(bucket, true, status >= 500);
+        gw.count_forwarded(true, status >= 500);
+        p.trace.upstream_answered(status);
         self.relay(p, decision, head_len).await
     }
 
@@ -395,6 +397,7 @@ impl<'a> Conn<'a> {
             let Some(picked) = p.picked.as_ref() else {
                 return Err(GatewayError::UpstreamUnreachable);
             };
+            p.trace.target_id = picked.target().id;
             let (key, mut up, reused) = match self
                 .checkout(picked.target(), p.auth.api.trusted_upstreams)
                 .await
@@ -478,6 +481,7 @@ impl<'a> Conn<'a> {
         };
         retarget(&mut self.out, &mut p.line, next.target());
         p.picked = Some(next);
+        p.trace.flags |= domain::request_log::flags::RETRIED;
         Ok(())
     }
 
@@ -506,21 +510,23 @@ impl<'a> Conn<'a> {
     /// Writes the response head (the upstream's, with ours added) and streams its body.
     async fn relay(
         &mut self,
-        p: &Prepared,
+        p: &mut Prepared,
         decision: &domain::limits::Decision,
         head_len: usize,
     ) -> bool {
         let Some((framing, reusable, close)) = self.response_head(p, decision, head_len) else {
             // Conflicting lengths: nothing of it can be passed on safely.
             self.upstream = None;
-            let resp = self
-                .gw
-                .refuse(&GatewayError::UpstreamUnreachable, &p.rid, Some(decision));
+            let resp = self.gw.refuse_traced(
+                &GatewayError::UpstreamUnreachable,
+                &mut p.trace,
+                Some(decision),
+            );
             // The request was all sent: the client's connection is still in step.
             return self.answer(resp, p.close).await && !p.close;
         };
         self.ubuf.advance(head_len);
-        let streamed = self.stream_body(framing).await;
+        let streamed = self.stream_body(framing, &mut p.trace.bytes_out).await;
         if !(streamed && reusable && self.ubuf.is_empty()) {
             self.upstream = None;
         }
@@ -618,7 +624,7 @@ impl<'a> Conn<'a> {
         }
         // (Inlined at each of its calls, as the request's field writer.)
         pipeline::answer_fields(
-            &p.rid,
+            &p.trace.rid,
             decision,
             #[inline(always)]
             |n, v| {
@@ -635,8 +641,8 @@ impl<'a> Conn<'a> {
     }
 
     /// Streams the response body from upstream to client in its own framing; `self.out` holds the
-    /// head, sent with the first bytes.
-    async fn stream_body(&mut self, framing: Framing) -> bool {
+    /// head, sent with the first bytes. `sent`: the body's bytes passed on so far.
+    async fn stream_body(&mut self, framing: Framing, sent: &mut u64) -> bool {
         let Some((_, up)) = self.upstream.as_mut() else {
             return false;
         };
@@ -680,6 +686,7 @@ impl<'a> Conn<'a> {
                 self.out.clear();
             }
             self.ubuf.advance(take);
+            *sent += take as u64;
             if left == 0 {
                 return true;
             }
@@ -710,18 +717,24 @@ impl<'a> Conn<'a> {
 
 /// The answer to a request the admit phase refused; `close`: the connection cannot go on after it
 /// anyway.
-fn refused(r: Refused, head_len: usize, headers: &[httparse::Header<'_>], close: bool) -> Step {
+fn refused(r: Refused, head_len: usize, trace: Trace, close: bool) -> Step {
     Step::Fail {
         head_len,
         err: r.err,
-        rid: request_id(headers),
+        trace: Box::new(trace),
         close: r.close || close,
     }
 }
 
 /// The answer to a head that cannot be parsed (`None`: one still partial past the size limit);
 /// nothing after it can be framed, so the connection closes.
-fn unparsable(err: Option<httparse::Error>, buffered: usize, max_head: usize) -> Step {
+fn unparsable(
+    gw: &Gateway,
+    err: Option<httparse::Error>,
+    buffered: usize,
+    max_head: usize,
+    peer: IpAddr,
+) -> Step {
     let err = match err {
         None => GatewayError::HeadersTooLarge {
             limit: max_head,
@@ -736,7 +749,7 @@ fn unparsable(err: Option<httparse::Error>, buffered: usize, max_head: usize) ->
     Step::Fail {
         head_len: buffered,
         err,
-        rid: request_id(NO_HEADERS),
+        trace: Box::new(Trace::start(gw, request_id(NO_HEADERS), peer)),
         close: true,
     }
 }

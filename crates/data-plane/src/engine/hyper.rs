@@ -5,10 +5,12 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use ::hyper::body::Incoming;
+use ::hyper::body::{Frame, Incoming, SizeHint};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -21,7 +23,7 @@ use domain::limits::Decision;
 use crate::headers::HeaderSource;
 use crate::headers::{X_FORWARDED_FOR, head_size, request_id};
 use crate::pipeline::{
-    self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, forwarded_fields,
+    self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, Trace, forwarded_fields,
     forwards_request_field, forwards_response_field,
 };
 use crate::upstream::balance::{Picked, Tried};
@@ -29,7 +31,7 @@ use crate::upstream::{UpstreamClient, UpstreamClients, refusal};
 use domain::snapshot::TargetEntry;
 
 /// What the gateway answers with: the upstream's body streamed through, or one of its own.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Inner = Either<Incoming, Full<Bytes>>;
 
 impl Gateway {
     /// Entry point of every request; `clients` are the calling worker's upstream pools.
@@ -40,13 +42,15 @@ impl Gateway {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         if let Some(local) = self.local_answer(req.uri().path()).await {
-            return Ok(local.map(Either::Right));
+            return Ok(local.map(|b| Body::untraced(Either::Right(b))));
         }
-        let started = Instant::now();
-        let rid = request_id(req.headers());
-        let resp = self.proxy(&clients, peer, req, &rid).await;
-        self.metrics.observe_latency(started.elapsed());
-        Ok(resp)
+        let mut trace = Trace::start(&self, request_id(req.headers()), peer.ip());
+        let resp = self.proxy(&clients, peer, req, &mut trace).await;
+        // The finish phase runs when the answer's last byte is out (or the caller left), with
+        // the bytes the body counted.
+        trace.status = resp.status().as_u16();
+        trace.bytes_out = 0;
+        Ok(resp.map(|b| Body::traced(b, self.clone(), trace)))
     }
 
     /// The pipeline's phases, in order, on hyper's request and response types.
@@ -55,16 +59,16 @@ impl Gateway {
         clients: &UpstreamClients,
         peer: SocketAddr,
         req: Request<Incoming>,
-        rid: &str,
-    ) -> Response<Body> {
+        trace: &mut Trace,
+    ) -> Response<Inner> {
         // Admit.
         let head = HyperHead(&req);
-        let admitted = match self.admit(&head, true) {
+        let admitted = match self.admit(&head, true, trace) {
             Ok(Admission::Admitted(a)) => a,
             // hyper speaks TLS: nothing is handed on from here.
             Ok(Admission::HandOff) => unreachable!("the hyper engine serves every upstream"),
             Err(Refused { err, close }) => {
-                let resp = self.refused(&err, rid, None);
+                let resp = self.refused(&err, trace, None);
                 return if close { closing(resp) } else { resp };
             }
         };
@@ -82,40 +86,53 @@ impl Gateway {
         };
         let Ok(uri) = place.uri(picked.target()) else {
             let e = GatewayError::BadRequest("The path is not valid.");
-            return self.refused(&e, rid, None);
+            return self.refused(&e, trace, None);
         };
-        let fields = upstream_fields(req.headers(), key, &auth, peer, rid);
+        let fields = upstream_fields(req.headers(), key, &auth, peer, &trace.rid);
         let max_body = self.settings.max_body_bytes;
         let (parts, body) = req.into_parts();
         // A body without a declared length is read ahead (up to the limit) before it costs a token.
         let body = match UpstreamBody::read_ahead(body, max_body).await {
             Ok(b) => b,
-            Err(e) => return closing(self.refused(&body_failure(&e, max_body), rid, None)),
+            Err(e) => return closing(self.refused(&body_failure(&e, max_body), trace, None)),
         };
-        let bucket = auth.bucket(self.clock.now_ms());
+        if let Some(n) = body.known_len() {
+            trace.bytes_in = n;
+        }
 
         // Limit.
-        let decision = match self.limit(&auth, bucket, rid).await {
+        let decision = match self.limit(&auth, trace).await {
             Ok(d) => d,
             Err(refusal) => return refusal.map(Either::Right),
         };
 
         // Upstream request and response fields, around the exchange.
         let client = clients.for_tenant(auth.api.trusted_upstreams);
+        let sent_at = Instant::now();
         let result = self
-            .forward(client, parts, fields, body, (picked, uri, &place), &auth)
+            .forward(
+                client,
+                parts,
+                fields,
+                body,
+                (picked, uri, &place),
+                &auth,
+                trace,
+            )
             .await;
+        trace.upstream_us = Some(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX));
 
-        // Finish.
+        // Response fields; the finish phase follows the body.
         let upstream_failed = match &result {
             Ok(r) => r.status().is_server_error(),
             Err(e) => e.status().is_server_error(),
         };
-        self.record_forwarded(bucket, result.is_ok(), upstream_failed);
+        self.count_forwarded(result.is_ok(), upstream_failed);
         match result {
             Ok(mut r) => {
+                trace.upstream_answered(r.status().as_u16());
                 let h = r.headers_mut();
-                pipeline::answer_fields(rid, &decision, |name, value| {
+                pipeline::answer_fields(&trace.rid, &decision, |name, value| {
                     if let Ok(v) = HeaderValue::from_bytes(value) {
                         h.insert(name, v);
                     }
@@ -124,24 +141,25 @@ impl Gateway {
             }
             // The caller's body broke mid-way: what is left of it cannot be read as a request.
             Err(e @ (GatewayError::BadBody | GatewayError::BodyTooLarge { .. })) => {
-                closing(self.refused(&e, rid, Some(&decision)))
+                closing(self.refused(&e, trace, Some(&decision)))
             }
-            Err(e) => self.refused(&e, rid, Some(&decision)),
+            Err(e) => self.refused(&e, trace, Some(&decision)),
         }
     }
 
     fn refused(
         &self,
         err: &GatewayError,
-        rid: &str,
+        trace: &mut Trace,
         decision: Option<&Decision>,
-    ) -> Response<Body> {
-        self.refuse(err, rid, decision).map(Either::Right)
+    ) -> Response<Inner> {
+        self.refuse_traced(err, trace, decision).map(Either::Right)
     }
 
     /// The exchange with the picked target, tried again on another while the pipeline says it
     /// may ([`pipeline::retryable`]: here only with a body all read ahead, or none, since a
     /// streamed body cannot be sent twice).
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         client: &UpstreamClient,
@@ -150,6 +168,7 @@ impl Gateway {
         body: UpstreamBody,
         (mut picked, mut uri, place): (Picked, Uri, &Place),
         auth: &Auth,
+        trace: &mut Trace,
     ) -> Result<Response<Incoming>, GatewayError> {
         let max_body = self.settings.max_body_bytes;
         let declared_length = parts.headers.contains_key(header::CONTENT_LENGTH);
@@ -186,6 +205,7 @@ impl Gateway {
             if let Ok(host) = HeaderValue::from_bytes(pipeline::upstream_host(picked.target())) {
                 req.headers_mut().insert(header::HOST, host);
             }
+            trace.target_id = picked.target().id;
             let failure = match tokio::time::timeout(timeout, client.request(req)).await {
                 Err(_) => {
                     let e = GatewayError::UpstreamTimeout {
@@ -217,6 +237,7 @@ impl Gateway {
                         .uri(next.target())
                         .map_err(|_| GatewayError::BadRequest("The path is not valid."))?;
                     picked = next;
+                    trace.flags |= domain::request_log::flags::RETRIED;
                 }
                 None => return Err(GatewayError::UpstreamUnreachable),
             }
@@ -317,7 +338,7 @@ fn upstream_fields(
 }
 
 /// `resp`, closing the connection after it (the rest of the request cannot be trusted).
-fn closing(mut resp: Response<Body>) -> Response<Body> {
+fn closing(mut resp: Response<Inner>) -> Response<Inner> {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
@@ -376,5 +397,71 @@ fn body_failure(e: &BodyError, max_body: u64) -> GatewayError {
     match e {
         BodyError::TooLarge(_) => GatewayError::BodyTooLarge { limit: max_body },
         BodyError::Client(_) => GatewayError::BadBody,
+    }
+}
+
+/// An answer's body as hyper sends it: counts the bytes that go out and runs the finish phase
+/// ([`Gateway::finish`]) when the last is out, the body fails, or the caller leaves (the body is
+/// dropped unfinished).
+pub struct Body {
+    inner: Inner,
+    finish: Option<(Arc<Gateway>, Box<Trace>)>,
+}
+
+impl Body {
+    fn untraced(inner: Inner) -> Self {
+        Self {
+            inner,
+            finish: None,
+        }
+    }
+
+    fn traced(inner: Inner, gw: Arc<Gateway>, trace: Trace) -> Self {
+        Self {
+            inner,
+            finish: Some((gw, Box::new(trace))),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((gw, trace)) = self.finish.take() {
+            gw.finish(*trace);
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl ::hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = <Inner as ::hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some((_, trace))) = (frame.data_ref(), self.finish.as_mut()) {
+                    trace.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(_) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

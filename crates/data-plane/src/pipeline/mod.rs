@@ -24,9 +24,11 @@
 //! 5. **upstream response fields** — what the caller receives: the upstream's fields that pass
 //!    [`forwards_response_field`], then the gateway's ([`answer_fields`]: request id, rate-limit
 //!    fields);
-//! 6. **finish** — what the request counted for ([`Gateway::finish_forwarded`], and
-//!    [`Gateway::refuse`] for the gateway's own answers): usage, metrics, latency.
+//! 6. **finish** — what the request counted for ([`Gateway::finish`], over the [`Trace`] the
+//!    phases filled in; [`Gateway::refuse_traced`] for the gateway's own answers): usage,
+//!    analytics, the latency metric, the request log record.
 
+pub mod finish;
 pub mod target;
 
 use std::sync::Arc;
@@ -37,11 +39,11 @@ use domain::limits::{Decision, RouteOwner, Subject};
 use domain::plan::{Enforcement, PlanLimits};
 use domain::route::{Route, RouteMatch};
 use domain::snapshot::{ApiEntry, Snapshot, TargetEntry, TenantEntry};
-use domain::usage::{Bucket, Counts};
 use http::Response;
 use http::header::{self, HeaderName, HeaderValue};
 use http_body_util::Full;
 
+pub(crate) use finish::Trace;
 pub use target::{Target, parse_target, parse_target_parts};
 
 use crate::errors::{GatewayError, HeadLimit};
@@ -110,29 +112,10 @@ impl Auth {
         self.route().map_or(rest, |r| r.forwarded_rest(rest))
     }
 
-    /// Where this request is counted in usage, for the minute of `now_ms`, and the units its
-    /// admission consumes (its route's cost).
-    pub(crate) fn bucket(&self, now_ms: i64) -> Tally {
-        let route = self.route();
-        Tally {
-            bucket: Bucket {
-                tenant_id: self.tenant_id,
-                api_id: self.api.id,
-                key_id: self.key_id,
-                client_id: self.client.as_ref().map_or(0, |c| c.0),
-                route_id: route.map_or(0, |r| r.id),
-                minute: now_ms.div_euclid(60_000),
-            },
-            units: route.map_or(1, |r| i64::from(r.cost)),
-        }
+    /// Units its admission consumes: its route's cost.
+    pub(crate) fn units(&self) -> i64 {
+        self.route().map_or(1, |r| i64::from(r.cost))
     }
-}
-
-/// A request's place in usage: its bucket, and the units its admission consumes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Tally {
-    pub(crate) bucket: Bucket,
-    pub(crate) units: i64,
 }
 
 /// What every request head must be, whichever engine read it: not `CONNECT` (the gateway makes
@@ -214,27 +197,45 @@ impl Gateway {
     /// The admit phase, in order: the head's size, the head as a whole ([`admit_head`]), the
     /// target, the tenant and API, who is calling, and the body's declared size — all before the
     /// request costs anything. `speaks_tls`: whether the calling engine can reach an `https`
-    /// upstream (else the request is handed off before its key is looked at).
+    /// upstream (else the request is handed off before its key is looked at). What it learns of
+    /// the request goes into its `trace`.
     #[inline]
     pub(crate) fn admit<'h, H: RequestHead + ?Sized>(
         &self,
         head: &'h H,
         speaks_tls: bool,
+        trace: &mut Trace,
     ) -> Result<Admission<'h>, Refused> {
         admit_head_size(self, head.head_len()).map_err(Refused::open)?;
         admit_head(head.method(), head.hosts(), head.is_http11()).map_err(Refused::closing)?;
         let target = parse_target_parts(head.path(), head.query()).map_err(Refused::open)?;
         let snap = self.snapshot.load();
-        let (tenant, api) = api_for(&snap, &target).map_err(Refused::open)?;
-        if api.upstream_tls && !speaks_tls {
+        let tenant = snap
+            .tenant(target.tenant)
+            .filter(|t| t.is_active)
+            .ok_or(Refused::open(GatewayError::UnknownApi))?;
+        let api = tenant.api(target.api).filter(|a| a.is_active);
+        if api.is_some_and(|a| a.upstream_tls && !speaks_tls) {
             return Ok(Admission::HandOff);
         }
+        trace.tenant(
+            self,
+            tenant.id,
+            api.map(|a| (a.id, a.log_query)),
+            head.method(),
+            head.path(),
+            head.query(),
+        );
+        let api = api.ok_or(Refused::open(GatewayError::UnknownApi))?;
         let route = route_for(api, head.method(), target.rest).map_err(Refused::open)?;
+        trace.route_id = route.and_then(|i| api.routes.get(i)).map_or(0, |r| r.id);
         let (mut auth, key) = self
-            .authenticate(&snap, tenant, api, &target, head)
+            .authenticate(&snap, tenant, api, &target, head, trace)
             .map_err(Refused::open)?;
         auth.route = route;
+        trace.caller(&auth, key);
         if let Some(len) = head.content_length() {
+            trace.bytes_in = len;
             admit_body_len(self, len).map_err(Refused::closing)?;
         }
         let upstream = self.upstreams.of(&auth.api);
@@ -248,22 +249,6 @@ impl Gateway {
             picked,
         }))
     }
-}
-
-/// The admit phase's lookup: the active tenant and API a target names, in `snap`.
-pub(crate) fn api_for<'s>(
-    snap: &'s Snapshot,
-    t: &Target<'_>,
-) -> Result<(&'s TenantEntry, &'s Arc<ApiEntry>), GatewayError> {
-    let tenant = snap
-        .tenant(t.tenant)
-        .filter(|t| t.is_active)
-        .ok_or(GatewayError::UnknownApi)?;
-    let api = tenant
-        .api(t.api)
-        .filter(|a| a.is_active)
-        .ok_or(GatewayError::UnknownApi)?;
-    Ok((tenant, api))
 }
 
 /// The admit phase's route match: which of the API's routes takes `method` to `path` (`None`
@@ -316,6 +301,7 @@ impl Gateway {
         api: &Arc<ApiEntry>,
         t: &Target<'_>,
         headers: &'h H,
+        trace: &mut Trace,
     ) -> Result<(Auth, &'h str), GatewayError> {
         if t.encoded_slash && !api.pass_encoded_slashes {
             return Err(GatewayError::BadRequest(
@@ -335,6 +321,9 @@ impl Gateway {
         if key.tenant_id != tenant.id {
             return Err(GatewayError::InvalidKey);
         }
+        // From here on the key is the tenant's: its refusals name it.
+        trace.key_id = key.id;
+        trace.key_prefix = Some(domain::request_log::key_prefix(raw));
         if !key.is_active {
             return Err(GatewayError::KeyRevoked);
         }
@@ -447,8 +436,7 @@ impl Gateway {
     pub(crate) async fn limit(
         &self,
         auth: &Auth,
-        bucket: Tally,
-        rid: &str,
+        trace: &mut Trace,
     ) -> Result<Decision, Response<Full<Bytes>>> {
         let checked = match auth.route() {
             // A route's own window and its cost are decided with the plan's, in one step.
@@ -473,53 +461,31 @@ impl Gateway {
             }
         };
         let Ok((decision, _)) = checked else {
-            return Err(self.refuse(&GatewayError::LimiterUnavailable, rid, None));
+            return Err(self.refuse_traced(&GatewayError::LimiterUnavailable, trace, None));
         };
+        trace.counted(decision.allowed, auth.units());
         if !decision.allowed {
-            self.record_rejected(bucket);
-            return Err(self.rejected_response(&decision, rid));
+            return Err(self.rejected_response(&decision, trace));
         }
         Ok(decision)
     }
 
-    /// Counts a request its limits refused (the 429 is counted by [`Self::rejected_response`]).
-    pub(crate) fn record_rejected(&self, tally: Tally) {
-        self.usage.record(
-            tally.bucket,
-            Counts {
-                requests: 1,
-                rejected: 1,
-                upstream_errors: 0,
-                units: 0,
-            },
-        );
-    }
-
-    /// Counts an admitted request: whether the upstream answered, and whether it failed (a 5xx,
-    /// or no answer: unreachable, timed out).
-    pub(crate) fn record_forwarded(&self, tally: Tally, answered: bool, upstream_failed: bool) {
+    /// Counts a forwarded request in the metrics: answered by the upstream or not, and whether
+    /// the upstream failed (a 5xx, or no answer: unreachable, timed out).
+    pub(crate) fn count_forwarded(&self, answered: bool, upstream_failed: bool) {
         if upstream_failed {
             self.metrics.count(Outcome::UpstreamError);
         }
         if answered {
             self.metrics.count(Outcome::Proxied);
         }
-        self.usage.record(
-            tally.bucket,
-            Counts {
-                requests: 1,
-                rejected: 0,
-                upstream_errors: i64::from(upstream_failed),
-                units: tally.units,
-            },
-        );
     }
 
     /// The 429 for a refused request, counted, with its rate-limit fields.
     pub(crate) fn rejected_response(
         &self,
         decision: &Decision,
-        rid: &str,
+        trace: &mut Trace,
     ) -> Response<Full<Bytes>> {
         self.metrics.count(Outcome::Rejected);
         let tight = decision.tightest();
@@ -536,8 +502,9 @@ impl Gateway {
                 reset_secs: tight.map_or(0, |w| (w.reset_ms + 999) / 1000),
             },
         };
-        let mut resp = err.to_response(rid);
+        let mut resp = err.to_response(&trace.rid);
         insert_rate_limit(resp.headers_mut(), decision);
+        trace.answered(&err, &resp);
         resp
     }
 

@@ -699,6 +699,7 @@ mod tests {
             key_header_name: "X-API-Key".into(),
             timeout: std::time::Duration::from_secs(1),
             pass_encoded_slashes: false,
+            log_query: false,
             trusted_upstreams: false,
             is_active: true,
             routes: domain::route::RouteTable::compile(Vec::new()),

@@ -6,14 +6,10 @@
 use std::net::SocketAddr;
 
 use data_plane::config::{Engine, ProxySettings};
-use domain::header::{KeyHeader, UpstreamTimeout};
-use domain::slug::Slug;
-use domain::store::{self, NewApi};
-use domain::upstream::UpstreamUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{EnvOptions, TestEnv, limits, metric_at, read_answers};
+use crate::helpers::{EnvOptions, TestEnv, add_api, limits, metric_at, read_answers};
 use crate::upstream::{refused_addr, spawn_tls_upstream};
 
 const MAX_HEAD: usize = 4 * 1024;
@@ -71,20 +67,7 @@ async fn setup(engine: Engine) -> TestEnv {
         ("twolengths", conflicting, 1_000),
         ("tls", tls.url("/base"), 1_000),
     ] {
-        store::create_api(
-            &env.db.db,
-            env.fx.tenant.id,
-            NewApi {
-                name: slug.into(),
-                slug: Slug::parse(slug).unwrap(),
-                upstream_url: UpstreamUrl::parse(&url).unwrap(),
-                key_header: KeyHeader::default(),
-                timeout: UpstreamTimeout::from_millis(timeout_ms).unwrap(),
-                pass_encoded_slashes: false,
-            },
-        )
-        .await
-        .unwrap();
+        add_api(&env.db.db, env.fx.tenant.id, slug, &url, timeout_ms, false).await;
     }
     env.gw.reload().await;
     env

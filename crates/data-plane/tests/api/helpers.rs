@@ -80,6 +80,7 @@ pub async fn seed_with(
             key_header: KeyHeader::default(),
             timeout: UpstreamTimeout::default(),
             pass_encoded_slashes: false,
+            log_query: false,
         },
     )
     .await
@@ -94,6 +95,33 @@ pub async fn seed_with(
         key: raw.expose().to_owned(),
         key_id: key.id,
     }
+}
+
+/// An API `slug` of tenant `tenant_id` forwarding to `url` within `timeout_ms`: its id.
+pub async fn add_api(
+    db: &DatabaseConnection,
+    tenant_id: i64,
+    slug: &str,
+    url: &str,
+    timeout_ms: i64,
+    log_query: bool,
+) -> i64 {
+    store::create_api(
+        db,
+        tenant_id,
+        NewApi {
+            name: slug.into(),
+            slug: Slug::parse(slug).unwrap(),
+            upstream_url: UpstreamUrl::parse(url).unwrap(),
+            key_header: KeyHeader::default(),
+            timeout: UpstreamTimeout::from_millis(timeout_ms).unwrap(),
+            pass_encoded_slashes: false,
+            log_query,
+        },
+    )
+    .await
+    .unwrap()
+    .id
 }
 
 /// A metric's value on the `/metrics` page of the data plane at `base` (panics when absent).

@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod limits;
+mod logs;
 mod nodes;
 mod outage;
 mod process;

@@ -22,6 +22,9 @@ pub struct Model {
     pub health_check: Option<String>,
     /// The circuit breaker's settings as JSON (`resilience::CircuitBreaker`); `None`: defaults.
     pub circuit_breaker: Option<String>,
+    /// The request log keeps the query string of its requests' paths (off: a query may carry
+    /// secrets).
+    pub log_query: bool,
     pub created_at: DateTimeUtc,
 }
 

@@ -1,7 +1,9 @@
 //! Queries both planes need. Writes of configuration bump the config version; callers that can
 //! (the control plane) also publish the change event.
 
+pub mod analytics;
 mod listeners;
+pub mod request_log;
 mod scoped;
 mod sessions;
 mod targets;
@@ -147,6 +149,8 @@ pub struct NewApi {
     pub timeout: UpstreamTimeout,
     /// Pass `%2F` in paths through to the upstream (refused with 400 otherwise).
     pub pass_encoded_slashes: bool,
+    /// Keep the query string in request log paths.
+    pub log_query: bool,
 }
 
 pub async fn create_api(
@@ -162,6 +166,7 @@ pub async fn create_api(
         key_header: Set(new.key_header.as_str().to_owned()),
         timeout_ms: Set(new.timeout.millis()),
         pass_encoded_slashes: Set(new.pass_encoded_slashes),
+        log_query: Set(new.log_query),
         is_active: Set(true),
         created_at: Set(Utc::now()),
         ..Default::default()
@@ -495,6 +500,7 @@ mod tests {
                 key_header: KeyHeader::default(),
                 timeout: UpstreamTimeout::default(),
                 pass_encoded_slashes: false,
+                log_query: false,
             },
         )
         .await

@@ -83,6 +83,7 @@ pub async fn update_api(
     a.key_header = Set(new.key_header.as_str().to_owned());
     a.timeout_ms = Set(new.timeout.millis());
     a.pass_encoded_slashes = Set(new.pass_encoded_slashes);
+    a.log_query = Set(new.log_query);
     a.is_active = Set(is_active);
     let a = a.update(db).await?;
     super::targets::set_first_target_url(db, &a).await?;

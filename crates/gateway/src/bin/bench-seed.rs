@@ -120,5 +120,6 @@ fn new_api_again(upstream: &str) -> anyhow::Result<NewApi> {
         key_header: KeyHeader::default(),
         timeout: UpstreamTimeout::default(),
         pass_encoded_slashes: false,
+        log_query: false,
     })
 }

@@ -112,6 +112,21 @@ fn screenshots_dir() -> PathBuf {
     dir
 }
 
+/// A screenshot of the whole page, however long (the window grows to it, then shrinks back).
+async fn shot_full(c: &Client, name: &str) {
+    let height = c
+        .execute("return document.documentElement.scrollHeight;", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    c.set_window_size(1366, u32::try_from(height).unwrap() + 140)
+        .await
+        .unwrap();
+    shot(c, name).await;
+    c.set_window_size(1366, 900).await.unwrap();
+}
+
 async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
@@ -316,6 +331,7 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     call_until(&new_key, &endpoint, 403).await;
     call_until(&key, &endpoint, 200).await;
 
+    analytics_pages(&c, &dashboard, &gateway_url, &key).await;
     routes_pages(&c, &dashboard, &gateway_url, &key).await;
     targets_page(&c, &dashboard, upstream).await;
 
@@ -342,6 +358,116 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
 
     admin_pages(&c, &db).await;
     c.close().await.unwrap();
+}
+
+/// Real traffic through the data plane — answers of every class, latencies from 5 to 120 ms, a
+/// request id to look up — then the Analytics page (cards, charts, breakdowns, a filter), the
+/// request log (a search by request id, the record's page) and the key's own page.
+async fn analytics_pages(c: &Client, dashboard: &str, gateway_url: &str, key: &str) {
+    let client = reqwest::Client::new();
+    let base = format!("{gateway_url}/acme-widgets/echo");
+    let mut calls = Vec::new();
+    for i in 0..60u64 {
+        let url = match i % 10 {
+            0..=5 => format!("{base}/slow/{}", 5 + i * 2),
+            6 => format!("{base}/status/503"),
+            7 => format!("{base}/status/404"),
+            _ => format!("{base}/items?page={i}"),
+        };
+        let req = client
+            .get(url)
+            .header("x-request-id", format!("ticket-{i}"));
+        // Every tenth request without its key: refused with 401.
+        let req = if i % 10 == 9 {
+            req
+        } else {
+            req.header("X-API-Key", key)
+        };
+        calls.push(tokio::spawn(req.send()));
+    }
+    for call in calls {
+        assert!(call.await.unwrap().is_ok());
+    }
+    // The data plane writes records and counts about every second.
+    c.goto(&format!("{dashboard}/analytics?range=1h"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let n = c
+            .find(Locator::Id("stat-requests"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if n.parse::<i64>().unwrap_or(0) >= 60 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "analytics show {n} requests"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.refresh().await.unwrap();
+    }
+    wait_for_text(c, "Requests by status").await;
+    wait_for_text(c, "No valid key (refused)").await;
+    assert_tables_tidy(c, "analytics").await;
+    shot_full(c, "19-analytics").await;
+    // Narrowed to the key from the breakdown: the refused requests without a key are not its.
+    c.find(Locator::Css("#by-key tbody a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "Analytics · key mobile app").await;
+    assert!(!c.source().await.unwrap().contains("No valid key (refused)"));
+
+    c.goto(&format!("{dashboard}/logs")).await.unwrap();
+    wait_for_text(c, "ticket-").await;
+    assert_tables_tidy(c, "logs").await;
+    shot_full(c, "20-logs").await;
+    // A request id from a support ticket finds its record in one search.
+    fill(c, "input[name=request_id]", "ticket-6").await;
+    submit(c).await;
+    wait_for_text(c, "/acme-widgets/echo/status/503").await;
+    let rows = c.find_all(Locator::Css("#logs tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    c.find(Locator::LinkText("ticket-6"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(c, "Upstream latency").await;
+    wait_for_text(c, "upstream_error").await;
+    shot_full(c, "21-log-record").await;
+    // Only 5xx.
+    c.goto(&format!("{dashboard}/logs?status=5xx"))
+        .await
+        .unwrap();
+    let rows = c.find_all(Locator::Css("#logs tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 6, "the six 503s");
+
+    // The key's own page, from the keys list (the row of this key, not of its revoked
+    // replacement of the same name).
+    c.goto(&format!("{dashboard}/keys")).await.unwrap();
+    c.find(Locator::XPath(&format!(
+        "//tr[.//code[starts-with(text(), '{}')]]//a[text()='mobile app']",
+        &key[..16]
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    wait_for_text(c, "Plan windows").await;
+    wait_for_text(c, &format!("{}…", &key[..16])).await;
+    wait_for_text(c, "This month").await;
+    assert_tables_tidy(c, "key page").await;
+    shot_full(c, "22-key").await;
 }
 
 /// The API's routes: one added (then the gateway answers 404 for other paths), a form with
