@@ -184,9 +184,10 @@ pub fn forwards_response_field<'a>(
     !(is_hop_by_hop(name) || is_gateway_response_field(name) || connection_lists(connection, name))
 }
 
-/// The caller's `X-Request-ID` when it is a sane token (1-128 of `[A-Za-z0-9._:-]`), else a new
-/// UUID.
-pub fn request_id(headers: &(impl HeaderSource + ?Sized)) -> String {
+/// The request's id: the caller's `X-Request-ID` when it is a sane token (1-128 of
+/// `[A-Za-z0-9._:-]`), and `true`; else a new version 7 UUID of `now_ms` (its time lets the
+/// request log find the request by its id without an index of every id), and `false`.
+pub fn request_id(headers: &(impl HeaderSource + ?Sized), now_ms: i64) -> (String, bool) {
     if let Some(v) = headers
         .header(X_REQUEST_ID.as_str())
         .and_then(|v| std::str::from_utf8(v).ok())
@@ -195,19 +196,9 @@ pub fn request_id(headers: &(impl HeaderSource + ?Sized)) -> String {
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
     {
-        return v.to_owned();
+        return (v.to_owned(), true);
     }
-    // From the thread's CSPRNG rather than getrandom: no system call per request; filled in one
-    // call (`random::<[u8; 16]>` draws each byte on its own); encoded directly rather than
-    // through `Display`.
-    let mut bytes = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .encode_lower(&mut text)
-        .to_owned()
+    (domain::request_log::new_request_id(now_ms), false)
 }
 
 /// Bytes of the request head as received: request line and header fields.
@@ -382,13 +373,20 @@ mod tests {
     fn request_ids_are_kept_only_when_sane() {
         let mut h = HeaderMap::new();
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123.x:y_z"));
-        assert_eq!(request_id(&h), "abc-123.x:y_z");
+        assert_eq!(request_id(&h, 5), ("abc-123.x:y_z".to_owned(), true));
         h.insert(
             &X_REQUEST_ID,
             HeaderValue::from_static("bad id with spaces"),
         );
-        let generated = request_id(&h);
-        assert_eq!(generated.len(), 36);
-        assert_ne!(request_id(&HeaderMap::new()), generated);
+        let (generated, given) = request_id(&h, 1_796_083_200_000);
+        assert_eq!((generated.len(), given), (36, false));
+        assert_eq!(
+            domain::request_log::time_of_request_id(&generated),
+            Some(1_796_083_200_000)
+        );
+        assert_ne!(
+            request_id(&HeaderMap::new(), 1_796_083_200_000).0,
+            generated
+        );
     }
 }

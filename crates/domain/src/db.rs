@@ -21,6 +21,13 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                // A second of a busy data plane's request log (tens of thousands of rows and
+                // their index entries) is written in one transaction: with SQLite's default 2 MB
+                // page cache its dirty pages spill to the WAL and are read back mid-transaction,
+                // and each multi-row INSERT's statement journal goes through a temporary file.
+                // 32 MB per connection (4 at most) and an in-memory statement journal avoid both.
+                .pragma("cache_size", "-32768")
+                .pragma("temp_store", "memory")
         });
     if url.starts_with("sqlite:") {
         // One writer at a time anyway; a small pool avoids lock convoys.

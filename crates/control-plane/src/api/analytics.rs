@@ -329,26 +329,29 @@ fn ms(us: i64) -> f64 {
 
 impl From<request_log::Model> for LogRecord {
     fn from(r: request_log::Model) -> Self {
+        let d = r.detail();
+        let owned = |c: Option<std::borrow::Cow<'_, str>>| c.map(std::borrow::Cow::into_owned);
+        let us = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         Self {
             time: DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default(),
-            request_id: r.request_id,
             api_id: nonzero(r.api_id),
-            route_id: nonzero(r.route_id),
+            route_id: nonzero(d.route_id),
             key_id: nonzero(r.key_id),
-            key_prefix: r.key_prefix,
+            key_prefix: owned(d.key_prefix),
             client_id: nonzero(r.client_row_id),
-            client: r.client_id,
-            method: r.method,
-            path: r.path,
+            client: owned(d.client_id),
+            path: d.path.into_owned(),
             status: r.status,
-            latency_ms: ms(r.latency_us),
-            upstream_latency_ms: r.upstream_latency_us.map(ms),
-            bytes_in: r.bytes_in,
-            bytes_out: r.bytes_out,
-            target_id: nonzero(r.target_id),
-            client_ip: r.client_ip,
+            latency_ms: ms(us(d.latency_us)),
+            upstream_latency_ms: d.upstream_latency_us.map(|u| ms(us(u))),
+            bytes_in: us(d.bytes_in),
+            bytes_out: us(d.bytes_out),
+            target_id: nonzero(d.target_id),
+            client_ip: d.client_ip.into_owned(),
             flags: flags::names(r.flags),
-            error_type: r.error_type,
+            error_type: owned(d.error_type),
+            method: r.method,
+            request_id: r.request_id,
         }
     }
 }

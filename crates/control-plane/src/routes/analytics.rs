@@ -33,18 +33,22 @@ struct Scope {
     tenant_id: Option<i64>,
     analytics: &'static str,
     logs: &'static str,
+    /// The platform admin's pages (every tenant's, or one the admin picked).
+    admin: bool,
 }
 
 const TENANT: Scope = Scope {
     tenant_id: None,
     analytics: "/analytics",
     logs: "/logs",
+    admin: false,
 };
 
 const ADMIN: Scope = Scope {
     tenant_id: None,
     analytics: "/admin/analytics",
     logs: "/admin/logs",
+    admin: true,
 };
 
 /// A form field that names an id: empty is none, anything but a number is a mistake.
@@ -462,7 +466,7 @@ async fn analytics_page(
         key_id.filter(|i| keys.contains_key(i)),
     );
     let mut filters = Vec::new();
-    if let Some(t) = tenant_id.filter(|_| scope.tenant_id.is_none()) {
+    if let Some(t) = tenant_id.filter(|_| scope.admin) {
         filters.push(format!("tenant_id={t}"));
     }
     if let Some(a) = api_id {
@@ -512,7 +516,7 @@ async fn analytics_page(
     if let Some((name, prefix)) = key_id.and_then(|k| keys.get(&k)) {
         heading = format!("{heading} · key {name} ({prefix}…)");
     }
-    let tenants = if scope.tenant_id.is_none() {
+    let tenants = if scope.admin {
         choices(
             store::list_tenants(db)
                 .await?
@@ -644,7 +648,7 @@ fn status_class(status: i32) -> &'static str {
     }
 }
 
-fn latency(us: i64) -> String {
+fn latency(us: u64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let v = us as f64 / 1000.0;
     ms(Some(v))
@@ -752,7 +756,7 @@ async fn logs_page(
             query.key_id,
         ),
         clients: choices(clients, query.client_id),
-        tenants: if scope.tenant_id.is_none() {
+        tenants: if scope.admin {
             choices(tenants, tenant_id)
         } else {
             Vec::new()
@@ -765,7 +769,7 @@ async fn logs_page(
         problems,
         older,
         newest,
-        admin: scope.tenant_id.is_none(),
+        admin: scope.admin,
         methods: &METHODS,
     })
 }
@@ -791,34 +795,39 @@ fn log_row(
     tenants: &HashMap<i64, String>,
 ) -> LogRow {
     let t = DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default();
-    let link = match scope.tenant_id {
-        Some(_) => format!("{}/{}", scope.logs, urlencode(&r.request_id)),
-        None => format!(
+    let link = if scope.admin {
+        format!(
             "{}/{}?tenant_id={}",
             scope.logs,
             urlencode(&r.request_id),
             r.tenant_id
-        ),
+        )
+    } else {
+        format!("{}/{}", scope.logs, urlencode(&r.request_id))
     };
+    let d = r.detail();
     LogRow {
         time: t.format("%H:%M:%S%.3f").to_string(),
         day: t.format("%Y-%m-%d").to_string(),
-        method: r.method,
-        path: r.path,
+        path: d.path.into_owned(),
         status: r.status,
         class: status_class(r.status),
-        latency: latency(r.latency_us),
+        latency: latency(d.latency_us),
         api: apis.get(&r.api_id).cloned().unwrap_or_else(|| "—".into()),
-        key: r
+        key: d
             .key_prefix
             .map(|p| format!("{p}…"))
             .or_else(|| keys.get(&r.key_id).map(|(_, p)| format!("{p}…")))
             .unwrap_or_else(|| "—".into()),
-        client: r.client_id.unwrap_or_default(),
-        request_id: r.request_id,
-        link,
+        client: d
+            .client_id
+            .map(std::borrow::Cow::into_owned)
+            .unwrap_or_default(),
         flags: flags::names(r.flags),
         tenant: tenants.get(&r.tenant_id).cloned().unwrap_or_default(),
+        method: r.method,
+        request_id: r.request_id,
+        link,
     }
 }
 
@@ -876,12 +885,14 @@ async fn record_page(
         .ok_or(UiError::NotFound)?;
     let apis = api_names(db, Some(r.tenant_id)).await?;
     let t = DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default();
+    let d = r.detail();
     let dash = || "—".to_owned();
+    let id = |v: i64| if v == 0 { dash() } else { format!("id {v}") };
     let api = apis
         .get(&r.api_id)
         .map_or_else(dash, |n| format!("{n} (id {})", r.api_id));
     #[allow(clippy::cast_precision_loss)]
-    let upstream = r.upstream_latency_us.map_or_else(
+    let upstream = d.upstream_latency_us.map_or_else(
         || "— (nothing was sent)".into(),
         |u| ms(Some(u as f64 / 1000.0)),
     );
@@ -889,45 +900,34 @@ async fn record_page(
         ("Time (UTC)", t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()),
         ("Request id", r.request_id.clone()),
         ("Method", r.method.clone()),
-        ("Path", r.path.clone()),
+        ("Path", d.path.to_string()),
         ("Status", r.status.to_string()),
-        ("Latency", latency(r.latency_us)),
+        ("Latency", latency(d.latency_us)),
         ("Upstream latency", upstream),
         ("API", api),
-        (
-            "Route",
-            if r.route_id == 0 {
-                dash()
-            } else {
-                format!("id {}", r.route_id)
-            },
-        ),
+        ("Route", id(d.route_id)),
         (
             "Key",
-            r.key_prefix.as_ref().map_or_else(
+            d.key_prefix.as_ref().map_or_else(
                 || "— (no valid key)".into(),
                 |p| format!("{p}… (id {})", r.key_id),
             ),
         ),
-        ("Client", r.client_id.clone().unwrap_or_else(dash)),
-        ("Client IP", r.client_ip.clone()),
-        ("Bytes in", r.bytes_in.to_string()),
-        ("Bytes out", r.bytes_out.to_string()),
         (
-            "Target",
-            if r.target_id == 0 {
-                dash()
-            } else {
-                format!("id {}", r.target_id)
-            },
+            "Client",
+            d.client_id.as_deref().map_or_else(dash, str::to_owned),
         ),
+        ("Client IP", d.client_ip.to_string()),
+        ("Bytes in", d.bytes_in.to_string()),
+        ("Bytes out", d.bytes_out.to_string()),
+        ("Target", id(d.target_id)),
+        ("Flags", flags::names(r.flags).join(", ")),
         (
-            "Flags",
-            flags::names(r.flags).join(", ").chars().collect::<String>(),
+            "Gateway error",
+            d.error_type.as_deref().map_or_else(dash, str::to_owned),
         ),
-        ("Gateway error", r.error_type.clone().unwrap_or_else(dash)),
     ];
-    if scope.tenant_id.is_none() {
+    if scope.admin {
         fields.insert(1, ("Tenant id", r.tenant_id.to_string()));
     }
     for f in &mut fields {
@@ -941,8 +941,7 @@ async fn record_page(
         status: r.status,
         class: status_class(r.status),
         request_id: r.request_id,
-        key_link: (scope.tenant_id.is_some() && r.key_id != 0)
-            .then(|| format!("/keys/{}", r.key_id)),
+        key_link: (!scope.admin && r.key_id != 0).then(|| format!("/keys/{}", r.key_id)),
         fields,
     })
 }

@@ -12,7 +12,7 @@ use domain::store::request_log::RequestLogWriter;
 use domain::testing::traffic;
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{between, spawn_app};
 use crate::management::{Api, assert_error, signup};
 
 /// A plan, an API and a key of the caller's tenant: (tenant id, api id, key id).
@@ -76,11 +76,13 @@ fn record(
         bytes_out: 99,
         target_id: 1,
         client_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
-        flags: if status == 429 {
-            flags::RATE_LIMITED
-        } else {
-            0
-        },
+        // The ids here are the callers' own (`X-Request-ID`).
+        flags: flags::REQUEST_ID_GIVEN
+            | match status {
+                429 => flags::RATE_LIMITED,
+                502 => flags::UPSTREAM_ERROR,
+                _ => 0,
+            },
         error_type: (status == 429).then_some("rate_limited"),
     }
 }
@@ -318,4 +320,180 @@ async fn analytics_sum_the_callers_traffic_with_percentiles_series_and_breakdown
             assert_eq!(body["error"]["details"]["field"], field, "{q}: {body}");
         }
     }
+}
+
+/// A tenant's id, by its slug.
+async fn tenant_id(app: &crate::helpers::TestApp, slug: &str) -> i64 {
+    use domain::sea_orm::{ColumnTrait, QueryFilter};
+    domain::entities::tenant::Entity::find()
+        .filter(domain::entities::tenant::Column::Slug.eq(slug))
+        .one(&app.db.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // two tenants' pages, then the admin's
+async fn dashboard_pages_show_the_tenants_own_traffic_and_the_admin_sees_every_tenants() {
+    let alice = spawn_app().await;
+    alice.register("alice", "Acme").await;
+    let plan = alice.create_plan("Pro", "600").await;
+    let api_a = alice
+        .create_api("Orders", "orders", "https://orders.example.com/")
+        .await;
+    let (key_a, _) = alice.create_key("mobile", plan).await;
+    let bob = alice.other_browser();
+    bob.register("bob", "Bobs").await;
+    let plan_b = bob.create_plan("Basic", "60").await;
+    let api_b = bob
+        .create_api("Ledger", "ledger", "https://ledger.example.com/")
+        .await;
+    let (key_b, _) = bob.create_key("server", plan_b).await;
+    let (ta, tb) = (
+        tenant_id(&alice, "acme").await,
+        tenant_id(&alice, "bobs").await,
+    );
+
+    let now = Utc::now();
+    RequestLogWriter::default()
+        .insert(
+            &alice.db.db,
+            &[
+                record(
+                    ta,
+                    api_a,
+                    key_a,
+                    now - Duration::seconds(5),
+                    "alice-ok",
+                    200,
+                ),
+                record(
+                    ta,
+                    api_a,
+                    key_a,
+                    now - Duration::seconds(4),
+                    "alice-502",
+                    502,
+                ),
+                record(
+                    tb,
+                    api_b,
+                    key_b,
+                    now - Duration::seconds(3),
+                    "bob-secret",
+                    200,
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let minute = now.timestamp() / 60 * 60 - 60;
+    let dims = |tenant_id, api_id, key_id| Dims {
+        tenant_id,
+        api_id,
+        key_id,
+        client_id: 0,
+        route_id: 0,
+    };
+    let (mine, theirs) = (dims(ta, api_a, key_a), dims(tb, api_b, key_b));
+    let (a_traffic, b_traffic) = (
+        traffic(&[(200, 12), (200, 30), (502, 80)]),
+        traffic(&[(200, 5); 7]),
+    );
+    domain::store::analytics::add(
+        &alice.db.db,
+        [(&mine, minute, &a_traffic), (&theirs, minute, &b_traffic)],
+    )
+    .await
+    .unwrap();
+
+    // Analytics: the tenant's own numbers, its own APIs and keys to pick from.
+    for q in ["", "?range=1h", "?range=7d", "?range=30d"] {
+        let p = alice.get(&format!("/analytics{q}")).await;
+        assert_eq!(p.status, 200, "{q}: {}", p.body);
+        p.assert_contains("Requests by status");
+        assert!(!p.body.contains("Ledger"), "another tenant's API on {q}");
+    }
+    let p = alice.get("/analytics?range=24h").await;
+    assert_eq!(
+        between(&p.body, "id=\"stat-requests\">", "<"),
+        "3",
+        "alice's three, not bob's seven"
+    );
+    p.assert_contains("33.3%");
+    p.assert_contains("<option value=\"");
+    p.assert_contains("Orders");
+    let p = alice.get(&format!("/analytics?api_id={api_a}")).await;
+    p.assert_contains("Analytics · Orders");
+    // Another tenant's ids, and nonsense, are said, never shown.
+    let p = alice.get(&format!("/analytics?api_id={api_b}")).await;
+    assert_eq!(p.status, 200);
+    p.assert_contains("API is not one of the choices.");
+    assert!(!p.body.contains("id=\"stat-requests\""));
+    let p = alice.get("/analytics?range=custom&from=yesterday").await;
+    p.assert_contains("From must be a date and time");
+    let p = alice
+        .get("/analytics?range=custom&from=2026-01-01T00:00&to=2025-01-01T00:00")
+        .await;
+    p.assert_contains("from must be before to");
+
+    // Logs: the tenant's records only, filters, a record's page; bob's is 404.
+    let p = alice.get("/logs").await;
+    assert_eq!(p.status, 200);
+    p.assert_contains("alice-ok");
+    p.assert_contains("alice-502");
+    assert!(!p.body.contains("bob-secret"));
+    let p = alice.get("/logs?status=5xx").await;
+    p.assert_contains("alice-502");
+    assert!(!p.body.contains("alice-ok"));
+    let p = alice.get("/logs?status=7xx").await;
+    p.assert_contains("status must be a status code");
+    let p = alice.get("/logs?request_id=alice-ok").await;
+    assert_eq!(p.body.matches("class=\"nowrap rid\"").count(), 1);
+    let p = alice.get("/logs/alice-502").await;
+    assert_eq!(p.status, 200);
+    p.assert_contains("/acme/orders/items");
+    p.assert_contains("upstream_error");
+    assert_eq!(alice.get("/logs/bob-secret").await.status, 404);
+
+    // A key's page: its plan's windows; another tenant's key is 404.
+    let p = alice.get(&format!("/keys/{key_a}")).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    p.assert_contains("Plan windows");
+    p.assert_contains("This month");
+    p.assert_contains("/ 1000");
+    assert_eq!(alice.get(&format!("/keys/{key_b}")).await.status, 404);
+
+    // Tenants have no admin pages; the platform admin sees every tenant's traffic.
+    assert_eq!(alice.get("/admin/analytics").await.status, 404);
+    assert_eq!(alice.get("/admin/logs").await.status, 404);
+    control_plane::admin_cli::run(
+        &domain::settings::Settings::for_tests(alice.db.url.clone()),
+        control_plane::admin_cli::CreateAdmin {
+            username: "root".into(),
+            email: "root@example.com".into(),
+            password: Some("sup3r-secret-99".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let admin = alice.other_browser();
+    admin.login("root", "sup3r-secret-99").await;
+    let p = admin.get("/admin/analytics").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(between(&p.body, "id=\"stat-requests\">", "<"), "10");
+    let p = admin.get(&format!("/admin/analytics?tenant_id={tb}")).await;
+    assert_eq!(between(&p.body, "id=\"stat-requests\">", "<"), "7");
+    let p = admin.get("/admin/logs").await;
+    p.assert_contains("alice-ok");
+    p.assert_contains("bob-secret");
+    let p = admin.get(&format!("/admin/logs?tenant_id={ta}")).await;
+    assert!(!p.body.contains("bob-secret"));
+    let p = admin
+        .get(&format!("/admin/logs/bob-secret?tenant_id={tb}"))
+        .await;
+    assert_eq!(p.status, 200);
+    p.assert_contains("Tenant id");
 }

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 
 use crate::errors::{GatewayError, HeadLimit};
 use crate::gateway::is_local_path;
-use crate::headers::{HeaderSource, X_FORWARDED_FOR, connection_has_option, request_id};
+use crate::headers::{HeaderSource, X_FORWARDED_FOR, connection_has_option};
 use crate::pipeline::target::split_at_byte;
 use crate::pipeline::{
     self, Admission, Admitted, Auth, Gateway, Piece, Refused, RequestHead, Trace, forwarded_fields,
@@ -253,7 +253,7 @@ impl<'a> Conn<'a> {
                 return Step::Fail {
                     head_len,
                     err: GatewayError::BadRequest(why),
-                    trace: Box::new(Trace::start(gw, request_id(headers), *peer_addr)),
+                    trace: Box::new(Trace::start(gw, headers, *peer_addr)),
                     close: true,
                 };
             }
@@ -275,7 +275,7 @@ impl<'a> Conn<'a> {
             hosts,
             length,
         };
-        let mut trace = Trace::start(gw, request_id(headers), *peer_addr);
+        let mut trace = Trace::start(gw, headers, *peer_addr);
         let Admitted {
             target: t,
             auth,
@@ -749,7 +749,7 @@ fn unparsable(
     Step::Fail {
         head_len: buffered,
         err,
-        trace: Box::new(Trace::start(gw, request_id(NO_HEADERS), peer)),
+        trace: Box::new(Trace::start(gw, NO_HEADERS, peer)),
         close: true,
     }
 }

@@ -21,7 +21,7 @@ use crate::errors::GatewayError;
 use domain::limits::Decision;
 
 use crate::headers::HeaderSource;
-use crate::headers::{X_FORWARDED_FOR, head_size, request_id};
+use crate::headers::{X_FORWARDED_FOR, head_size};
 use crate::pipeline::{
     self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, Trace, forwarded_fields,
     forwards_request_field, forwards_response_field,
@@ -44,7 +44,7 @@ impl Gateway {
         if let Some(local) = self.local_answer(req.uri().path()).await {
             return Ok(local.map(|b| Body::untraced(Either::Right(b))));
         }
-        let mut trace = Trace::start(&self, request_id(req.headers()), peer.ip());
+        let mut trace = Trace::start(&self, req.headers(), peer.ip());
         let resp = self.proxy(&clients, peer, req, &mut trace).await;
         // The finish phase runs when the answer's last byte is out (or the caller left), with
         // the bytes the body counted.

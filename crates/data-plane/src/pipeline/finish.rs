@@ -20,6 +20,7 @@ use hyper::body::Body as _;
 use super::Auth;
 use crate::errors::GatewayError;
 use crate::gateway::Gateway;
+use crate::headers::{HeaderSource, request_id};
 
 /// A request's life as the finish phase records it.
 #[derive(Debug)]
@@ -71,11 +72,18 @@ fn method_name(m: &str) -> Cow<'static, str> {
 const MAX_LOGGED_PATH: usize = 2048;
 
 impl Trace {
-    /// The trace of a request whose head was just read, from `client_ip`, with request id `rid`.
-    pub(crate) fn start(gw: &Gateway, rid: String, client_ip: IpAddr) -> Self {
+    /// The trace of a request whose head (its `headers`) was just read, from `client_ip`: its
+    /// request id is the caller's `X-Request-ID` or a new one of this moment.
+    pub(crate) fn start(
+        gw: &Gateway,
+        headers: &(impl HeaderSource + ?Sized),
+        client_ip: IpAddr,
+    ) -> Self {
+        let ts_ms = gw.clock.now_ms();
+        let (rid, given) = request_id(headers, ts_ms);
         Self {
             started: Instant::now(),
-            ts_ms: gw.clock.now_ms(),
+            ts_ms,
             rid,
             client_ip,
             tenant_id: 0,
@@ -90,7 +98,7 @@ impl Trace {
             bytes_in: 0,
             upstream_us: None,
             target_id: 0,
-            flags: 0,
+            flags: if given { flags::REQUEST_ID_GIVEN } else { 0 },
             error: None,
             status: 0,
             bytes_out: 0,

@@ -150,69 +150,90 @@ async fn every_answer_is_logged(engine: Engine) {
 
     let within = Duration::from_secs(3);
     let r = record(db, "rid-ok", within).await;
+    let d = r.detail();
     assert_eq!(r.tenant_id, tenant);
     assert_eq!(r.api_id, env.fx.api.id);
     assert_eq!(r.key_id, env.fx.key_id);
-    assert_eq!(r.key_prefix.as_deref(), Some(&key[..16]));
+    assert_eq!(d.key_prefix.as_deref(), Some(&key[..16]));
     assert_eq!(r.method, "GET");
     assert_eq!(
-        r.path, "/acme/svc/items",
+        d.path, "/acme/svc/items",
         "the query is not logged by default"
     );
     assert_eq!(r.status, 200);
-    assert_eq!(r.bytes_out, i64::try_from(ok_body.len()).unwrap());
-    assert_eq!(r.client_ip, "127.0.0.1");
-    assert!(r.target_id > 0, "the target that answered");
-    assert!(r.upstream_latency_us.is_some_and(|u| u > 0));
-    assert!(r.latency_us >= r.upstream_latency_us.unwrap());
-    assert_eq!((r.flags, r.error_type.as_deref()), (0, None));
+    assert_eq!(d.bytes_out, u64::try_from(ok_body.len()).unwrap());
+    assert_eq!(d.client_ip, "127.0.0.1");
+    assert!(d.target_id > 0, "the target that answered");
+    assert!(d.upstream_latency_us.is_some_and(|u| u > 0));
+    assert!(d.latency_us >= d.upstream_latency_us.unwrap());
+    assert_eq!(
+        (r.flags, d.error_type),
+        (flags::REQUEST_ID_GIVEN, None),
+        "the caller sent its request id"
+    );
     assert_eq!(r.ts_ms, env.clock.now_ms(), "the gateway's clock");
 
     let r = record(db, "rid-post", within).await;
-    assert_eq!((r.method.as_str(), r.bytes_in), ("POST", 1234));
+    let d = r.detail();
+    assert_eq!((r.method.as_str(), d.bytes_in), ("POST", 1234));
     assert_eq!(r.client_row_id, client.id);
-    assert_eq!(r.client_id.as_deref(), Some("mobile-app"));
+    assert_eq!(d.client_id.as_deref(), Some("mobile-app"));
 
     let r = record(db, "rid-401", within).await;
+    let d = r.detail();
     assert_eq!(
-        (r.status, r.error_type.as_deref()),
+        (r.status, d.error_type.as_deref()),
         (401, Some("missing_api_key"))
     );
-    assert_eq!((r.api_id, r.key_id, r.key_prefix), (env.fx.api.id, 0, None));
+    assert_eq!((r.api_id, r.key_id, d.key_prefix), (env.fx.api.id, 0, None));
     let r = record(db, "rid-403", within).await;
     assert_eq!(
-        (r.status, r.error_type.as_deref()),
+        (r.status, r.detail().error_type.as_deref()),
         (403, Some("invalid_api_key"))
     );
     assert_eq!(r.key_id, 0, "an unknown key is nobody's");
     let r = record(db, "rid-404", within).await;
     assert_eq!((r.status, r.api_id, r.tenant_id), (404, 0, tenant));
     let r = record(db, "rid-502", within).await;
+    let d = r.detail();
     assert_eq!(
-        (r.status, r.api_id, r.error_type.as_deref()),
+        (r.status, r.api_id, d.error_type.as_deref()),
         (502, dead, Some("upstream_unreachable"))
     );
     assert_eq!(r.flags & flags::UPSTREAM_ERROR, flags::UPSTREAM_ERROR);
-    assert!(r.target_id > 0);
+    assert!(d.target_id > 0);
     let r = record(db, "rid-504", within).await;
+    let d = r.detail();
     assert_eq!(
-        (r.status, r.api_id, r.error_type.as_deref()),
+        (r.status, r.api_id, d.error_type.as_deref()),
         (504, slow, Some("upstream_timeout"))
     );
-    assert!(r.latency_us >= 200_000, "it waited for the timeout");
+    assert!(d.latency_us >= 200_000, "it waited for the timeout");
     assert_eq!(r.flags & flags::UPSTREAM_ERROR, flags::UPSTREAM_ERROR);
     let r = record(db, "rid-query", within).await;
     assert_eq!(
-        (r.api_id, r.path.as_str()),
+        (r.api_id, r.detail().path.as_ref()),
         (verbose, "/acme/verbose/q?page=2")
     );
     let r = record(db, "rid-429", within).await;
+    let d = r.detail();
     assert_eq!((r.status, r.key_id), (429, tight_key.id));
-    assert_eq!(r.error_type.as_deref(), Some("rate_limited"));
-    assert_eq!(r.flags, flags::RATE_LIMITED);
-    assert!(r.upstream_latency_us.is_none(), "nothing was sent");
+    assert_eq!(d.error_type.as_deref(), Some("rate_limited"));
+    assert_eq!(r.flags, flags::RATE_LIMITED | flags::REQUEST_ID_GIVEN);
+    assert!(d.upstream_latency_us.is_none(), "nothing was sent");
 
-    // The unknown tenant's request is nobody's: the tenant has exactly the 10 others.
+    // A request id the gateway made (none sent) finds its record too.
+    let made = env.get("/items").await;
+    let rid = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let r = record(db, &rid, within).await;
+    assert_eq!((r.flags, r.status), (0, 200));
+    assert_eq!(
+        domain::request_log::time_of_request_id(&rid),
+        Some(r.ts_ms),
+        "a version 7 UUID of the request's time"
+    );
+
+    // The unknown tenant's request is nobody's: the tenant has exactly the 11 others.
     let mine = list(
         db,
         &LogQuery {
@@ -224,7 +245,7 @@ async fn every_answer_is_logged(engine: Engine) {
     )
     .await
     .unwrap();
-    assert_eq!(mine.len(), 10, "{mine:#?}");
+    assert_eq!(mine.len(), 11, "{mine:#?}");
     assert!(!mine.iter().any(|r| r.request_id == "rid-nobody"));
 
     // The same answers in the analytics, once usage is flushed.
@@ -239,10 +260,10 @@ async fn every_answer_is_logged(engine: Engine) {
     };
     let all = store::analytics::sums(db, &q, GroupBy::All).await.unwrap();
     let s = &all[0].1;
-    assert_eq!(s.requests, 10);
+    assert_eq!(s.requests, 11);
     assert_eq!(
         (s.status_2xx, s.status_4xx, s.status_5xx),
-        (4, 4, 2),
+        (5, 4, 2),
         "{s:?}"
     );
     assert_eq!((s.rate_limited, s.upstream_errors), (1, 2));
@@ -256,7 +277,7 @@ async fn every_answer_is_logged(engine: Engine) {
             ..q
         };
         let s = store::analytics::sums(db, &q, GroupBy::All).await.unwrap();
-        assert_eq!(s[0].1.requests, 10, "at {res} s");
+        assert_eq!(s[0].1.requests, 11, "at {res} s");
     }
     let by_api: HashMap<i64, i64> = store::analytics::sums(db, &q, GroupBy::Api)
         .await
@@ -265,7 +286,7 @@ async fn every_answer_is_logged(engine: Engine) {
         .map(|(k, s)| (k, s.requests))
         .collect();
     assert_eq!(by_api.get(&dead), Some(&1));
-    assert_eq!(by_api.get(&env.fx.api.id), Some(&6));
+    assert_eq!(by_api.get(&env.fx.api.id), Some(&7));
     assert_eq!(by_api.get(&0), Some(&1), "the unknown API's 404");
     env.gw.stop().await;
 }
@@ -309,9 +330,23 @@ async fn percentiles_from_histograms_are_within_the_stated_bound_of_the_exact_on
         assert_eq!(status, 200);
     }
     let gw = &env.gw.gateway;
-    assert!(gw.usage.flush().await.db_ok);
-    assert!(gw.request_log.flush(env.clock.now_ms()).await);
     let db = &env.db.db;
+    // Every request's finish phase has run once its record is written (usage is counted in the
+    // same step, just before): then the usage flush has them all.
+    let started = Instant::now();
+    while store::request_log::count(db, Some(env.fx.tenant.id))
+        .await
+        .unwrap()
+        < 120
+    {
+        assert!(gw.request_log.flush(env.clock.now_ms()).await);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "records missing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gw.usage.flush().await.db_ok);
     let records = list(
         db,
         &LogQuery {
@@ -324,7 +359,10 @@ async fn percentiles_from_histograms_are_within_the_stated_bound_of_the_exact_on
     .await
     .unwrap();
     assert_eq!(records.len(), 120);
-    let mut latencies: Vec<i64> = records.iter().map(|r| r.latency_us).collect();
+    let mut latencies: Vec<i64> = records
+        .iter()
+        .map(|r| i64::try_from(r.detail().latency_us).unwrap())
+        .collect();
     let minute = env.clock.now_ms() / 60_000 * 60;
     for res in [60, 3600, 86_400] {
         let q = TrafficQuery {

@@ -12,37 +12,29 @@ use sea_orm::{
     QuerySelect, Statement, TransactionTrait, Value,
 };
 
+use sea_orm::sea_query::Expr;
+
 use super::StoreResult;
 use crate::entities::request_log;
-use crate::request_log::Record;
+use crate::request_log::{Record, flags};
 
 /// Columns written per record, after the id (which the database assigns).
-const COLUMNS: [&str; 20] = [
+const COLUMNS: [&str; 10] = [
     "ts_ms",
     "tenant_id",
     "request_id",
     "api_id",
-    "route_id",
     "key_id",
-    "key_prefix",
     "client_row_id",
-    "client_id",
-    "method",
-    "path",
     "status",
-    "latency_us",
-    "upstream_latency_us",
-    "bytes_in",
-    "bytes_out",
-    "target_id",
-    "client_ip",
+    "method",
     "flags",
-    "error_type",
+    "detail",
 ];
 
-/// Records per `INSERT` statement: 20 values each, well under SQLite's 32,766 parameters and
+/// Records per `INSERT` statement: 10 values each, well under SQLite's 32,766 parameters and
 /// PostgreSQL's 65,535.
-pub const ROWS_PER_INSERT: usize = 500;
+pub const ROWS_PER_INSERT: usize = 1000;
 
 /// Records deleted per statement when pruning SQLite, so a prune never holds the write lock long.
 const PRUNE_BATCH: u64 = 5_000;
@@ -89,22 +81,12 @@ fn values(r: &Record, out: &mut Vec<Value>) {
     out.push(r.tenant_id.into());
     out.push(r.request_id.clone().into());
     out.push(r.api_id.into());
-    out.push(r.route_id.into());
     out.push(r.key_id.into());
-    out.push(r.key_prefix.map(|p| p.to_string()).into());
     out.push(r.client_row_id.into());
-    out.push(r.client_id.clone().into());
-    out.push(r.method.to_string().into());
-    out.push(r.path.clone().into());
     out.push(i32::from(r.status).into());
-    out.push(as_i64(r.latency_us).into());
-    out.push(r.upstream_latency_us.map(as_i64).into());
-    out.push(as_i64(r.bytes_in).into());
-    out.push(as_i64(r.bytes_out).into());
-    out.push(r.target_id.into());
-    out.push(r.client_ip.to_string().into());
+    out.push(r.method.to_string().into());
     out.push(r.flags.into());
-    out.push(r.error_type.map(str::to_owned).into());
+    out.push(r.detail_json().into());
 }
 
 /// The day (UTC) of a time in milliseconds.
@@ -409,7 +391,9 @@ pub async fn list(
         cond = cond.add(C::Method.eq(m.to_ascii_uppercase()));
     }
     if let Some(rid) = &q.request_id {
-        cond = cond.add(C::RequestId.eq(rid.as_str()));
+        cond = cond
+            .add(C::RequestId.eq(rid.as_str()))
+            .add(by_request_id(rid));
     }
     if let Some((ts, id)) = cursor {
         cond = cond.add(
@@ -426,6 +410,23 @@ pub async fn list(
         .all(db)
         .await?)
 }
+
+/// Where a request id's record can be: an id the caller sent is in the partial index of given
+/// ids; one the gateway made (a version 7 UUID) is at the time it names, found through the
+/// time index.
+fn by_request_id(rid: &str) -> Condition {
+    use request_log::Column as C;
+    let given = Expr::cust(format!("(flags & {}) <> 0", flags::REQUEST_ID_GIVEN));
+    let mut c = Condition::any().add(given);
+    if let Some(at) = crate::request_log::time_of_request_id(rid) {
+        c = c.add(C::TsMs.between(at - REQUEST_ID_SLACK_MS, at + REQUEST_ID_SLACK_MS));
+    }
+    c
+}
+
+/// How far a record's time may be from the time its request id names (the same clock read makes
+/// both; a minute either way costs nothing).
+const REQUEST_ID_SLACK_MS: i64 = 60_000;
 
 /// The newest record of `request_id` (of `tenant_id`, or of any tenant for the platform admin).
 pub async fn find(
@@ -456,7 +457,6 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::request_log::flags;
     use crate::testing::TestDb;
 
     const DAY: i64 = DAY_MS;
@@ -483,11 +483,12 @@ mod tests {
             bytes_out: 42,
             target_id: 3,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            flags: if status == 429 {
-                flags::RATE_LIMITED
-            } else {
-                0
-            },
+            flags: flags::REQUEST_ID_GIVEN
+                | if status == 429 {
+                    flags::RATE_LIMITED
+                } else {
+                    0
+                },
             error_type: (status == 429).then_some("rate_limited"),
         }
     }
@@ -531,8 +532,9 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[0].ts_ms >= w[1].ts_ms));
         assert!(seen.iter().all(|r| r.tenant_id == 1));
         let r = &seen[0];
-        assert_eq!(r.key_prefix.as_deref(), Some("gw_live_01234567"));
-        assert_eq!((r.client_ip.as_str(), r.bytes_out), ("127.0.0.1", 42));
+        let d = r.detail();
+        assert_eq!(d.key_prefix.as_deref(), Some("gw_live_01234567"));
+        assert_eq!((d.client_ip.as_ref(), d.bytes_out), ("127.0.0.1", 42));
         // Tenant 1 has the even records: 200 and 429 by turns.
         let class4 = list(db, &mine(StatusFilter::parse("4xx")), None, 1000)
             .await
@@ -541,7 +543,7 @@ mod tests {
         assert!(
             class4
                 .iter()
-                .all(|r| r.status == 429 && r.flags == flags::RATE_LIMITED)
+                .all(|r| r.status == 429 && r.flags & flags::RATE_LIMITED != 0)
         );
         assert!(
             list(db, &mine(StatusFilter::parse("502")), None, 10)
@@ -549,9 +551,19 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        // A request id finds its record, for its tenant only.
+        // A request id finds its record, for its tenant only: one the caller sent, and one the
+        // gateway made (a version 7 UUID of the record's time).
         assert_eq!(find(db, Some(1), "r10").await.unwrap().unwrap().status, 429);
         assert!(find(db, Some(2), "r10").await.unwrap().is_none());
+        let made = crate::request_log::new_request_id(T0 + 2 * DAY + 5);
+        let mut own = rec(2, T0 + 2 * DAY + 5, &made, 200);
+        own.flags = 0;
+        writer.insert(db, &[own]).await.unwrap();
+        assert_eq!(
+            find(db, Some(2), &made).await.unwrap().unwrap().tenant_id,
+            2
+        );
+        assert!(find(db, Some(1), &made).await.unwrap().is_none());
         // A time range.
         let day2 = LogQuery {
             from_ms: Some(T0 + DAY),
@@ -563,7 +575,7 @@ mod tests {
         // Pruning before the third day keeps the third day whole.
         prune(db, T0 + 2 * DAY).await.unwrap();
         let left = list(db, &LogQuery::default(), None, 2000).await.unwrap();
-        assert_eq!(left.len(), 400, "{:?}", t.backend);
+        assert_eq!(left.len(), 401, "{:?}", t.backend);
         assert!(left.iter().all(|r| r.ts_ms >= T0 + 2 * DAY));
         // Writing again into a pruned day makes its partition again.
         writer

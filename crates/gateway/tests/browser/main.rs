@@ -2,6 +2,8 @@
 //! up, creates an API, a plan and a key, reads the key off the page, calls the running data plane
 //! with it (200), rotates it, revokes the replacement (403). A screenshot of each page lands in
 //! `target/screenshots/`; tables are checked for cells that wrap mid-word or stand out of their row.
+//! Beside it, on the same two planes without a browser: the request log end to end, from requests
+//! through the data plane to the control plane's management API.
 
 // Test code fails loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -718,4 +720,189 @@ async fn admin_pages(c: &Client, db: &TestDb) {
     submit(c).await;
     wait_for_text(c, "acme-widgets").await;
     shot(c, "13-admin-tenants").await;
+}
+
+/// Both planes on one database: a request of each kind through the data plane is in the control
+/// plane's `/api/v1/logs` within 3 seconds, with the status and error type it was answered with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // sign-up, a plan, three APIs and two keys; then each answer
+async fn every_kind_of_answer_is_in_the_management_apis_log_within_three_seconds() {
+    use serde_json::{Value, json};
+    let (dashboard, gateway_url, upstream, _db) = start_gateway().await;
+    let http = reqwest::Client::new();
+    let signed_up: Value = http
+        .post(format!("{dashboard}/api/v1/signup"))
+        .json(&json!({"username": "olga", "email": "olga@example.com",
+            "password": "tangerine-orbit-42", "tenant_name": "Erin Co", "tenant_slug": "erin"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signed_up["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("signed up: {signed_up}"))
+        .to_owned();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{dashboard}/api/v1{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let plan = post("/plans", json!({"name": "Pro", "requests_per_minute": 600}))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .clone();
+    let tight = post(
+        "/plans",
+        json!({"name": "Tight", "requests_per_minute": 1, "burst": 1}),
+    )
+    .await
+    .unwrap()
+    .json::<Value>()
+    .await
+    .unwrap()["id"]
+        .clone();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for (slug, url, timeout_ms) in [
+        ("echo", format!("http://{upstream}"), 30_000),
+        ("slow", format!("http://{upstream}"), 200),
+        ("dead", format!("http://{closed}"), 30_000),
+    ] {
+        let r = post(
+            "/apis",
+            json!({"name": slug, "slug": slug, "upstream_url": url, "timeout_ms": timeout_ms}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let key = |plan: Value| {
+        let post = &post;
+        async move {
+            post("/keys", json!({"name": "k", "plan_id": plan}))
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (key, tight_key) = (key(plan).await, key(tight).await);
+    call_until(&key, &format!("{gateway_url}/erin/echo/ready"), 200).await;
+
+    let base = format!("{gateway_url}/erin");
+    let cases = [
+        (
+            "e2e-200",
+            format!("{base}/echo/hello"),
+            Some(key.as_str()),
+            200,
+            None,
+        ),
+        (
+            "e2e-401",
+            format!("{base}/echo/hello"),
+            None,
+            401,
+            Some("missing_api_key"),
+        ),
+        (
+            "e2e-403",
+            format!("{base}/echo/hello"),
+            Some("gw_live_0"),
+            403,
+            Some("invalid_api_key"),
+        ),
+        (
+            "e2e-404",
+            format!("{base}/nope/x"),
+            Some(key.as_str()),
+            404,
+            Some("not_found"),
+        ),
+        (
+            "e2e-502",
+            format!("{base}/dead/x"),
+            Some(key.as_str()),
+            502,
+            Some("upstream_unreachable"),
+        ),
+        (
+            "e2e-504",
+            format!("{base}/slow/slow/1000"),
+            Some(key.as_str()),
+            504,
+            Some("upstream_timeout"),
+        ),
+        (
+            "e2e-first",
+            format!("{base}/echo/a"),
+            Some(tight_key.as_str()),
+            200,
+            None,
+        ),
+        (
+            "e2e-429",
+            format!("{base}/echo/b"),
+            Some(tight_key.as_str()),
+            429,
+            Some("rate_limited"),
+        ),
+    ];
+    for (rid, url, key, status, _) in &cases {
+        let mut req = http.get(url).header("x-request-id", *rid);
+        if let Some(k) = key {
+            req = req.header("X-API-Key", *k);
+        }
+        assert_eq!(req.send().await.unwrap().status(), *status, "{rid}");
+    }
+    let answered = Instant::now();
+    for (rid, _, _, status, kind) in &cases {
+        loop {
+            let r = http
+                .get(format!("{dashboard}/api/v1/logs/{rid}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                let rec: Value = r.json().await.unwrap();
+                assert_eq!(rec["status"], *status, "{rec}");
+                assert_eq!(rec["error_type"].as_str(), *kind, "{rec}");
+                break;
+            }
+            assert!(
+                answered.elapsed() < Duration::from_secs(3),
+                "{rid} not in the log 3 s after its answer"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let page: Value = http
+        .get(format!("{dashboard}/api/v1/logs?status=5xx"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e2e-504", "e2e-502"], "newest first");
 }
