@@ -11,7 +11,7 @@ use domain::request_log::{Record, key_prefix};
 use domain::store::request_log::RequestLogWriter;
 use domain::testing::TestDb;
 
-const RECORDS: usize = 200_000;
+const RECORDS: usize = 100_000;
 /// Records per write: about a second of a busy data plane.
 const BATCH: usize = 20_000;
 

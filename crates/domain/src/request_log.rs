@@ -128,7 +128,12 @@ impl Record {
             client_ip: Borrowed(&ip),
             error_type: self.error_type.map(Borrowed),
         };
-        serde_json::to_string(&d).unwrap_or_default()
+        // Sized for the usual record at once: no regrowing on the way.
+        let mut out = Vec::with_capacity(192 + self.path.len());
+        if serde_json::to_writer(&mut out, &d).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 

@@ -32,9 +32,9 @@ const COLUMNS: [&str; 10] = [
     "detail",
 ];
 
-/// Records per `INSERT` statement: 10 values each, well under SQLite's 32,766 parameters and
-/// PostgreSQL's 65,535.
-pub const ROWS_PER_INSERT: usize = 1000;
+/// Most records per `INSERT` statement (a power of two): 10 values each, well under SQLite's
+/// 32,766 parameters and PostgreSQL's 65,535.
+pub const ROWS_PER_INSERT: usize = 512;
 
 /// Records deleted per statement when pruning SQLite, so a prune never holds the write lock long.
 const PRUNE_BATCH: u64 = 5_000;
@@ -105,10 +105,27 @@ fn partition_name(day: NaiveDate) -> String {
 #[derive(Default)]
 pub struct RequestLogWriter {
     partitions: Mutex<HashSet<NaiveDate>>,
+    /// The `INSERT` of 2^i rows, by i, once made.
+    statements: Mutex<Vec<Option<std::sync::Arc<str>>>>,
 }
 
 impl RequestLogWriter {
-    /// Inserts `records` in one transaction, [`ROWS_PER_INSERT`] per statement.
+    /// The `INSERT` statement of `rows` records (a power of two).
+    fn sql(&self, backend: DbBackend, rows: usize) -> std::sync::Arc<str> {
+        let i = rows.ilog2() as usize;
+        let mut made = self
+            .statements
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if made.len() <= i {
+            made.resize(i + 1, None);
+        }
+        made[i]
+            .get_or_insert_with(|| insert_sql(backend, rows).into())
+            .clone()
+    }
+
+    /// Inserts `records` in one transaction, at most [`ROWS_PER_INSERT`] per statement.
     pub async fn insert(
         &self,
         db: &sea_orm::DatabaseConnection,
@@ -137,33 +154,75 @@ impl RequestLogWriter {
             return Ok(());
         }
         let backend = db.get_database_backend();
+        if backend == DbBackend::Sqlite {
+            return self
+                .insert_sqlite(db.get_sqlite_connection_pool(), records)
+                .await
+                .map_err(|e| {
+                    sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into())).into()
+                });
+        }
         if backend == DbBackend::Postgres {
             self.make_partitions(db, records).await?;
         }
         let txn = db.begin().await?;
         let mut vals = Vec::with_capacity(ROWS_PER_INSERT * COLUMNS.len());
-        let mut full_sql: Option<String> = None;
-        for chunk in records.chunks(ROWS_PER_INSERT) {
+        let mut rest = records;
+        while !rest.is_empty() {
+            // Statements of a power of two rows only: each is prepared once per connection and
+            // then found in its statement cache (a statement of any other length would be
+            // parsed anew, thousands of placeholders, at every flush).
+            let n = rest.len().min(ROWS_PER_INSERT);
+            let n = 1 << n.ilog2();
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
             vals.clear();
             for r in chunk {
                 values(r, &mut vals);
             }
-            let sql = if chunk.len() == ROWS_PER_INSERT {
-                full_sql
-                    .get_or_insert_with(|| insert_sql(backend, ROWS_PER_INSERT))
-                    .clone()
-            } else {
-                insert_sql(backend, chunk.len())
-            };
+            let sql = self.sql(backend, n);
             txn.execute_raw(Statement::from_sql_and_values(
                 backend,
-                sql,
+                sql.as_ref(),
                 std::mem::take(&mut vals),
             ))
             .await?;
         }
         txn.commit().await?;
         Ok(())
+    }
+
+    /// SQLite: the values bound straight to sqlx's arguments (the log is written at the data
+    /// plane's full rate; sea-orm's values would be made, cloned and converted once more each).
+    async fn insert_sqlite(
+        &self,
+        pool: &sea_orm::sqlx::SqlitePool,
+        records: &[Record],
+    ) -> Result<(), sea_orm::sqlx::Error> {
+        use sea_orm::sqlx::{self, AssertSqlSafe};
+        let mut tx = pool.begin().await?;
+        let mut rest = records;
+        while !rest.is_empty() {
+            let n = 1 << rest.len().min(ROWS_PER_INSERT).ilog2();
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut q = sqlx::query(AssertSqlSafe(self.sql(DbBackend::Sqlite, n)));
+            for r in chunk {
+                q = q
+                    .bind(r.ts_ms)
+                    .bind(r.tenant_id)
+                    .bind(r.request_id.as_str())
+                    .bind(r.api_id)
+                    .bind(r.key_id)
+                    .bind(r.client_row_id)
+                    .bind(i32::from(r.status))
+                    .bind(r.method.as_ref())
+                    .bind(r.flags)
+                    .bind(r.detail_json());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await
     }
 
     /// The day partitions `records` fall in, made when this writer has not made them yet.
