@@ -4,7 +4,6 @@
 //!
 //! `cargo run --release -p domain --features test-support --example log_insert`
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use domain::request_log::{Record, key_prefix};
@@ -41,27 +40,22 @@ async fn main() {
     let writer = RequestLogWriter::default();
     let now = chrono::Utc::now().timestamp_millis();
     let records: Vec<Record> = (0..RECORDS)
-        .map(|i| Record {
-            ts_ms: now + i64::try_from(i / 30).unwrap(),
-            tenant_id: tenant,
-            request_id: uuid::Uuid::new_v4().to_string(),
-            api_id: 1,
-            route_id: 0,
-            key_id: 1,
-            key_prefix: Some(key_prefix("gw_live_0123456789abcdef")),
-            client_row_id: 0,
-            client_id: None,
-            method: "GET".into(),
-            path: "/bench/up/items".into(),
-            status: 200,
-            latency_us: 1234,
-            upstream_latency_us: Some(1000),
-            bytes_in: 0,
-            bytes_out: 24,
-            target_id: 1,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            flags: 0,
-            error_type: None,
+        .map(|i| {
+            let mut r = domain::testing::record(
+                tenant,
+                now + i64::try_from(i / 30).unwrap(),
+                &uuid::Uuid::new_v4().to_string(),
+            );
+            // Made by the gateway: not in the index of given request ids.
+            r.flags = 0;
+            r.api_id = 1;
+            r.key_id = 1;
+            r.key_prefix = Some(key_prefix("gw_live_0123456789abcdef"));
+            r.path = "/bench/up/items".into();
+            r.upstream_latency_us = Some(1000);
+            r.bytes_out = 24;
+            r.target_id = 1;
+            r
         })
         .collect();
     let (wall, cpu) = (Instant::now(), cpu_seconds());

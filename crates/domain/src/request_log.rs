@@ -193,28 +193,13 @@ mod tests {
 
     #[test]
     fn a_records_detail_round_trips_and_leaves_out_what_is_empty() {
-        let r = Record {
-            ts_ms: 1,
-            tenant_id: 1,
-            request_id: "r".into(),
-            api_id: 0,
-            route_id: 0,
-            key_id: 0,
-            key_prefix: None,
-            client_row_id: 0,
-            client_id: None,
-            method: "GET".into(),
-            path: "/t/a/\"q\"".into(),
-            status: 401,
-            latency_us: 120,
-            upstream_latency_us: None,
-            bytes_in: 0,
-            bytes_out: 99,
-            target_id: 0,
-            client_ip: "::1".parse().unwrap(),
-            flags: 0,
-            error_type: Some("missing_api_key"),
-        };
+        let mut r = crate::testing::record(1, 1, "r");
+        r.path = "/t/a/\"q\"".into();
+        r.status = 401;
+        r.latency_us = 120;
+        r.bytes_out = 99;
+        r.client_ip = "::1".parse().unwrap();
+        r.error_type = Some("missing_api_key");
         let json = r.detail_json();
         assert_eq!(
             json,

@@ -53,38 +53,28 @@ fn record(
     rid: &str,
     status: u16,
 ) -> Record {
-    Record {
-        ts_ms: at.timestamp_millis(),
-        tenant_id,
-        request_id: rid.to_owned(),
-        api_id,
-        route_id: 0,
-        key_id,
-        key_prefix: Some(domain::request_log::key_prefix("gw_live_feedc0de00000000")),
-        client_row_id: 0,
-        client_id: None,
-        method: if status == 201 {
-            "POST".into()
-        } else {
-            "GET".into()
-        },
-        path: "/acme/orders/items".into(),
-        status,
-        latency_us: 12_345,
-        upstream_latency_us: Some(11_000),
-        bytes_in: 0,
-        bytes_out: 99,
-        target_id: 1,
-        client_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
-        // The ids here are the callers' own (`X-Request-ID`).
-        flags: flags::REQUEST_ID_GIVEN
-            | match status {
-                429 => flags::RATE_LIMITED,
-                502 => flags::UPSTREAM_ERROR,
-                _ => 0,
-            },
-        error_type: (status == 429).then_some("rate_limited"),
+    // The ids here are the callers' own (`X-Request-ID`).
+    let mut r = domain::testing::record(tenant_id, at.timestamp_millis(), rid);
+    r.api_id = api_id;
+    r.key_id = key_id;
+    r.key_prefix = Some(domain::request_log::key_prefix("gw_live_feedc0de00000000"));
+    r.method = if status == 201 { "POST" } else { "GET" }.into();
+    r.path = "/acme/orders/items".into();
+    r.status = status;
+    r.latency_us = 12_345;
+    r.upstream_latency_us = Some(11_000);
+    r.bytes_out = 99;
+    r.target_id = 1;
+    r.client_ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+    match status {
+        429 => {
+            r.flags |= flags::RATE_LIMITED;
+            r.error_type = Some("rate_limited");
+        }
+        502 => r.flags |= flags::UPSTREAM_ERROR,
+        _ => {}
     }
+    r
 }
 
 #[tokio::test]

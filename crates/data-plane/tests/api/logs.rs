@@ -448,3 +448,80 @@ async fn a_stalled_database_drops_records_counts_them_and_never_delays_a_request
     }
     env.gw.stop().await;
 }
+
+#[tokio::test]
+async fn records_still_buffered_are_written_at_a_graceful_stop() {
+    // A flush period longer than the test: only the stop writes them.
+    let env = TestEnv::with(EnvOptions {
+        proxy: Some(ProxySettings {
+            request_log_flush_ms: 60_000,
+            ..ProxySettings::default()
+        }),
+        ..EnvOptions::default()
+    })
+    .await;
+    for _ in 0..25 {
+        assert_eq!(env.get("/items").await.status(), 200);
+    }
+    let (db, tenant) = (env.db.db.clone(), env.fx.tenant.id);
+    env.gw.stop().await;
+    assert_eq!(
+        store::request_log::count(&db, Some(tenant)).await.unwrap(),
+        25
+    );
+}
+
+#[tokio::test]
+async fn with_the_log_off_nothing_is_logged_and_analytics_still_count() {
+    let env = TestEnv::with(EnvOptions {
+        proxy: Some(ProxySettings {
+            request_log: domain::request_log::LogSwitch::Off,
+            ..ProxySettings::default()
+        }),
+        ..EnvOptions::default()
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(env.get("/items").await.status(), 200);
+    }
+    let (db, tenant) = (env.db.db.clone(), env.fx.tenant.id);
+    let minute = env.clock.now_ms() / 60_000 * 60;
+    env.gw.stop().await;
+    assert_eq!(store::request_log::count(&db, None).await.unwrap(), 0);
+    let q = TrafficQuery {
+        tenant_id: Some(tenant),
+        resolution: 60,
+        from_s: minute,
+        to_s: minute + 60,
+        ..TrafficQuery::default()
+    };
+    let all = store::analytics::sums(&db, &q, GroupBy::All).await.unwrap();
+    assert_eq!(all[0].1.requests, 5);
+}
+
+#[tokio::test]
+async fn the_writer_prunes_records_past_the_retention() {
+    let env = TestEnv::new().await;
+    let now = env.clock.now_ms();
+    let old = |days: i64, rid: &str| {
+        domain::testing::record(env.fx.tenant.id, now - days * 86_400_000, rid)
+    };
+    store::request_log::RequestLogWriter::default()
+        .insert(&env.db.db, &[old(8, "eight-days"), old(6, "six-days")])
+        .await
+        .unwrap();
+    // The default retention is 7 days, by the gateway's clock. (The writer also prunes on its
+    // own, at its first flush and every ten minutes: it may have been first.)
+    let pruned = env.gw.gateway.request_log.prune_now(now).await.unwrap();
+    assert!(pruned <= 1);
+    let left = list(&env.db.db, &LogQuery::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|r| r.request_id.as_str())
+            .collect::<Vec<_>>(),
+        ["six-days"]
+    );
+    env.gw.stop().await;
+}

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use data_plane::config::{Engine, ProxySettings};
 use data_plane::upstream::balance::CircuitState;
+use domain::clock::Clock;
+use domain::request_log::flags;
 use domain::resilience::{ApiResilience, CircuitBreaker, HealthCheck, NewTarget};
 use domain::sea_orm::EntityTrait;
 use domain::store;
@@ -382,6 +384,32 @@ async fn every_target_down_is_a_503_at_once_on_both_engines() {
         a.restart().await;
         env.clock.advance_ms(30_000);
         assert_eq!(env.get("/x").await.status(), 200, "{engine:?}");
+        // The request log says what happened: the 502s were tried on both targets and failed
+        // upstream, the 503 found every circuit open.
+        let gw = &env.gw.gateway;
+        assert!(gw.request_log.flush(env.clock.now_ms()).await);
+        let records = domain::store::request_log::list(
+            &env.db.db,
+            &domain::store::request_log::LogQuery::default(),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+        let by_status = |s: i32| records.iter().filter(move |r| r.status == s);
+        for r in by_status(502) {
+            assert_eq!(
+                r.flags & (flags::RETRIED | flags::UPSTREAM_ERROR),
+                flags::RETRIED | flags::UPSTREAM_ERROR,
+                "{engine:?}: {r:?}"
+            );
+        }
+        let open = by_status(503).next().expect("the 503's record");
+        assert_eq!(open.flags & flags::CIRCUIT_OPEN, flags::CIRCUIT_OPEN);
+        assert_eq!(
+            open.detail().error_type.as_deref(),
+            Some("upstream_unavailable")
+        );
     }
 }
 

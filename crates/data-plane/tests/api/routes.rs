@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use data_plane::config::{Engine, ProxySettings};
 use domain::route::{MatchKind, Methods, NewRoute, RoutePath};
+use domain::sea_orm::EntityTrait;
 use domain::store;
 use reqwest::Method;
 
@@ -314,4 +315,56 @@ async fn a_routes_window_and_cost_are_enforced_on_both_engines() {
         );
         assert_eq!(env.upstream.count(), 3, "{engine:?}");
     }
+}
+
+#[tokio::test]
+async fn usage_analytics_and_the_request_log_carry_the_route() {
+    let env = env_with_routes(
+        Engine::Fast,
+        100,
+        vec![route("/users/{id}", MatchKind::Prefix, &["GET"])],
+    )
+    .await;
+    let routes = store::list_routes(&env.db.db, env.fx.tenant.id, env.fx.api.id, None, 10)
+        .await
+        .unwrap();
+    let route_id = routes[0].id;
+    assert_eq!(send(&env, "GET", "/users/7").await.status(), 200);
+    assert_eq!(send(&env, "GET", "/nowhere").await.status(), 404);
+    let (db, tenant) = (env.db.db.clone(), env.fx.tenant.id);
+    env.gw.stop().await;
+    let records = store::request_log::list(
+        &db,
+        &store::request_log::LogQuery {
+            tenant_id: Some(tenant),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    let of = |status: i32| records.iter().find(|r| r.status == status).unwrap();
+    assert_eq!(of(200).detail().route_id, route_id);
+    assert_eq!(of(404).detail().route_id, 0, "no route took it");
+    let usage = domain::entities::usage_rollup::Entity::find()
+        .all(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        usage
+            .iter()
+            .map(|u| (u.route_id, u.requests))
+            .collect::<Vec<_>>(),
+        [(route_id, 1)]
+    );
+    let traffic = domain::entities::traffic_stat::Entity::find()
+        .all(&db)
+        .await
+        .unwrap();
+    assert!(
+        traffic
+            .iter()
+            .any(|t| t.route_id == route_id && t.requests == 1)
+    );
 }

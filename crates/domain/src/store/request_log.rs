@@ -513,8 +513,6 @@ pub async fn count(db: &impl ConnectionTrait, tenant_id: Option<i64>) -> StoreRe
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-
     use super::*;
     use crate::testing::TestDb;
 
@@ -523,33 +521,20 @@ mod tests {
     const T0: i64 = 1_796_083_200_000;
 
     fn rec(tenant_id: i64, ts_ms: i64, rid: &str, status: u16) -> Record {
-        Record {
-            ts_ms,
-            tenant_id,
-            request_id: rid.to_owned(),
-            api_id: 7,
-            route_id: 0,
-            key_id: 9,
-            key_prefix: Some(crate::request_log::key_prefix("gw_live_0123456789abcdef")),
-            client_row_id: 0,
-            client_id: None,
-            method: "GET".into(),
-            path: "/t/api/x".into(),
-            status,
-            latency_us: 1500,
-            upstream_latency_us: Some(1200),
-            bytes_in: 0,
-            bytes_out: 42,
-            target_id: 3,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            flags: flags::REQUEST_ID_GIVEN
-                | if status == 429 {
-                    flags::RATE_LIMITED
-                } else {
-                    0
-                },
-            error_type: (status == 429).then_some("rate_limited"),
+        let mut r = crate::testing::record(tenant_id, ts_ms, rid);
+        r.api_id = 7;
+        r.key_id = 9;
+        r.key_prefix = Some(crate::request_log::key_prefix("gw_live_0123456789abcdef"));
+        r.path = "/t/api/x".into();
+        r.status = status;
+        r.upstream_latency_us = Some(1200);
+        r.bytes_out = 42;
+        r.target_id = 3;
+        if status == 429 {
+            r.flags |= flags::RATE_LIMITED;
+            r.error_type = Some("rate_limited");
         }
+        r
     }
 
     async fn round_trip(t: TestDb) {
