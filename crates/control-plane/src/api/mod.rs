@@ -74,6 +74,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(resources::list_apis)
             .service(resources::get_api)
             .service(resources::update_api)
+            .service(resources::replace_api)
             .service(resources::delete_api)
             .service(routes::create_route)
             .service(routes::list_routes)

@@ -1,6 +1,6 @@
 //! Plans, APIs, keys and clients of the caller's tenant. Another tenant's ids are 404 everywhere.
 
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use chrono::{Duration, Utc};
 use domain::entities::{api, api_key, client, plan};
 use domain::store::{self, StoreError};
@@ -289,6 +289,42 @@ pub async fn update_api(
             .set_api_resilience(c.tenant.id, a.id, settings)
             .await?;
     }
+    Ok(ok(&ApiOut::new(a, &gateway_prefix(&state, &c))))
+}
+
+/// Replace an API: every field as `POST /apis` takes them; an optional field left out takes its
+/// default (no health check, the default circuit breaker, retries by the number of targets).
+#[utoipa::path(tag = "apis", security(("bearer" = [])), params(("id" = i64, Path)), request_body = ApiIn,
+    responses((status = 200, body = ApiOut), (status = 401), (status = 404), (status = 409), (status = 422)))]
+#[put("/apis/{id}")]
+pub async fn replace_api(
+    c: ApiCaller,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: ApiJson<ApiIn>,
+) -> Result<HttpResponse, ApiError> {
+    let a = store::get_api(&state.db, c.tenant.id, *id).await?;
+    let b = body.into_inner();
+    let new = new_api(
+        &b.name,
+        &b.slug,
+        &b.upstream_url,
+        b.key_header.as_deref(),
+        b.timeout_ms,
+        b.pass_encoded_slashes.unwrap_or(false),
+        b.log_query.unwrap_or(false),
+    )?;
+    refuse_upstream(&state, &c, &new).await?;
+    let settings = resilience(b.retries, b.health_check.as_ref(), b.circuit_breaker)?;
+    let a = state
+        .config
+        .update_api(c.tenant.id, a.id, new, b.is_active.unwrap_or(true))
+        .await
+        .map_err(conflict_on_slug)?;
+    let a = state
+        .config
+        .set_api_resilience(c.tenant.id, a.id, settings)
+        .await?;
     Ok(ok(&ApiOut::new(a, &gateway_prefix(&state, &c))))
 }
 

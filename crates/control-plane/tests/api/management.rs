@@ -690,6 +690,60 @@ async fn api_retries_health_check_and_circuit_breaker_validate_and_patch() {
 }
 
 #[tokio::test]
+async fn api_put_replaces_every_field() {
+    let app = spawn_app().await;
+    let (api, _, a) = api_for_routes(&app).await;
+    let id = a["id"].as_i64().unwrap();
+    // PUT replaces the whole API: what it leaves out takes its default.
+    let url = a["upstream_url"].as_str().unwrap().to_owned();
+    let (s, got) = api
+        .put(
+            &format!("/api/v1/apis/{id}"),
+            json!({"name": "Replaced", "slug": "replaced", "upstream_url": url, "retries": 1,
+                   "health_check": {"path": "/up"}, "circuit_breaker": {"failure_threshold": 7}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(
+        (
+            got["name"].as_str(),
+            got["retries"].as_i64(),
+            got["health_check"]["path"].as_str()
+        ),
+        (Some("Replaced"), Some(1), Some("/up"))
+    );
+    assert_eq!(got["circuit_breaker"]["failure_threshold"], 7);
+    let (s, got) = api
+        .put(
+            &format!("/api/v1/apis/{id}"),
+            json!({"name": "Replaced", "slug": "replaced", "upstream_url": url}),
+        )
+        .await;
+    assert_eq!(s, 200, "{got}");
+    assert!(
+        got["retries"].is_null() && got["health_check"].is_null(),
+        "{got}"
+    );
+    assert_eq!(got["circuit_breaker"]["failure_threshold"], 5);
+    assert_eq!(got["timeout_ms"], 30000, "the default timeout again");
+    let (s, b) = api
+        .put(
+            &format!("/api/v1/apis/{id}"),
+            json!({"name": "", "slug": "Bad Slug", "upstream_url": url}),
+        )
+        .await;
+    assert_error(s, &b, 422, "invalid_field");
+    assert_eq!(error_fields(&b), ["name", "slug"], "{b}");
+    let (s, b) = api
+        .put(
+            "/api/v1/apis/999999",
+            json!({"name": "X", "slug": "x", "upstream_url": url}),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+}
+
+#[tokio::test]
 async fn api_health_shows_what_each_data_plane_reported_lately() {
     use domain::target_health::{HealthReports, NodeReport, TargetReport};
     let app = spawn_app().await;
@@ -1368,6 +1422,7 @@ async fn the_openapi_document_matches_the_routes() {
         "GET /api/v1/apis",
         "GET /api/v1/apis/{id}",
         "PATCH /api/v1/apis/{id}",
+        "PUT /api/v1/apis/{id}",
         "DELETE /api/v1/apis/{id}",
         "POST /api/v1/apis/{api_id}/routes",
         "GET /api/v1/apis/{api_id}/routes",
