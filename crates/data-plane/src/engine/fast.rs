@@ -342,21 +342,11 @@ impl<'a> Conn<'a> {
     /// end.
     async fn forward(&mut self, p: &mut Prepared, decision: &domain::limits::Decision) -> bool {
         let gw = self.gw;
-        let timeout = p.auth.timeout();
-        self.dog.arm(timeout);
-        let dog = self.dog;
         let sent_at = Instant::now();
-        let sent = dog.guard(false, self.send(p)).await;
+        let head = self.send(p).await;
         p.trace.upstream_us =
             Some(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX));
         self.dog.disarm();
-        let head = match sent {
-            Ok(Ok(head)) => Ok(head),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(GatewayError::UpstreamTimeout {
-                timeout_ms: timeout.as_millis(),
-            }),
-        };
         if let Some(picked) = p.picked.take() {
             gw.report(picked, head.as_ref().map(|(status, _)| *status));
         }
@@ -380,9 +370,12 @@ impl<'a> Conn<'a> {
 
     /// Sends the request (head in `self.out`, then its body) and reads the upstream's response
     /// head into `self.ubuf`: its status and length. A kept-alive connection that turns out to be
-    /// closed is replaced once, when the whole request is still at hand; a try that failed is
-    /// made again on another target while the pipeline says it may ([`pipeline::retryable`]).
+    /// closed is replaced once, when the whole request is still at hand; a try that failed (or
+    /// got no answer within the API's or route's timeout: each try has its own) is made again on
+    /// another target while the pipeline says it may ([`pipeline::retryable`]).
     async fn send(&mut self, p: &mut Prepared) -> Result<(u16, usize), GatewayError> {
+        let timeout = p.auth.timeout();
+        let dog = self.dog;
         let body_len = usize::try_from(p.body_len).unwrap_or(usize::MAX);
         let inline = body_len <= self.buf.len().min(INLINE_BODY);
         if inline {
@@ -398,10 +391,18 @@ impl<'a> Conn<'a> {
                 return Err(GatewayError::UpstreamUnreachable);
             };
             p.trace.target_id = picked.target().id;
-            let (key, mut up, reused) = match self
-                .checkout(picked.target(), p.auth.api.trusted_upstreams)
+            dog.arm(timeout);
+            let timed_out = || GatewayError::UpstreamTimeout {
+                timeout_ms: timeout.as_millis(),
+            };
+            let checked_out = dog
+                .guard(
+                    false,
+                    self.checkout(picked.target(), p.auth.api.trusted_upstreams),
+                )
                 .await
-            {
+                .unwrap_or_else(|_| Err(timed_out()));
+            let (key, mut up, reused) = match checked_out {
                 Ok(c) => c,
                 Err(e @ GatewayError::UpstreamForbidden) => return Err(e),
                 Err(e) => {
@@ -412,7 +413,7 @@ impl<'a> Conn<'a> {
                 }
             };
             let mut streamed = false;
-            let sent = async {
+            let exchange = async {
                 up.write_all(&self.out).await.map_err(Side::Upstream)?;
                 if !inline {
                     streamed = true;
@@ -422,8 +423,11 @@ impl<'a> Conn<'a> {
                 read_response_head(&mut up, &mut self.ubuf)
                     .await
                     .map_err(Side::Upstream)
-            }
-            .await;
+            };
+            let sent = dog
+                .guard(false, exchange)
+                .await
+                .unwrap_or(Err(Side::TimedOut));
             // On any error `up` is dropped here: a connection that failed mid-request is closed.
             match sent {
                 Ok(head) => {
@@ -454,6 +458,13 @@ impl<'a> Conn<'a> {
                         may,
                         GatewayError::UpstreamUnreachable,
                     )?;
+                }
+                Err(Side::TimedOut) => {
+                    tracing::debug!(?timeout, "upstream did not answer in time");
+                    // Like a failure before any answer byte, when none came.
+                    let may =
+                        self.ubuf.is_empty() && pipeline::retryable(true, p.idempotent, !streamed);
+                    self.next_target(p, &mut tried, &mut tries_left, may, timed_out())?;
                 }
                 Err(Side::Client(e)) => {
                     tracing::debug!(error = %e, "request body ended early");
@@ -934,10 +945,12 @@ fn write_upstream_head(
     line
 }
 
-/// Which side of an exchange failed: the caller's (its body ended early) or the upstream's.
+/// Which side of an exchange failed: the caller's (its body ended early) or the upstream's (an
+/// error, or no answer in time).
 enum Side {
     Client(io::Error),
     Upstream(io::Error),
+    TimedOut,
 }
 
 /// Copies exactly `len` body bytes from the client to the upstream: first those already in `buf`.

@@ -206,31 +206,36 @@ impl Gateway {
                 req.headers_mut().insert(header::HOST, host);
             }
             trace.target_id = picked.target().id;
-            let failure = match tokio::time::timeout(timeout, client.request(req)).await {
-                Err(_) => {
-                    let e = GatewayError::UpstreamTimeout {
+            let (err, may) = match tokio::time::timeout(timeout, client.request(req)).await {
+                // No answer in time (each try has its own): like a failure before any answer
+                // byte.
+                Err(_) => (
+                    GatewayError::UpstreamTimeout {
                         timeout_ms: timeout.as_millis(),
-                    };
-                    self.report(picked, Err(&e));
-                    return Err(e);
-                }
+                    },
+                    pipeline::retryable(true, idempotent, replayable),
+                ),
                 Ok(Ok(resp)) => {
                     self.report(picked, Ok(resp.status().as_u16()));
                     return Ok(response_fields(resp));
                 }
-                Ok(Err(e)) => e,
+                Ok(Err(failure)) => {
+                    let own = match (body_error(&failure), refusal(&failure)) {
+                        (Some(b), _) => Some(body_failure(b, max_body)),
+                        (None, Some(_)) => Some(GatewayError::UpstreamForbidden),
+                        (None, None) => None,
+                    };
+                    if let Some(e) = own {
+                        self.report(picked, Err(&e));
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %failure, api_id = auth.api.id, "upstream request failed");
+                    (
+                        GatewayError::UpstreamUnreachable,
+                        pipeline::retryable(!failure.is_connect(), idempotent, replayable),
+                    )
+                }
             };
-            let own = match (body_error(&failure), refusal(&failure)) {
-                (Some(b), _) => Some(body_failure(b, max_body)),
-                (None, Some(_)) => Some(GatewayError::UpstreamForbidden),
-                (None, None) => None,
-            };
-            if let Some(e) = own {
-                self.report(picked, Err(&e));
-                return Err(e);
-            }
-            tracing::debug!(error = %failure, api_id = auth.api.id, "upstream request failed");
-            let may = pipeline::retryable(!failure.is_connect(), idempotent, replayable);
             match self.retry(picked, &mut tried, &mut tries_left, may) {
                 Some(next) => {
                     uri = place
@@ -239,7 +244,7 @@ impl Gateway {
                     picked = next;
                     trace.flags |= domain::request_log::flags::RETRIED;
                 }
-                None => return Err(GatewayError::UpstreamUnreachable),
+                None => return Err(err),
             }
         }
     }

@@ -614,8 +614,8 @@ pub(crate) fn upstream_host(target: &TargetEntry) -> &[u8] {
 
 /// Whether a request that failed on a target may be tried on another: when nothing of it
 /// reached the target (no connection), or when it is idempotent and failed before any answer
-/// byte came back — and in both cases only when its body can be sent again (a body already
-/// streamed is gone).
+/// byte came back (an error, or no answer within its timeout) — and in both cases only when its
+/// body can be sent again (a body already streamed is gone).
 pub(crate) fn retryable(connected: bool, idempotent: bool, body_replayable: bool) -> bool {
     body_replayable && (!connected || idempotent)
 }

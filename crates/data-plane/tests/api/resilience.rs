@@ -14,7 +14,7 @@ use data_plane::upstream::balance::CircuitState;
 use domain::clock::Clock;
 use domain::request_log::flags;
 use domain::resilience::{ApiResilience, CircuitBreaker, HealthCheck, NewTarget};
-use domain::sea_orm::EntityTrait;
+use domain::sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel};
 use domain::store;
 use domain::upstream::UpstreamUrl;
 use http::{Request, Response};
@@ -472,9 +472,9 @@ async fn health_checks_take_a_target_out_and_back_in() {
     );
 }
 
-/// An upstream that reads a request head and closes the connection without an answer; counts
-/// the connections it took.
-async fn closing_after_head() -> (SocketAddr, Arc<AtomicUsize>) {
+/// An upstream that reads a request head and never answers: it closes the connection at once,
+/// or (`silent`) keeps it open until the gateway gives up on it. Counts the connections it took.
+async fn mute_upstream(silent: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::AsyncReadExt;
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -486,7 +486,10 @@ async fn closing_after_head() -> (SocketAddr, Arc<AtomicUsize>) {
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 1024];
-                    let _ = s.read(&mut buf).await;
+                    let mut first = s.read(&mut buf).await;
+                    while silent && matches!(first, Ok(n) if n > 0) {
+                        first = s.read(&mut buf).await;
+                    }
                 });
             }
         }
@@ -497,7 +500,7 @@ async fn closing_after_head() -> (SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_request_is_retried_only_when_it_can_be_sent_again() {
     for engine in [Engine::Fast, Engine::Hyper] {
-        let (addr, took) = closing_after_head().await;
+        let (addr, took) = mute_upstream(false).await;
         let good = Target::start().await;
         let bad = Target {
             addr,
@@ -679,5 +682,64 @@ async fn each_data_plane_reports_its_targets_to_redis_or_else_the_database() {
         assert_eq!(seen[0].node, "edge-1");
         let a_seen = seen[0].targets.iter().find(|t| t.url == a.url()).unwrap();
         assert!(a_seen.up && a_seen.circuit == "closed", "{a_seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_idempotent_request_that_times_out_is_tried_on_another_target() {
+    for engine in [Engine::Fast, Engine::Hyper] {
+        let (addr, took) = mute_upstream(true).await;
+        let good = Target::start().await;
+        let silent = Target {
+            addr,
+            ..Target::start().await
+        };
+        let env = env_with(
+            engine,
+            &[(&silent, 1), (&good, 1)],
+            breaker(1000, 30_000, 1),
+        )
+        .await;
+        // Each try may take 300 ms.
+        let mut a = env.fx.api.clone().into_active_model();
+        a.timeout_ms = domain::sea_orm::ActiveValue::Set(300);
+        let _: domain::entities::api::Model = a.update(&env.db.db).await.unwrap();
+        env.gw.reload().await;
+        let url = env.gw.url(&env.fx.path("/x"));
+        // Round robin gives the silent target the first request: a GET waits out one try there,
+        // then the good target answers.
+        let started = Instant::now();
+        let r = env
+            .gw
+            .client
+            .get(&url)
+            .header("x-api-key", &env.fx.key)
+            .send()
+            .await
+            .unwrap();
+        let took_ms = started.elapsed().as_millis();
+        assert_eq!(r.status(), 200, "{engine:?}");
+        assert_eq!((took.load(Ordering::SeqCst), good.served()), (1, 1));
+        assert!((300..2_000).contains(&took_ms), "{engine:?}: {took_ms} ms");
+        // Skip the good target's turn, so the POST goes to the silent one: it times out and is
+        // not sent again (the upstream may act on it however late).
+        assert_eq!(env.get("/x").await.status(), 200);
+        let before = good.served();
+        let r = env
+            .gw
+            .client
+            .post(&url)
+            .header("x-api-key", &env.fx.key)
+            .body("order=1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_type(r).await,
+            (504, "upstream_timeout".into()),
+            "{engine:?}"
+        );
+        assert_eq!(good.served(), before, "{engine:?}: not retried");
+        assert_eq!(took.load(Ordering::SeqCst), 2);
     }
 }
