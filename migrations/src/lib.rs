@@ -13,6 +13,7 @@ mod m20261203_000001_routes;
 mod m20261204_000001_usage_routes;
 mod m20261205_000001_targets;
 mod m20261207_000001_request_log;
+mod m20261207_000002_tokens;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_usage_routes::Migration),
             Box::new(m20261205_000001_targets::Migration),
             Box::new(m20261207_000001_request_log::Migration),
+            Box::new(m20261207_000002_tokens::Migration),
         ]
     }
 }

@@ -4,18 +4,10 @@ use std::net::SocketAddr;
 
 use domain::settings::{DEFAULT_CONTROL_PLANE_ADDR, Settings, parse_addr};
 
-pub const DEFAULT_PUBLIC_GATEWAY_URL: &str = "http://localhost:7000";
+pub use domain::settings::DEFAULT_PUBLIC_GATEWAY_URL;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DashboardSettings {
-    /// The data plane's address as callers reach it, shown in gateway URLs and curl examples.
-    #[arg(long, env = "GATEWAY_PUBLIC_URL", default_value = DEFAULT_PUBLIC_GATEWAY_URL)]
-    pub public_url: String,
-
-    /// Secret that signs session cookies (at least 32 bytes); random per start when unset.
-    #[arg(long, env = "GATEWAY_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
-
     /// Mark session cookies `Secure` (serve the dashboard over HTTPS, e.g. behind a TLS proxy).
     #[arg(long, env = "GATEWAY_COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,
@@ -28,8 +20,6 @@ pub struct DashboardSettings {
 impl Default for DashboardSettings {
     fn default() -> Self {
         Self {
-            public_url: DEFAULT_PUBLIC_GATEWAY_URL.to_owned(),
-            secret_key: None,
             cookie_secure: false,
             signup_enabled: true,
         }

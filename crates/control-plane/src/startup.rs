@@ -54,7 +54,16 @@ impl Application {
     pub async fn build(settings: ControlPlaneSettings) -> anyhow::Result<Self> {
         let shared = &settings.shared;
         let db = domain::db::connect_and_migrate(&shared.database_url).await?;
-        let key = session_key(settings.dashboard.secret_key.as_deref())?;
+        let key = session_key(shared.secret_key.as_deref())?;
+        let token_secret = shared
+            .token_secret()
+            .map_err(|e| anyhow::anyhow!("GATEWAY_TOKEN_KEY (or GATEWAY_SECRET_KEY): {e}"))?;
+        if token_secret.is_none() {
+            tracing::warn!(
+                "neither GATEWAY_TOKEN_KEY nor GATEWAY_SECRET_KEY is set: tenants cannot get token \
+                 signing keys (tokens are neither minted nor signed)"
+            );
+        }
         let redis_pool = shared.redis_url.as_deref().map(pool).transpose()?;
         let store = redis_pool
             .clone()
@@ -79,10 +88,11 @@ impl Application {
         let publisher = Publisher::new(redis_pool, shared.redis_prefix.clone());
         let state = web::Data::new(AppState {
             health,
-            config: ConfigWriter::new(db.clone(), publisher),
+            config: ConfigWriter::new(db.clone(), publisher).with_token_secret(token_secret),
             db,
             limiter,
             settings: settings.dashboard.clone(),
+            public_url: shared.public_url.clone(),
             asset_version: pages::asset_version(),
             upstream_policy,
         });

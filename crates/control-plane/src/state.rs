@@ -17,6 +17,9 @@ pub struct AppState {
     /// The project's own limiter, here throttling logins per account and per address.
     pub limiter: Arc<Limiter>,
     pub settings: DashboardSettings,
+    /// The data plane's address as callers reach it (`GATEWAY_PUBLIC_URL`): gateway URLs, curl
+    /// examples, and the issuer of the tenant's tokens.
+    pub public_url: String,
     /// Short hash of the static assets, appended to their URLs to bust caches.
     pub asset_version: String,
     /// Which upstream addresses APIs may use (checked again by the data plane at connect time).

@@ -52,6 +52,8 @@ fn snapshot_with_keys() -> (Snapshot, String, tempfile::TempDir) {
             timeout: UpstreamTimeout::default(),
             pass_encoded_slashes: false,
             log_query: false,
+            auth: domain::jwt::ApiAuth::Key,
+            identity_token: false,
         };
         store::create_api(&db, tenant.id, api).await.expect("api");
         store::insert_generated_keys(&db, tenant.id, plan.id, KEYS - 1)

@@ -3,6 +3,7 @@
 //! untouched and never come here.
 
 use bytes::Bytes;
+use domain::jwt::TokenCheck;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -43,6 +44,12 @@ pub enum GatewayError {
     KeyExpired,
     PlanUnavailable,
     UnknownClient,
+    /// A bearer token failed a check (`TokenCheck::Expired` is `token_expired`).
+    Token(TokenCheck),
+    /// The API takes tokens only and the request has none.
+    TokenRequired,
+    /// The key a token was minted from is revoked or expired.
+    TokenRevoked,
     RateLimited {
         window: &'static str,
         retry_after_secs: i64,
@@ -68,6 +75,10 @@ pub enum GatewayError {
     },
     // Ours.
     LimiterUnavailable,
+    /// The tenant has no signing key, or this data plane has no token key to open it with.
+    TokenSigningUnavailable {
+        why: &'static str,
+    },
 }
 
 /// Which limit of a request head was exceeded.
@@ -87,18 +98,21 @@ impl GatewayError {
             }
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::MissingKey { .. } => StatusCode::UNAUTHORIZED,
+            Self::MissingKey { .. } | Self::Token(_) | Self::TokenRequired => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::InvalidKey
             | Self::KeyRevoked
             | Self::KeyExpired
             | Self::PlanUnavailable
-            | Self::UnknownClient => StatusCode::FORBIDDEN,
+            | Self::UnknownClient
+            | Self::TokenRevoked => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } | Self::TooCostly { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable | Self::UpstreamForbidden => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::LimiterUnavailable | Self::UpstreamUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::LimiterUnavailable
+            | Self::UpstreamUnavailable { .. }
+            | Self::TokenSigningUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -117,6 +131,10 @@ impl GatewayError {
             Self::KeyExpired => "api_key_expired",
             Self::PlanUnavailable => "plan_unavailable",
             Self::UnknownClient => "unknown_client",
+            Self::Token(TokenCheck::Expired) => "token_expired",
+            Self::Token(_) | Self::TokenRequired => "token_invalid",
+            Self::TokenRevoked => "token_revoked",
+            Self::TokenSigningUnavailable { .. } => "token_signing_unavailable",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooCostly { .. } => "request_too_costly",
             Self::UpstreamUnreachable => "upstream_unreachable",
@@ -157,6 +175,14 @@ impl GatewayError {
             Self::KeyExpired => "The API key has expired.".into(),
             Self::PlanUnavailable => "The API key's plan is not active.".into(),
             Self::UnknownClient => "X-Client-ID names no active client of this API's owner.".into(),
+            Self::Token(check) => check.message().into(),
+            Self::TokenRequired => "This API takes a token: send Authorization: Bearer <token> \
+                 (POST /_gateway/token with your API key mints one)."
+                .into(),
+            Self::TokenRevoked => {
+                "The API key this token was minted from has been revoked or has expired.".into()
+            }
+            Self::TokenSigningUnavailable { why } => (*why).into(),
             Self::RateLimited {
                 window,
                 retry_after_secs,
@@ -214,6 +240,7 @@ impl GatewayError {
                 holds,
             } => Some(json!({"window": window, "cost": cost, "holds": holds})),
             Self::MissingKey { header } => Some(json!({"header": header})),
+            Self::Token(check) => Some(json!({"check": check.as_str()})),
             Self::UpstreamUnavailable {
                 retry_after_secs: Some(s),
             } => Some(json!({"retry_after": s})),

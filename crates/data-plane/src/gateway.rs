@@ -2,7 +2,7 @@
 //! and the keys changed since, the limiter, usage recorder, metrics, database, clock, settings,
 //! upstream policy and the targets' live state — and the gateway's own endpoints (`/health*`, `/metrics`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,13 +15,14 @@ use domain::sea_orm::DatabaseConnection;
 use domain::snapshot::Snapshot;
 use domain::upstream_policy::UpstreamPolicy;
 use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
 use crate::config::ProxySettings;
 use crate::errors::json_response;
 use crate::metrics::Metrics;
+use crate::pipeline::token::Tokens;
 use crate::request_log::RequestLog;
 use crate::upstream::balance::Upstreams;
 use crate::usage::UsageRecorder;
@@ -50,6 +51,8 @@ pub struct Gateway {
     pub loaded: AtomicBool,
     /// Where this data plane listens (registered in the database for the other planes' policy).
     pub bound: std::sync::Mutex<Option<SocketAddr>>,
+    /// Minting, verifying and signing tokens.
+    pub tokens: Tokens,
 }
 
 impl Gateway {
@@ -61,6 +64,7 @@ impl Gateway {
         clock: SharedClock,
         settings: ProxySettings,
         policy: Arc<UpstreamPolicy>,
+        tokens: Tokens,
     ) -> anyhow::Result<Self> {
         let request_log = RequestLog::new(
             db.clone(),
@@ -83,12 +87,23 @@ impl Gateway {
             upstreams: Upstreams::default(),
             loaded: AtomicBool::new(false),
             bound: std::sync::Mutex::new(None),
+            tokens,
         })
     }
 
-    /// The gateway's own answer at `path` (health and metrics), `None` for every other path:
-    /// the one list of paths both engines leave to the gateway.
-    pub async fn local_answer(&self, path: &str) -> Option<Response<Full<Bytes>>> {
+    /// The gateway's own answer to a request for `path` (health, metrics, and the token
+    /// endpoints under `/_gateway/`), `None` for every other path: the one list of paths both
+    /// engines leave to the gateway.
+    pub async fn local_answer(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Option<Response<Full<Bytes>>> {
+        if path.starts_with(GATEWAY_PREFIX) {
+            return self.token_answer(method, path, headers, peer).await;
+        }
         match path {
             "/health" | "/health/live" => {
                 Some(json_response(StatusCode::OK, &json!({"status": "ok"})))
@@ -162,8 +177,12 @@ pub fn is_local_path(path: &str) -> bool {
     matches!(
         path,
         "/health" | "/health/live" | "/health/ready" | "/metrics"
-    )
+    ) || path.starts_with(GATEWAY_PREFIX)
 }
+
+/// Where the gateway's own endpoints other than health and metrics live: no tenant slug starts
+/// with `_`.
+const GATEWAY_PREFIX: &str = "/_gateway/";
 
 /// `gateway_redis_call_duration_seconds`, the histogram of Redis script calls, in the text format.
 fn redis_call_times(page: &mut String, times: &domain::limits::redis::CallTimes) {

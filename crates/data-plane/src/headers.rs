@@ -25,6 +25,8 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_GATEWAY_TENANT: HeaderName = HeaderName::from_static("x-gateway-tenant");
 pub static X_GATEWAY_KEY_ID: HeaderName = HeaderName::from_static("x-gateway-key-id");
 pub static X_GATEWAY_CLIENT_ID: HeaderName = HeaderName::from_static("x-gateway-client-id");
+/// The identity token the gateway signs for an upstream that asks (`domain::jwt`).
+pub static X_GATEWAY_JWT: HeaderName = HeaderName::from_static("x-gateway-jwt");
 
 // The rate-limit fields, named once rather than parsed from strings on every response.
 static LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");

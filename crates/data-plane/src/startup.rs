@@ -20,6 +20,7 @@ use bytes::BytesMut;
 use crate::config::{DataPlaneSettings, Engine};
 use crate::engine::fast::{Conn, Exit, MAX_HEADERS, Prefixed};
 use crate::gateway::Gateway;
+use crate::pipeline::token::Tokens;
 use crate::reload;
 use crate::upstream::UpstreamClients;
 use crate::upstream::UpstreamPool;
@@ -93,6 +94,12 @@ impl Application {
             clock,
             settings.proxy.clone(),
             policy,
+            Tokens::new(
+                shared.token_secret().map_err(|e| {
+                    anyhow::anyhow!("GATEWAY_TOKEN_KEY (or GATEWAY_SECRET_KEY): {e}")
+                })?,
+                &shared.public_url,
+            ),
         )?);
         *gateway
             .bound

@@ -8,6 +8,7 @@ pub mod db;
 pub mod entities;
 pub mod events;
 pub mod header;
+pub mod jwt;
 pub mod limits;
 pub mod password;
 pub mod plan;

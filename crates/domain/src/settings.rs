@@ -12,6 +12,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://gateway.db?mode=rwc";
 pub const DEFAULT_REDIS_PREFIX: &str = "gw";
 pub const DEFAULT_CONTROL_PLANE_ADDR: &str = "0.0.0.0:8000";
 pub const DEFAULT_DATA_PLANE_ADDR: &str = "0.0.0.0:7000";
+pub const DEFAULT_PUBLIC_GATEWAY_URL: &str = "http://localhost:7000";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -36,6 +37,21 @@ pub struct Settings {
     /// Exact sockets upstreams may use besides `upstream_allow` (the all-in-one's demo upstream).
     #[arg(skip)]
     pub upstream_allow_sockets: Vec<SocketAddr>,
+
+    /// The data plane's address as callers reach it: shown in gateway URLs and curl examples,
+    /// and the `iss` of the tokens the data plane mints.
+    #[arg(long, env = "GATEWAY_PUBLIC_URL", default_value = DEFAULT_PUBLIC_GATEWAY_URL)]
+    pub public_url: String,
+
+    /// Secret that signs session cookies (at least 32 bytes; random per start when unset), and
+    /// seals the tenants' token signing keys when `GATEWAY_TOKEN_KEY` is unset.
+    #[arg(long, env = "GATEWAY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Secret (at least 32 bytes) that seals the tenants' token signing keys at rest; unset:
+    /// `GATEWAY_SECRET_KEY`; neither: no tokens are minted or signed (verifying still works).
+    #[arg(long, env = "GATEWAY_TOKEN_KEY", hide_env_values = true)]
+    pub token_key: Option<String>,
 }
 
 impl Default for Settings {
@@ -46,11 +62,17 @@ impl Default for Settings {
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             upstream_allow: Vec::new(),
             upstream_allow_sockets: Vec::new(),
+            public_url: DEFAULT_PUBLIC_GATEWAY_URL.to_owned(),
+            secret_key: None,
+            token_key: None,
         }
     }
 }
 
 /// A socket address constant (the defaults above), 0.0.0.0:0 should one not parse.
+/// The token key of [`Settings::for_tests`].
+pub const TEST_TOKEN_KEY: &str = "test token key: thirty-two bytes or more";
+
 pub fn parse_addr(s: &str) -> SocketAddr {
     s.parse()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
@@ -68,7 +90,21 @@ impl Settings {
                 ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).into(),
             ],
             upstream_allow_sockets: Vec::new(),
+            public_url: DEFAULT_PUBLIC_GATEWAY_URL.to_owned(),
+            secret_key: None,
+            // Tests mint and verify tokens.
+            token_key: Some(TEST_TOKEN_KEY.to_owned()),
         }
+    }
+
+    /// What seals the tenants' signing keys: `GATEWAY_TOKEN_KEY`, else `GATEWAY_SECRET_KEY`;
+    /// `Ok(None)` when neither is set.
+    pub fn token_secret(&self) -> Result<Option<crate::jwt::TokenSecret>, crate::jwt::KeyError> {
+        self.token_key
+            .as_deref()
+            .or(self.secret_key.as_deref())
+            .map(crate::jwt::TokenSecret::new)
+            .transpose()
     }
 
     /// The upstream address policy of these settings, with the gateway's own services (this

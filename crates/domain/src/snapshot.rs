@@ -9,6 +9,7 @@ use sea_orm::{ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryOrder, Q
 
 use crate::apikey::KeyHash;
 use crate::entities::{api, api_key, api_route, api_target, client, plan, tenant};
+use crate::jwt::{ApiAuth, VerifyKeys};
 use crate::plan::{Enforcement, PlanLimits};
 use crate::resilience::ApiResilience;
 use crate::route::{MatchKind, Methods, Route, RouteLimit, RoutePath, RouteTable};
@@ -21,8 +22,19 @@ pub struct TenantEntry {
     pub is_active: bool,
     /// May use loopback and private upstreams (a platform admin's decision).
     pub trusted_upstreams: bool,
+    /// How long its minted tokens live, in seconds.
+    pub token_lifetime_s: i64,
+    /// Its current signing key, sealed (`None`: it has none yet).
+    pub signing_key: Option<SealedKey>,
     apis: HashMap<Box<str>, Arc<ApiEntry>>,
     clients: HashMap<Box<str>, ClientEntry>,
+}
+
+/// A tenant's current signing key as stored: its id and its sealed private half.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedKey {
+    pub kid: Box<str>,
+    pub sealed: Box<str>,
 }
 
 #[derive(Debug)]
@@ -44,6 +56,10 @@ pub struct ApiEntry {
     pub pass_encoded_slashes: bool,
     /// The request log keeps its requests' query strings.
     pub log_query: bool,
+    /// What callers present: a key, a token, or either.
+    pub auth: ApiAuth,
+    /// The gateway signs an `X-Gateway-JWT` naming the caller for the upstream.
+    pub identity_token: bool,
     /// The owning tenant may use loopback and private upstreams.
     pub trusted_upstreams: bool,
     pub is_active: bool,
@@ -133,6 +149,12 @@ pub struct Snapshot {
     tenants: HashMap<Box<str>, TenantEntry>,
     keys: HashMap<KeyHash, KeyEntry>,
     plans: HashMap<i64, PlanEntry>,
+    /// Every tenant's keys that verify tokens, by key id.
+    pub verify_keys: VerifyKeys,
+    /// The keys of the tenants that have signing keys, by key id: what a token names.
+    key_ids: HashMap<i64, KeyHash>,
+    /// Each tenant's slug by its id.
+    slugs: HashMap<i64, Box<str>>,
 }
 
 impl TenantEntry {
@@ -150,8 +172,19 @@ impl Snapshot {
         self.tenants.get(slug)
     }
 
+    pub fn tenant_by_id(&self, id: i64) -> Option<&TenantEntry> {
+        self.tenants.get(self.slugs.get(&id)?)
+    }
+
     pub fn key(&self, hash: &KeyHash) -> Option<&KeyEntry> {
         self.keys.get(hash)
+    }
+
+    /// The key with id `id` and its hash, if its tenant has a signing key (only those keys can
+    /// have minted tokens).
+    pub fn key_by_id(&self, id: i64) -> Option<(&KeyHash, &KeyEntry)> {
+        let hash = self.key_ids.get(&id)?;
+        Some((hash, self.keys.get(hash)?))
     }
 
     pub fn plan(&self, id: i64) -> Option<&PlanEntry> {
@@ -176,13 +209,54 @@ impl Snapshot {
         load_clients(db, &mut tenants, &slug_of).await?;
         let plans = load_plans(db).await?;
         let keys = load_keys(db).await?;
+        let verify_keys = load_signing_keys(db, &mut tenants, &slug_of).await?;
+        let signing: std::collections::HashSet<i64> = tenants
+            .values()
+            .filter(|t| t.signing_key.is_some())
+            .map(|t| t.id)
+            .collect();
+        let key_ids = if signing.is_empty() {
+            HashMap::new()
+        } else {
+            keys.iter()
+                .filter(|(_, e)| signing.contains(&e.tenant_id))
+                .map(|(h, e)| (e.id, *h))
+                .collect()
+        };
         Ok(Self {
             version,
             tenants,
             keys,
             plans,
+            verify_keys,
+            key_ids,
+            slugs: slug_of,
         })
     }
+}
+
+/// Every tenant's keys that still verify (and each tenant's current one, sealed, into its entry).
+async fn load_signing_keys(
+    db: &impl ConnectionTrait,
+    tenants: &mut Tenants,
+    slug_of: &SlugOf,
+) -> Result<VerifyKeys, DbErr> {
+    let mut keys = VerifyKeys::default();
+    let rows = crate::store::verifying_keys(db, chrono::Utc::now())
+        .await
+        .map_err(|e| DbErr::Custom(e.to_string()))?;
+    for k in rows {
+        keys.insert(k.tenant_id, &k.kid, &k.public_x);
+        if k.retired_at.is_none()
+            && let Some(t) = slug_of.get(&k.tenant_id).and_then(|s| tenants.get_mut(s))
+        {
+            t.signing_key = Some(SealedKey {
+                kid: k.kid.into(),
+                sealed: k.sealed_private.into(),
+            });
+        }
+    }
+    Ok(keys)
 }
 
 type Tenants = HashMap<Box<str>, TenantEntry>;
@@ -199,18 +273,19 @@ type KeyRow = (
 async fn load_tenants(db: &impl ConnectionTrait) -> Result<(Tenants, SlugOf), DbErr> {
     let mut tenants = Tenants::new();
     let mut slug_of = SlugOf::new();
-    let rows: Vec<(i64, String, bool, bool)> = tenant::Entity::find()
+    let rows: Vec<(i64, String, bool, bool, i32)> = tenant::Entity::find()
         .select_only()
         .columns([
             tenant::Column::Id,
             tenant::Column::Slug,
             tenant::Column::IsActive,
             tenant::Column::TrustedUpstreams,
+            tenant::Column::TokenLifetimeS,
         ])
         .into_tuple()
         .all(db)
         .await?;
-    for (id, slug, is_active, trusted_upstreams) in rows {
+    for (id, slug, is_active, trusted_upstreams, token_lifetime_s) in rows {
         let slug: Box<str> = slug.into();
         slug_of.insert(id, slug.clone());
         let entry = TenantEntry {
@@ -218,6 +293,8 @@ async fn load_tenants(db: &impl ConnectionTrait) -> Result<(Tenants, SlugOf), Db
             slug: slug.clone(),
             is_active,
             trusted_upstreams,
+            token_lifetime_s: i64::from(token_lifetime_s),
+            signing_key: None,
             apis: HashMap::new(),
             clients: HashMap::new(),
         };
@@ -288,6 +365,8 @@ async fn load_apis(
             timeout: Duration::from_millis(u64::from(a.timeout_ms.unsigned_abs())),
             pass_encoded_slashes: a.pass_encoded_slashes,
             log_query: a.log_query,
+            auth: ApiAuth::parse(&a.auth).unwrap_or_default(),
+            identity_token: a.identity_token,
             trusted_upstreams: trusted,
             is_active: a.is_active,
             routes: RouteTable::compile(routes.remove(&a.id).unwrap_or_default()),

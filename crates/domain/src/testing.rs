@@ -273,6 +273,30 @@ pub fn record(tenant_id: i64, ts_ms: i64, rid: &str) -> crate::request_log::Reco
     }
 }
 
+/// The claims of a token for key `key_id` of tenant `tenant` issued by `iss` at `now` (seconds),
+/// living `lifetime` seconds: what a data plane mints, for tests that sign their own.
+pub fn token_claims(
+    iss: &str,
+    key_id: i64,
+    tenant: &str,
+    now: i64,
+    lifetime: i64,
+) -> crate::jwt::Claims {
+    crate::jwt::Claims {
+        iss: iss.into(),
+        sub: key_id.to_string(),
+        tenant: tenant.into(),
+        plan: None,
+        client: None,
+        api: None,
+        request_id: None,
+        iat: now,
+        nbf: now,
+        exp: now + lifetime,
+        jti: crate::jwt::new_jti(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_db_name;

@@ -89,6 +89,9 @@ pub struct ApiFields<'a> {
     pub timeout_ms: Option<i64>,
     pub pass_encoded_slashes: bool,
     pub log_query: bool,
+    /// `None`: `key`.
+    pub auth: Option<&'a str>,
+    pub identity_token: bool,
 }
 
 /// An API to store, with every field's problem recorded in `problems`.
@@ -108,7 +111,16 @@ pub fn api(f: &ApiFields<'_>, problems: &mut Problems) -> Option<NewApi> {
         f.timeout_ms
             .map_or(Ok(UpstreamTimeout::default()), UpstreamTimeout::from_millis),
     );
+    let auth = problems.check(
+        "auth",
+        f.auth
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map_or(Ok(crate::jwt::ApiAuth::Key), crate::jwt::ApiAuth::parse),
+    );
     Some(NewApi {
+        auth: auth?,
+        identity_token: f.identity_token,
         name: name?,
         slug: slug?,
         upstream_url: upstream_url?,
@@ -513,6 +525,8 @@ mod tests {
                 timeout_ms: Some(0),
                 pass_encoded_slashes: false,
                 log_query: false,
+                auth: None,
+                identity_token: false,
             },
             &mut p,
         );

@@ -126,6 +126,8 @@ pub async fn seed_if_empty(
             timeout: UpstreamTimeout::default(),
             pass_encoded_slashes: false,
             log_query: false,
+            auth: domain::jwt::ApiAuth::Key,
+            identity_token: false,
         },
     )
     .await?;

@@ -62,7 +62,7 @@ pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
     })
     .await?;
     let dashboard = format!("http://localhost:{}", cp.port());
-    let gateway = s.dashboard.public_url.clone();
+    let gateway = s.shared.public_url.clone();
     println!();
     println!("Gateway is running.");
     println!("  Dashboard  {dashboard}");

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod models;
 mod resources;
 mod routes;
+pub mod signing;
 mod targets;
 mod usage;
 
@@ -22,7 +23,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Security),
     tags(
         (name = "account", description = "Sign-up and tokens"),
-        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "targets", description = "Where an API's requests go, by weight, with health checks and circuit breakers"), (name = "keys"), (name = "clients"), (name = "usage"), (name = "analytics", description = "Requests, errors and latency percentiles over time"), (name = "logs", description = "One record per request the data planes answered"),
+        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "targets", description = "Where an API's requests go, by weight, with health checks and circuit breakers"), (name = "keys"), (name = "clients"), (name = "usage"), (name = "analytics", description = "Requests, errors and latency percentiles over time"), (name = "logs", description = "One record per request the data planes answered"), (name = "tokens", description = "JWTs minted from API keys: the tenant's signing keys, token lifetime, and a token check"),
     )
 )]
 pub struct ApiDoc;
@@ -101,6 +102,10 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(usage::usage)
             .service(analytics::analytics)
             .service(analytics::logs)
-            .service(analytics::log_record),
+            .service(analytics::log_record)
+            .service(signing::list_signing_keys)
+            .service(signing::rotate_signing_key)
+            .service(signing::set_token_settings)
+            .service(signing::validate_token),
     );
 }

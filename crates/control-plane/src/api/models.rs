@@ -217,6 +217,7 @@ pub fn plan_values(
 // ---- APIs ----------------------------------------------------------------------------------
 
 #[derive(Serialize, ToSchema)]
+#[allow(clippy::struct_excessive_bools)] // independent fields of an API, as the JSON names them
 pub struct ApiOut {
     pub id: i64,
     pub name: String,
@@ -229,6 +230,12 @@ pub struct ApiOut {
     /// The request log keeps the query string of this API's requests (else the path alone: a
     /// query may carry secrets).
     pub log_query: bool,
+    /// What callers present: `key` (an API key), `token` (a token minted from one at
+    /// `POST /_gateway/token`), or `key_or_token`.
+    pub auth: String,
+    /// The gateway sends the upstream an `X-Gateway-JWT` naming the caller, signed by the
+    /// tenant's key (verify it with the tenant's JWKS).
+    pub identity_token: bool,
     pub is_active: bool,
     /// Where callers reach this API through the gateway.
     pub gateway_url: String,
@@ -257,6 +264,8 @@ impl ApiOut {
             timeout_ms: a.timeout_ms,
             pass_encoded_slashes: a.pass_encoded_slashes,
             log_query: a.log_query,
+            auth: a.auth,
+            identity_token: a.identity_token,
             is_active: a.is_active,
             created_at: a.created_at,
         }
@@ -275,6 +284,10 @@ pub struct ApiIn {
     pub pass_encoded_slashes: Option<bool>,
     /// Keep the query string in the request log (default false: the path alone).
     pub log_query: Option<bool>,
+    /// `key` (default), `key_or_token` or `token`.
+    pub auth: Option<String>,
+    /// Sign an `X-Gateway-JWT` for the upstream (default false).
+    pub identity_token: Option<bool>,
     pub is_active: Option<bool>,
     /// Tries after a failed one, on another target, 0 to 5 (default: 1 with two targets or
     /// more, else 0).
@@ -283,6 +296,23 @@ pub struct ApiIn {
     pub health_check: Option<HealthCheckBody>,
     /// Its targets' circuit breaker (default: on, 5 failures, 30 s, 3 probes).
     pub circuit_breaker: Option<CircuitBreakerBody>,
+}
+
+impl ApiIn {
+    /// Its fields as the shared validator takes them (what it leaves out: the defaults).
+    pub fn fields(&self) -> ApiFields<'_> {
+        ApiFields {
+            name: &self.name,
+            slug: &self.slug,
+            upstream_url: &self.upstream_url,
+            key_header: self.key_header.as_deref(),
+            timeout_ms: self.timeout_ms,
+            pass_encoded_slashes: self.pass_encoded_slashes.unwrap_or(false),
+            log_query: self.log_query.unwrap_or(false),
+            auth: self.auth.as_deref(),
+            identity_token: self.identity_token.unwrap_or(false),
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -295,6 +325,8 @@ pub struct ApiPatch {
     pub timeout_ms: Option<i64>,
     pub pass_encoded_slashes: Option<bool>,
     pub log_query: Option<bool>,
+    pub auth: Option<String>,
+    pub identity_token: Option<bool>,
     pub is_active: Option<bool>,
     /// `null`: back to the default.
     #[serde(default, deserialize_with = "nullable")]
@@ -489,28 +521,9 @@ pub struct HealthOut {
 }
 
 /// An API to store, every field's problem reported.
-pub fn new_api(
-    name: &str,
-    slug: &str,
-    upstream_url: &str,
-    key_header: Option<&str>,
-    timeout_ms: Option<i64>,
-    pass_encoded_slashes: bool,
-    log_query: bool,
-) -> Result<NewApi, ApiError> {
+pub fn new_api(fields: &ApiFields<'_>) -> Result<NewApi, ApiError> {
     let mut problems = Problems::default();
-    let api = validate::api(
-        &ApiFields {
-            name,
-            slug,
-            upstream_url,
-            key_header,
-            timeout_ms,
-            pass_encoded_slashes,
-            log_query,
-        },
-        &mut problems,
-    );
+    let api = validate::api(fields, &mut problems);
     Ok(problems.or_value(api)?)
 }
 

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use chrono::{Duration, Utc};
 use domain::entities::{api, api_key, client, plan};
 use domain::store::{self, StoreError};
-use domain::validate::{self, Problems};
+use domain::validate::{self, ApiFields, Problems};
 
 use super::auth::ApiCaller;
 use super::errors::{ApiError, ApiJson};
@@ -151,7 +151,7 @@ pub async fn delete_plan(
 fn gateway_prefix(state: &AppState, c: &ApiCaller) -> String {
     format!(
         "{}/{}/",
-        state.settings.public_url.trim_end_matches('/'),
+        state.public_url.trim_end_matches('/'),
         c.tenant.slug
     )
 }
@@ -175,15 +175,7 @@ pub async fn create_api(
     body: ApiJson<ApiIn>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let new = new_api(
-        &b.name,
-        &b.slug,
-        &b.upstream_url,
-        b.key_header.as_deref(),
-        b.timeout_ms,
-        b.pass_encoded_slashes.unwrap_or(false),
-        b.log_query.unwrap_or(false),
-    )?;
+    let new = new_api(&b.fields())?;
     refuse_upstream(&state, &c, &new).await?;
     let given = b.retries.is_some() || b.health_check.is_some() || b.circuit_breaker.is_some();
     let settings = resilience(b.retries, b.health_check.as_ref(), b.circuit_breaker)?;
@@ -251,15 +243,17 @@ pub async fn update_api(
 ) -> Result<HttpResponse, ApiError> {
     let a = store::get_api(&state.db, c.tenant.id, *id).await?;
     let b = body.into_inner();
-    let new = new_api(
-        b.name.as_deref().unwrap_or(&a.name),
-        b.slug.as_deref().unwrap_or(&a.slug),
-        b.upstream_url.as_deref().unwrap_or(&a.upstream_url),
-        Some(b.key_header.as_deref().unwrap_or(&a.key_header)),
-        Some(b.timeout_ms.unwrap_or(i64::from(a.timeout_ms))),
-        b.pass_encoded_slashes.unwrap_or(a.pass_encoded_slashes),
-        b.log_query.unwrap_or(a.log_query),
-    )?;
+    let new = new_api(&ApiFields {
+        name: b.name.as_deref().unwrap_or(&a.name),
+        slug: b.slug.as_deref().unwrap_or(&a.slug),
+        upstream_url: b.upstream_url.as_deref().unwrap_or(&a.upstream_url),
+        key_header: Some(b.key_header.as_deref().unwrap_or(&a.key_header)),
+        timeout_ms: Some(b.timeout_ms.unwrap_or(i64::from(a.timeout_ms))),
+        pass_encoded_slashes: b.pass_encoded_slashes.unwrap_or(a.pass_encoded_slashes),
+        log_query: b.log_query.unwrap_or(a.log_query),
+        auth: Some(b.auth.as_deref().unwrap_or(&a.auth)),
+        identity_token: b.identity_token.unwrap_or(a.identity_token),
+    })?;
     refuse_upstream(&state, &c, &new).await?;
     let settings = if b.touches_resilience() {
         let now = domain::resilience::ApiResilience::of(&a);
@@ -305,15 +299,7 @@ pub async fn replace_api(
 ) -> Result<HttpResponse, ApiError> {
     let a = store::get_api(&state.db, c.tenant.id, *id).await?;
     let b = body.into_inner();
-    let new = new_api(
-        &b.name,
-        &b.slug,
-        &b.upstream_url,
-        b.key_header.as_deref(),
-        b.timeout_ms,
-        b.pass_encoded_slashes.unwrap_or(false),
-        b.log_query.unwrap_or(false),
-    )?;
+    let new = new_api(&b.fields())?;
     refuse_upstream(&state, &c, &new).await?;
     let settings = resilience(b.retries, b.health_check.as_ref(), b.circuit_breaker)?;
     let a = state

@@ -231,7 +231,7 @@ pub async fn list(
     let probe = q.path.as_deref().map(|p| probe(&table, &q.method, p));
     let gateway_url = format!(
         "{}/{}/{}",
-        state.settings.public_url.trim_end_matches('/'),
+        state.public_url.trim_end_matches('/'),
         u.tenant.slug,
         a.slug
     );

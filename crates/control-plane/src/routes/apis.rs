@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use domain::entities::api;
 use domain::header::{DEFAULT_KEY_HEADER, UpstreamTimeout};
+use domain::jwt::ApiAuth;
 use domain::store::{self, NewApi, StoreError};
 use domain::validate::{self, ApiFields, Problems};
 use serde::Deserialize;
@@ -44,6 +45,11 @@ pub struct ApiForm {
     pass_encoded_slashes: Option<String>,
     #[serde(default)]
     log_query: Option<String>,
+    /// `key`, `key_or_token` or `token`.
+    #[serde(default)]
+    auth: String,
+    #[serde(default)]
+    identity_token: Option<String>,
     #[serde(default)]
     is_active: Option<String>,
 }
@@ -57,12 +63,21 @@ struct ApiFormPage {
     form: ApiForm,
     errors: FieldErrors,
     gateway_prefix: String,
+    /// The choices of `auth`: value and label.
+    auth_choices: Vec<(&'static str, &'static str)>,
+}
+
+fn auth_choices() -> Vec<(&'static str, &'static str)> {
+    ApiAuth::ALL
+        .iter()
+        .map(|a| (a.as_str(), a.label()))
+        .collect()
 }
 
 fn gateway_prefix(state: &AppState, u: &TenantUser) -> String {
     format!(
         "{}/{}/",
-        state.settings.public_url.trim_end_matches('/'),
+        state.public_url.trim_end_matches('/'),
         u.tenant.slug
     )
 }
@@ -94,6 +109,7 @@ pub async fn new(u: TenantUser, state: web::Data<AppState>) -> Result<HttpRespon
     };
     let page = ApiFormPage {
         gateway_prefix: gateway_prefix(&state, &u),
+        auth_choices: auth_choices(),
         layout: Layout::tenant(&u, &state, "New API", "apis"),
         id: None,
         form,
@@ -116,10 +132,13 @@ pub async fn edit(
         timeout_ms: a.timeout_ms.to_string(),
         pass_encoded_slashes: a.pass_encoded_slashes.then(|| "on".into()),
         log_query: a.log_query.then(|| "on".into()),
+        auth: a.auth,
+        identity_token: a.identity_token.then(|| "on".into()),
         is_active: a.is_active.then(|| "on".into()),
     };
     let page = ApiFormPage {
         gateway_prefix: gateway_prefix(&state, &u),
+        auth_choices: auth_choices(),
         layout: Layout::tenant(&u, &state, "Edit API", "apis"),
         id: Some(a.id),
         form,
@@ -129,18 +148,10 @@ pub async fn edit(
 }
 
 /// Parses the form into a [`NewApi`], or says what is wrong with each field.
-pub fn parse_api(
-    name: &str,
-    slug: &str,
-    upstream: &str,
-    header: &str,
-    timeout: &str,
-    pass_encoded_slashes: bool,
-    log_query: bool,
-) -> Result<NewApi, FieldErrors> {
+pub fn parse_api(form: &ApiForm) -> Result<NewApi, FieldErrors> {
     let mut errors = FieldErrors::default();
     // Text that is no number at all is the form's own problem; the number's range is the rule's.
-    let timeout_ms = match timeout.trim() {
+    let timeout_ms = match form.timeout_ms.trim() {
         "" => None,
         t => {
             let ms = t.parse::<i64>().ok();
@@ -156,13 +167,15 @@ pub fn parse_api(
     let mut problems = Problems::default();
     let api = validate::api(
         &ApiFields {
-            name,
-            slug,
-            upstream_url: upstream,
-            key_header: Some(header),
+            name: &form.name,
+            slug: &form.slug,
+            upstream_url: &form.upstream_url,
+            key_header: Some(&form.key_header),
             timeout_ms,
-            pass_encoded_slashes,
-            log_query,
+            pass_encoded_slashes: form.pass_encoded_slashes.is_some(),
+            log_query: form.log_query.is_some(),
+            auth: Some(&form.auth),
+            identity_token: form.identity_token.is_some(),
         },
         &mut problems,
     );
@@ -195,15 +208,7 @@ async fn save(
     if let Some(id) = id {
         store::get_api(&state.db, u.tenant.id, id).await?;
     }
-    let parsed = parse_api(
-        &form.name,
-        &form.slug,
-        &form.upstream_url,
-        &form.key_header,
-        &form.timeout_ms,
-        form.pass_encoded_slashes.is_some(),
-        form.log_query.is_some(),
-    );
+    let parsed = parse_api(&form);
     let parsed = match parsed {
         Ok(new) => match state
             .upstream_problem(&new.upstream_url, u.tenant.trusted_upstreams)
@@ -247,6 +252,7 @@ async fn save(
     let title = if id.is_some() { "Edit API" } else { "New API" };
     let page = ApiFormPage {
         gateway_prefix: gateway_prefix(&state, &u),
+        auth_choices: auth_choices(),
         layout: Layout::tenant(&u, &state, title, "apis"),
         id,
         form,

@@ -206,7 +206,7 @@ pub async fn register(
                     &session,
                     format!(
                         "Welcome! Your gateway lives at {}/{slug}/…",
-                        state.settings.public_url
+                        state.public_url
                     ),
                 );
                 return Ok(redirect("/dashboard"));

@@ -225,12 +225,7 @@ async fn key_created(
         || domain::header::DEFAULT_KEY_HEADER.to_owned(),
         |a| a.key_header.clone(),
     );
-    let example_url = api.map(|a| {
-        format!(
-            "{}/{}/{}/",
-            state.settings.public_url, u.tenant.slug, a.slug
-        )
-    });
+    let example_url = api.map(|a| format!("{}/{}/{}/", state.public_url, u.tenant.slug, a.slug));
     let layout = Layout::tenant(u, state, "Your new key", "keys");
     render_secret(&KeyCreatedPage {
         layout,

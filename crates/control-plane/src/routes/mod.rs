@@ -12,6 +12,7 @@ mod keys;
 pub mod overview;
 mod plans;
 mod targets;
+mod tokens;
 
 use actix_web::web;
 
@@ -22,6 +23,7 @@ pub use keys::parse_expiry;
 pub use plans::parse_plan;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    tokens::routes(cfg);
     cfg.route("/health", web::get().to(health::health))
         .route("/static/app.css", web::get().to(pages::css))
         .route("/static/app.js", web::get().to(pages::js))

@@ -106,7 +106,7 @@ pub async fn overview(u: TenantUser, state: web::Data<AppState>) -> Result<HttpR
     let curl = apis.iter().find(|a| a.is_active).or(apis.first()).map(|a| {
         format!(
             "curl -H '{}: YOUR_API_KEY' {}/{}/{}/",
-            a.key_header, state.settings.public_url, u.tenant.slug, a.slug
+            a.key_header, state.public_url, u.tenant.slug, a.slug
         )
     });
     let plan_count = store::list_plans(db, tid).await?.len();

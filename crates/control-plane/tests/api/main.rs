@@ -12,3 +12,4 @@ mod health;
 mod helpers;
 mod management;
 mod security;
+mod tokens;

@@ -1450,6 +1450,10 @@ async fn the_openapi_document_matches_the_routes() {
         "GET /api/v1/analytics",
         "GET /api/v1/logs",
         "GET /api/v1/logs/{request_id}",
+        "GET /api/v1/signing-keys",
+        "POST /api/v1/signing-keys/rotate",
+        "PUT /api/v1/token-settings",
+        "POST /api/v1/tokens/validate",
     ];
     expected.sort_unstable();
     assert_eq!(ops, expected);

@@ -41,7 +41,10 @@ impl Gateway {
         peer: SocketAddr,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
-        if let Some(local) = self.local_answer(req.uri().path()).await {
+        if let Some(local) = self
+            .local_answer(req.method(), req.uri().path(), req.headers(), peer.ip())
+            .await
+        {
             return Ok(local.map(|b| Body::untraced(Either::Right(b))));
         }
         let mut trace = Trace::start(&self, req.headers(), peer.ip());

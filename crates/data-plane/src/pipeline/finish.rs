@@ -142,9 +142,12 @@ impl Trace {
     /// Who the admit phase found calling.
     pub(crate) fn caller(&mut self, auth: &Auth, key: &str) {
         self.route_id = auth.route().map_or(0, |r| r.id);
-        self.key_id = auth.key_id;
-        self.key_prefix = Some(domain::request_log::key_prefix(key));
-        if let Some((row, id)) = &auth.client {
+        self.key_id = auth.caller.key_id;
+        // A token's own first characters say nothing of the key: no prefix then.
+        if !domain::jwt::looks_like_jwt(key) {
+            self.key_prefix = Some(domain::request_log::key_prefix(key));
+        }
+        if let Some((row, id)) = &auth.caller.client {
             self.client_row_id = *row;
             self.client_id = id.to_str().ok().map(str::to_owned);
         }

@@ -30,6 +30,7 @@
 
 pub mod finish;
 pub mod target;
+pub mod token;
 
 use std::sync::Arc;
 
@@ -38,7 +39,7 @@ use domain::apikey::KeyHash;
 use domain::limits::{Decision, RouteOwner, Subject};
 use domain::plan::{Enforcement, PlanLimits};
 use domain::route::{Route, RouteMatch};
-use domain::snapshot::{ApiEntry, Snapshot, TargetEntry, TenantEntry};
+use domain::snapshot::{ApiEntry, KeyEntry, Snapshot, TargetEntry, TenantEntry};
 use http::Response;
 use http::header::{self, HeaderName, HeaderValue};
 use http_body_util::Full;
@@ -50,8 +51,8 @@ use crate::errors::{GatewayError, HeadLimit};
 pub use crate::gateway::Gateway;
 use crate::headers::{
     HeaderSource, X_CLIENT_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    X_GATEWAY_CLIENT_ID, X_GATEWAY_KEY_ID, X_GATEWAY_TENANT, X_REAL_IP, X_REQUEST_ID,
-    insert_rate_limit, rate_limit_fields,
+    X_GATEWAY_CLIENT_ID, X_GATEWAY_JWT, X_GATEWAY_KEY_ID, X_GATEWAY_TENANT, X_REAL_IP,
+    X_REQUEST_ID, insert_rate_limit, rate_limit_fields,
 };
 pub use crate::headers::{forwards_request_field, forwards_response_field};
 use crate::metrics::Outcome;
@@ -60,18 +61,41 @@ use crate::upstream::balance::{ApiUpstream, Now, Picked, Tried};
 /// Longest key value hashed; anything longer is refused without work.
 const MAX_KEY_LEN: usize = 512;
 
-/// A request that passed authentication: what limiting, forwarding and recording need.
-pub(crate) struct Auth {
+/// Who is calling, once authenticated: the key (and client), its tenant, and the plan whose
+/// windows it spends.
+pub(crate) struct Caller {
     pub(crate) tenant_id: i64,
     pub(crate) tenant_slug: HeaderValue,
-    pub(crate) api: Arc<ApiEntry>,
     pub(crate) key_id: i64,
+    pub(crate) plan_id: i64,
     pub(crate) client: Option<(i64, HeaderValue)>,
     pub(crate) subject: Subject,
     pub(crate) limits: PlanLimits,
     pub(crate) enforcement: Enforcement,
+}
+
+impl Caller {
+    /// Whose counters a route's own window spends: this key's or this client's on the route.
+    pub(crate) fn route_subject(&self, route_id: i64) -> Subject {
+        Subject::Route {
+            tenant_id: self.tenant_id,
+            route_id,
+            owner: match &self.client {
+                Some((row_id, _)) => RouteOwner::client(*row_id),
+                None => RouteOwner::key(self.key_id),
+            },
+        }
+    }
+}
+
+/// A request that passed authentication: what limiting, forwarding and recording need.
+pub(crate) struct Auth {
+    pub(crate) caller: Caller,
+    pub(crate) api: Arc<ApiEntry>,
     /// The API's route it takes (index into `api.routes`), when the API has routes.
     pub(crate) route: Option<u32>,
+    /// The identity token for the upstream (`X-Gateway-JWT`), when the API asks for one.
+    pub(crate) identity: Option<HeaderValue>,
 }
 
 impl Auth {
@@ -94,27 +118,10 @@ impl Auth {
             .unwrap_or_else(|| self.api.resilience.retries(self.api.targets.len()))
     }
 
-    /// Whose counters the route's own window spends: this key's or this client's on the route.
-    pub(crate) fn route_subject(&self, route_id: i64) -> Subject {
-        Subject::Route {
-            tenant_id: self.tenant_id,
-            route_id,
-            owner: match &self.client {
-                Some((row_id, _)) => RouteOwner::client(*row_id),
-                None => RouteOwner::key(self.key_id),
-            },
-        }
-    }
-
     /// The rest of the caller's path as forwarded: after the route's literal prefix when its
     /// route strips it.
     pub(crate) fn forwarded_rest<'t>(&self, rest: &'t str) -> &'t str {
         self.route().map_or(rest, |r| r.forwarded_rest(rest))
-    }
-
-    /// Units its admission consumes: its route's cost.
-    pub(crate) fn units(&self) -> i64 {
-        self.route().map_or(1, |r| i64::from(r.cost))
     }
 }
 
@@ -234,6 +241,9 @@ impl Gateway {
             .map_err(Refused::open)?;
         auth.route = route;
         trace.caller(&auth, key);
+        auth.identity = self
+            .identity_token(&auth, &trace.rid)
+            .map_err(Refused::open)?;
         if let Some(len) = head.content_length() {
             trace.bytes_in = len;
             admit_body_len(self, len).map_err(Refused::closing)?;
@@ -308,22 +318,61 @@ impl Gateway {
                 "The path must not contain an encoded slash (%2F): this API does not pass them.",
             ));
         }
-        let raw = presented_key(api, headers)?;
-        let hash = KeyHash::of(raw);
-        // Keys changed since the snapshot was loaded win over the snapshot's copy.
+        let token = if api.auth.takes_token() {
+            token::bearer_token(headers)
+        } else {
+            None
+        };
+        let header_client = || {
+            headers
+                .header(X_CLIENT_ID.as_str())
+                .map(|v| std::str::from_utf8(v).map_err(|_| GatewayError::UnknownClient))
+                .transpose()
+        };
+        let (caller, presented) = if let Some(token) = token {
+            let (key, client) = self.verify_token(snap, tenant, token)?;
+            trace.key_id = key.id;
+            let client = match &client {
+                Some(c) => Some(&**c),
+                None => header_client()?,
+            };
+            (caller_of(snap, tenant, &key, client)?, token)
+        } else if api.auth.takes_key() {
+            let raw = presented_key(api, headers)?;
+            let key = self
+                .live_key(snap, &KeyHash::of(raw))
+                // Another tenant's key is indistinguishable from an unknown one.
+                .filter(|k| k.tenant_id == tenant.id)
+                .ok_or(GatewayError::InvalidKey)?;
+            // From here on the key is the tenant's: its refusals name it.
+            trace.key_id = key.id;
+            trace.key_prefix = Some(domain::request_log::key_prefix(raw));
+            self.check_key(&key)?;
+            (caller_of(snap, tenant, &key, header_client()?)?, raw)
+        } else {
+            return Err(GatewayError::TokenRequired);
+        };
+        let auth = Auth {
+            caller,
+            api: api.clone(),
+            route: None,
+            identity: None,
+        };
+        Ok((auth, presented))
+    }
+
+    /// The key with hash `hash` as this data plane knows it now: a change applied since the
+    /// snapshot wins over the snapshot's copy.
+    pub(crate) fn live_key(&self, snap: &Snapshot, hash: &KeyHash) -> Option<KeyEntry> {
         let overlay = self.key_overlay.load();
-        let key = overlay
-            .get(&hash)
-            .map(|(_, entry)| entry)
-            .or_else(|| snap.key(&hash))
-            .ok_or(GatewayError::InvalidKey)?;
-        // Another tenant's key is indistinguishable from an unknown one.
-        if key.tenant_id != tenant.id {
-            return Err(GatewayError::InvalidKey);
-        }
-        // From here on the key is the tenant's: its refusals name it.
-        trace.key_id = key.id;
-        trace.key_prefix = Some(domain::request_log::key_prefix(raw));
+        overlay
+            .get(hash)
+            .map(|(_, entry)| *entry)
+            .or_else(|| snap.key(hash).copied())
+    }
+
+    /// A key that may be used now: not revoked, not expired.
+    pub(crate) fn check_key(&self, key: &KeyEntry) -> Result<(), GatewayError> {
         if !key.is_active {
             return Err(GatewayError::KeyRevoked);
         }
@@ -333,48 +382,57 @@ impl Gateway {
         {
             return Err(GatewayError::KeyExpired);
         }
-        let (plan_id, subject, client) = match headers.header(X_CLIENT_ID.as_str()) {
-            Some(v) => {
-                let id = std::str::from_utf8(v).map_err(|_| GatewayError::UnknownClient)?;
-                let value = HeaderValue::from_str(id).map_err(|_| GatewayError::UnknownClient)?;
-                let c = tenant
-                    .client(id)
-                    .filter(|c| c.is_active)
-                    .ok_or(GatewayError::UnknownClient)?;
-                let subject = Subject::Client {
-                    tenant_id: tenant.id,
-                    client_row_id: c.id,
-                };
-                (c.plan_id, subject, Some((c.id, value)))
-            }
-            None => (
-                key.plan_id,
-                Subject::Key {
-                    tenant_id: tenant.id,
-                    key_id: key.id,
-                },
-                None,
-            ),
-        };
-        let plan = snap
-            .plan(plan_id)
-            .filter(|p| p.is_active)
-            .ok_or(GatewayError::PlanUnavailable)?;
-        let auth = Auth {
-            tenant_id: tenant.id,
-            tenant_slug: HeaderValue::from_str(&tenant.slug)
-                .map_err(|_| GatewayError::UnknownApi)?,
-            api: api.clone(),
-            key_id: key.id,
-            client,
-            subject,
-            limits: plan.limits,
-            enforcement: plan.enforcement,
-            route: None,
-        };
-        Ok((auth, raw))
+        Ok(())
     }
+}
 
+/// Who calls with `key` (for `client` when it names one of the tenant's clients): the plan
+/// whose windows it spends.
+pub(crate) fn caller_of(
+    snap: &Snapshot,
+    tenant: &TenantEntry,
+    key: &KeyEntry,
+    client: Option<&str>,
+) -> Result<Caller, GatewayError> {
+    let (plan_id, subject, client) = match client {
+        Some(id) => {
+            let value = HeaderValue::from_str(id).map_err(|_| GatewayError::UnknownClient)?;
+            let c = tenant
+                .client(id)
+                .filter(|c| c.is_active)
+                .ok_or(GatewayError::UnknownClient)?;
+            let subject = Subject::Client {
+                tenant_id: tenant.id,
+                client_row_id: c.id,
+            };
+            (c.plan_id, subject, Some((c.id, value)))
+        }
+        None => (
+            key.plan_id,
+            Subject::Key {
+                tenant_id: tenant.id,
+                key_id: key.id,
+            },
+            None,
+        ),
+    };
+    let plan = snap
+        .plan(plan_id)
+        .filter(|p| p.is_active)
+        .ok_or(GatewayError::PlanUnavailable)?;
+    Ok(Caller {
+        tenant_id: tenant.id,
+        tenant_slug: HeaderValue::from_str(&tenant.slug).map_err(|_| GatewayError::UnknownApi)?,
+        key_id: key.id,
+        plan_id,
+        client,
+        subject,
+        limits: plan.limits,
+        enforcement: plan.enforcement,
+    })
+}
+
+impl Gateway {
     /// The pick-upstream phase: the target a request goes to, other than those it `tried`
     /// (smooth weighted round robin over the targets that are up); none up is a 503 at once.
     pub(crate) fn pick(
@@ -438,17 +496,28 @@ impl Gateway {
         auth: &Auth,
         trace: &mut Trace,
     ) -> Result<Decision, Response<Full<Bytes>>> {
-        let checked = match auth.route() {
+        self.limit_caller(&auth.caller, auth.route(), trace).await
+    }
+
+    /// The limit phase for `caller` on `route` (when its API has routes).
+    pub(crate) async fn limit_caller(
+        &self,
+        caller: &Caller,
+        route: Option<&Route>,
+        trace: &mut Trace,
+    ) -> Result<Decision, Response<Full<Bytes>>> {
+        let units = route.map_or(1, |r| i64::from(r.cost));
+        let checked = match route {
             // A route's own window and its cost are decided with the plan's, in one step.
             Some(r) if r.rate_limit.is_some() || r.cost > 1 => {
                 let route = r
                     .rate_limit
-                    .map(|rl| (auth.route_subject(r.id), rl.limits()));
+                    .map(|rl| (caller.route_subject(r.id), rl.limits()));
                 self.limiter
                     .check_request(
-                        auth.subject,
-                        &auth.limits,
-                        auth.enforcement,
+                        caller.subject,
+                        &caller.limits,
+                        caller.enforcement,
                         u64::from(r.cost),
                         route.as_ref().map(|(s, l)| (*s, l)),
                     )
@@ -456,14 +525,14 @@ impl Gateway {
             }
             _ => {
                 self.limiter
-                    .check_with(auth.subject, &auth.limits, auth.enforcement)
+                    .check_with(caller.subject, &caller.limits, caller.enforcement)
                     .await
             }
         };
         let Ok((decision, _)) = checked else {
             return Err(self.refuse_traced(&GatewayError::LimiterUnavailable, trace, None));
         };
-        trace.counted(decision.allowed, auth.units());
+        trace.counted(decision.allowed, units);
         if !decision.allowed {
             return Err(self.rejected_response(&decision, trace));
         }
@@ -538,14 +607,24 @@ pub(crate) fn presented_key<'h, H: HeaderSource + ?Sized>(
     api: &ApiEntry,
     headers: &'h H,
 ) -> Result<&'h str, GatewayError> {
+    presented_key_in(headers, &api.key_header, &api.key_header_name)
+}
+
+/// The key a request presents in field `field` (lowercase; after `Bearer ` when it is
+/// `Authorization`), trimmed; `name`: the field as a refusal names it.
+pub(crate) fn presented_key_in<'h, H: HeaderSource + ?Sized>(
+    headers: &'h H,
+    field: &str,
+    name: &str,
+) -> Result<&'h str, GatewayError> {
     let missing = || GatewayError::MissingKey {
-        header: api.key_header_name.to_string(),
+        header: name.to_owned(),
     };
-    let raw = headers.header(&api.key_header).ok_or_else(missing)?;
+    let raw = headers.header(field).ok_or_else(missing)?;
     let raw = std::str::from_utf8(raw)
         .map_err(|_| GatewayError::InvalidKey)?
         .trim();
-    let raw = if api.key_header.as_ref() == "authorization" {
+    let raw = if field == "authorization" {
         raw.strip_prefix("Bearer ").unwrap_or(raw).trim()
     } else {
         raw
@@ -726,12 +805,16 @@ pub(crate) fn forwarded_fields(
         emit(&header::FORWARDED, &c.value);
     });
     emit(&X_REQUEST_ID, rid.as_bytes());
-    emit(&X_GATEWAY_TENANT, auth.tenant_slug.as_bytes());
+    let caller = &auth.caller;
+    emit(&X_GATEWAY_TENANT, caller.tenant_slug.as_bytes());
     emit(
         &X_GATEWAY_KEY_ID,
-        itoa::Buffer::new().format(auth.key_id).as_bytes(),
+        itoa::Buffer::new().format(caller.key_id).as_bytes(),
     );
-    if let Some((_, client_id)) = &auth.client {
+    if let Some((_, client_id)) = &caller.client {
         emit(&X_GATEWAY_CLIENT_ID, client_id.as_bytes());
+    }
+    if let Some(jwt) = &auth.identity {
+        emit(&X_GATEWAY_JWT, jwt.as_bytes());
     }
 }

@@ -700,6 +700,8 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             pass_encoded_slashes: false,
             log_query: false,
+            auth: domain::jwt::ApiAuth::Key,
+            identity_token: false,
             trusted_upstreams: false,
             is_active: true,
             routes: domain::route::RouteTable::compile(Vec::new()),

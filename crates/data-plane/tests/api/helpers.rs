@@ -81,6 +81,8 @@ pub async fn seed_with(
             timeout: UpstreamTimeout::default(),
             pass_encoded_slashes: false,
             log_query: false,
+            auth: domain::jwt::ApiAuth::Key,
+            identity_token: false,
         },
     )
     .await
@@ -117,6 +119,8 @@ pub async fn add_api(
             timeout: UpstreamTimeout::from_millis(timeout_ms).unwrap(),
             pass_encoded_slashes: false,
             log_query,
+            auth: domain::jwt::ApiAuth::Key,
+            identity_token: false,
         },
     )
     .await

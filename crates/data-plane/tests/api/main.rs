@@ -22,5 +22,6 @@ mod routes;
 mod ssrf;
 mod streaming;
 mod tls;
+mod tokens;
 mod upstream;
 mod wire;

@@ -118,7 +118,7 @@ async fn fast_mode_across_processes_stays_within_its_documented_bound() {
     assert_eq!(more, 0);
 }
 
-async fn wait_for_subscribers(redis_url: &str, prefix: &str, n: i64) {
+pub(crate) async fn wait_for_subscribers(redis_url: &str, prefix: &str, n: i64) {
     let pool = pool(redis_url).unwrap();
     let mut conn = pool.get().await.unwrap();
     for _ in 0..500 {

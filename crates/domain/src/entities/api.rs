@@ -3,6 +3,7 @@
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[allow(clippy::struct_excessive_bools)] // independent columns of an API, not encoded states
 #[sea_orm(table_name = "apis")]
 pub struct Model {
     #[sea_orm(primary_key)]
@@ -25,6 +26,10 @@ pub struct Model {
     /// The request log keeps the query string of its requests' paths (off: a query may carry
     /// secrets).
     pub log_query: bool,
+    /// What a caller presents: `key`, `key_or_token` or `token` (`crate::jwt`).
+    pub auth: String,
+    /// The gateway signs an `X-Gateway-JWT` naming the caller for the upstream.
+    pub identity_token: bool,
     pub created_at: DateTimeUtc,
 }
 

@@ -10,6 +10,7 @@ pub mod config_version;
 pub mod listener;
 pub mod plan;
 pub mod request_log;
+pub mod signing_key;
 pub mod target_health;
 pub mod tenant;
 pub mod traffic_latency;

@@ -14,6 +14,8 @@ pub struct Model {
     pub is_active: bool,
     /// A platform admin lets this tenant use loopback and private upstreams.
     pub trusted_upstreams: bool,
+    /// How long a token minted from one of its keys lives, in seconds.
+    pub token_lifetime_s: i32,
     pub created_at: DateTimeUtc,
 }
 

@@ -6,6 +6,7 @@ mod listeners;
 pub mod request_log;
 mod scoped;
 mod sessions;
+mod signing_keys;
 mod targets;
 mod tokens;
 mod usage;
@@ -14,6 +15,7 @@ mod writer;
 pub use listeners::*;
 pub use scoped::*;
 pub use sessions::*;
+pub use signing_keys::*;
 pub use targets::*;
 pub use tokens::*;
 pub use usage::*;
@@ -105,6 +107,7 @@ pub async fn create_tenant(
         owner_id: Set(owner_id),
         is_active: Set(true),
         trusted_upstreams: Set(false),
+        token_lifetime_s: Set(i32::try_from(crate::jwt::DEFAULT_LIFETIME_S).unwrap_or(i32::MAX)),
         created_at: Set(Utc::now()),
         ..Default::default()
     }
@@ -151,6 +154,10 @@ pub struct NewApi {
     pub pass_encoded_slashes: bool,
     /// Keep the query string in request log paths.
     pub log_query: bool,
+    /// What callers present: a key, a token minted from one, or either.
+    pub auth: crate::jwt::ApiAuth,
+    /// Sign an `X-Gateway-JWT` naming the caller for the upstream.
+    pub identity_token: bool,
 }
 
 pub async fn create_api(
@@ -167,6 +174,8 @@ pub async fn create_api(
         timeout_ms: Set(new.timeout.millis()),
         pass_encoded_slashes: Set(new.pass_encoded_slashes),
         log_query: Set(new.log_query),
+        auth: Set(new.auth.as_str().to_owned()),
+        identity_token: Set(new.identity_token),
         is_active: Set(true),
         created_at: Set(Utc::now()),
         ..Default::default()
@@ -501,6 +510,8 @@ mod tests {
                 timeout: UpstreamTimeout::default(),
                 pass_encoded_slashes: false,
                 log_query: false,
+                auth: crate::jwt::ApiAuth::Key,
+                identity_token: false,
             },
         )
         .await

@@ -84,6 +84,8 @@ pub async fn update_api(
     a.timeout_ms = Set(new.timeout.millis());
     a.pass_encoded_slashes = Set(new.pass_encoded_slashes);
     a.log_query = Set(new.log_query);
+    a.auth = Set(new.auth.as_str().to_owned());
+    a.identity_token = Set(new.identity_token);
     a.is_active = Set(is_active);
     let a = a.update(db).await?;
     super::targets::set_first_target_url(db, &a).await?;

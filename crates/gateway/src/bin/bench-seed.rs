@@ -3,7 +3,9 @@
 //! `routed` on the same upstream with 100 routes, its `/items` the last in priority (what the
 //! `routes` target calls, against `up` without routes) and `/limited` the first, with a window of
 //! its own (what `route-limit` calls); and API `spread` on three targets (the same upstream three
-//! times, equal weights: what `targets` calls, against `up` on one).
+//! times, equal weights: what `targets` calls, against `up` on one); and API `token` taking keys or
+//! tokens, the tenant with a signing key sealed by `GATEWAY_TOKEN_KEY` and tokens that live a day
+//! (what `token` calls with a minted token, against `up` with the key).
 //! `bench-seed <database-url> <upstream-url> [extra-keys]` prints the keys as JSON.
 
 use domain::header::{KeyHeader, UpstreamTimeout};
@@ -99,6 +101,23 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     }
+    // Keys or tokens (what `token` calls with a token minted from the strict key).
+    store::create_api(
+        &db,
+        tenant.id,
+        NewApi {
+            name: "Bench upstream taking tokens".into(),
+            slug: Slug::parse("token")?,
+            auth: domain::jwt::ApiAuth::KeyOrToken,
+            ..new_api_again(&upstream)?
+        },
+    )
+    .await?;
+    let token_key = std::env::var("GATEWAY_TOKEN_KEY")
+        .map_err(|_| anyhow::anyhow!("set GATEWAY_TOKEN_KEY (it seals the signing key)"))?;
+    let secret = domain::jwt::TokenSecret::new(&token_key)?;
+    store::ensure_signing_key(&db, &secret, tenant.id).await?;
+    store::set_token_lifetime(&db, tenant.id, i32::try_from(domain::jwt::MAX_LIFETIME_S)?).await?;
     let (_, strict_key) = store::create_api_key(&db, tenant.id, strict.id, "strict", None).await?;
     let (_, fast_key) = store::create_api_key(&db, tenant.id, fast.id, "fast", None).await?;
     let txn = db.begin().await?;
@@ -106,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     txn.commit().await?;
     println!(
         "{}",
-        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items", "routes_path": "/bench/routed/items", "limited_path": "/bench/routed/limited", "spread_path": "/bench/spread/items"})
+        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items", "routes_path": "/bench/routed/items", "limited_path": "/bench/routed/limited", "spread_path": "/bench/spread/items", "token_path": "/bench/token/items"})
     );
     Ok(())
 }
@@ -121,5 +140,7 @@ fn new_api_again(upstream: &str) -> anyhow::Result<NewApi> {
         timeout: UpstreamTimeout::default(),
         pass_encoded_slashes: false,
         log_query: false,
+        auth: domain::jwt::ApiAuth::Key,
+        identity_token: false,
     })
 }

@@ -172,6 +172,27 @@ async fn fill(c: &Client, css: &str, value: &str) {
     el.send_keys(value).await.unwrap();
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until the page's address holds `needle` (a link or form took the browser there).
+async fn wait_for_url(c: &Client, needle: &str) {
+    let started = Instant::now();
+    while !c.current_url().await.unwrap().as_str().contains(needle) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the browser never reached a page with {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn submit(c: &Client) {
     c.find(Locator::Css("main form button[type=submit].primary"))
         .await
@@ -196,12 +217,17 @@ async fn wait_for_text(c: &Client, text: &str) {
 }
 
 async fn call_until(key: &str, url: &str, want: u16) {
+    call_with_until(("X-API-Key", key), url, want).await;
+}
+
+/// Calls `url` with field `credential` until it answers `want` (within 10 s).
+async fn call_with_until(credential: (&str, &str), url: &str, want: u16) {
     let client = reqwest::Client::new();
     let started = Instant::now();
     loop {
         let status = client
             .get(url)
-            .header("X-API-Key", key)
+            .header(credential.0, credential.1)
             .send()
             .await
             .unwrap()
@@ -225,6 +251,8 @@ async fn start_gateway() -> (String, String, std::net::SocketAddr, TestDb) {
         .await
         .unwrap();
     let mut shared = Settings::for_tests(db.url.clone());
+    // Both planes name the gateway alike: the tokens' issuer, which the dashboard checks.
+    shared.public_url = "http://gateway.test".into();
     if let Some(url) = redis_url() {
         shared.redis_url = Some(url);
         shared.redis_prefix = unique_name("gwtest");
@@ -244,10 +272,7 @@ async fn start_gateway() -> (String, String, std::net::SocketAddr, TestDb) {
     let cp = control_plane::Application::build(ControlPlaneSettings {
         shared,
         listen: ControlPlaneSettings::for_tests(&db.url).listen,
-        dashboard: DashboardSettings {
-            public_url: gateway_url.clone(),
-            ..DashboardSettings::default()
-        },
+        dashboard: DashboardSettings::default(),
     })
     .await
     .unwrap();
@@ -336,6 +361,7 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     analytics_pages(&c, &dashboard, &gateway_url, &key).await;
     routes_pages(&c, &dashboard, &gateway_url, &key).await;
     targets_page(&c, &dashboard, upstream).await;
+    tokens_page(&c, &dashboard, &gateway_url, &key).await;
 
     c.goto(&format!("{dashboard}/clients/new")).await.unwrap();
     shot(&c, "10-client-form").await;
@@ -434,6 +460,8 @@ async fn analytics_pages(c: &Client, dashboard: &str, gateway_url: &str, key: &s
     // A request id from a support ticket finds its record in one search.
     fill(c, "input[name=request_id]", "ticket-6").await;
     submit(c).await;
+    // The unfiltered page shows the same text: wait for the search's own page.
+    wait_for_url(c, "request_id=ticket-6").await;
     wait_for_text(c, "/acme-widgets/echo/status/503").await;
     let rows = c.find_all(Locator::Css("#logs tbody tr")).await.unwrap();
     assert_eq!(rows.len(), 1);
@@ -629,6 +657,69 @@ async fn targets_page(c: &Client, dashboard: &str, upstream: std::net::SocketAdd
         .unwrap();
     wait_for_text(c, "Edit target").await;
     shot(c, "18-target-form").await;
+}
+
+/// Tokens: a lifetime with a mistake then a good one, the first signing key, the API set to take
+/// tokens, a token minted and used, the key rotated, and the old token checked (still valid).
+async fn tokens_page(c: &Client, dashboard: &str, gateway_url: &str, key: &str) {
+    c.goto(&format!("{dashboard}/tokens")).await.unwrap();
+    wait_for_text(c, "No signing key yet").await;
+    let save = "form[action='/tokens/settings'] button";
+    fill(c, "input[name=lifetime_minutes]", "0").await;
+    click(c, save).await;
+    wait_for_text(c, "Tokens live 1 to 1440 minutes").await;
+    fill(c, "input[name=lifetime_minutes]", "30").await;
+    click(c, save).await;
+    wait_for_text(c, "live 30 minutes").await;
+    let rotate = "form[action='/tokens/rotate'] button";
+    click(c, rotate).await;
+    wait_for_text(c, "tokens can be minted now").await;
+
+    // The API takes keys or tokens.
+    c.goto(&format!("{dashboard}/apis")).await.unwrap();
+    c.find(Locator::LinkText("Edit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    click(c, "select[name=auth] option[value=key_or_token]").await;
+    submit(c).await;
+    wait_for_text(c, "/acme-widgets/echo/").await;
+
+    let minted: serde_json::Value = reqwest::Client::new()
+        .post(format!("{gateway_url}/_gateway/token"))
+        .header("X-API-Key", key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = minted["access_token"].as_str().expect("a token").to_owned();
+    assert_eq!(minted["expires_in"], 1800, "the lifetime set above");
+    let bearer = format!("Bearer {token}");
+    let endpoint = format!("{gateway_url}/acme-widgets/echo/hello");
+    call_with_until(("Authorization", &bearer), &endpoint, 200).await;
+
+    c.goto(&format!("{dashboard}/tokens")).await.unwrap();
+    click(c, rotate).await;
+    wait_for_text(c, "The previous key still verifies").await;
+    fill(c, "textarea[name=token]", &token).await;
+    click(c, "form[action='/tokens/check'] button").await;
+    wait_for_text(c, "badge ok\">valid").await;
+    wait_for_text(c, "\"tenant\": \"acme-widgets\"").await;
+    assert_eq!(
+        c.source()
+            .await
+            .unwrap()
+            .matches("badge off\">retired")
+            .count(),
+        1,
+        "the first key, retired"
+    );
+    assert_tables_tidy(c, "tokens").await;
+    shot_full(c, "23-tokens").await;
 }
 
 /// The key the key-created page shows (once).
