@@ -115,8 +115,14 @@ impl Watchdog {
     pub fn arm(&self, within: Duration) {
         let within = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
         self.fired.store(false, Ordering::Relaxed);
+        // The clock is read in whole milliseconds, truncated: one more keeps the deadline from
+        // firing up to a millisecond before `within` has passed.
         self.due_ms.store(
-            self.dogs.now_ms().saturating_add(within).min(u64::MAX - 1),
+            self.dogs
+                .now_ms()
+                .saturating_add(within)
+                .saturating_add(1)
+                .min(u64::MAX - 1),
             Ordering::Release,
         );
     }

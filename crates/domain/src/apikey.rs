@@ -1,17 +1,34 @@
-//! API keys: 256 random bits behind a recognisable prefix, shown once, stored as SHA-256.
+//! API keys: 190 random bits behind a recognisable prefix and a checksum, shown once, stored as
+//! SHA-256.
+//!
+//! A key is `gw_live_`, 32 base62 characters from the CSPRNG, then 6 base62 characters of the
+//! CRC32 of everything before them (GitHub's token scheme): secret scanners recognise a key by
+//! [`KEY_PATTERN`] and tell a real one from a lookalike by its checksum, and the data plane
+//! refuses a mistyped or made-up key before hashing it ([`plausible`]). Keys made before the
+//! checksum (`gw_live_` and 64 lowercase hex digits) keep working.
 
 use std::fmt;
 
-use rand::RngCore;
+use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Every key starts with this, so leaked keys are recognisable by secret scanners and people.
 pub const KEY_PREFIX: &str = "gw_live_";
-/// Random bytes in a key.
-pub const KEY_BYTES: usize = 32;
-/// Length of a whole key: the prefix plus the random part in lowercase hex.
-pub const KEY_LEN: usize = KEY_PREFIX.len() + KEY_BYTES * 2;
+/// Random base62 characters in a key (190 bits).
+pub const KEY_RANDOM_CHARS: usize = 32;
+/// Base62 characters of a key's checksum: the CRC32 of the prefix and the random part.
+pub const KEY_CHECKSUM_CHARS: usize = 6;
+/// Length of a whole key: the prefix, the random part and the checksum.
+pub const KEY_LEN: usize = KEY_PREFIX.len() + KEY_RANDOM_CHARS + KEY_CHECKSUM_CHARS;
+/// Length of a key made before the checksum: the prefix and 64 lowercase hex digits.
+pub const LEGACY_KEY_LEN: usize = KEY_PREFIX.len() + 64;
+/// What a gateway key looks like, for secret scanners (gitleaks, GitHub's partner program): the
+/// checksum then tells a real key from a lookalike. Keys made before it match
+/// `gw_live_[0-9a-f]{64}`.
+pub const KEY_PATTERN: &str = "gw_live_[0-9A-Za-z]{38}";
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 /// Characters of the random part kept in the display prefix shown in lists.
 const DISPLAY_CHARS: usize = 8;
 
@@ -21,8 +38,53 @@ pub enum ApiKeyError {
     Prefix,
     #[error("an API key is {KEY_LEN} characters long")]
     Length,
-    #[error("an API key holds only lowercase hex digits after its prefix")]
+    #[error("an API key holds only letters and digits after its prefix")]
     Alphabet,
+    #[error("the API key's checksum does not match: it was mistyped or cut")]
+    Checksum,
+}
+
+/// The checksum of a key's `body` (its prefix and random part): CRC32 in 6 base62 digits, the
+/// most significant first.
+fn checksum(body: &str) -> [u8; KEY_CHECKSUM_CHARS] {
+    let mut n = crc32fast::hash(body.as_bytes());
+    let mut out = [b'0'; KEY_CHECKSUM_CHARS];
+    for c in out.iter_mut().rev() {
+        *c = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// Whether `raw` can be a key at all: this format with its checksum right, or the format before
+/// it. What fails costs the data plane no hash and no lookup.
+pub fn plausible(raw: &str) -> bool {
+    check_shape(raw).is_ok()
+}
+
+fn check_shape(raw: &str) -> Result<(), ApiKeyError> {
+    let Some(rest) = raw.strip_prefix(KEY_PREFIX) else {
+        return Err(ApiKeyError::Prefix);
+    };
+    match raw.len() {
+        KEY_LEN => {
+            if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(ApiKeyError::Alphabet);
+            }
+            let (body, sum) = raw.split_at(KEY_LEN - KEY_CHECKSUM_CHARS);
+            if checksum(body) != sum.as_bytes() {
+                return Err(ApiKeyError::Checksum);
+            }
+            Ok(())
+        }
+        LEGACY_KEY_LEN => {
+            if !rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(ApiKeyError::Alphabet);
+            }
+            Ok(())
+        }
+        _ => Err(ApiKeyError::Length),
+    }
 }
 
 /// How much of a raw key its display prefix is: the recognisable prefix and the first
@@ -43,11 +105,17 @@ pub struct ApiKey(String);
 /// Prefix of management API tokens: never confusable with a gateway key.
 pub const TOKEN_PREFIX: &str = "gw_mgmt_";
 
-/// `prefix` + 256 random bits in lowercase hex, from `rand`'s thread CSPRNG.
+/// `prefix`, 32 random base62 characters from `rand`'s thread CSPRNG, and the checksum of both.
 fn random_secret(prefix: &str) -> String {
-    let mut bytes = [0u8; KEY_BYTES];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", hex::encode(bytes))
+    let mut rng = rand::rng();
+    let mut s = String::with_capacity(KEY_LEN);
+    s.push_str(prefix);
+    for _ in 0..KEY_RANDOM_CHARS {
+        s.push(char::from(BASE62[rng.random_range(0..BASE62.len())]));
+    }
+    let sum = checksum(&s);
+    s.extend(sum.iter().map(|&b| char::from(b)));
+    s
 }
 
 impl ApiKey {
@@ -61,17 +129,9 @@ impl ApiKey {
         Self(random_secret(TOKEN_PREFIX))
     }
 
-    /// Checks the shape of a key a caller sent, before any lookup.
+    /// Checks the shape (and the checksum) of a key a caller sent, before any lookup.
     pub fn parse(raw: &str) -> Result<Self, ApiKeyError> {
-        let Some(rest) = raw.strip_prefix(KEY_PREFIX) else {
-            return Err(ApiKeyError::Prefix);
-        };
-        if raw.len() != KEY_LEN {
-            return Err(ApiKeyError::Length);
-        }
-        if !rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(ApiKeyError::Alphabet);
-        }
+        check_shape(raw)?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -180,6 +240,35 @@ mod tests {
     }
 
     #[test]
+    fn a_key_is_its_prefix_32_base62_characters_and_their_checksum() {
+        let k = ApiKey::generate();
+        let raw = k.expose();
+        assert_eq!(raw.len(), 46);
+        assert!(
+            raw[KEY_PREFIX.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
+        );
+        // The pattern published for secret scanners: the prefix and 38 letters or digits.
+        assert_eq!(
+            KEY_PATTERN,
+            format!("{KEY_PREFIX}[0-9A-Za-z]{{{}}}", KEY_LEN - KEY_PREFIX.len())
+        );
+        let (body, sum) = raw.split_at(KEY_LEN - KEY_CHECKSUM_CHARS);
+        assert_eq!(checksum(body), sum.as_bytes());
+        // The checksum read back as a number is the body's CRC32 (6 base62 digits hold any u32).
+        let zeros = format!("{KEY_PREFIX}{}", "0".repeat(KEY_RANDOM_CHARS));
+        let n = crc32fast::hash(zeros.as_bytes());
+        let back = checksum(&zeros).iter().fold(0u64, |acc, &c| {
+            acc * 62 + BASE62.iter().position(|&b| b == c).unwrap() as u64
+        });
+        assert_eq!(back, u64::from(n));
+        // A key made before the checksum still parses.
+        let legacy = format!("{KEY_PREFIX}{}", "ab".repeat(32));
+        assert!(ApiKey::parse(&legacy).is_ok() && plausible(&legacy));
+    }
+
+    #[test]
     fn malformed_keys_are_refused() {
         assert_eq!(ApiKey::parse("sk_live_abc"), Err(ApiKeyError::Prefix));
         assert_eq!(ApiKey::parse("gw_live_abc"), Err(ApiKeyError::Length));
@@ -211,9 +300,23 @@ mod tests {
         #[test]
         fn parse_never_accepts_a_wrong_shape(s in "\\PC{0,80}") {
             if ApiKey::parse(&s).is_ok() {
-                prop_assert_eq!(s.len(), KEY_LEN);
+                prop_assert!(s.len() == KEY_LEN || s.len() == LEGACY_KEY_LEN);
                 prop_assert!(s.starts_with(KEY_PREFIX));
             }
+        }
+
+        /// Any one character of a key changed (to another letter or digit) fails its checksum.
+        #[test]
+        fn one_changed_character_fails_the_checksum(at in 0..KEY_RANDOM_CHARS + KEY_CHECKSUM_CHARS,
+                                                    to in 0..BASE62.len()) {
+            let key = ApiKey::generate();
+            let mut bytes = key.expose().as_bytes().to_vec();
+            let i = KEY_PREFIX.len() + at;
+            prop_assume!(bytes[i] != BASE62[to]);
+            bytes[i] = BASE62[to];
+            let changed = String::from_utf8(bytes).unwrap();
+            prop_assert_eq!(ApiKey::parse(&changed), Err(ApiKeyError::Checksum));
+            prop_assert!(!plausible(&changed));
         }
     }
 }

@@ -144,7 +144,7 @@ impl Trace {
         self.route_id = auth.route().map_or(0, |r| r.id);
         self.key_id = auth.caller.key_id;
         // A token's own first characters say nothing of the key: no prefix then.
-        if !domain::jwt::looks_like_jwt(key) {
+        if key.starts_with(domain::apikey::KEY_PREFIX) {
             self.key_prefix = Some(domain::request_log::key_prefix(key));
         }
         if let Some((row, id)) = &auth.caller.client {

@@ -635,6 +635,10 @@ pub(crate) fn presented_key_in<'h, H: HeaderSource + ?Sized>(
     if raw.len() > MAX_KEY_LEN {
         return Err(GatewayError::InvalidKey);
     }
+    // A mistyped or made-up key (wrong shape or checksum) costs no hash and no lookup.
+    if !domain::apikey::plausible(raw) {
+        return Err(GatewayError::InvalidKey);
+    }
     Ok(raw)
 }
 
@@ -816,5 +820,32 @@ pub(crate) fn forwarded_fields(
     }
     if let Some(jwt) = &auth.identity {
         emit(&X_GATEWAY_JWT, jwt.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key whose checksum is wrong is refused where it is read, before the admit phase hashes
+    /// it or looks it up.
+    #[test]
+    fn a_key_with_a_bad_checksum_is_refused_before_it_is_hashed() {
+        let good = domain::apikey::ApiKey::generate();
+        let raw = good.expose();
+        let last = raw.as_bytes()[raw.len() - 1];
+        let bad = format!(
+            "{}{}",
+            &raw[..raw.len() - 1],
+            if last == b'0' { '1' } else { '0' }
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_str(&bad).unwrap());
+        assert_eq!(
+            presented_key_in(&h, "x-api-key", "X-API-Key"),
+            Err(GatewayError::InvalidKey)
+        );
+        h.insert("x-api-key", HeaderValue::from_str(raw).unwrap());
+        assert_eq!(presented_key_in(&h, "x-api-key", "X-API-Key"), Ok(raw));
     }
 }

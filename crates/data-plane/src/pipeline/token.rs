@@ -44,8 +44,17 @@ pub struct Tokens {
     secret: Option<TokenSecret>,
     issuer: Box<str>,
     signers: Mutex<foldhash::HashMap<Box<str>, Arc<Signer>>>,
-    verified: quick_cache::sync::Cache<Box<str>, Verified>,
+    verified: VerifiedCache,
 }
+
+/// Verified tokens by their text, hashed with foldhash (a token is some 300 bytes: std's `SipHash`
+/// would cost more than the rest of the lookup).
+type VerifiedCache = quick_cache::sync::Cache<
+    Box<str>,
+    Verified,
+    quick_cache::UnitWeighter,
+    foldhash::fast::RandomState,
+>;
 
 impl Tokens {
     /// `secret`: the token key (`None`: tokens are verified but neither minted nor signed);
@@ -55,7 +64,13 @@ impl Tokens {
             secret,
             issuer: issuer.trim_end_matches('/').into(),
             signers: Mutex::default(),
-            verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
+            verified: VerifiedCache::with(
+                VERIFIED_CAPACITY,
+                VERIFIED_CAPACITY as u64,
+                quick_cache::UnitWeighter,
+                foldhash::fast::RandomState::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
         }
     }
 
@@ -299,8 +314,13 @@ impl Gateway {
         headers: &HeaderMap,
         trace: &mut Trace,
     ) -> Result<(Caller, &'s TenantEntry), GatewayError> {
-        let raw = presented_key_in(headers, "x-api-key", "X-API-Key")
-            .or_else(|_| presented_key_in(headers, "authorization", "X-API-Key"))?;
+        // `X-API-Key`, else `Authorization: Bearer <key>` (a bad key in the first is refused).
+        let raw = match presented_key_in(headers, "x-api-key", "X-API-Key") {
+            Err(GatewayError::MissingKey { .. }) => {
+                presented_key_in(headers, "authorization", "X-API-Key")?
+            }
+            found => found?,
+        };
         let key = self
             .live_key(snap, &domain::apikey::KeyHash::of(raw))
             .ok_or(GatewayError::InvalidKey)?;

@@ -60,6 +60,10 @@ pub async fn rotate_signing_key(
     let new =
         jwt::generate(secret).map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?;
     let txn = db.begin().await?;
+    // Written first, so the transaction holds SQLite's write lock before it reads: a read
+    // snapshot upgraded to a write after another connection wrote (a data plane's log or usage)
+    // would fail with SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out.
+    bump_config_version(&txn).await?;
     let t = tenant::Entity::find_by_id(tenant_id)
         .one(&txn)
         .await?
@@ -92,7 +96,6 @@ pub async fn rotate_signing_key(
     }
     .insert(&txn)
     .await?;
-    bump_config_version(&txn).await?;
     txn.commit().await?;
     Ok(k)
 }
