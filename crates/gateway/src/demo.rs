@@ -100,10 +100,12 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
-/// On an empty database (no users), creates the demo account, tenant, API, plan and key.
+/// On an empty database (no users), creates the demo account, tenant, API, plan and key; the API
+/// takes keys or tokens, and with a token key (`secret`) the tenant gets its signing key.
 pub async fn seed_if_empty(
     db: &DatabaseConnection,
     upstream: SocketAddr,
+    secret: Option<&domain::jwt::TokenSecret>,
 ) -> anyhow::Result<Option<Demo>> {
     if domain::entities::user::Entity::find().count(db).await? > 0 {
         return Ok(None);
@@ -126,11 +128,14 @@ pub async fn seed_if_empty(
             timeout: UpstreamTimeout::default(),
             pass_encoded_slashes: false,
             log_query: false,
-            auth: domain::jwt::ApiAuth::Key,
+            auth: domain::jwt::ApiAuth::KeyOrToken,
             identity_token: false,
         },
     )
     .await?;
+    if let Some(secret) = secret {
+        store::ensure_signing_key(db, secret, tenant.id).await?;
+    }
     let (_, key) = store::create_api_key(db, tenant.id, plan.id, "demo key", None).await?;
     Ok(Some(Demo {
         password,

@@ -33,17 +33,69 @@ pub struct GatewaySettings {
     pub no_demo: bool,
 }
 
+/// Where the all-in-one keeps its secret when none is set: beside its SQLite file
+/// (`gateway.db` → `gateway.db.secret`); `None` for any other database.
+pub fn secret_file(database_url: &str) -> Option<std::path::PathBuf> {
+    let rest = database_url.strip_prefix("sqlite:")?;
+    let file = rest.trim_start_matches("//");
+    let file = file.split('?').next().unwrap_or(file);
+    if file.is_empty() || file.starts_with(":memory:") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(format!("{file}.secret")))
+}
+
+/// The secret kept in `path` (made there, readable by this user only, when missing): what signs
+/// sessions and seals the tenants' token signing keys when neither `GATEWAY_SECRET_KEY` nor
+/// `GATEWAY_TOKEN_KEY` is set, so that both survive a restart.
+pub fn kept_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().len() >= domain::jwt::MIN_SECRET_LEN => return Ok(s.trim().to_owned()),
+        Ok(_) => anyhow::bail!(
+            "{} holds no secret of {} bytes or more: delete it (sessions end, token signing keys \
+             must be rotated) or set GATEWAY_SECRET_KEY",
+            path.display(),
+            domain::jwt::MIN_SECRET_LEN
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let secret = hex::encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(secret.as_bytes())?;
+    Ok(secret)
+}
+
 /// Runs both planes until SIGTERM or Ctrl-C.
 pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
     // Migrate once, before either plane opens the database.
     let db = domain::db::connect_and_migrate(&s.shared.database_url).await?;
+    // On embedded defaults, a secret of its own beside the database: sessions and the tenants'
+    // token signing keys survive a restart, and tokens can be minted out of the box.
+    let kept = match (&s.shared.secret_key, &s.shared.token_key) {
+        (None, None) => secret_file(&s.shared.database_url),
+        _ => None,
+    };
+    if let Some(path) = &kept {
+        s.shared.secret_key = Some(kept_secret(path)?);
+    }
     let demo = if s.no_demo {
         None
     } else {
         let upstream = demo::spawn_upstream(s.demo_upstream_addr).await?;
         // The demo upstream is on loopback: allowed as that one socket, nothing more.
         s.shared.upstream_allow_sockets.push(upstream);
-        Some((upstream, demo::seed_if_empty(&db, upstream).await?))
+        let secret = s.shared.token_secret()?;
+        Some((
+            upstream,
+            demo::seed_if_empty(&db, upstream, secret.as_ref()).await?,
+        ))
     };
     drop(db);
 
@@ -66,6 +118,12 @@ pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
     println!();
     println!("Gateway is running.");
     println!("  Dashboard  {dashboard}");
+    if let Some(path) = &kept {
+        println!(
+            "  Secret     {} (signs sessions, seals token keys; or set GATEWAY_SECRET_KEY)",
+            path.display()
+        );
+    }
     println!(
         "  Gateway    {gateway}  (data plane on {})",
         dp.local_addr()
@@ -78,6 +136,10 @@ pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
                 d.key,
                 demo::DEMO_TENANT_SLUG,
                 demo::DEMO_API_SLUG
+            );
+            println!(
+                "  Token      curl -X POST -H 'X-API-Key: {}' {gateway}/_gateway/token",
+                d.key
             );
             println!("  (The password and key are shown this once: only their hashes are stored.");
             println!(
@@ -102,4 +164,57 @@ pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
     dp_task.await??;
     cp_task.await??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_kept_beside_a_sqlite_file_only() {
+        assert_eq!(
+            secret_file("sqlite://gateway.db?mode=rwc"),
+            Some(std::path::PathBuf::from("gateway.db.secret"))
+        );
+        assert_eq!(
+            secret_file("sqlite:///var/lib/gw/g.db"),
+            Some(std::path::PathBuf::from("/var/lib/gw/g.db.secret"))
+        );
+        assert_eq!(secret_file("sqlite::memory:"), None);
+        assert_eq!(secret_file("postgres://u@h/db"), None);
+    }
+
+    #[test]
+    fn a_kept_secret_is_made_once_private_then_read_back() {
+        let dir = std::env::temp_dir().join(format!("gw-secret-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.db.secret");
+        let made = kept_secret(&path).unwrap();
+        assert_eq!(made.len(), 64);
+        assert_eq!(
+            kept_secret(&path).unwrap(),
+            made,
+            "the same after a restart"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let perms = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(perms & 0o077, 0, "readable by its owner only: {perms:o}");
+        }
+        std::fs::write(&path, "short").unwrap();
+        assert!(
+            kept_secret(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("GATEWAY_SECRET_KEY")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn uuid_like() -> String {
+        let mut b = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+        hex::encode(b)
+    }
 }
