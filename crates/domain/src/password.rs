@@ -171,29 +171,32 @@ mod tests {
         assert!(!verify_password(None, "anything"));
     }
 
-    fn median_cost(stored: Option<&str>) -> Duration {
-        let mut times: Vec<Duration> = (0..7)
-            .map(|_| {
-                let start = Instant::now();
-                let _ = verify_password(stored, "a wrong password");
-                start.elapsed()
-            })
-            .collect();
-        times.sort();
-        times[times.len() / 2]
+    /// The median time of a verification against `stored` and without a user, the two taken in
+    /// turn (so a neighbour's burst of load falls on both alike).
+    fn median_costs(stored: &str) -> (Duration, Duration) {
+        let time = |s: Option<&str>| {
+            let start = Instant::now();
+            let _ = verify_password(s, "a wrong password");
+            start.elapsed()
+        };
+        let (mut known, mut unknown): (Vec<Duration>, Vec<Duration>) =
+            (0..9).map(|_| (time(Some(stored)), time(None))).unzip();
+        known.sort();
+        unknown.sort();
+        (known[known.len() / 2], unknown[unknown.len() / 2])
     }
 
     #[test]
     fn unknown_user_costs_about_what_a_known_user_costs() {
         warm_up();
         let hash = hash_password("the real password").unwrap();
-        let known = median_cost(Some(&hash));
-        let unknown = median_cost(None);
+        let (known, unknown) = median_costs(&hash);
         let ratio = unknown.as_secs_f64() / known.as_secs_f64();
         // Both are one argon2id verification with the same parameters; a missing-user shortcut
-        // would be thousands of times cheaper. The wide band absorbs a shared, noisy machine.
+        // would be thousands of times cheaper (a ratio under 0.001). The band is wide because CI
+        // runs this beside other tests on two cores: it once read 0.48.
         assert!(
-            (0.5..2.0).contains(&ratio),
+            (0.1..10.0).contains(&ratio),
             "unknown {unknown:?} vs known {known:?}"
         );
     }
