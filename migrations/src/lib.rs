@@ -14,6 +14,7 @@ mod m20261204_000001_usage_routes;
 mod m20261205_000001_targets;
 mod m20261207_000001_request_log;
 mod m20261207_000002_tokens;
+mod m20261207_000003_tenant_limits;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000001_targets::Migration),
             Box::new(m20261207_000001_request_log::Migration),
             Box::new(m20261207_000002_tokens::Migration),
+            Box::new(m20261207_000003_tenant_limits::Migration),
         ]
     }
 }

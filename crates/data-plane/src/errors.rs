@@ -230,6 +230,7 @@ impl GatewayError {
                 retry_after_secs,
                 reset_secs,
             } => Some(json!({
+                "level": window_level(window),
                 "window": window,
                 "retry_after": retry_after_secs,
                 "reset": reset_secs,
@@ -238,7 +239,12 @@ impl GatewayError {
                 window,
                 cost,
                 holds,
-            } => Some(json!({"window": window, "cost": cost, "holds": holds})),
+            } => Some(json!({
+                "level": window_level(window),
+                "window": window,
+                "cost": cost,
+                "holds": holds,
+            })),
             Self::MissingKey { header } => Some(json!({"header": header})),
             Self::Token(check) => Some(json!({"check": check.as_str()})),
             Self::UpstreamUnavailable {
@@ -290,11 +296,24 @@ impl GatewayError {
     }
 }
 
-/// "the minute", "this route's minute": a window's label (`route-minute`) in a sentence.
+/// Whose window a label (`tenant-day`) names: `plan`, `route` or `tenant`.
+fn window_level(label: &str) -> &'static str {
+    match label.split_once('-') {
+        Some(("route", _)) => "route",
+        Some(("tenant", _)) => "tenant",
+        _ => "plan",
+    }
+}
+
+/// "the minute", "this route's minute", "the tenant's minute": a window's label (`route-minute`)
+/// in a sentence.
 fn window_phrase(label: &str) -> String {
-    match label.strip_prefix("route-") {
-        Some(w) => format!("this route's {w}"),
-        None => format!("the {label}"),
+    if let Some(w) = label.strip_prefix("route-") {
+        format!("this route's {w}")
+    } else if let Some(w) = label.strip_prefix("tenant-") {
+        format!("the tenant's {w} (shared by all of its keys and clients)")
+    } else {
+        format!("the {label}")
     }
 }
 

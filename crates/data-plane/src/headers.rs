@@ -34,7 +34,7 @@ static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-static PER_WINDOW: [(HeaderName, HeaderName); 6] = [
+static PER_WINDOW: [(HeaderName, HeaderName); 9] = [
     (
         HeaderName::from_static("x-ratelimit-limit-minute"),
         HeaderName::from_static("x-ratelimit-remaining-minute"),
@@ -58,6 +58,18 @@ static PER_WINDOW: [(HeaderName, HeaderName); 6] = [
     (
         HeaderName::from_static("x-ratelimit-limit-route-month"),
         HeaderName::from_static("x-ratelimit-remaining-route-month"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-tenant-minute"),
+        HeaderName::from_static("x-ratelimit-remaining-tenant-minute"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-tenant-day"),
+        HeaderName::from_static("x-ratelimit-remaining-tenant-day"),
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-limit-tenant-month"),
+        HeaderName::from_static("x-ratelimit-remaining-tenant-month"),
     ),
 ];
 
@@ -277,10 +289,11 @@ pub fn rate_limit_fields(d: &Decision, mut emit: impl FnMut(&HeaderName, &[u8]))
     emit(&REMAINING, num.format(tight.remaining).as_bytes());
     emit(&RESET, num.format(secs(tight.reset_ms)).as_bytes());
     let mut text = Vec::with_capacity(96);
-    for w in d.all_windows() {
+    for w in d.shown_windows() {
         let level = match w.level {
             Level::Plan => 0,
             Level::Route => 3,
+            Level::Tenant => 6,
         };
         let (limit, remaining) = &PER_WINDOW[level
             + match w.window {

@@ -65,6 +65,68 @@ impl PlanLimits {
     }
 }
 
+/// A platform admin's ceiling over all of a tenant's traffic: any of a per-minute rate (with a
+/// burst), a per-day and a per-month quota; what is not set does not limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TenantLimits {
+    pub requests_per_minute: Option<u64>,
+    /// Defaults to `requests_per_minute`.
+    pub burst: Option<u64>,
+    pub requests_per_day: Option<u64>,
+    pub requests_per_month: Option<u64>,
+}
+
+impl TenantLimits {
+    /// The ceiling of the stored columns (`None`: none is set).
+    pub fn from_columns(
+        rpm: Option<i64>,
+        burst: Option<i64>,
+        day: Option<i64>,
+        month: Option<i64>,
+    ) -> Option<Self> {
+        let get = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
+        let t = Self {
+            requests_per_minute: get(rpm),
+            burst: get(burst),
+            requests_per_day: get(day),
+            requests_per_month: get(month),
+        };
+        (!t.is_empty()).then_some(t)
+    }
+
+    /// Whether no window is set.
+    pub fn is_empty(&self) -> bool {
+        self.requests_per_minute.is_none()
+            && self.requests_per_day.is_none()
+            && self.requests_per_month.is_none()
+    }
+
+    /// The windows as the limiter decides them: a ceiling with no per-minute rate has a bucket
+    /// no request fills.
+    pub fn as_plan(&self) -> PlanLimits {
+        let rpm = self.requests_per_minute.unwrap_or(MAX_LIMIT);
+        PlanLimits {
+            requests_per_minute: rpm,
+            burst: self.burst.unwrap_or(rpm),
+            requests_per_day: self.requests_per_day,
+            requests_per_month: self.requests_per_month,
+        }
+    }
+
+    /// The four columns as stored.
+    pub fn columns(t: Option<&Self>) -> [Option<i64>; 4] {
+        let c = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
+        t.map_or([None; 4], |t| {
+            [
+                c(t.requests_per_minute),
+                c(t.burst),
+                c(t.requests_per_day),
+                c(t.requests_per_month),
+            ]
+        })
+    }
+}
+
 /// How a plan's limits are enforced across data planes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Enforcement {

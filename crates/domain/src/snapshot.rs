@@ -26,6 +26,8 @@ pub struct TenantEntry {
     pub token_lifetime_s: i64,
     /// Its current signing key, sealed (`None`: it has none yet).
     pub signing_key: Option<SealedKey>,
+    /// A platform admin's ceiling over all of its traffic, as the limiter decides it.
+    pub ceiling: Option<crate::plan::PlanLimits>,
     apis: HashMap<Box<str>, Arc<ApiEntry>>,
     clients: HashMap<Box<str>, ClientEntry>,
 }
@@ -260,6 +262,9 @@ async fn load_signing_keys(
 }
 
 type Tenants = HashMap<Box<str>, TenantEntry>;
+type N = Option<i64>;
+/// A tenant as the snapshot reads it: id, slug, active, trusted, token lifetime, its ceiling.
+type TenantRow = (i64, String, bool, bool, i32, N, N, N, N);
 type SlugOf = HashMap<i64, Box<str>>;
 type KeyRow = (
     i64,
@@ -273,7 +278,7 @@ type KeyRow = (
 async fn load_tenants(db: &impl ConnectionTrait) -> Result<(Tenants, SlugOf), DbErr> {
     let mut tenants = Tenants::new();
     let mut slug_of = SlugOf::new();
-    let rows: Vec<(i64, String, bool, bool, i32)> = tenant::Entity::find()
+    let rows: Vec<TenantRow> = tenant::Entity::find()
         .select_only()
         .columns([
             tenant::Column::Id,
@@ -281,11 +286,15 @@ async fn load_tenants(db: &impl ConnectionTrait) -> Result<(Tenants, SlugOf), Db
             tenant::Column::IsActive,
             tenant::Column::TrustedUpstreams,
             tenant::Column::TokenLifetimeS,
+            tenant::Column::LimitRpm,
+            tenant::Column::LimitBurst,
+            tenant::Column::LimitDay,
+            tenant::Column::LimitMonth,
         ])
         .into_tuple()
         .all(db)
         .await?;
-    for (id, slug, is_active, trusted_upstreams, token_lifetime_s) in rows {
+    for (id, slug, is_active, trusted_upstreams, token_lifetime_s, rpm, burst, day, month) in rows {
         let slug: Box<str> = slug.into();
         slug_of.insert(id, slug.clone());
         let entry = TenantEntry {
@@ -295,6 +304,8 @@ async fn load_tenants(db: &impl ConnectionTrait) -> Result<(Tenants, SlugOf), Db
             trusted_upstreams,
             token_lifetime_s: i64::from(token_lifetime_s),
             signing_key: None,
+            ceiling: crate::plan::TenantLimits::from_columns(rpm, burst, day, month)
+                .map(|t| t.as_plan()),
             apis: HashMap::new(),
             clients: HashMap::new(),
         };

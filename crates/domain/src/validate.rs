@@ -8,7 +8,7 @@
 use std::fmt::Display;
 
 use crate::header::{KeyHeader, UpstreamTimeout};
-use crate::plan::{Enforcement, PlanLimits, PlanLimitsError};
+use crate::plan::{Enforcement, MAX_LIMIT, PlanLimits, PlanLimitsError, TenantLimits};
 use crate::resilience::{ApiResilience, CircuitBreaker, HealthCheck, MAX_WEIGHT, NewTarget};
 use crate::route::{
     MAX_COST, MAX_PRIORITY, MAX_RETRIES, MatchKind, Methods, NewRoute, RouteLimit, RoutePath,
@@ -192,6 +192,52 @@ pub fn plan(
         })
         .ok();
     Some((name?, limits?, enforcement?))
+}
+
+/// A tenant's ceiling as a form or a JSON body gives it (every field may be left out).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TenantLimitFields {
+    pub requests_per_minute: Option<i64>,
+    pub burst: Option<i64>,
+    pub requests_per_day: Option<i64>,
+    pub requests_per_month: Option<i64>,
+}
+
+/// A tenant's ceiling (`None` inside: no field set, no ceiling), with every field's problem
+/// recorded in `problems`.
+pub fn tenant_limits(
+    f: &TenantLimitFields,
+    problems: &mut Problems,
+) -> Option<Option<TenantLimits>> {
+    let before = problems.0.len();
+    let mut get = |field: &'static str, v: Option<i64>| match v {
+        Some(v) if v < 1 || v.unsigned_abs() > MAX_LIMIT => {
+            problems.add(field, "must be a positive whole number");
+            None
+        }
+        v => v.and_then(|v| u64::try_from(v).ok()),
+    };
+    let t = TenantLimits {
+        requests_per_minute: get("requests_per_minute", f.requests_per_minute),
+        burst: get("burst", f.burst),
+        requests_per_day: get("requests_per_day", f.requests_per_day),
+        requests_per_month: get("requests_per_month", f.requests_per_month),
+    };
+    if t.burst.is_some() && t.requests_per_minute.is_none() {
+        problems.add(
+            "burst",
+            "needs requests_per_minute: a burst is the size of the per-minute bucket",
+        );
+    }
+    if let (Some(d), Some(m)) = (t.requests_per_day, t.requests_per_month)
+        && d > m
+    {
+        problems.add(
+            "requests_per_day",
+            PlanLimitsError::DayAboveMonth.to_string(),
+        );
+    }
+    (problems.0.len() == before).then_some((!t.is_empty()).then_some(t))
 }
 
 /// A route's own rate window as given.

@@ -82,6 +82,28 @@ pub async fn signup(
     Ok(HttpResponse::Created().json(out))
 }
 
+/// The account whose username and password came with HTTP Basic authentication (`whose`: "your",
+/// "a platform admin's", said when they are missing); logins are throttled as the dashboard's.
+pub(super) async fn basic_user(
+    req: &HttpRequest,
+    state: &AppState,
+    whose: &str,
+) -> Result<domain::entities::user::Model, ApiError> {
+    let (username, pw) = basic_credentials(req).ok_or_else(|| {
+        ApiError::Unauthorized(format!(
+            "Send {whose} username and password with HTTP Basic authentication."
+        ))
+    })?;
+    let address = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    accounts::verify_login(state, &address, &username, pw)
+        .await
+        .map_err(account_error)?
+        .ok_or_else(|| ApiError::Unauthorized("Wrong username or password.".into()))
+}
+
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     use actix_web_httpauth::headers::authorization::{Basic, Scheme};
     let header = req.headers().get(AUTHORIZATION)?;
@@ -104,19 +126,7 @@ pub async fn create_token(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (username, pw) = basic_credentials(&req).ok_or_else(|| {
-        ApiError::Unauthorized(
-            "Send your username and password with HTTP Basic authentication.".into(),
-        )
-    })?;
-    let address = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let user = accounts::verify_login(&state, &address, &username, pw)
-        .await
-        .map_err(account_error)?
-        .ok_or_else(|| ApiError::Unauthorized("Wrong username or password.".into()))?;
+    let user = basic_user(&req, &state, "your").await?;
     let tenant = store::tenant_of_owner(&state.db, user.id)
         .await?
         .ok_or_else(|| ApiError::Forbidden("This account has no tenant.".into()))?;

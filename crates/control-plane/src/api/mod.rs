@@ -3,6 +3,7 @@
 //! `/api/v1/openapi.json`, with Swagger UI at `/api/docs/`.
 
 mod account;
+pub mod admin;
 pub mod analytics;
 mod auth;
 pub mod errors;
@@ -23,7 +24,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Security),
     tags(
         (name = "account", description = "Sign-up and tokens"),
-        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "targets", description = "Where an API's requests go, by weight, with health checks and circuit breakers"), (name = "keys"), (name = "clients"), (name = "usage"), (name = "analytics", description = "Requests, errors and latency percentiles over time"), (name = "logs", description = "One record per request the data planes answered"), (name = "tokens", description = "JWTs minted from API keys: the tenant's signing keys, token lifetime, and a token check"),
+        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "targets", description = "Where an API's requests go, by weight, with health checks and circuit breakers"), (name = "keys"), (name = "clients"), (name = "usage"), (name = "analytics", description = "Requests, errors and latency percentiles over time"), (name = "logs", description = "One record per request the data planes answered"), (name = "tokens", description = "JWTs minted from API keys: the tenant's signing keys, token lifetime, and a token check"), (name = "admin", description = "Platform administration, for admin tokens only: tenants, their state and their ceilings"),
     )
 )]
 pub struct ApiDoc;
@@ -106,6 +107,10 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(signing::list_signing_keys)
             .service(signing::rotate_signing_key)
             .service(signing::set_token_settings)
-            .service(signing::validate_token),
+            .service(signing::validate_token)
+            .service(admin::create_admin_token)
+            .service(admin::list_tenants)
+            .service(admin::get_tenant)
+            .service(admin::update_tenant),
     );
 }

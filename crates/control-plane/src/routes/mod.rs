@@ -106,20 +106,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/keys/{id}", web::get().to(analytics::key_page))
         .route("/analytics", web::get().to(analytics::analytics))
         .route("/logs", web::get().to(analytics::logs))
-        .route("/logs/{request_id}", web::get().to(analytics::record))
-        .route(
-            "/admin/analytics",
-            web::get().to(analytics::admin_analytics),
-        )
-        .route("/admin/logs", web::get().to(analytics::admin_logs))
-        .route(
-            "/admin/logs/{request_id}",
-            web::get().to(analytics::admin_record),
-        )
-        .route("/admin/tenants", web::get().to(admin::tenants))
-        .route("/admin/tenants/{id}/toggle", web::post().to(admin::toggle))
-        .route(
-            "/admin/tenants/{id}/trust",
-            web::post().to(admin::toggle_trust),
-        );
+        .route("/logs/{request_id}", web::get().to(analytics::record));
+    admin::configure(cfg);
 }

@@ -1454,6 +1454,10 @@ async fn the_openapi_document_matches_the_routes() {
         "POST /api/v1/signing-keys/rotate",
         "PUT /api/v1/token-settings",
         "POST /api/v1/tokens/validate",
+        "POST /api/v1/admin/tokens",
+        "GET /api/v1/admin/tenants",
+        "GET /api/v1/admin/tenants/{id}",
+        "PUT /api/v1/admin/tenants/{id}",
     ];
     expected.sort_unstable();
     assert_eq!(ops, expected);

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use domain::apikey::KeyHash;
-use domain::limits::{Decision, RouteOwner, Subject};
+use domain::limits::{Decision, LinkedLimits, RouteOwner, Subject};
 use domain::plan::{Enforcement, PlanLimits};
 use domain::route::{Route, RouteMatch};
 use domain::snapshot::{ApiEntry, KeyEntry, Snapshot, TargetEntry, TenantEntry};
@@ -72,6 +72,8 @@ pub(crate) struct Caller {
     pub(crate) subject: Subject,
     pub(crate) limits: PlanLimits,
     pub(crate) enforcement: Enforcement,
+    /// The tenant's ceiling, shared by all of its callers (a platform admin's).
+    pub(crate) ceiling: Option<PlanLimits>,
 }
 
 impl Caller {
@@ -429,6 +431,7 @@ pub(crate) fn caller_of(
         subject,
         limits: plan.limits,
         enforcement: plan.enforcement,
+        ceiling: tenant.ceiling,
     })
 }
 
@@ -507,27 +510,33 @@ impl Gateway {
         trace: &mut Trace,
     ) -> Result<Decision, Response<Full<Bytes>>> {
         let units = route.map_or(1, |r| i64::from(r.cost));
-        let checked = match route {
-            // A route's own window and its cost are decided with the plan's, in one step.
-            Some(r) if r.rate_limit.is_some() || r.cost > 1 => {
-                let route = r
-                    .rate_limit
-                    .map(|rl| (caller.route_subject(r.id), rl.limits()));
-                self.limiter
-                    .check_request(
-                        caller.subject,
-                        &caller.limits,
-                        caller.enforcement,
-                        u64::from(r.cost),
-                        route.as_ref().map(|(s, l)| (*s, l)),
-                    )
-                    .await
-            }
-            _ => {
-                self.limiter
-                    .check_with(caller.subject, &caller.limits, caller.enforcement)
-                    .await
-            }
+        let cost = route.map_or(1, |r| u64::from(r.cost));
+        let route_limits = route.and_then(|r| {
+            r.rate_limit
+                .map(|rl| (caller.route_subject(r.id), rl.limits()))
+        });
+        let checked = if route_limits.is_some() || cost > 1 || caller.ceiling.is_some() {
+            // A route's own window, its cost and the tenant's ceiling are decided with the
+            // plan's windows, in one step.
+            let tenant = Subject::Tenant {
+                tenant_id: caller.tenant_id,
+            };
+            self.limiter
+                .check_request(
+                    caller.subject,
+                    &caller.limits,
+                    caller.enforcement,
+                    cost,
+                    LinkedLimits {
+                        route: route_limits.as_ref().map(|(s, l)| (*s, l)),
+                        tenant: caller.ceiling.as_ref().map(|l| (tenant, l)),
+                    },
+                )
+                .await
+        } else {
+            self.limiter
+                .check_with(caller.subject, &caller.limits, caller.enforcement)
+                .await
         };
         let Ok((decision, _)) = checked else {
             return Err(self.refuse_traced(&GatewayError::LimiterUnavailable, trace, None));

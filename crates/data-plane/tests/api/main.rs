@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod ceilings;
 mod cli;
 mod engines;
 mod failover;

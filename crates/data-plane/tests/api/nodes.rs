@@ -519,7 +519,7 @@ async fn a_route_window_and_cost_are_exact_across_processes() {
     assert_eq!(body["error"]["type"], "request_too_costly", "{body}");
     assert_eq!(
         body["error"]["details"],
-        serde_json::json!({"window": "route-minute", "cost": 6, "holds": 5})
+        serde_json::json!({"level": "route", "window": "route-minute", "cost": 6, "holds": 5})
     );
     let after = get(on("/items")[1].clone()).await.unwrap();
     assert_eq!(header_u64(&after, "x-ratelimit-remaining-day"), 979);

@@ -1,5 +1,6 @@
 //! sea-orm entities, one module per table. The schema itself lives in the `migration` crate.
 
+pub mod admin_token;
 pub mod api;
 pub mod api_key;
 pub mod api_route;

@@ -16,6 +16,12 @@ pub struct Model {
     pub trusted_upstreams: bool,
     /// How long a token minted from one of its keys lives, in seconds.
     pub token_lifetime_s: i32,
+    /// A platform admin's ceiling over all of its traffic (all `None`: none), see
+    /// [`crate::plan::TenantLimits`].
+    pub limit_rpm: Option<i64>,
+    pub limit_burst: Option<i64>,
+    pub limit_day: Option<i64>,
+    pub limit_month: Option<i64>,
     pub created_at: DateTimeUtc,
 }
 

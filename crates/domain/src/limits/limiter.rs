@@ -19,7 +19,7 @@ use super::outage::{Known, LateTicket, Outage};
 use super::redis::{Failure, RedisStore, RedisStoreError};
 use super::swept::Swept;
 
-use super::{Ask, Decision, Params, State, Subject, UsageSource, as_i64};
+use super::{Ask, Decision, Level, Params, State, Subject, UsageSource, as_i64};
 use crate::clock::SharedClock;
 use crate::plan::{Enforcement, PlanLimits};
 
@@ -103,13 +103,37 @@ struct Lease {
     stale: std::sync::Mutex<(u64, (i64, i64))>,
 }
 
-/// What one request is counted in: a subject's windows, and a route's windows linked to them
-/// (boxed: a request on no limited route carries one subject's worth through every await).
+/// What one request is counted in: a subject's windows, and a route's windows and the tenant's
+/// ceiling linked to them (boxed: a request on no limited route of a tenant with no ceiling carries
+/// one subject's worth through every await).
 #[derive(Clone)]
 struct Asked {
     subject: Subject,
     params: Params,
-    route: Option<Box<(Subject, Params)>>,
+    linked: Option<Box<Linked>>,
+}
+
+type Linked = arrayvec::ArrayVec<(Subject, Params), 2>;
+
+impl Asked {
+    /// Every subject the request is counted in, the plan's first.
+    fn all(&self) -> arrayvec::ArrayVec<(Subject, &Params), 3> {
+        std::iter::once((self.subject, &self.params))
+            .chain(
+                self.linked
+                    .iter()
+                    .flat_map(|l| l.iter().map(|(s, p)| (*s, p))),
+            )
+            .collect()
+    }
+}
+
+/// Windows a request is counted in beside its plan's: a route's own (its subject and limits) and
+/// the tenant's ceiling.
+#[derive(Clone, Copy, Default)]
+pub struct LinkedLimits<'a> {
+    pub route: Option<(Subject, &'a PlanLimits)>,
+    pub tenant: Option<(Subject, &'a PlanLimits)>,
 }
 
 /// Records that this node decided `asked` itself (`admitted` requests): through the late call's
@@ -120,9 +144,8 @@ fn owe(redis: &RedisStore, asked: &Asked, late: Option<LateTicket>, admitted: u6
         ticket.decided(admitted);
     } else {
         let n = as_i64(admitted);
-        redis.ledger().add(asked.subject, &asked.params, n);
-        if let Some((route, p)) = asked.route.as_deref() {
-            redis.ledger().add(*route, p, n);
+        for (subject, p) in asked.all() {
+            redis.ledger().add(subject, p, n);
         }
     }
 }
@@ -431,7 +454,7 @@ impl Limiter {
             &Asked {
                 subject,
                 params,
-                route: None,
+                linked: None,
             },
             enforcement,
         )
@@ -439,26 +462,34 @@ impl Limiter {
     }
 
     /// Checks and consumes one request of `cost` units (a route's cost) under the plan's `limits`
-    /// and, when the route has its own, the route's windows (`route`: its subject and limits) — in
-    /// one atomic decision: admitted by every window, or consumed in none. A request that is
-    /// counted in a route's windows or costs more than one unit is decided with Redis every time
-    /// (strict), whatever the plan's enforcement: a lease of single requests cannot hold it.
+    /// and, when there are, a route's own windows and the tenant's ceiling (`extra`: their
+    /// subjects and limits) — in one atomic decision: admitted by every window, or consumed in
+    /// none. A request that is counted in more than its plan's windows or costs more than one
+    /// unit is decided with Redis every time (strict), whatever the plan's enforcement: a lease of
+    /// single requests of one subject cannot hold it.
     pub async fn check_request(
         &self,
         subject: Subject,
         limits: &PlanLimits,
         enforcement: Enforcement,
         cost: u64,
-        route: Option<(Subject, &PlanLimits)>,
+        extra: LinkedLimits<'_>,
     ) -> Result<(Decision, StoreKind), LimiterError> {
         let now_ms = self.clock.now_ms();
+        let linked: Linked = [
+            extra.route.map(|r| (r, Level::Route)),
+            extra.tenant.map(|t| (t, Level::Tenant)),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|((s, l), level)| (s, Params::new(l, now_ms).costing(cost).of(level)))
+        .collect();
         let asked = Asked {
             subject,
             params: Params::new(limits, now_ms).costing(cost),
-            route: route
-                .map(|(s, l)| Box::new((s, Params::new(l, now_ms).costing(cost).of_route()))),
+            linked: (!linked.is_empty()).then(|| Box::new(linked)),
         };
-        let enforcement = if asked.route.is_some() || cost > 1 {
+        let enforcement = if asked.linked.is_some() || cost > 1 {
             Enforcement::Strict
         } else {
             enforcement
@@ -489,16 +520,17 @@ impl Limiter {
             };
             // The store answers within `redis_timeout` (its dispatcher keeps every request's
             // deadline: one timer per script call, not one per request).
-            let result = match (enforcement, share.is_some(), asked.route.as_deref()) {
-                (_, _, Some(&(route, ref route_params))) => redis
-                    .check_linked([(subject, &params), (route, route_params)])
-                    .await
-                    .map(|(decision, [plan_state, route_state])| {
-                        self.known.remember(subject, plan_state, params.now_us);
-                        self.known.remember(route, route_state, params.now_us);
+            let result = match (enforcement, share.is_some(), asked.linked.is_some()) {
+                (_, _, true) => {
+                    let all = asked.all();
+                    redis.check_linked(&all).await.map(|(decision, states)| {
+                        for ((s, _), state) in all.iter().zip(states) {
+                            self.known.remember(*s, state, params.now_us);
+                        }
                         decision
-                    }),
-                (Enforcement::Fast, false, None) => {
+                    })
+                }
+                (Enforcement::Fast, false, false) => {
                     self.fast(redis, subject, &params, params.now_us / 1_000)
                         .await
                 }
@@ -537,16 +569,18 @@ impl Limiter {
     /// Without Redis: the in-process store, a subject's day and month counts first started from
     /// what the database holds (so a restart grants nothing).
     async fn local_check(&self, asked: &Asked) -> Decision {
-        let Asked {
-            subject, params, ..
-        } = asked;
-        let Some((route, route_params)) = asked.route.as_deref() else {
-            return self.local_single(*subject, params).await;
+        if asked.linked.is_none() {
+            return self.local_single(asked.subject, &asked.params).await;
+        }
+        let asks = asked.all();
+        let linked = |needs_seed| match asks.as_slice() {
+            [a, b] => self.local.check_linked([*a, *b], needs_seed),
+            [a, b, c] => self.local.check_linked([*a, *b, *c], needs_seed),
+            _ => Err(0),
         };
-        let asks = [(*subject, params), (*route, route_params)];
         // Each subject missing here is seeded once; then it is decided.
         for _ in 0..asks.len() {
-            match self.local.check_linked(asks, self.usage.is_some()) {
+            match linked(self.usage.is_some()) {
                 Ok(d) => return d,
                 Err(i) => {
                     let (s, p) = asks[i];
@@ -555,9 +589,7 @@ impl Limiter {
                 }
             }
         }
-        self.local
-            .check_linked(asks, false)
-            .unwrap_or_else(|_| super::decide(params, &State::default()).0)
+        linked(false).unwrap_or_else(|_| super::decide(&asked.params, &State::default()).0)
     }
 
     async fn local_single(&self, subject: Subject, params: &Params) -> Decision {
@@ -576,21 +608,18 @@ impl Limiter {
     /// as Redis last said here, or as the database records it.
     async fn outage_decide(&self, asked: &Asked) -> Decision {
         let nodes = self.nodes();
-        let plan_base = self.outage_base(asked.subject, &asked.params).await;
-        match asked.route.as_deref() {
-            None => self
-                .outage
-                .decide(asked.subject, &asked.params, &plan_base, nodes),
-            Some((route, route_params)) => {
-                let route_base = self.outage_base(*route, route_params).await;
-                self.outage.decide_linked(
-                    [
-                        (asked.subject, &asked.params, &plan_base),
-                        (*route, route_params, &route_base),
-                    ],
-                    nodes,
-                )
+        let asks = asked.all();
+        let mut bases: arrayvec::ArrayVec<State, 3> = arrayvec::ArrayVec::new();
+        for (s, p) in &asks {
+            bases.push(self.outage_base(*s, p).await);
+        }
+        let o = &self.outage;
+        match (asks.as_slice(), bases.as_slice()) {
+            ([(s, p), (s2, p2)], [b, b2]) => o.decide_linked([(*s, p, b), (*s2, p2, b2)], nodes),
+            ([(s, p), (s2, p2), (s3, p3)], [b, b2, b3]) => {
+                o.decide_linked([(*s, p, b), (*s2, p2, b2), (*s3, p3, b3)], nodes)
             }
+            _ => o.decide(asked.subject, &asked.params, &bases[0], nodes),
         }
     }
 

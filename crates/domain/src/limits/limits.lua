@@ -14,12 +14,13 @@
 --          (unspent units of an expired lease, given back first), more (1 when KEYS[i] is asked
 --          again later in this call: its state is then carried, not written, until the last),
 --          seeded (1: the next two are what the database holds), seed_dc, seed_mc, cost (units
---          one request takes from every window), linked (1: KEYS[i] and KEYS[i+1] are one request
---          — a plan's windows and a route's — admitted by both or consumed in neither).
+--          one request takes from every window), linked (k > 0: KEYS[i] .. KEYS[i+k] are one
+--          request — a plan's windows with a route's and the tenant's ceiling — admitted by all or
+--          consumed in none).
 -- Returns  one string: 6 doubles per subject, granted, then tat, dp, dc, mp, mc as they were
 --          BEFORE its grant. granted = -1: the subject has day or month windows and no state here
 --          (Redis restarted without persistence, evicted it, or never saw it) and no seed came:
---          nothing changed (for a linked pair, in either); the caller reads the window's usage
+--          nothing changed (for a linked group, in none); the caller reads the window's usage
 --          from the database and asks again with it as the seed (used only while the state is
 --          still missing).
 local unpack, pack = struct.unpack, struct.pack
@@ -29,9 +30,12 @@ local out = {}
 -- A subject asked again later in this call (a busy key) is read once, carried from ask to ask
 -- here ({tat, dp, dc, mp, mc, exp, px, changed}), and written once, at its last ask.
 local carried = {}
--- Scratch tables for a linked pair's arguments and states, made at the first pair of a call (at
--- their full size: filling an empty table grows it five times over) and reused.
-local A, S, B, T
+-- Scratch tables for a linked group's arguments and states (one per member), made at the first
+-- group of a call (at their full size: filling an empty table grows it five times over) and reused.
+local GA, GS = {}, {}
+-- Per member of the group being decided: its state (GS[k] or its carried table), whether a seed
+-- just became it, and the arrival time and counts its grant starts from (no table per request).
+local GSt, GFr, GT, GD, GM = {}, {}, {}, {}, {}
 
 local function args(t, i)
   t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13], t[14], t[15],
@@ -122,7 +126,7 @@ local function missing_at(i)
   out[i] = pack('<dddddd', -1, 0, 0, 0, 0, 0)
 end
 
--- Answers ask i with nothing granted (a linked pair's member whose partner is missing).
+-- Answers ask i with nothing granted (a linked group's member whose partner is missing).
 local function hold(i, key, s, a, fresh)
   if s then
     local _, tat, dc, mc = measure(s, a)
@@ -138,29 +142,36 @@ while i <= n do
   local key = KEYS[i]
   local now, interval, burst, day_limit, day_id, day_end, month_limit, month_id, month_end, want,
     share_div, refund, more, seeded, seed_dc, seed_mc, cost, linked = unpack(ARGS, ARGV[i])
-  if linked > 0 and i < n then
-    -- A linked pair (a plan's windows and a route's): decided together, through the helpers.
-    if not A then
-      A = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-      B = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-      S = {0, 0, 0, 0, 0, 0, 0, false}
-      T = {0, 0, 0, 0, 0, 0, 0, false}
+  if linked > 0 and i + linked <= n then
+    -- A linked group (a plan's windows with a route's and the tenant's): decided together,
+    -- through the helpers.
+    local members = linked + 1
+    local all = true
+    for k = 1, members do
+      if not GA[k] then
+        GA[k] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+        GS[k] = {0, 0, 0, 0, 0, 0, 0, false}
+      end
+      local a = args(GA[k], i + k - 1)
+      GSt[k], GFr[k] = load(KEYS[i + k - 1], a, GS[k])
+      if not GSt[k] then all = false end
     end
-    local a, b = args(A, i), args(B, i + 1)
-    local key2 = KEYS[i + 1]
-    local s, fresh = load(key, a, S)
-    local t, fresh2 = load(key2, b, T)
-    if s and t then
-      local ga, tat, dc, mc = measure(s, a)
-      local gb, tat2, dc2, mc2 = measure(t, b)
-      local g = min(a[10], ga, gb)
-      commit(i, key, s, a, fresh, g, tat, dc, mc)
-      commit(i + 1, key2, t, b, fresh2, g, tat2, dc2, mc2)
+    if all then
+      local g = GA[1][10]
+      for k = 1, members do
+        local avail
+        avail, GT[k], GD[k], GM[k] = measure(GSt[k], GA[k])
+        g = min(g, avail)
+      end
+      for k = 1, members do
+        commit(i + k - 1, KEYS[i + k - 1], GSt[k], GA[k], GFr[k], g, GT[k], GD[k], GM[k])
+      end
     else
-      hold(i, key, s, a, fresh)
-      hold(i + 1, key2, t, b, fresh2)
+      for k = 1, members do
+        hold(i + k - 1, KEYS[i + k - 1], GSt[k], GA[k], GFr[k])
+      end
     end
-    i = i + 2
+    i = i + members
   else
     -- One subject, the common ask: all in locals (no table unless its state is carried).
     -- missing: no state and no seed (nothing decided); fresh: a seed became the state (written

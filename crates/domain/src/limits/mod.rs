@@ -40,7 +40,7 @@ impl<T, const N: usize> Locked<'_, T, N> {
     }
 }
 
-pub use limiter::{Limiter, LimiterError, LimiterSettings, StoreKind};
+pub use limiter::{Limiter, LimiterError, LimiterSettings, LinkedLimits, StoreKind};
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 
@@ -81,6 +81,11 @@ pub enum Subject {
         route_id: i64,
         owner: RouteOwner,
     },
+    /// A tenant's ceiling (a platform admin's): every key's and client's requests of the tenant
+    /// share it, decided with the plan's (and a route's) windows in one step.
+    Tenant {
+        tenant_id: i64,
+    },
 }
 
 /// Whose counters a route's window keeps: a key's (positive: its id) or a registered client's
@@ -114,7 +119,8 @@ impl Subject {
         match self {
             Self::Key { tenant_id, .. }
             | Self::Client { tenant_id, .. }
-            | Self::Route { tenant_id, .. } => tenant_id,
+            | Self::Route { tenant_id, .. }
+            | Self::Tenant { tenant_id } => tenant_id,
             Self::Login(_) => 0,
         }
     }
@@ -129,6 +135,7 @@ impl Subject {
                 client_row_id,
             } => (tenant_id, ":r:c:", client_row_id),
             Self::Login(hash) => return format!("{prefix}:r:login:{hash:016x}"),
+            Self::Tenant { tenant_id } => return format!("{prefix}:{{t:{tenant_id}}}:r:t"),
             // Under the tenant's hash tag too: one script call decides it with the plan's key.
             Self::Route {
                 tenant_id,
@@ -155,12 +162,24 @@ impl Subject {
     }
 }
 
-/// Whose windows: the plan's (per key or client), or a route's own (per route and key or client).
+/// Whose windows: the plan's (per key or client), a route's own (per route and key or client), or
+/// the tenant's ceiling (all of its traffic).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Level {
     #[default]
     Plan,
     Route,
+    Tenant,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Route => "route",
+            Self::Tenant => "tenant",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -196,13 +215,17 @@ impl WindowState {
     }
 }
 
-/// `minute`, `day`, `month`; a route's: `route-minute`, `route-day`, `route-month`.
+/// `minute`, `day`, `month`; a route's: `route-minute`, `route-day`, `route-month`; the tenant's
+/// ceiling: `tenant-minute`, `tenant-day`, `tenant-month`.
 pub fn label(level: Level, window: Window) -> &'static str {
     match (level, window) {
         (Level::Plan, w) => w.name(),
         (Level::Route, Window::Minute) => "route-minute",
         (Level::Route, Window::Day) => "route-day",
         (Level::Route, Window::Month) => "route-month",
+        (Level::Tenant, Window::Minute) => "tenant-minute",
+        (Level::Tenant, Window::Day) => "tenant-day",
+        (Level::Tenant, Window::Month) => "tenant-month",
     }
 }
 
@@ -293,8 +316,14 @@ impl Params {
 
     /// These windows as a route's.
     #[must_use]
-    pub fn of_route(mut self) -> Self {
-        self.level = Level::Route;
+    pub fn of_route(self) -> Self {
+        self.of(Level::Route)
+    }
+
+    /// These windows as `level`'s.
+    #[must_use]
+    pub fn of(mut self, level: Level) -> Self {
+        self.level = level;
         self
     }
 
@@ -354,19 +383,27 @@ pub struct Decision {
 /// The rarer parts of a [`Decision`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Extra {
-    /// A route's own windows, when the request was counted in them too.
-    pub route_windows: arrayvec::ArrayVec<WindowState, 3>,
+    /// A route's own windows and the tenant's ceiling, when the request was counted in them too.
+    pub linked_windows: arrayvec::ArrayVec<WindowState, 6>,
     /// Refused because the request costs more units than the hit window holds at all: (cost,
     /// what the window holds — a bucket its burst, a quota its limit).
     pub too_costly: Option<(u64, u64)>,
 }
 
 impl Decision {
-    /// Every window the request was counted in: the plan's, then the route's.
+    /// Every window the request was counted in: the plan's, then the route's and the tenant's.
     pub fn all_windows(&self) -> impl Iterator<Item = &WindowState> {
         self.windows
             .iter()
-            .chain(self.extra.iter().flat_map(|e| e.route_windows.iter()))
+            .chain(self.extra.iter().flat_map(|e| e.linked_windows.iter()))
+    }
+
+    /// The windows a caller is told of: every one but the tenant's ceiling (what the tenant's
+    /// other keys and clients spend is not theirs to see), unless it is what refused the request.
+    pub fn shown_windows(&self) -> impl Iterator<Item = &WindowState> {
+        let tenant_hit = !self.allowed && self.level == Level::Tenant;
+        self.all_windows()
+            .filter(move |w| w.level != Level::Tenant || (tenant_hit && Some(w.window) == self.hit))
     }
 
     /// Refused for good: (the request's cost, what the refusing window holds at all).
@@ -378,7 +415,11 @@ impl Decision {
     pub(crate) fn place(&mut self, level: Level, windows: arrayvec::ArrayVec<WindowState, 3>) {
         match level {
             Level::Plan => self.windows = windows,
-            Level::Route => self.extra.get_or_insert_default().route_windows = windows,
+            Level::Route | Level::Tenant => self
+                .extra
+                .get_or_insert_default()
+                .linked_windows
+                .extend(windows),
         }
     }
 
@@ -388,14 +429,15 @@ impl Decision {
         }
     }
 
-    /// The tightest window: the fewest remaining, ties to the later reset.
+    /// The tightest window a caller is told of ([`Self::shown_windows`]): the fewest remaining,
+    /// ties to the later reset; the refusing one on a refusal.
     pub fn tightest(&self) -> Option<&WindowState> {
         if let Some(hit) = self.hit {
             return self
                 .all_windows()
                 .find(|w| w.window == hit && w.level == self.level);
         }
-        self.all_windows().min_by(|a, b| {
+        self.shown_windows().min_by(|a, b| {
             a.remaining
                 .cmp(&b.remaining)
                 .then(b.reset_ms.cmp(&a.reset_ms))
@@ -624,11 +666,14 @@ pub fn merge<'a>(decisions: impl IntoIterator<Item = &'a Decision>) -> Decision 
     for d in decisions {
         out.allowed &= d.allowed;
         for w in d.all_windows() {
-            let windows = match w.level {
-                Level::Plan => &mut out.windows,
-                Level::Route => &mut out.extra.get_or_insert_default().route_windows,
+            let _ = match w.level {
+                Level::Plan => out.windows.try_push(*w),
+                Level::Route | Level::Tenant => out
+                    .extra
+                    .get_or_insert_default()
+                    .linked_windows
+                    .try_push(*w),
             };
-            let _ = windows.try_push(*w);
         }
         // A window the request can never fit (the smallest of them) before any wait; then the
         // longest wait.
@@ -1087,10 +1132,13 @@ mod tests {
         let route = Params::new(&limits(1_000, None, Some(9), None), t0)
             .costing(2)
             .of_route();
-        let (d, [plan_state, route_state]) = r
-            .check_linked([(KEY, &plan), (ROUTE, &route)])
+        let (d, states) = r
+            .check_linked(&[(KEY, &plan), (ROUTE, &route)])
             .await
             .unwrap();
+        let [plan_state, route_state] = states[..] else {
+            panic!("two states")
+        };
         assert!(d.allowed);
         // Both started from what was recorded (7 units of the day), then took 2.
         assert_eq!((plan_state.day_count, route_state.day_count), (9, 9));
@@ -1098,7 +1146,7 @@ mod tests {
         // Seeded once: the route's day (9) has no room for 2 more, the plan's (10) neither.
         *recorded.0.lock().unwrap() = (0, 0);
         let (d, _) = r
-            .check_linked([(KEY, &plan), (ROUTE, &route)])
+            .check_linked(&[(KEY, &plan), (ROUTE, &route)])
             .await
             .unwrap();
         assert!(!d.allowed);
@@ -1275,12 +1323,90 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tenant_ceiling_is_shared_by_its_keys_and_a_refusal_elsewhere_spends_none_of_it() {
+        let generous = limits(6_000, Some(100), None, None);
+        let tight = limits(60, Some(2), None, None);
+        let ceiling = limits(600, Some(10), Some(1_000), None);
+        let one = limits(60, Some(1), None, None);
+        let tenant = Subject::Tenant { tenant_id: 1 };
+        let other = Subject::Key {
+            tenant_id: 1,
+            key_id: 8,
+        };
+        let strict = crate::plan::Enforcement::Strict;
+        for (name, l) in limiters() {
+            let ask = |key, plan, route| {
+                l.check_request(
+                    key,
+                    plan,
+                    strict,
+                    1,
+                    LinkedLimits {
+                        route,
+                        tenant: Some((tenant, &ceiling)),
+                    },
+                )
+            };
+            // The tight key: 2 admitted, then refused by its own plan, spending nothing of the
+            // ceiling.
+            for _ in 0..2 {
+                assert!(ask(KEY, &tight, None).await.unwrap().0.allowed, "{name}");
+            }
+            for _ in 0..5 {
+                let (d, _) = ask(KEY, &tight, None).await.unwrap();
+                assert_eq!((d.allowed, d.level), (false, Level::Plan), "{name}");
+            }
+            // A route refusal (its window holds 1) spends nothing of the ceiling either.
+            assert!(
+                ask(other, &generous, Some((ROUTE, &one)))
+                    .await
+                    .unwrap()
+                    .0
+                    .allowed
+            );
+            let (d, _) = ask(other, &generous, Some((ROUTE, &one))).await.unwrap();
+            assert_eq!((d.allowed, d.level), (false, Level::Route), "{name}");
+            // The other key gets what is left of the ceiling: 10 - 2 - 1.
+            for _ in 0..7 {
+                let (d, _) = ask(other, &generous, None).await.unwrap();
+                assert!(d.allowed, "{name}");
+                // What the tenant's other callers spent is not shown to this one.
+                assert!(
+                    d.shown_windows().all(|w| w.level != Level::Tenant),
+                    "{name}"
+                );
+                assert_eq!(d.tightest().unwrap().level, Level::Plan, "{name}");
+            }
+            let (d, _) = ask(other, &generous, None).await.unwrap();
+            assert_eq!(
+                (d.allowed, d.level, d.hit),
+                (false, Level::Tenant, Some(Window::Minute)),
+                "{name}"
+            );
+            assert_eq!(d.tightest().unwrap().label(), "tenant-minute", "{name}");
+            assert!(d.retry_after_secs() >= 1, "{name}");
+            assert_eq!(level_window(&d, Level::Tenant, Window::Day).remaining, 990);
+        }
+    }
+
+    #[tokio::test]
     async fn a_route_window_and_the_plan_decide_together_and_a_refusal_consumes_neither() {
         let plan = limits(60, Some(5), Some(100), None);
         let route = limits(60, Some(3), None, None);
         let strict = crate::plan::Enforcement::Strict;
         for (name, l) in limiters() {
-            let on_route = |cost| l.check_request(KEY, &plan, strict, cost, Some((ROUTE, &route)));
+            let on_route = |cost| {
+                l.check_request(
+                    KEY,
+                    &plan,
+                    strict,
+                    cost,
+                    LinkedLimits {
+                        route: Some((ROUTE, &route)),
+                        tenant: None,
+                    },
+                )
+            };
             for left in [2, 1, 0] {
                 let (d, _) = on_route(1).await.unwrap();
                 assert!(d.allowed, "{name}");
@@ -1308,14 +1434,17 @@ mod tests {
             // route (given time to refill) is not charged for it.
             for _ in 0..2 {
                 assert!(
-                    l.check_request(KEY, &plan, strict, 1, None)
+                    l.check_request(KEY, &plan, strict, 1, LinkedLimits::default())
                         .await
                         .unwrap()
                         .0
                         .allowed
                 );
             }
-            let (d, _) = l.check_request(KEY, &plan, strict, 1, None).await.unwrap();
+            let (d, _) = l
+                .check_request(KEY, &plan, strict, 1, LinkedLimits::default())
+                .await
+                .unwrap();
             assert_eq!((d.allowed, d.level), (false, Level::Plan), "{name}");
         }
     }
@@ -1327,7 +1456,16 @@ mod tests {
         let strict = crate::plan::Enforcement::Strict;
         for (name, l) in limiters() {
             let (d, _) = l
-                .check_request(KEY, &plan, strict, 3, Some((ROUTE, &route)))
+                .check_request(
+                    KEY,
+                    &plan,
+                    strict,
+                    3,
+                    LinkedLimits {
+                        route: Some((ROUTE, &route)),
+                        tenant: None,
+                    },
+                )
                 .await
                 .unwrap();
             assert!(d.allowed, "{name}");
@@ -1336,13 +1474,19 @@ mod tests {
             assert_eq!(level_window(&d, Level::Route, Window::Minute).remaining, 6);
             assert_eq!(level_window(&d, Level::Route, Window::Day).remaining, 17);
             // Without a route window, cost still counts in the plan's.
-            let (d, _) = l.check_request(KEY, &plan, strict, 3, None).await.unwrap();
+            let (d, _) = l
+                .check_request(KEY, &plan, strict, 3, LinkedLimits::default())
+                .await
+                .unwrap();
             assert_eq!(
                 level_window(&d, Level::Plan, Window::Minute).remaining,
                 4,
                 "{name}"
             );
-            let (d, _) = l.check_request(KEY, &plan, strict, 3, None).await.unwrap();
+            let (d, _) = l
+                .check_request(KEY, &plan, strict, 3, LinkedLimits::default())
+                .await
+                .unwrap();
             assert_eq!(
                 level_window(&d, Level::Plan, Window::Minute).remaining,
                 1,
@@ -1350,7 +1494,16 @@ mod tests {
             );
             // 1 unit left, 3 asked: refused, nothing taken, the wait is for two more units.
             let (d, _) = l
-                .check_request(KEY, &plan, strict, 3, Some((ROUTE, &route)))
+                .check_request(
+                    KEY,
+                    &plan,
+                    strict,
+                    3,
+                    LinkedLimits {
+                        route: Some((ROUTE, &route)),
+                        tenant: None,
+                    },
+                )
                 .await
                 .unwrap();
             assert!(!d.allowed, "{name}");
@@ -1366,7 +1519,16 @@ mod tests {
             );
             // More than the route's burst of 9: never admitted, and said so.
             let (d, _) = l
-                .check_request(KEY, &plan, strict, 12, Some((ROUTE, &route)))
+                .check_request(
+                    KEY,
+                    &plan,
+                    strict,
+                    12,
+                    LinkedLimits {
+                        route: Some((ROUTE, &route)),
+                        tenant: None,
+                    },
+                )
                 .await
                 .unwrap();
             assert!(!d.allowed, "{name}");
@@ -1385,11 +1547,20 @@ mod tests {
                 .map(|_| {
                     let l = l.clone();
                     tokio::spawn(async move {
-                        l.check_request(KEY, &plan, strict, 1, Some((ROUTE, &route)))
-                            .await
-                            .unwrap()
-                            .0
-                            .allowed
+                        l.check_request(
+                            KEY,
+                            &plan,
+                            strict,
+                            1,
+                            LinkedLimits {
+                                route: Some((ROUTE, &route)),
+                                tenant: None,
+                            },
+                        )
+                        .await
+                        .unwrap()
+                        .0
+                        .allowed
                     })
                 })
                 .collect();
@@ -1398,7 +1569,10 @@ mod tests {
                 admitted += usize::from(t.await.unwrap());
             }
             assert_eq!(admitted, 10, "{name}");
-            let (d, _) = l.check_request(KEY, &plan, strict, 1, None).await.unwrap();
+            let (d, _) = l
+                .check_request(KEY, &plan, strict, 1, LinkedLimits::default())
+                .await
+                .unwrap();
             assert_eq!(
                 level_window(&d, Level::Plan, Window::Day).remaining,
                 10_000 - 11,

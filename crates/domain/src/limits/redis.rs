@@ -154,22 +154,23 @@ struct Ask1 {
     ask: Ask,
     /// The day and month counts the database holds, for a state Redis is missing.
     seed: Option<(u64, u64)>,
-    /// The first of a linked pair: this subject and the next are one request (see `limits.lua`).
-    linked: bool,
+    /// On the first of a linked group (a plan's windows with a route's and the tenant's): how many
+    /// subjects after this one are the same request (see `limits.lua`); 0 for a subject alone.
+    linked: u8,
 }
 
 struct Job {
     req: Ask1,
-    /// The second subject of a request counted in two subjects' windows (a route's).
-    with: Option<Box<Ask1>>,
+    /// The other subjects of a request counted in several subjects' windows (a route's, the
+    /// tenant's): empty (no allocation) for the common request.
+    with: Vec<Ask1>,
     /// When the request stops waiting: it is answered [`RedisStoreError::TimedOut`] then.
     deadline: Instant,
     reply: oneshot::Sender<Result<Reply, Failure>>,
 }
 
-/// A job's answers: its subject's, and its linked subject's when it has one (boxed: the common
-/// reply stays one answer wide).
-type Reply = (Answer, Option<Box<Answer>>);
+/// A job's answers: its subject's, and its linked subjects' when it has some.
+type Reply = (Answer, Vec<Answer>);
 
 /// A grant Redis decided: how many, the decision, and the subject's state after it (before it,
 /// when nothing was granted).
@@ -319,9 +320,9 @@ impl RedisStore {
                 params: *p,
                 ask,
                 seed,
-                linked: false,
+                linked: 0,
             };
-            let (jobs, job, answer) = self.job(req, None);
+            let (jobs, job, answer) = self.job(req, Vec::new());
             jobs.send(job).await.map_err(|_| RedisStoreError::Stopped)?;
             match answer.await.map_err(|_| RedisStoreError::Stopped)??.0 {
                 Answer::Granted(g) => return Ok(g),
@@ -342,7 +343,7 @@ impl RedisStore {
     fn job(
         &self,
         req: Ask1,
-        with: Option<Box<Ask1>>,
+        with: Vec<Ask1>,
     ) -> (
         mpsc::Sender<Job>,
         Job,
@@ -366,14 +367,15 @@ impl RedisStore {
         }
     }
 
-    /// Decides one request counted in two subjects' windows (the plan's and a route's) in one
-    /// script call: admitted by both or consumed in neither (see [`super::decide_linked`]).
-    /// Returns the merged decision and each subject's state after it.
+    /// Decides one request counted in several subjects' windows (the plan's with a route's and
+    /// the tenant's; at most 3) in one script call: admitted by all or consumed in none (see
+    /// [`super::decide_linked`]). Returns the merged decision and each subject's state after it.
     pub async fn check_linked(
         &self,
-        asks: [(Subject, &Params); 2],
-    ) -> Result<(Decision, [State; 2]), Failure> {
-        let mut seeds = [None, None];
+        asks: &[(Subject, &Params)],
+    ) -> Result<(Decision, Vec<State>), Failure> {
+        let mut seeds = vec![None; asks.len()];
+        let group = u8::try_from(asks.len().saturating_sub(1)).unwrap_or(0);
         loop {
             let subject_ask = |i: usize| {
                 let (subject, p) = asks[i];
@@ -383,14 +385,15 @@ impl RedisStore {
                     params: *p,
                     ask: Ask::ONE,
                     seed: seeds[i],
-                    linked: i == 0,
+                    linked: if i == 0 { group } else { 0 },
                 }
             };
-            let (jobs, job, answer) = self.job(subject_ask(0), Some(Box::new(subject_ask(1))));
+            let (jobs, job, answer) =
+                self.job(subject_ask(0), (1..asks.len()).map(subject_ask).collect());
             jobs.send(job).await.map_err(|_| RedisStoreError::Stopped)?;
-            let (first, second) = answer.await.map_err(|_| RedisStoreError::Stopped)??;
-            let answers = [Some(first), second.map(|b| *b)];
-            let mut grants = Vec::with_capacity(2);
+            let (first, rest) = answer.await.map_err(|_| RedisStoreError::Stopped)??;
+            let answers = std::iter::once(first).chain(rest).map(Some);
+            let mut grants = Vec::with_capacity(asks.len());
             let mut seeded_now = false;
             for (i, a) in answers.into_iter().enumerate() {
                 match a {
@@ -402,7 +405,7 @@ impl RedisStore {
                     }
                     _ => {
                         return Err(RedisStoreError::Redis(
-                            "limits.lua ignored a seed of a linked pair".into(),
+                            "limits.lua ignored a seed of a linked group".into(),
                         )
                         .into());
                     }
@@ -411,8 +414,14 @@ impl RedisStore {
             if seeded_now {
                 continue;
             }
+            if grants.len() != asks.len() {
+                return Err(RedisStoreError::Redis(
+                    "limits.lua answered too few subjects of a linked group".into(),
+                )
+                .into());
+            }
             let decision = super::merge(grants.iter().map(|g| &g.decision));
-            return Ok((decision, [grants[0].state, grants[1].state]));
+            return Ok((decision, grants.iter().map(|g| g.state).collect()));
         }
     }
 
@@ -608,18 +617,15 @@ async fn run_batch(
     times: &Arc<CallTimes>,
 ) -> Outcome {
     // Each reply with what it asked for (what a late answer is accounted against): one subject,
-    // or a linked pair's two, in the order they are sent.
+    // or a linked group's, in the order they are sent.
     let mut reqs: Vec<Ask1> = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     for j in batch {
         let first = (j.req.subject, j.req.params);
         reqs.push(j.req);
-        let second = j.with.map(|with| {
-            let asked = Box::new((with.subject, with.params));
-            reqs.push(*with);
-            asked
-        });
-        replies.push((j.reply, first, second));
+        let others: Vec<(Subject, Params)> = j.with.iter().map(|w| (w.subject, w.params)).collect();
+        reqs.extend(j.with);
+        replies.push((j.reply, first, others));
     }
     let sent = Instant::now();
     let (clock, pool, script) = (times.clone(), pool.clone(), script.clone());
@@ -635,9 +641,9 @@ async fn run_batch(
         r = &mut in_call => r,
         () = tokio::time::sleep_until(deadline) => {
             let mut cells: Vec<Arc<LateCell>> = Vec::with_capacity(replies.len());
-            for (reply, first, second) in replies {
+            for (reply, first, others) in replies {
                 let mine: Vec<Arc<LateCell>> = std::iter::once(first)
-                    .chain(second.map(|b| *b))
+                    .chain(others)
                     .map(|(subject, params)| LateCell::new(ledger.clone(), subject, params))
                     .collect();
                 cells.extend(mine.iter().cloned());
@@ -666,13 +672,11 @@ async fn run_batch(
         Ok((answers, fresh)) => {
             let mut answers = answers.into_iter();
             for (reply, _, linked) in replies {
-                let (Some(first), second) = (
-                    answers.next(),
-                    linked.and_then(|_| answers.next()).map(Box::new),
-                ) else {
+                let Some(first) = answers.next() else {
                     break;
                 };
-                let _ = reply.send(Ok((first, second)));
+                let rest: Vec<Answer> = answers.by_ref().take(linked.len()).collect();
+                let _ = reply.send(Ok((first, rest)));
             }
             fresh.map_or(Outcome::Served, Outcome::Fresh)
         }
@@ -804,9 +808,9 @@ async fn call(
     let mut answers = Vec::with_capacity(batch.len());
     let mut i = 0;
     while i < batch.len() {
-        // One subject, or a linked pair decided as one request.
-        let n = if batch[i].linked && i + 1 < batch.len() {
-            2
+        // One subject, or a linked group decided as one request.
+        let n = if i + usize::from(batch[i].linked) < batch.len() {
+            1 + usize::from(batch[i].linked)
         } else {
             1
         };
@@ -834,7 +838,7 @@ async fn call(
             });
             continue;
         }
-        let group: arrayvec::ArrayVec<((i64, State), super::Measure), 2> = jobs
+        let group: arrayvec::ArrayVec<((i64, State), super::Measure), 3> = jobs
             .iter()
             .zip(rows.by_ref())
             .map(|(job, (g, before))| {
@@ -843,7 +847,7 @@ async fn call(
             })
             .collect();
         if group.iter().any(|((g, _), _)| *g < 0) {
-            // Nothing decided: the missing are seeded and the pair asked again.
+            // Nothing decided: the missing are seeded and the group asked again.
             for (job, ((g, before), m)) in jobs.iter().zip(&group) {
                 answers.push(if *g < 0 {
                     Answer::Missing
@@ -853,7 +857,7 @@ async fn call(
             }
             continue;
         }
-        // A linked pair: what decide_linked() decides from the same states.
+        // A linked group: what decide_linked() decides from the same states.
         let avail = group.iter().map(|(_, m)| m.avail).min().unwrap_or(0);
         let ask = jobs[0].ask;
         let cap = avail
@@ -902,7 +906,7 @@ mod tests {
             ask: Ask::ONE,
             // A fresh subject: nothing recorded.
             seed: Some((0, 0)),
-            linked: false,
+            linked: 0,
         }
     }
 

@@ -414,6 +414,55 @@ pub async fn set_tenant_active(
     update_tenant(db, id, |t| t.is_active = Set(active)).await
 }
 
+/// What a platform admin changes of a tenant at once (`None`: kept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantChange {
+    pub is_active: Option<bool>,
+    pub trusted_upstreams: Option<bool>,
+    /// `Some(None)` removes the ceiling.
+    pub limits: Option<Option<crate::plan::TenantLimits>>,
+}
+
+/// Applies a platform admin's change to a tenant in one write.
+pub async fn change_tenant(
+    db: &impl ConnectionTrait,
+    id: i64,
+    change: TenantChange,
+) -> StoreResult<tenant::Model> {
+    update_tenant(db, id, |t| {
+        if let Some(active) = change.is_active {
+            t.is_active = Set(active);
+        }
+        if let Some(trusted) = change.trusted_upstreams {
+            t.trusted_upstreams = Set(trusted);
+        }
+        if let Some(limits) = change.limits {
+            let [rpm, burst, day, month] = crate::plan::TenantLimits::columns(limits.as_ref());
+            t.limit_rpm = Set(rpm);
+            t.limit_burst = Set(burst);
+            t.limit_day = Set(day);
+            t.limit_month = Set(month);
+        }
+    })
+    .await
+}
+
+/// Every tenant, a page at a time in id order (a platform admin's view).
+pub async fn page_tenants(
+    db: &impl ConnectionTrait,
+    after: Option<i64>,
+    limit: u64,
+) -> StoreResult<Vec<tenant::Model>> {
+    let mut q = tenant::Entity::find();
+    if let Some(after) = after {
+        q = q.filter(tenant::Column::Id.gt(after));
+    }
+    Ok(q.order_by_asc(tenant::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
 /// A platform admin's change to a tenant, published to the data planes.
 async fn update_tenant(
     db: &impl ConnectionTrait,

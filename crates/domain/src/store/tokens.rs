@@ -9,7 +9,7 @@ use sea_orm::{
 
 use super::{StoreError, StoreResult};
 use crate::apikey::{ApiKey, KeyHash};
-use crate::entities::api_token;
+use crate::entities::{admin_token, api_token, user};
 
 /// Issues a token for `user_id` acting on `tenant_id`; the raw token is returned once.
 pub async fn create_token(
@@ -85,4 +85,42 @@ pub async fn delete_token(db: &impl ConnectionTrait, tenant_id: i64, id: i64) ->
         return Err(StoreError::NotFound);
     }
     Ok(())
+}
+
+/// Issues a management token for platform admin `user_id` (the `/api/v1/admin` endpoints); the
+/// raw token is returned once.
+pub async fn create_admin_token(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+) -> StoreResult<(admin_token::Model, ApiKey)> {
+    let raw = ApiKey::generate_token();
+    let t = admin_token::ActiveModel {
+        user_id: Set(user_id),
+        prefix: Set(raw.display_prefix()),
+        token_hash: Set(raw.hash().to_hex()),
+        created_at: Set(Utc::now()),
+        last_used_at: Set(None),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok((t, raw))
+}
+
+/// The platform admin an admin token with this raw value belongs to, while that user is still an
+/// admin (a demoted admin's tokens stop working at once).
+pub async fn authenticate_admin_token(
+    db: &impl ConnectionTrait,
+    raw: &str,
+) -> StoreResult<Option<(admin_token::Model, user::Model)>> {
+    let hash = KeyHash::of(raw).to_hex();
+    let Some(t) = admin_token::Entity::find()
+        .filter(admin_token::Column::TokenHash.eq(hash))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let user = user::Entity::find_by_id(t.user_id).one(db).await?;
+    Ok(user.filter(|u| u.is_admin).map(|u| (t, u)))
 }

@@ -176,6 +176,8 @@ pub async fn admitted(
             };
             (tenant_id, who.add(C::RouteId.eq(route_id)))
         }
+        // The tenant's ceiling counts everything its keys and clients were admitted.
+        Subject::Tenant { tenant_id } => (tenant_id, Condition::all()),
         Subject::Login(_) => return Ok((0, 0)),
     };
     let month_start = day.with_day(1).unwrap_or(day);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 
-use super::{NewApi, StoreResult};
+use super::{NewApi, StoreResult, TenantChange};
 use crate::apikey::ApiKey;
 use crate::entities::{api, api_key, api_route, api_target, client, plan, signing_key, tenant};
 use crate::events::{Change, Publisher};
@@ -155,6 +155,7 @@ config_writes! {
     fn delete_client(tenant_id: i64, id: i64) -> () => |()| Change::Any;
     fn set_tenant_trusted(id: i64, trusted: bool) -> tenant::Model => |_| Change::Any;
     fn set_tenant_active(id: i64, active: bool) -> tenant::Model => |_| Change::Any;
+    fn change_tenant(id: i64, change: TenantChange) -> tenant::Model => |_| Change::Any;
     /// The tenant's previous key keeps verifying the tokens it signed until they expire.
     fn rotate_signing_key(secret: &TokenSecret, tenant_id: i64) -> signing_key::Model => |_| Change::Any;
     fn ensure_signing_key(secret: &TokenSecret, tenant_id: i64) -> signing_key::Model => |_| Change::Any;

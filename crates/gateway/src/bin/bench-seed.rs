@@ -5,7 +5,8 @@
 //! its own (what `route-limit` calls); and API `spread` on three targets (the same upstream three
 //! times, equal weights: what `targets` calls, against `up` on one); and API `token` taking keys or
 //! tokens, the tenant with a signing key sealed by `GATEWAY_TOKEN_KEY` and tokens that live a day
-//! (what `token` calls with a minted token, against `up` with the key).
+//! (what `token` calls with a minted token, against `up` with the key); and tenant `ceiling` with
+//! the same API `up`, a strict plan and a key, under a ceiling never reached (what `ceiling` calls).
 //! `bench-seed <database-url> <upstream-url> [extra-keys]` prints the keys as JSON.
 
 use domain::header::{KeyHeader, UpstreamTimeout};
@@ -101,33 +102,74 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     }
-    // Keys or tokens (what `token` calls with a token minted from the strict key).
+    seed_tokens(&db, tenant.id, &upstream).await?;
+    let (_, strict_key) = store::create_api_key(&db, tenant.id, strict.id, "strict", None).await?;
+    let (_, fast_key) = store::create_api_key(&db, tenant.id, fast.id, "fast", None).await?;
+    let ceiling_key = seed_ceiling(&db, &upstream, limits).await?;
+    let txn = db.begin().await?;
+    store::insert_generated_keys(&txn, tenant.id, strict.id, extra).await?;
+    txn.commit().await?;
+    println!(
+        "{}",
+        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items", "routes_path": "/bench/routed/items", "limited_path": "/bench/routed/limited", "spread_path": "/bench/spread/items", "token_path": "/bench/token/items", "ceiling_key": ceiling_key.expose(), "ceiling_path": "/ceiling/up/items"})
+    );
+    Ok(())
+}
+
+/// API `token` taking keys or tokens, the tenant's signing key sealed by `GATEWAY_TOKEN_KEY`, and
+/// tokens that live a day (what `token` calls with a token minted from the strict key).
+async fn seed_tokens(
+    db: &domain::sea_orm::DatabaseConnection,
+    tenant_id: i64,
+    upstream: &str,
+) -> anyhow::Result<()> {
     store::create_api(
-        &db,
-        tenant.id,
+        db,
+        tenant_id,
         NewApi {
             name: "Bench upstream taking tokens".into(),
             slug: Slug::parse("token")?,
             auth: domain::jwt::ApiAuth::KeyOrToken,
-            ..new_api_again(&upstream)?
+            ..new_api_again(upstream)?
         },
     )
     .await?;
     let token_key = std::env::var("GATEWAY_TOKEN_KEY")
         .map_err(|_| anyhow::anyhow!("set GATEWAY_TOKEN_KEY (it seals the signing key)"))?;
     let secret = domain::jwt::TokenSecret::new(&token_key)?;
-    store::ensure_signing_key(&db, &secret, tenant.id).await?;
-    store::set_token_lifetime(&db, tenant.id, i32::try_from(domain::jwt::MAX_LIFETIME_S)?).await?;
-    let (_, strict_key) = store::create_api_key(&db, tenant.id, strict.id, "strict", None).await?;
-    let (_, fast_key) = store::create_api_key(&db, tenant.id, fast.id, "fast", None).await?;
-    let txn = db.begin().await?;
-    store::insert_generated_keys(&txn, tenant.id, strict.id, extra).await?;
-    txn.commit().await?;
-    println!(
-        "{}",
-        serde_json::json!({"strict_key": strict_key.expose(), "fast_key": fast_key.expose(), "path": "/bench/up/items", "routes_path": "/bench/routed/items", "limited_path": "/bench/routed/limited", "spread_path": "/bench/spread/items", "token_path": "/bench/token/items"})
-    );
+    store::ensure_signing_key(db, &secret, tenant_id).await?;
+    store::set_token_lifetime(db, tenant_id, i32::try_from(domain::jwt::MAX_LIFETIME_S)?).await?;
     Ok(())
+}
+
+/// Tenant `ceiling`: the API `up` and a strict plan under a ceiling never reached (what `ceiling`
+/// calls, against `strict` without one); its key.
+async fn seed_ceiling(
+    db: &domain::sea_orm::DatabaseConnection,
+    upstream: &str,
+    limits: PlanLimits,
+) -> anyhow::Result<domain::apikey::ApiKey> {
+    let owner = store::create_user(db, "ceiling", "ceiling@example.com", "x", false).await?;
+    let ceiled = store::create_tenant(db, "Ceiling", &Slug::parse("ceiling")?, owner.id).await?;
+    let plan = store::create_plan(db, ceiled.id, "strict", limits, Enforcement::Strict).await?;
+    store::create_api(db, ceiled.id, new_api_again(upstream)?).await?;
+    let ceiling = domain::plan::TenantLimits {
+        requests_per_minute: Some(NEVER_U),
+        burst: Some(NEVER_U),
+        requests_per_day: Some(NEVER_U * 100),
+        requests_per_month: None,
+    };
+    store::change_tenant(
+        db,
+        ceiled.id,
+        store::TenantChange {
+            limits: Some(Some(ceiling)),
+            ..store::TenantChange::default()
+        },
+    )
+    .await?;
+    let (_, key) = store::create_api_key(db, ceiled.id, plan.id, "ceiling", None).await?;
+    Ok(key)
 }
 
 /// The bench API `up` on `upstream`.

@@ -786,7 +786,7 @@ async fn rotate_then_revoke_the_replacement(c: &Client, old: &str) -> String {
 }
 
 /// Logs the browser out, in as a new platform admin, and shoots the admin's tenant list (with
-/// its upstream trust switch).
+/// its upstream trust switch) and a tenant's ceiling form.
 async fn admin_pages(c: &Client, db: &TestDb) {
     // A platform admin's tenant list, with its trust switch.
     control_plane::admin_cli::run(
@@ -811,6 +811,19 @@ async fn admin_pages(c: &Client, db: &TestDb) {
     submit(c).await;
     wait_for_text(c, "acme-widgets").await;
     shot(c, "13-admin-tenants").await;
+    // The tenant's ceiling: the form, a wrong field, then saved and shown in the list.
+    click(c, "td.actions a[href$='/limits']").await;
+    wait_for_text(c, "Ceiling of acme-widgets").await;
+    fill(c, "input[name=burst]", "50").await;
+    submit(c).await;
+    wait_for_text(c, "Burst needs requests_per_minute").await;
+    shot(c, "24-admin-ceiling").await;
+    fill(c, "input[name=requests_per_minute]", "600").await;
+    fill(c, "input[name=requests_per_day]", "100000").await;
+    submit(c).await;
+    wait_for_text(c, "now has a ceiling of 600/min (burst 50) · 100000/day").await;
+    shot(c, "25-admin-tenants-ceiling").await;
+    assert_tables_tidy(c, "the admin's tenant list with a ceiling").await;
 }
 
 /// Both planes on one database: a request of each kind through the data plane is in the control
