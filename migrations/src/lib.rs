@@ -15,6 +15,7 @@ mod m20261205_000001_targets;
 mod m20261207_000001_request_log;
 mod m20261207_000002_tokens;
 mod m20261207_000003_tenant_limits;
+mod m20261207_000004_time_zones;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000001_request_log::Migration),
             Box::new(m20261207_000002_tokens::Migration),
             Box::new(m20261207_000003_tenant_limits::Migration),
+            Box::new(m20261207_000004_time_zones::Migration),
         ]
     }
 }

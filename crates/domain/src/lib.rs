@@ -3,6 +3,7 @@
 
 pub mod analytics;
 pub mod apikey;
+pub mod calendar;
 pub mod clock;
 pub mod db;
 pub mod entities;

@@ -28,6 +28,8 @@ pub struct TenantEntry {
     pub signing_key: Option<SealedKey>,
     /// A platform admin's ceiling over all of its traffic, as the limiter decides it.
     pub ceiling: Option<crate::plan::PlanLimits>,
+    /// Where its day and month windows begin and end.
+    pub calendar: crate::calendar::Calendar,
     apis: HashMap<Box<str>, Arc<ApiEntry>>,
     clients: HashMap<Box<str>, ClientEntry>,
 }
@@ -264,7 +266,22 @@ async fn load_signing_keys(
 type Tenants = HashMap<Box<str>, TenantEntry>;
 type N = Option<i64>;
 /// A tenant as the snapshot reads it: id, slug, active, trusted, token lifetime, its ceiling.
-type TenantRow = (i64, String, bool, bool, i32, N, N, N, N);
+/// ... and its time zone, the zone before the last change and when that was made.
+type TenantRow = (
+    i64,
+    String,
+    bool,
+    bool,
+    i32,
+    N,
+    N,
+    N,
+    N,
+    String,
+    Option<String>,
+    At,
+);
+type At = Option<chrono::DateTime<chrono::Utc>>;
 type SlugOf = HashMap<i64, Box<str>>;
 type KeyRow = (
     i64,
@@ -290,11 +307,18 @@ async fn load_tenants(db: &impl ConnectionTrait) -> Result<(Tenants, SlugOf), Db
             tenant::Column::LimitBurst,
             tenant::Column::LimitDay,
             tenant::Column::LimitMonth,
+            tenant::Column::TimeZone,
+            tenant::Column::TimeZoneBefore,
+            tenant::Column::TimeZoneChangedAt,
         ])
         .into_tuple()
         .all(db)
         .await?;
-    for (id, slug, is_active, trusted_upstreams, token_lifetime_s, rpm, burst, day, month) in rows {
+    for row in rows {
+        let (id, slug, is_active, trusted_upstreams, token_lifetime_s, rpm, burst, day, month) = (
+            row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8,
+        );
+        let calendar = crate::calendar::Calendar::of_columns(&row.9, row.10.as_deref(), row.11);
         let slug: Box<str> = slug.into();
         slug_of.insert(id, slug.clone());
         let entry = TenantEntry {
@@ -306,6 +330,7 @@ async fn load_tenants(db: &impl ConnectionTrait) -> Result<(Tenants, SlugOf), Db
             signing_key: None,
             ceiling: crate::plan::TenantLimits::from_columns(rpm, burst, day, month)
                 .map(|t| t.as_plan()),
+            calendar,
             apis: HashMap::new(),
             clients: HashMap::new(),
         };

@@ -8,6 +8,7 @@ pub mod analytics;
 mod auth;
 pub mod errors;
 pub mod models;
+mod quotas;
 mod resources;
 mod routes;
 pub mod signing;
@@ -72,6 +73,8 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(resources::get_plan)
             .service(resources::update_plan)
             .service(resources::delete_plan)
+            .service(quotas::quota_settings)
+            .service(quotas::set_quota_settings)
             .service(resources::create_api)
             .service(resources::list_apis)
             .service(resources::get_api)

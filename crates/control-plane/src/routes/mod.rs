@@ -88,6 +88,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/plans", web::get().to(plans::list))
         .route("/plans", web::post().to(plans::create))
         .route("/plans/new", web::get().to(plans::new))
+        .route("/plans/time-zone", web::post().to(plans::set_time_zone))
         .route("/plans/{id}/edit", web::get().to(plans::edit))
         .route("/plans/{id}", web::post().to(plans::update))
         .route("/plans/{id}/delete", web::post().to(plans::delete))

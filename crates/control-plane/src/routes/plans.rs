@@ -25,6 +25,35 @@ pub struct PlanRow {
 struct PlansPage {
     layout: Layout,
     plans: Vec<PlanRow>,
+    /// The quota calendar: the zone shown in the field, what a change left pending, what is wrong.
+    time_zone: String,
+    pending: Option<String>,
+    zone_error: Option<String>,
+    zones: &'static [chrono_tz::Tz],
+}
+
+/// What the last zone change left pending, in words, while it is.
+fn pending_change(t: &domain::entities::tenant::Model) -> Option<String> {
+    use domain::calendar::Kind;
+    let cal = t.calendar();
+    let (before, _) = cal.before?;
+    let at = |kind| {
+        cal.new_zone_from_us(kind)
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .filter(|at| *at > chrono::Utc::now())
+    };
+    let month = at(Kind::Month)?;
+    let day = at(Kind::Day).map_or_else(
+        || "days are already".to_owned(),
+        |d| format!("days from {} UTC,", d.format("%Y-%m-%d %H:%M")),
+    );
+    Some(format!(
+        "Changed from {}: {day} months from {} UTC in the new zone; until then the running \
+         windows end as they would have in {}.",
+        before.name(),
+        month.format("%Y-%m-%d %H:%M"),
+        before.name()
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -53,6 +82,16 @@ struct PlanFormPage {
 }
 
 pub async fn list(u: TenantUser, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {
+    let zone = u.tenant.calendar().zone.name().to_owned();
+    list_page(u, state, zone, None).await
+}
+
+async fn list_page(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    time_zone: String,
+    zone_error: Option<String>,
+) -> Result<HttpResponse, UiError> {
     let mut plans = Vec::new();
     for p in store::list_plans(&state.db, u.tenant.id).await? {
         let (keys, clients) = store::plan_usage(&state.db, p.id).await?;
@@ -62,10 +101,54 @@ pub async fn list(u: TenantUser, state: web::Data<AppState>) -> Result<HttpRespo
             clients,
         });
     }
-    render(&PlansPage {
+    let page = PlansPage {
         layout: Layout::tenant(&u, &state, "Plans", "plans"),
         plans,
-    })
+        pending: pending_change(&u.tenant),
+        time_zone,
+        zones: &chrono_tz::TZ_VARIANTS,
+        zone_error,
+    };
+    if page.zone_error.is_some() {
+        render_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
+    } else {
+        render(&page)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ZoneForm {
+    #[serde(default)]
+    time_zone: String,
+}
+
+/// Sets the time zone of the tenant's day and month windows (from the next of each).
+pub async fn set_time_zone(
+    u: TenantUser,
+    state: web::Data<AppState>,
+    CsrfForm(form): CsrfForm<ZoneForm>,
+) -> Result<HttpResponse, UiError> {
+    let zone = match domain::calendar::parse_zone(&form.time_zone) {
+        Ok(z) => z,
+        Err(m) => {
+            let error = format!("Time zone {m}.");
+            return list_page(u, state, form.time_zone, Some(error)).await;
+        }
+    };
+    match state.config.set_time_zone(u.tenant.id, zone).await {
+        Ok(_) => {
+            flash(
+                &u.session,
+                format!(
+                    "Quota time zone set to {}: it applies from the next day and the next month.",
+                    zone.name()
+                ),
+            );
+            Ok(redirect("/plans"))
+        }
+        Err(StoreError::Conflict(m)) => list_page(u, state, form.time_zone, Some(m)).await,
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn new(u: TenantUser, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {

@@ -12,5 +12,6 @@ mod events;
 mod health;
 mod helpers;
 mod management;
+mod quotas;
 mod security;
 mod tokens;

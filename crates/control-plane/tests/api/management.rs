@@ -1458,6 +1458,8 @@ async fn the_openapi_document_matches_the_routes() {
         "GET /api/v1/admin/tenants",
         "GET /api/v1/admin/tenants/{id}",
         "PUT /api/v1/admin/tenants/{id}",
+        "GET /api/v1/quota-settings",
+        "PUT /api/v1/quota-settings",
     ];
     expected.sort_unstable();
     assert_eq!(ops, expected);

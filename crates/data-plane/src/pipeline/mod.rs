@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use domain::apikey::KeyHash;
+use domain::calendar::Calendar;
 use domain::limits::{Decision, LinkedLimits, RouteOwner, Subject};
 use domain::plan::{Enforcement, PlanLimits};
 use domain::route::{Route, RouteMatch};
@@ -74,6 +75,8 @@ pub(crate) struct Caller {
     pub(crate) enforcement: Enforcement,
     /// The tenant's ceiling, shared by all of its callers (a platform admin's).
     pub(crate) ceiling: Option<PlanLimits>,
+    /// Where the tenant's day and month windows begin and end.
+    pub(crate) calendar: Calendar,
 }
 
 impl Caller {
@@ -432,6 +435,7 @@ pub(crate) fn caller_of(
         limits: plan.limits,
         enforcement: plan.enforcement,
         ceiling: tenant.ceiling,
+        calendar: tenant.calendar,
     })
 }
 
@@ -515,9 +519,17 @@ impl Gateway {
             r.rate_limit
                 .map(|rl| (caller.route_subject(r.id), rl.limits()))
         });
-        let checked = if route_limits.is_some() || cost > 1 || caller.ceiling.is_some() {
+        let plain = route_limits.is_none()
+            && cost == 1
+            && caller.ceiling.is_none()
+            && caller.calendar.is_utc();
+        let checked = if plain {
+            self.limiter
+                .check_with(caller.subject, &caller.limits, caller.enforcement)
+                .await
+        } else {
             // A route's own window, its cost and the tenant's ceiling are decided with the
-            // plan's windows, in one step.
+            // plan's windows, in one step; days and months are the tenant's.
             let tenant = Subject::Tenant {
                 tenant_id: caller.tenant_id,
             };
@@ -530,12 +542,9 @@ impl Gateway {
                     LinkedLimits {
                         route: route_limits.as_ref().map(|(s, l)| (*s, l)),
                         tenant: caller.ceiling.as_ref().map(|l| (tenant, l)),
+                        calendar: caller.calendar,
                     },
                 )
-                .await
-        } else {
-            self.limiter
-                .check_with(caller.subject, &caller.limits, caller.enforcement)
                 .await
         };
         let Ok((decision, _)) = checked else {

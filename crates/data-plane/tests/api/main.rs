@@ -26,3 +26,4 @@ mod tls;
 mod tokens;
 mod upstream;
 mod wire;
+mod zones;

@@ -22,6 +22,11 @@ pub struct Model {
     pub limit_burst: Option<i64>,
     pub limit_day: Option<i64>,
     pub limit_month: Option<i64>,
+    /// The IANA zone its day and month windows are in (see [`crate::calendar`]).
+    pub time_zone: String,
+    /// The zone before the last change, and when it was made.
+    pub time_zone_before: Option<String>,
+    pub time_zone_changed_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
 }
 
@@ -29,3 +34,14 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// Where its day and month windows begin and end (an unknown stored zone reads as UTC).
+    pub fn calendar(&self) -> crate::calendar::Calendar {
+        crate::calendar::Calendar::of_columns(
+            &self.time_zone,
+            self.time_zone_before.as_deref(),
+            self.time_zone_changed_at,
+        )
+    }
+}

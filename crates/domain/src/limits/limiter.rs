@@ -20,6 +20,7 @@ use super::redis::{Failure, RedisStore, RedisStoreError};
 use super::swept::Swept;
 
 use super::{Ask, Decision, Level, Params, State, Subject, UsageSource, as_i64};
+use crate::calendar::Calendar;
 use crate::clock::SharedClock;
 use crate::plan::{Enforcement, PlanLimits};
 
@@ -129,11 +130,12 @@ impl Asked {
 }
 
 /// Windows a request is counted in beside its plan's: a route's own (its subject and limits) and
-/// the tenant's ceiling.
+/// the tenant's ceiling; and where the tenant's days and months begin and end (every window's).
 #[derive(Clone, Copy, Default)]
 pub struct LinkedLimits<'a> {
     pub route: Option<(Subject, &'a PlanLimits)>,
     pub tenant: Option<(Subject, &'a PlanLimits)>,
+    pub calendar: Calendar,
 }
 
 /// Records that this node decided `asked` itself (`admitted` requests): through the late call's
@@ -482,11 +484,14 @@ impl Limiter {
         ]
         .into_iter()
         .flatten()
-        .map(|((s, l), level)| (s, Params::new(l, now_ms).costing(cost).of(level)))
+        .map(|((s, l), level)| {
+            let p = Params::in_calendar(l, now_ms, &extra.calendar);
+            (s, p.costing(cost).of(level))
+        })
         .collect();
         let asked = Asked {
             subject,
-            params: Params::new(limits, now_ms).costing(cost),
+            params: Params::in_calendar(limits, now_ms, &extra.calendar).costing(cost),
             linked: (!linked.is_empty()).then(|| Box::new(linked)),
         };
         let enforcement = if asked.linked.is_some() || cost > 1 {

@@ -229,11 +229,23 @@ pub fn label(level: Level, window: Window) -> &'static str {
     }
 }
 
-/// A calendar period: its id (`20261122` for a day, `202611` for a month) and when it ends.
+/// A calendar period: its id (`20261122` for a day, `202611` for a month) and when it ends (and
+/// starts: what the database's usage of it is read from, when a counter store has lost it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
     pub id: i64,
     pub end_us: i64,
+    pub start_us: i64,
+}
+
+impl From<crate::calendar::Span> for Period {
+    fn from(s: crate::calendar::Span) -> Self {
+        Self {
+            id: s.id,
+            end_us: s.end_us,
+            start_us: s.start_us,
+        }
+    }
 }
 
 /// Everything the decision needs, derived from a plan and the current time.
@@ -259,6 +271,7 @@ fn day_period(now: DateTime<Utc>) -> Period {
     Period {
         id: i64::from(d.year()) * 10_000 + i64::from(d.month()) * 100 + i64::from(d.day()),
         end_us: midnight_us(next),
+        start_us: midnight_us(d),
     }
 }
 
@@ -273,6 +286,7 @@ fn month_period(now: DateTime<Utc>) -> Period {
     Period {
         id: i64::from(d.year()) * 100 + i64::from(d.month()),
         end_us: midnight_us(next),
+        start_us: midnight_us(d.with_day(1).unwrap_or(d)),
     }
 }
 
@@ -287,6 +301,7 @@ fn as_i64(v: u64) -> i64 {
 }
 
 impl Params {
+    /// The windows of `limits` at `now_ms`, days and months in UTC.
     pub fn new(limits: &PlanLimits, now_ms: i64) -> Self {
         let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
         let rpm = as_i64(limits.requests_per_minute.max(1));
@@ -300,6 +315,25 @@ impl Params {
             cost: 1,
             level: Level::Plan,
         }
+    }
+
+    /// The windows of `limits` at `now_ms`, days and months in the tenant's `calendar`.
+    pub fn in_calendar(
+        limits: &PlanLimits,
+        now_ms: i64,
+        calendar: &crate::calendar::Calendar,
+    ) -> Self {
+        let mut p = Self::new(limits, now_ms);
+        if !calendar.is_utc() {
+            let at = p.now_us;
+            if let Some((_, per)) = &mut p.day {
+                *per = calendar.day(at).into();
+            }
+            if let Some((_, per)) = &mut p.month {
+                *per = calendar.month(at).into();
+            }
+        }
+        p
     }
 
     /// These windows with each request taking `cost` units (at least 1).
@@ -1291,11 +1325,16 @@ mod tests {
 
     /// A limiter on the test Redis (strict) when there is one, and one in process.
     fn limiters() -> Vec<(&'static str, Arc<Limiter>)> {
-        let clock = Arc::new(crate::clock::ManualClock::at(
+        limiters_on(&Arc::new(crate::clock::ManualClock::at(
             chrono::Utc
                 .with_ymd_and_hms(2026, 11, 22, 12, 0, 0)
                 .unwrap(),
-        ));
+        )))
+    }
+
+    /// [`limiters`] on `clock`.
+    fn limiters_on(clock: &Arc<crate::clock::ManualClock>) -> Vec<(&'static str, Arc<Limiter>)> {
+        let clock = clock.clone();
         let mut v = vec![(
             "in process",
             Limiter::new(None, LimiterSettings::default(), clock.clone(), None),
@@ -1308,6 +1347,112 @@ mod tests {
             ));
         }
         v
+    }
+
+    /// A request of `KEY` under `plan` with the tenant's `calendar`.
+    async fn in_zone(
+        l: &Limiter,
+        plan: &PlanLimits,
+        calendar: crate::calendar::Calendar,
+    ) -> Decision {
+        let extra = LinkedLimits {
+            calendar,
+            ..LinkedLimits::default()
+        };
+        let strict = crate::plan::Enforcement::Strict;
+        l.check_request(KEY, plan, strict, 1, extra)
+            .await
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test]
+    async fn day_quotas_reset_at_the_tenants_local_midnight_dst_included() {
+        use crate::calendar::Calendar;
+        let plan = limits(1_000, None, Some(2), None);
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
+        // Tokyo (UTC+9): the 23rd starts at 15:00 UTC on the 22nd. New York, 2026-11-01: clocks go
+        // back an hour, a 25-hour day; the 2nd starts at 05:00 UTC (04:00 the day before).
+        let tokyo = Calendar::new(chrono_tz::Asia::Tokyo);
+        let new_york = Calendar::new(chrono_tz::America::New_York);
+        for (zone, cal, spent_at, midnight) in [
+            (
+                "Tokyo",
+                tokyo,
+                ms(2026, 11, 22, 10, 0, 0),
+                ms(2026, 11, 22, 15, 0, 0),
+            ),
+            (
+                "New York",
+                new_york,
+                ms(2026, 11, 1, 12, 0, 0),
+                ms(2026, 11, 2, 5, 0, 0),
+            ),
+        ] {
+            let clock = Arc::new(crate::clock::ManualClock::at(at(spent_at)));
+            for (name, l) in limiters_on(&clock) {
+                clock.set(at(spent_at));
+                for _ in 0..2 {
+                    assert!(in_zone(&l, &plan, cal).await.allowed, "{zone} {name}");
+                }
+                let d = in_zone(&l, &plan, cal).await;
+                assert_eq!(d.hit, Some(Window::Day), "{zone} {name}");
+                assert_eq!(
+                    d.retry_after_ms,
+                    midnight - spent_at,
+                    "{zone} {name}: until local midnight"
+                );
+                assert_eq!(window(&d, Window::Day).reset_ms, midnight - spent_at);
+                // An hour before local midnight — New York's UTC offset an hour earlier would
+                // have reset already — and a millisecond before: still the same day.
+                for before in [midnight - 3_600_000, midnight - 1] {
+                    clock.set(at(before));
+                    assert!(!in_zone(&l, &plan, cal).await.allowed, "{zone} {name}");
+                }
+                clock.set(at(midnight));
+                let d = in_zone(&l, &plan, cal).await;
+                assert!(d.allowed, "{zone} {name}: a new day at local midnight");
+                assert_eq!(window(&d, Window::Day).remaining, 1);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zone_change_neither_grants_nor_loses_the_running_days_count() {
+        use crate::calendar::Calendar;
+        let plan = limits(1_000, None, Some(2), Some(100));
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
+        let changed = ms(2026, 11, 22, 10, 0, 0);
+        let clock = Arc::new(crate::clock::ManualClock::at(at(changed)));
+        // UTC -> Tokyo at 10:00 UTC, the day's quota spent: Tokyo's 23rd began at 15:00, but the
+        // UTC day runs to its end; then a new (Tokyo) day.
+        let cal = Calendar::changed(chrono_tz::Asia::Tokyo, chrono_tz::UTC, changed * 1_000);
+        for (name, l) in limiters_on(&clock) {
+            clock.set(at(changed));
+            for _ in 0..2 {
+                assert!(in_zone(&l, &plan, Calendar::UTC).await.allowed, "{name}");
+            }
+            clock.set(at(ms(2026, 11, 22, 20, 0, 0)));
+            let d = in_zone(&l, &plan, cal).await;
+            assert_eq!(
+                d.hit,
+                Some(Window::Day),
+                "{name}: nothing granted by the change"
+            );
+            clock.set(at(ms(2026, 11, 23, 0, 0, 0)));
+            let d = in_zone(&l, &plan, cal).await;
+            assert!(d.allowed, "{name}: the first Tokyo day");
+            assert_eq!(
+                window(&d, Window::Month).remaining,
+                97,
+                "{name}: the month kept its count"
+            );
+            assert_eq!(
+                window(&d, Window::Day).reset_ms,
+                ms(2026, 11, 23, 15, 0, 0) - ms(2026, 11, 23, 0, 0, 0),
+                "{name}: it ends at Tokyo's midnight"
+            );
+        }
     }
 
     const ROUTE: Subject = Subject::Route {
@@ -1344,6 +1489,7 @@ mod tests {
                     LinkedLimits {
                         route,
                         tenant: Some((tenant, &ceiling)),
+                        ..LinkedLimits::default()
                     },
                 )
             };
@@ -1404,6 +1550,7 @@ mod tests {
                     LinkedLimits {
                         route: Some((ROUTE, &route)),
                         tenant: None,
+                        ..LinkedLimits::default()
                     },
                 )
             };
@@ -1464,6 +1611,7 @@ mod tests {
                     LinkedLimits {
                         route: Some((ROUTE, &route)),
                         tenant: None,
+                        ..LinkedLimits::default()
                     },
                 )
                 .await
@@ -1502,6 +1650,7 @@ mod tests {
                     LinkedLimits {
                         route: Some((ROUTE, &route)),
                         tenant: None,
+                        ..LinkedLimits::default()
                     },
                 )
                 .await
@@ -1527,6 +1676,7 @@ mod tests {
                     LinkedLimits {
                         route: Some((ROUTE, &route)),
                         tenant: None,
+                        ..LinkedLimits::default()
                     },
                 )
                 .await
@@ -1555,6 +1705,7 @@ mod tests {
                             LinkedLimits {
                                 route: Some((ROUTE, &route)),
                                 tenant: None,
+                                ..LinkedLimits::default()
                             },
                         )
                         .await

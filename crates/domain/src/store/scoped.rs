@@ -414,6 +414,43 @@ pub async fn set_tenant_active(
     update_tenant(db, id, |t| t.is_active = Set(active)).await
 }
 
+/// Sets the time zone a tenant's day and month windows are in. It takes effect from the next window
+/// of each kind (see [`crate::calendar`]); while an earlier change has not yet taken effect for
+/// the month, another is refused (409, saying from when it can be made).
+pub async fn set_time_zone(
+    db: &impl ConnectionTrait,
+    tenant_id: i64,
+    zone: chrono_tz::Tz,
+) -> StoreResult<tenant::Model> {
+    let t = tenant::Entity::find_by_id(tenant_id)
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let current = t.calendar();
+    if current.zone == zone {
+        return Ok(t);
+    }
+    let now = chrono::Utc::now();
+    let settled = current.settled_at_us();
+    if settled > now.timestamp_micros() {
+        let when = chrono::DateTime::from_timestamp_micros(settled).unwrap_or(now);
+        return Err(StoreError::Conflict(format!(
+            "The time zone was changed to {} on {}; that change takes effect for the monthly \
+             window only when the current month ends, so it can be changed again from {} UTC.",
+            current.zone.name(),
+            t.time_zone_changed_at.unwrap_or(now).format("%Y-%m-%d"),
+            when.format("%Y-%m-%d %H:%M")
+        )));
+    }
+    let before = current.zone.name().to_owned();
+    update_tenant(db, tenant_id, |t| {
+        t.time_zone = Set(zone.name().to_owned());
+        t.time_zone_before = Set(Some(before));
+        t.time_zone_changed_at = Set(Some(now));
+    })
+    .await
+}
+
 /// What a platform admin changes of a tenant at once (`None`: kept).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TenantChange {

@@ -146,6 +146,20 @@ pub async fn admitted(
     subject: Subject,
     day: NaiveDate,
 ) -> StoreResult<(u64, u64)> {
+    admitted_since(db, subject, day, day.with_day(1).unwrap_or(day), day).await
+}
+
+/// Units a limit subject's limits consumed on the UTC days from `day_from` to `to` and from
+/// `month_from` to `to`: a day and month of a tenant's own time zone are counted from the UTC
+/// days they overlap, so a count seeded this way may be above what the window holds (a store that
+/// lost its counters then refuses early, never grants again).
+pub async fn admitted_since(
+    db: &impl ConnectionTrait,
+    subject: Subject,
+    day_from: NaiveDate,
+    month_from: NaiveDate,
+    to: NaiveDate,
+) -> StoreResult<(u64, u64)> {
     use usage_rollup::Column as C;
     let (tenant_id, by) = match subject {
         Subject::Key { tenant_id, key_id } => (
@@ -180,13 +194,12 @@ pub async fn admitted(
         Subject::Tenant { tenant_id } => (tenant_id, Condition::all()),
         Subject::Login(_) => return Ok((0, 0)),
     };
-    let month_start = day.with_day(1).unwrap_or(day);
     let rows: Vec<(NaiveDate, i64)> = usage_rollup::Entity::find()
         .select_only()
         .columns([C::Day, C::Units])
         .filter(C::TenantId.eq(tenant_id))
-        .filter(C::Day.gte(month_start))
-        .filter(C::Day.lte(day))
+        .filter(C::Day.gte(month_from.min(day_from)))
+        .filter(C::Day.lte(to))
         .filter(by)
         .into_tuple()
         .all(db)
@@ -194,8 +207,10 @@ pub async fn admitted(
     let (mut on_day, mut in_month) = (0u64, 0u64);
     for (d, units) in rows {
         let n = u64::try_from(units).unwrap_or(0);
-        in_month += n;
-        if d == day {
+        if d >= month_from {
+            in_month += n;
+        }
+        if d >= day_from {
             on_day += n;
         }
     }
@@ -213,10 +228,20 @@ impl UsageSource for DbUsage {
         p: &'a Params,
     ) -> futures_util::future::BoxFuture<'a, (u64, u64)> {
         Box::pin(async move {
-            let day = chrono::DateTime::from_timestamp_micros(p.now_us)
-                .unwrap_or_default()
-                .date_naive();
-            match admitted(&self.0, subject, day).await {
+            let date = |us: i64| {
+                chrono::DateTime::from_timestamp_micros(us)
+                    .unwrap_or_default()
+                    .date_naive()
+            };
+            let today = date(p.now_us);
+            // The UTC days the windows overlap (for UTC windows: today, and this month's).
+            let day_from = p.day.map_or(today, |(_, per)| date(per.start_us));
+            let month_from = p
+                .month
+                .map_or(today.with_day(1).unwrap_or(today), |(_, per)| {
+                    date(per.start_us)
+                });
+            match admitted_since(&self.0, subject, day_from, month_from, today).await {
                 Ok(counts) => counts,
                 Err(e) => {
                     tracing::warn!(error = %e, ?subject, "could not read usage to seed limit counters");

@@ -160,4 +160,6 @@ config_writes! {
     fn rotate_signing_key(secret: &TokenSecret, tenant_id: i64) -> signing_key::Model => |_| Change::Any;
     fn ensure_signing_key(secret: &TokenSecret, tenant_id: i64) -> signing_key::Model => |_| Change::Any;
     fn set_token_lifetime(tenant_id: i64, seconds: i32) -> tenant::Model => |_| Change::Any;
+    /// From the next day and month window of the zone before.
+    fn set_time_zone(tenant_id: i64, zone: chrono_tz::Tz) -> tenant::Model => |_| Change::Any;
 }
