@@ -16,6 +16,7 @@ mod m20261207_000001_request_log;
 mod m20261207_000002_tokens;
 mod m20261207_000003_tenant_limits;
 mod m20261207_000004_time_zones;
+mod m20261207_000005_webhooks;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000002_tokens::Migration),
             Box::new(m20261207_000003_tenant_limits::Migration),
             Box::new(m20261207_000004_time_zones::Migration),
+            Box::new(m20261207_000005_webhooks::Migration),
         ]
     }
 }

@@ -15,13 +15,21 @@ pub struct DashboardSettings {
     /// Allow anyone to sign up (dashboard and API).
     #[arg(long, env = "GATEWAY_SIGNUP_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub signup_enabled: bool,
+
+    /// Wait before a failed webhook delivery's first retry (ms); doubled after each failure, at
+    /// most an hour, for 24 h.
+    #[arg(long, env = "GATEWAY_WEBHOOK_RETRY_BASE_MS", default_value_t = DEFAULT_WEBHOOK_RETRY_BASE_MS)]
+    pub webhook_retry_base_ms: u64,
 }
+
+pub const DEFAULT_WEBHOOK_RETRY_BASE_MS: u64 = 10_000;
 
 impl Default for DashboardSettings {
     fn default() -> Self {
         Self {
             cookie_secure: false,
             signup_enabled: true,
+            webhook_retry_base_ms: DEFAULT_WEBHOOK_RETRY_BASE_MS,
         }
     }
 }

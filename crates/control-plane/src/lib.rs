@@ -12,6 +12,7 @@ pub mod routes;
 pub mod session;
 pub mod startup;
 pub mod state;
+pub mod webhooks;
 
 pub use config::ControlPlaneSettings;
 pub use startup::Application;

@@ -368,6 +368,8 @@ fn label(field: &str) -> &str {
         "rate_limit.burst" => "Route burst",
         "rate_limit.requests_per_day" => "Route limit per day",
         "url" => "URL",
+        "events" => "Events",
+        "secret" => "Signing secret",
         "weight" => "Weight",
         "health_check.path" => "Health check path",
         "health_check.interval_ms" => "Check interval",

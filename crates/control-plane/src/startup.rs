@@ -32,6 +32,8 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 pub struct Application {
     addr: SocketAddr,
     server: Server,
+    /// Sends the tenants' webhook deliveries while the server runs.
+    deliverer: crate::webhooks::Deliverer,
 }
 
 /// The cookie key from `GATEWAY_SECRET_KEY` (at least 32 bytes), or a random one with a warning.
@@ -86,6 +88,11 @@ impl Application {
             db.clone(),
         );
         let publisher = Publisher::new(redis_pool, shared.redis_prefix.clone());
+        let deliverer = crate::webhooks::Deliverer::new(
+            db.clone(),
+            upstream_policy.clone(),
+            std::time::Duration::from_millis(settings.dashboard.webhook_retry_base_ms.max(1)),
+        )?;
         let state = web::Data::new(AppState {
             health,
             config: ConfigWriter::new(db.clone(), publisher).with_token_secret(token_secret),
@@ -133,7 +140,11 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { addr, server })
+        Ok(Self {
+            addr,
+            server,
+            deliverer,
+        })
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -151,6 +162,9 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let deliveries = tokio::spawn(self.deliverer.run());
+        let served = self.server.await;
+        deliveries.abort();
+        served
     }
 }

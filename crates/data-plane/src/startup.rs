@@ -39,6 +39,8 @@ pub struct Application {
     gateway: Arc<Gateway>,
     settings: DataPlaneSettings,
     stop_tx: watch::Sender<bool>,
+    /// Quota alerts the limiter raises, recorded as webhook events while running.
+    alerts: tokio::sync::mpsc::UnboundedReceiver<domain::limits::QuotaAlert>,
 }
 
 /// Asks a running data plane to stop gracefully (what SIGTERM does in `main`).
@@ -82,6 +84,8 @@ impl Application {
             clock.clone(),
             Some(recorded),
         );
+        let (alert_tx, alerts) = tokio::sync::mpsc::unbounded_channel();
+        limiter.alerts_to(alert_tx);
         let usage = UsageRecorder::new(
             db.clone(),
             redis_pool.map(|p| (p, shared.redis_prefix.clone())),
@@ -113,6 +117,7 @@ impl Application {
             gateway,
             settings,
             stop_tx,
+            alerts,
         })
     }
 
@@ -136,6 +141,7 @@ impl Application {
             gateway,
             settings,
             stop_tx,
+            alerts,
             ..
         } = self;
         let stop_rx = stop_tx.subscribe();
@@ -176,6 +182,7 @@ impl Application {
             Duration::from_millis(settings.proxy.usage_flush_ms.max(10)),
             stop_rx.clone(),
         ));
+        let alert_writer = tokio::spawn(record_alerts(gateway.db.clone(), alerts, stop_rx.clone()));
         let log_writer = tokio::spawn(write_log_every(
             gateway.clone(),
             Duration::from_millis(settings.proxy.request_log_flush_ms.max(10)),
@@ -196,7 +203,14 @@ impl Application {
 
         let _ = stop_tx.send(true);
         let _ = tokio::join!(
-            reloader, prober, heart, flusher, checks, reporter, log_writer
+            reloader,
+            prober,
+            heart,
+            flusher,
+            checks,
+            reporter,
+            log_writer,
+            alert_writer
         );
         for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
             let report = gateway.usage.flush().await;
@@ -400,5 +414,49 @@ async fn flush_every(gw: Arc<Gateway>, every: Duration, mut stop: watch::Receive
             _ = tick.tick() => { gw.usage.flush().await; }
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Records the limiter's quota alerts as webhook events (each once, see `domain::webhook`), a
+/// batch at a time, until `stop` fires; what is queued then is recorded before it returns.
+async fn record_alerts(
+    db: domain::sea_orm::DatabaseConnection,
+    mut alerts: tokio::sync::mpsc::UnboundedReceiver<domain::limits::QuotaAlert>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        tokio::select! {
+            n = alerts.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    return;
+                }
+            }
+            _ = stop.changed() => {
+                while let Ok(a) = alerts.try_recv() {
+                    batch.push(a);
+                }
+                write_events(&db, &batch).await;
+                return;
+            }
+        }
+        write_events(&db, &batch).await;
+    }
+}
+
+/// Records a batch of quota alerts as webhook events.
+async fn write_events(
+    db: &domain::sea_orm::DatabaseConnection,
+    batch: &[domain::limits::QuotaAlert],
+) {
+    let events: Vec<domain::webhook::NewEvent> = batch
+        .iter()
+        .filter_map(domain::webhook::NewEvent::of_alert)
+        .collect();
+    if events.is_empty() {
+        return;
+    }
+    if let Err(e) = domain::store::record_events(db, &events).await {
+        tracing::warn!(error = %e, n = events.len(), "could not record quota events");
     }
 }

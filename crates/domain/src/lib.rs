@@ -27,6 +27,7 @@ pub mod upstream;
 pub mod upstream_policy;
 pub mod usage;
 pub mod validate;
+pub mod webhook;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

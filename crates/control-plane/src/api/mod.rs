@@ -14,6 +14,7 @@ mod routes;
 pub mod signing;
 mod targets;
 mod usage;
+pub mod webhooks;
 
 use actix_web::web;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -25,7 +26,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Security),
     tags(
         (name = "account", description = "Sign-up and tokens"),
-        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "targets", description = "Where an API's requests go, by weight, with health checks and circuit breakers"), (name = "keys"), (name = "clients"), (name = "usage"), (name = "analytics", description = "Requests, errors and latency percentiles over time"), (name = "logs", description = "One record per request the data planes answered"), (name = "tokens", description = "JWTs minted from API keys: the tenant's signing keys, token lifetime, and a token check"), (name = "admin", description = "Platform administration, for admin tokens only: tenants, their state and their ceilings"),
+        (name = "plans"), (name = "apis"), (name = "routes", description = "Which paths and methods an API serves"), (name = "targets", description = "Where an API's requests go, by weight, with health checks and circuit breakers"), (name = "keys"), (name = "clients"), (name = "usage"), (name = "analytics", description = "Requests, errors and latency percentiles over time"), (name = "logs", description = "One record per request the data planes answered"), (name = "tokens", description = "JWTs minted from API keys: the tenant's signing keys, token lifetime, and a token check"), (name = "webhooks", description = "Endpoints told of quota warnings, exhausted quotas and expiring keys, signed; and their deliveries"), (name = "admin", description = "Platform administration, for admin tokens only: tenants, their state and their ceilings"),
     )
 )]
 pub struct ApiDoc;
@@ -111,6 +112,10 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(signing::rotate_signing_key)
             .service(signing::set_token_settings)
             .service(signing::validate_token)
+            .service(webhooks::create_webhook)
+            .service(webhooks::list_webhooks)
+            .service(webhooks::delete_webhook)
+            .service(webhooks::list_deliveries)
             .service(admin::create_admin_token)
             .service(admin::list_tenants)
             .service(admin::get_tenant)

@@ -13,6 +13,7 @@ pub mod overview;
 mod plans;
 mod targets;
 mod tokens;
+mod webhooks;
 
 use actix_web::web;
 
@@ -24,6 +25,7 @@ pub use plans::parse_plan;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     tokens::routes(cfg);
+    webhooks::routes(cfg);
     cfg.route("/health", web::get().to(health::health))
         .route("/static/app.css", web::get().to(pages::css))
         .route("/static/app.js", web::get().to(pages::js))

@@ -15,3 +15,4 @@ mod management;
 mod quotas;
 mod security;
 mod tokens;
+mod webhooks;

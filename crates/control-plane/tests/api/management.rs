@@ -1460,6 +1460,10 @@ async fn the_openapi_document_matches_the_routes() {
         "PUT /api/v1/admin/tenants/{id}",
         "GET /api/v1/quota-settings",
         "PUT /api/v1/quota-settings",
+        "POST /api/v1/webhooks",
+        "GET /api/v1/webhooks",
+        "DELETE /api/v1/webhooks/{id}",
+        "GET /api/v1/webhooks/{id}/deliveries",
     ];
     expected.sort_unstable();
     assert_eq!(ops, expected);

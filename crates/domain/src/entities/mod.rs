@@ -20,3 +20,6 @@ pub mod usage_minute;
 pub mod usage_rollup;
 pub mod user;
 pub mod user_session;
+pub mod webhook;
+pub mod webhook_delivery;
+pub mod webhook_event;

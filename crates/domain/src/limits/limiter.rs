@@ -117,6 +117,14 @@ struct Asked {
 type Linked = arrayvec::ArrayVec<(Subject, Params), 2>;
 
 impl Asked {
+    fn one(subject: Subject, params: Params) -> Self {
+        Self {
+            subject,
+            params,
+            linked: None,
+        }
+    }
+
     /// Every subject the request is counted in, the plan's first.
     fn all(&self) -> arrayvec::ArrayVec<(Subject, &Params), 3> {
         std::iter::once((self.subject, &self.params))
@@ -356,6 +364,32 @@ pub struct Limiter {
     /// Redis and this node's outage share both (the peer's own admissions are not in Redis's
     /// counts yet, and the share is what keeps the two apart).
     catching_up: AtomicBool,
+    /// Where quota alerts go (the data plane records them for webhooks).
+    alerts: std::sync::OnceLock<AlertSink>,
+}
+
+/// A day or month window of `subject` a grant took past 80 % or used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaAlert {
+    pub subject: Subject,
+    pub alert: super::Alert,
+}
+
+pub type AlertSink = tokio::sync::mpsc::UnboundedSender<QuotaAlert>;
+
+/// Sends the alerts of a decision made for `asked` to `sink`, each with the subject whose window
+/// it is (taken out of the decision either way: they are reported once).
+fn report_alerts(sink: Option<&AlertSink>, asked: &Asked, d: &mut Decision) {
+    let alerts = d.take_alerts();
+    let Some(sink) = sink else { return };
+    for alert in alerts {
+        let subject = asked
+            .all()
+            .iter()
+            .find(|(_, p)| p.level == alert.level)
+            .map_or(asked.subject, |(s, _)| *s);
+        let _ = sink.send(QuotaAlert { subject, alert });
+    }
 }
 
 impl Limiter {
@@ -397,7 +431,14 @@ impl Limiter {
             node_id: rand::random(),
             settled: AtomicBool::new(true),
             catching_up: AtomicBool::new(false),
+            alerts: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sends every quota alert this limiter's decisions raise to `sink` (once; later calls are
+    /// ignored).
+    pub fn alerts_to(&self, sink: AlertSink) {
+        let _ = self.alerts.set(sink);
     }
 
     /// Back on Redis after an outage, still capped by this node's share until every live data
@@ -502,7 +543,20 @@ impl Limiter {
         self.decide(&asked, enforcement).await
     }
 
+    /// Decides `asked` and reports the quota alerts of the decision (see [`Self::alerts_to`]).
     async fn decide(
+        &self,
+        asked: &Asked,
+        enforcement: Enforcement,
+    ) -> Result<(Decision, StoreKind), LimiterError> {
+        let mut out = self.decide_in_store(asked, enforcement).await;
+        if let Ok((d, _)) = &mut out {
+            report_alerts(self.alerts.get(), asked, d);
+        }
+        out
+    }
+
+    async fn decide_in_store(
         &self,
         asked: &Asked,
         enforcement: Enforcement,
@@ -717,7 +771,12 @@ impl Limiter {
         };
         let g = redis.grant(subject, params, ask).await?;
         self.known.remember(subject, g.state, params.now_us);
-        let (granted, decision) = (g.granted, g.decision);
+        let (granted, mut decision) = (g.granted, g.decision);
+        report_alerts(
+            self.alerts.get(),
+            &Asked::one(subject, *params),
+            &mut decision,
+        );
         if granted == 0 {
             return Ok(decision);
         }
@@ -771,6 +830,7 @@ impl Limiter {
         }
         let (lease, redis, params, ttl_ms) = (lease.clone(), redis.clone(), *params, self.ttl_ms());
         let known = self.known.clone();
+        let sink = self.alerts.get().cloned();
         tokio::spawn(async move {
             {
                 let _one_fetch = lease.refill.lock().await;
@@ -780,8 +840,9 @@ impl Limiter {
                     refund: lease.take_stale(&params),
                 };
                 // A failure's late ticket, dropped, says nothing of it was used here.
-                if let Ok(g) = redis.grant(subject, &params, ask).await {
+                if let Ok(mut g) = redis.grant(subject, &params, ask).await {
                     known.remember(subject, g.state, params.now_us);
+                    report_alerts(sink.as_ref(), &Asked::one(subject, params), &mut g.decision);
                     if g.granted > 0 {
                         lease.install(
                             g.granted,

@@ -40,7 +40,9 @@ impl<T, const N: usize> Locked<'_, T, N> {
     }
 }
 
-pub use limiter::{Limiter, LimiterError, LimiterSettings, LinkedLimits, StoreKind};
+pub use limiter::{
+    AlertSink, Limiter, LimiterError, LimiterSettings, LinkedLimits, QuotaAlert, StoreKind,
+};
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 
@@ -422,6 +424,73 @@ pub struct Extra {
     /// Refused because the request costs more units than the hit window holds at all: (cost,
     /// what the window holds — a bucket its burst, a quota its limit).
     pub too_costly: Option<(u64, u64)>,
+    /// Day and month windows this grant took past 80 % or used up: each crossing is seen by
+    /// exactly one decision (the counter's store decides one grant at a time), whatever the
+    /// number of data planes — what quota webhooks are sent from.
+    pub alerts: arrayvec::ArrayVec<Alert, 4>,
+}
+
+/// A day or month window a grant took past 80 % of its limit, or used up (no further request of
+/// the same cost fits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub level: Level,
+    pub window: Window,
+    /// The window's id (`20261122`, `202611`).
+    pub period: i64,
+    pub limit: u64,
+    /// Units used after the grant.
+    pub used: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    /// 80 % of the window used.
+    Warning,
+    /// The window used up.
+    Exhausted,
+}
+
+impl AlertKind {
+    /// The webhook event's type.
+    pub fn event(self) -> &'static str {
+        match self {
+            Self::Warning => "quota.warning",
+            Self::Exhausted => "quota.exhausted",
+        }
+    }
+}
+
+/// The alerts of a grant of `units` to a window of `limit` that had `before` used.
+fn alerts_of(
+    level: Level,
+    window: Window,
+    (limit, per): (u64, Period),
+    before: u64,
+    units: u64,
+    cost: u64,
+    out: &mut arrayvec::ArrayVec<Alert, 4>,
+) {
+    if units == 0 {
+        return;
+    }
+    let after = before + units;
+    let alert = |kind| Alert {
+        kind,
+        level,
+        window,
+        period: per.id,
+        limit,
+        used: after,
+    };
+    let warn_at = limit.saturating_mul(4).div_ceil(5);
+    if before < warn_at && after >= warn_at {
+        let _ = out.try_push(alert(AlertKind::Warning));
+    }
+    if limit.saturating_sub(after) < cost {
+        let _ = out.try_push(alert(AlertKind::Exhausted));
+    }
 }
 
 impl Decision {
@@ -438,6 +507,14 @@ impl Decision {
         let tenant_hit = !self.allowed && self.level == Level::Tenant;
         self.all_windows()
             .filter(move |w| w.level != Level::Tenant || (tenant_hit && Some(w.window) == self.hit))
+    }
+
+    /// Takes the quota alerts out of the decision (they are reported once, where it was made).
+    pub fn take_alerts(&mut self) -> arrayvec::ArrayVec<Alert, 4> {
+        self.extra
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.alerts))
+            .unwrap_or_default()
     }
 
     /// Refused for good: (the request's cost, what the refusing window holds at all).
@@ -642,6 +719,24 @@ pub(crate) fn settle(p: &Params, m: &Measure, granted: u64) -> (Decision, Option
             .filter(|_| !allowed)
             .map(|(_, holds)| (cost, holds)),
     );
+    let mut alerts = arrayvec::ArrayVec::new();
+    if let Some(q) = p.day {
+        alerts_of(level, Window::Day, q, m.day_count, units, cost, &mut alerts);
+    }
+    if let Some(q) = p.month {
+        alerts_of(
+            level,
+            Window::Month,
+            q,
+            m.month_count,
+            units,
+            cost,
+            &mut alerts,
+        );
+    }
+    if !alerts.is_empty() {
+        decision.extra.get_or_insert_default().alerts = alerts;
+    }
     let after = allowed.then(|| State {
         tat_us: tat_after,
         day_id: p.day.map_or(0, |(_, per)| per.id),
@@ -699,6 +794,17 @@ pub fn merge<'a>(decisions: impl IntoIterator<Item = &'a Decision>) -> Decision 
     };
     for d in decisions {
         out.allowed &= d.allowed;
+        if let Some(alerts) = d
+            .extra
+            .as_ref()
+            .map(|e| &e.alerts)
+            .filter(|a| !a.is_empty())
+        {
+            let mine = &mut out.extra.get_or_insert_default().alerts;
+            for a in alerts {
+                let _ = mine.try_push(*a);
+            }
+        }
         for w in d.all_windows() {
             let _ = match w.level {
                 Level::Plan => out.windows.try_push(*w),
@@ -887,6 +993,42 @@ mod tests {
             assert_eq!(window(&d, Window::Day).remaining, 1);
             assert_eq!(window(&d, Window::Month).remaining, 8);
         }
+    }
+
+    #[test]
+    fn a_window_taken_past_80_percent_and_used_up_alerts_once_each() {
+        let l = limits(1_000, None, Some(10), Some(1_000));
+        let t = ms(2026, 11, 22, 12, 0, 0);
+        let mut state = State::default();
+        let mut seen = Vec::new();
+        for n in 1..=12 {
+            let (mut d, after) = decide(&Params::new(&l, t + n), &state);
+            for a in d.take_alerts() {
+                seen.push((n, a.kind, a.window, a.used));
+            }
+            if let Some(after) = after {
+                state = after;
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                (8, AlertKind::Warning, Window::Day, 8),
+                (10, AlertKind::Exhausted, Window::Day, 10)
+            ],
+            "the month (1000) is far from both; refusals raise nothing"
+        );
+        // A cost of 3 against 10: the 3rd request (9 used) leaves no room for a 4th.
+        let mut state = State::default();
+        let mut kinds = Vec::new();
+        for n in 1..=4 {
+            let (mut d, after) = decide(&Params::new(&l, t + n).costing(3), &state);
+            kinds.extend(d.take_alerts().iter().map(|a| (n, a.kind)));
+            if let Some(after) = after {
+                state = after;
+            }
+        }
+        assert_eq!(kinds, [(3, AlertKind::Warning), (3, AlertKind::Exhausted)]);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ mod signing_keys;
 mod targets;
 mod tokens;
 mod usage;
+mod webhooks;
 mod writer;
 
 pub use listeners::*;
@@ -19,6 +20,7 @@ pub use signing_keys::*;
 pub use targets::*;
 pub use tokens::*;
 pub use usage::*;
+pub use webhooks::*;
 pub use writer::ConfigWriter;
 
 use chrono::{DateTime, NaiveDate, Utc};

@@ -362,6 +362,7 @@ async fn sign_up_create_an_api_plan_and_key_call_it_then_revoke_it() {
     routes_pages(&c, &dashboard, &gateway_url, &key).await;
     targets_page(&c, &dashboard, upstream).await;
     tokens_page(&c, &dashboard, &gateway_url, &key).await;
+    webhooks_page(&c, &dashboard, &db).await;
 
     c.goto(&format!("{dashboard}/clients/new")).await.unwrap();
     shot(&c, "10-client-form").await;
@@ -661,6 +662,58 @@ async fn targets_page(c: &Client, dashboard: &str, upstream: std::net::SocketAdd
 
 /// Tokens: a lifetime with a mistake then a good one, the first signing key, the API set to take
 /// tokens, a token minted and used, the key rotated, and the old token checked (still valid).
+/// The Webhooks page: a wrong form, an endpoint added, and a recorded event's delivery listed.
+async fn webhooks_page(c: &Client, dashboard: &str, db: &TestDb) {
+    c.goto(&format!("{dashboard}/webhooks")).await.unwrap();
+    fill(c, "input[name=url]", "ftp://nowhere").await;
+    submit(c).await;
+    wait_for_text(c, "URL").await;
+    wait_for_text(c, "field-error").await;
+    fill(c, "input[name=url]", "https://hooks.example.com/gateway").await;
+    click(c, "input[name=ev_quota_warning]").await;
+    submit(c).await;
+    wait_for_text(c, "shown only now").await;
+    // An event as a data plane records it: the control plane fans it out to the endpoint.
+    let tenant = domain::store::list_tenants(&db.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.slug == "acme-widgets")
+        .unwrap();
+    let alert = domain::limits::QuotaAlert {
+        subject: domain::limits::Subject::Key {
+            tenant_id: tenant.id,
+            key_id: 1,
+        },
+        alert: domain::limits::Alert {
+            kind: domain::limits::AlertKind::Exhausted,
+            level: domain::limits::Level::Plan,
+            window: domain::limits::Window::Day,
+            period: 20_261_207,
+            limit: 1_000,
+            used: 1_000,
+        },
+    };
+    let event = domain::webhook::NewEvent::of_alert(&alert).unwrap();
+    domain::store::record_events(&db.db, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        c.goto(&format!("{dashboard}/webhooks")).await.unwrap();
+        if c.source().await.unwrap().contains(&event.event_id) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no delivery listed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_tables_tidy(c, "webhooks").await;
+    shot_full(c, "26-webhooks").await;
+}
+
 async fn tokens_page(c: &Client, dashboard: &str, gateway_url: &str, key: &str) {
     c.goto(&format!("{dashboard}/tokens")).await.unwrap();
     wait_for_text(c, "No signing key yet").await;
