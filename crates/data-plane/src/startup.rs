@@ -41,6 +41,8 @@ pub struct Application {
     stop_tx: watch::Sender<bool>,
     /// Quota alerts the limiter raises, recorded as webhook events while running.
     alerts: tokio::sync::mpsc::UnboundedReceiver<domain::limits::QuotaAlert>,
+    /// Circuits that opened and closed, as webhook events.
+    circuit_events: tokio::sync::mpsc::UnboundedReceiver<domain::webhook::NewEvent>,
 }
 
 /// Asks a running data plane to stop gracefully (what SIGTERM does in `main`).
@@ -109,6 +111,8 @@ impl Application {
             .bound
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(addr);
+        let (event_tx, circuit_events) = tokio::sync::mpsc::unbounded_channel();
+        gateway.upstreams.events_to(event_tx);
         reload::first_load(&gateway).await;
         let (stop_tx, _) = watch::channel(false);
         Ok(Self {
@@ -118,6 +122,7 @@ impl Application {
             settings,
             stop_tx,
             alerts,
+            circuit_events,
         })
     }
 
@@ -142,6 +147,7 @@ impl Application {
             settings,
             stop_tx,
             alerts,
+            circuit_events,
             ..
         } = self;
         let stop_rx = stop_tx.subscribe();
@@ -182,7 +188,12 @@ impl Application {
             Duration::from_millis(settings.proxy.usage_flush_ms.max(10)),
             stop_rx.clone(),
         ));
-        let alert_writer = tokio::spawn(record_alerts(gateway.db.clone(), alerts, stop_rx.clone()));
+        let alert_writer = tokio::spawn(record_events(
+            gateway.db.clone(),
+            alerts,
+            circuit_events,
+            stop_rx.clone(),
+        ));
         let log_writer = tokio::spawn(write_log_every(
             gateway.clone(),
             Duration::from_millis(settings.proxy.request_log_flush_ms.max(10)),
@@ -417,17 +428,30 @@ async fn flush_every(gw: Arc<Gateway>, every: Duration, mut stop: watch::Receive
     }
 }
 
-/// Records the limiter's quota alerts as webhook events (each once, see `domain::webhook`), a
-/// batch at a time, until `stop` fires; what is queued then is recorded before it returns.
-async fn record_alerts(
+/// Records the limiter's quota alerts and the circuits' changes as webhook events (each once, see
+/// `domain::webhook`), a batch at a time, until `stop` fires; what is queued then is recorded
+/// before it returns.
+async fn record_events(
     db: domain::sea_orm::DatabaseConnection,
     mut alerts: tokio::sync::mpsc::UnboundedReceiver<domain::limits::QuotaAlert>,
+    mut circuits: tokio::sync::mpsc::UnboundedReceiver<domain::webhook::NewEvent>,
     mut stop: watch::Receiver<bool>,
 ) {
+    use domain::webhook::NewEvent;
+    let of_alerts = |batch: &[domain::limits::QuotaAlert]| -> Vec<NewEvent> {
+        batch.iter().filter_map(NewEvent::of_alert).collect()
+    };
     loop {
         let mut batch = Vec::new();
+        let mut events = Vec::new();
         tokio::select! {
             n = alerts.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    return;
+                }
+                events = of_alerts(&batch);
+            }
+            n = circuits.recv_many(&mut events, 256) => {
                 if n == 0 {
                     return;
                 }
@@ -436,27 +460,27 @@ async fn record_alerts(
                 while let Ok(a) = alerts.try_recv() {
                     batch.push(a);
                 }
-                write_events(&db, &batch).await;
+                events = of_alerts(&batch);
+                while let Ok(e) = circuits.try_recv() {
+                    events.push(e);
+                }
+                write_events(&db, &events).await;
                 return;
             }
         }
-        write_events(&db, &batch).await;
+        write_events(&db, &events).await;
     }
 }
 
-/// Records a batch of quota alerts as webhook events.
+/// Records a batch of webhook events.
 async fn write_events(
     db: &domain::sea_orm::DatabaseConnection,
-    batch: &[domain::limits::QuotaAlert],
+    events: &[domain::webhook::NewEvent],
 ) {
-    let events: Vec<domain::webhook::NewEvent> = batch
-        .iter()
-        .filter_map(domain::webhook::NewEvent::of_alert)
-        .collect();
     if events.is_empty() {
         return;
     }
-    if let Err(e) = domain::store::record_events(db, &events).await {
-        tracing::warn!(error = %e, n = events.len(), "could not record quota events");
+    if let Err(e) = domain::store::record_events(db, events).await {
+        tracing::warn!(error = %e, n = events.len(), "could not record webhook events");
     }
 }

@@ -15,7 +15,13 @@ use serde_json::json;
 use crate::limits::{AlertKind, Level, QuotaAlert, Subject};
 
 /// The events an endpoint may ask for.
-pub const EVENTS: [&str; 3] = ["quota.warning", "quota.exhausted", "key.expiring"];
+pub const EVENTS: [&str; 5] = [
+    "quota.warning",
+    "quota.exhausted",
+    "key.expiring",
+    "circuit.opened",
+    "circuit.closed",
+];
 
 /// How long a delivery is retried before it is given up.
 pub const RETRY_FOR: chrono::Duration = chrono::Duration::hours(24);
@@ -116,6 +122,34 @@ impl NewEvent {
             al.period
         );
         Some(Self::new(tenant_id, kind, dedup, &data))
+    }
+
+    /// `circuit.opened` (or `circuit.closed`) for target `target_id` of API `api_id` at `at_ms`.
+    /// Each data plane keeps its own circuits: the event is recorded once per target, kind and
+    /// minute, so data planes that open theirs within the same minute send one.
+    pub fn circuit(
+        tenant_id: i64,
+        api_id: i64,
+        target_id: i64,
+        url: &str,
+        opened: bool,
+        at_ms: i64,
+    ) -> Self {
+        let kind = if opened {
+            "circuit.opened"
+        } else {
+            "circuit.closed"
+        };
+        let at = DateTime::from_timestamp_millis(at_ms).unwrap_or_default();
+        let data = json!({
+            "tenant_id": tenant_id,
+            "api_id": api_id,
+            "target_id": target_id,
+            "target": url,
+            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+        let dedup = format!("{kind}:{target_id}:{}", at_ms.div_euclid(60_000));
+        Self::new(tenant_id, kind, dedup, &data)
     }
 
     /// `key.expiring` for a key that expires at `expires_at`.

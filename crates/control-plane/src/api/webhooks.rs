@@ -20,7 +20,8 @@ pub struct WebhookIn {
     /// Where deliveries are sent by `POST` (`http` or `https`; loopback and private addresses only for
     /// tenants a platform admin trusts).
     pub url: String,
-    /// Any of `quota.warning`, `quota.exhausted`, `key.expiring`.
+    /// Any of `quota.warning`, `quota.exhausted`, `key.expiring`, `circuit.opened`,
+    /// `circuit.closed`.
     pub events: Vec<String>,
     /// What deliveries are signed with (16 to 128 characters); one is made when left out.
     pub secret: Option<String>,

@@ -33,10 +33,12 @@ struct WebhooksPage {
 }
 
 /// The events as the form offers them: (event, checkbox name).
-const CHECKBOXES: [(&str, &str); 3] = [
+const CHECKBOXES: [(&str, &str); 5] = [
     ("quota.warning", "ev_quota_warning"),
     ("quota.exhausted", "ev_quota_exhausted"),
     ("key.expiring", "ev_key_expiring"),
+    ("circuit.opened", "ev_circuit_opened"),
+    ("circuit.closed", "ev_circuit_closed"),
 ];
 
 #[derive(Deserialize, Default)]
@@ -50,6 +52,10 @@ pub struct WebhookForm {
     #[serde(default)]
     ev_key_expiring: Option<String>,
     #[serde(default)]
+    ev_circuit_opened: Option<String>,
+    #[serde(default)]
+    ev_circuit_closed: Option<String>,
+    #[serde(default)]
     secret: String,
 }
 
@@ -60,6 +66,8 @@ impl WebhookForm {
             &self.ev_quota_warning,
             &self.ev_quota_exhausted,
             &self.ev_key_expiring,
+            &self.ev_circuit_opened,
+            &self.ev_circuit_closed,
         ]
         .iter()
         .zip(CHECKBOXES)

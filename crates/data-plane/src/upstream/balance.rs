@@ -284,6 +284,9 @@ pub struct LiveTarget {
 /// One API's targets, live: what [`ApiUpstream::pick`] chooses from.
 pub struct ApiUpstream {
     pub api_id: i64,
+    tenant_id: i64,
+    /// Where its circuits' openings and closings go (webhook events), when anywhere.
+    events: Option<EventSink>,
     pub targets: Box<[LiveTarget]>,
     breaker: CircuitBreaker,
     pub(crate) health_check: Option<HealthCheck>,
@@ -326,8 +329,11 @@ impl Tried {
     }
 }
 
+/// Where the events of circuits that open and close go.
+pub type EventSink = tokio::sync::mpsc::UnboundedSender<domain::webhook::NewEvent>;
+
 impl ApiUpstream {
-    fn new(api: &ApiEntry, old: Option<&ApiUpstream>) -> Self {
+    fn new(api: &ApiEntry, old: Option<&ApiUpstream>, events: Option<EventSink>) -> Self {
         let targets: Box<[LiveTarget]> = api
             .targets
             .iter()
@@ -346,6 +352,8 @@ impl ApiUpstream {
         }
         Self {
             api_id: api.id,
+            tenant_id: api.tenant_id,
+            events,
             schedule: schedule(&targets),
             seq: std::sync::atomic::AtomicUsize::new(0),
             current: Mutex::new(vec![0; targets.len()].into()),
@@ -538,6 +546,24 @@ impl Picked {
                 circuit = state.as_str(),
                 "circuit changed"
             );
+            // Opened from closed (a half-open circuit opening again is the same outage), or
+            // closed again: what the tenant's webhooks hear of.
+            let opened = state == CircuitState::Open && self.permit == Permit::Normal;
+            if let Some(sink) = self
+                .api
+                .events
+                .as_ref()
+                .filter(|_| opened || state == CircuitState::Closed)
+            {
+                let _ = sink.send(domain::webhook::NewEvent::circuit(
+                    self.api.tenant_id,
+                    self.api.api_id,
+                    t.entry.id,
+                    &t.entry.url.to_string(),
+                    opened,
+                    now.get(),
+                ));
+            }
         }
     }
 }
@@ -556,6 +582,7 @@ impl Drop for Picked {
 #[derive(Default)]
 pub struct Upstreams {
     live: ArcSwap<Live>,
+    events: std::sync::OnceLock<EventSink>,
 }
 
 #[derive(Default)]
@@ -570,7 +597,7 @@ impl Upstreams {
     pub fn of(&self, api: &ApiEntry) -> Arc<ApiUpstream> {
         match self.live.load().by_api.get(&api.id) {
             Some(u) if u.targets.len() == api.targets.len() => u.clone(),
-            _ => Arc::new(ApiUpstream::new(api, None)),
+            _ => Arc::new(ApiUpstream::new(api, None, self.events.get().cloned())),
         }
     }
 
@@ -586,7 +613,11 @@ impl Upstreams {
             for api in snap.apis() {
                 let live = match old.by_api.get(&api.id) {
                     Some(o) if o.made_of(api) => o.clone(),
-                    o => Arc::new(ApiUpstream::new(api, o.map(AsRef::as_ref))),
+                    o => Arc::new(ApiUpstream::new(
+                        api,
+                        o.map(AsRef::as_ref),
+                        self.events.get().cloned(),
+                    )),
                 };
                 by_api.insert(api.id, live);
             }
@@ -595,6 +626,12 @@ impl Upstreams {
                 by_api,
             })
         });
+    }
+
+    /// Sends the events of circuits that open and close to `sink` (once; before the first
+    /// snapshot is followed).
+    pub fn events_to(&self, sink: EventSink) {
+        let _ = self.events.set(sink);
     }
 
     /// Every API's live targets.
@@ -727,6 +764,7 @@ mod tests {
         let u = Arc::new(ApiUpstream::new(
             &api(&[5, 1, 1], CircuitBreaker::default()),
             None,
+            None,
         ));
         let order: Vec<usize> = (0..7)
             .map(|_| {
@@ -747,7 +785,7 @@ mod tests {
             recovery_timeout_ms: 1000,
             half_open_max_calls: 2,
         };
-        let up = Arc::new(ApiUpstream::new(&api(&[1], cfg), None));
+        let up = Arc::new(ApiUpstream::new(&api(&[1], cfg), None, None));
         for _ in 0..3 {
             up.pick(&at(0), Tried::default()).unwrap().failed(&at(0));
         }
@@ -784,7 +822,7 @@ mod tests {
             failure_threshold: 1,
             ..CircuitBreaker::default()
         };
-        let u = Arc::new(ApiUpstream::new(&api(&[1, 1], cfg), None));
+        let u = Arc::new(ApiUpstream::new(&api(&[1, 1], cfg), None, None));
         let first = u.pick(&at(0), Tried::default()).unwrap();
         let tried = first.tried(Tried::default());
         let second = u.pick(&at(0), tried).unwrap();

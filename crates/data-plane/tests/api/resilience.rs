@@ -358,6 +358,20 @@ async fn a_circuit_opens_after_5_failures_half_opens_after_recovery_and_closes_a
         t.url()
     );
     assert!(page.contains(&series), "{series} not in /metrics");
+
+    // The tenant's webhooks hear of it: opened, closed; the reopening within the same minute
+    // (and from half-open) is the same outage.
+    env.gw.stop().await;
+    let events = <domain::entities::webhook_event::Entity as domain::sea_orm::EntityTrait>::find()
+        .all(&env.db.db)
+        .await
+        .unwrap();
+    let mut kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["circuit.closed", "circuit.opened"]);
+    let body: serde_json::Value = serde_json::from_str(&events[0].payload).unwrap();
+    assert_eq!(body["data"]["api_id"], env.fx.api.id);
+    assert_eq!(body["data"]["target"], t.url());
 }
 
 #[tokio::test]
