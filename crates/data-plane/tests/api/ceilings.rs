@@ -44,70 +44,61 @@ async fn call(client: &reqwest::Client, url: String, key: String) -> (u16, Strin
     )
 }
 
+/// A key on a second plan of `fx`'s tenant (`limits`): its raw value.
+async fn another_key(
+    db: &TestDb,
+    fx: &crate::helpers::Fixture,
+    limits: domain::plan::PlanLimits,
+) -> String {
+    let plan = store::create_plan(&db.db, fx.tenant.id, "other", limits, Enforcement::Strict)
+        .await
+        .unwrap();
+    let (_, key) = store::create_api_key(&db.db, fx.tenant.id, plan.id, "other", None)
+        .await
+        .unwrap();
+    key.expose().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_ceiling_admits_exactly_its_burst_across_two_processes() {
     let Some(redis) = redis() else { return };
     let upstream = spawn_upstream().await;
     let db = TestDb::sqlite().await;
+    // Two keys on generous plans under a ceiling of 10; and another tenant, under a ceiling of
+    // 5, with a key whose own plan holds 2 and a generous one.
     let fx = seed(&db.db, "ceiled", &upstream.url(""), generous()).await;
-    // A second key on a second generous plan, and a key whose own plan holds 2.
-    let plan2 = store::create_plan(
-        &db.db,
-        fx.tenant.id,
-        "other",
-        generous(),
-        Enforcement::Strict,
-    )
-    .await
-    .unwrap();
-    let (_, second_key) = store::create_api_key(&db.db, fx.tenant.id, plan2.id, "second", None)
-        .await
-        .unwrap();
-    let tight = store::create_plan(
-        &db.db,
-        fx.tenant.id,
-        "tight",
-        limits(1, Some(2), None, None),
-        Enforcement::Strict,
-    )
-    .await
-    .unwrap();
-    let (_, tight_key) = store::create_api_key(&db.db, fx.tenant.id, tight.id, "tight", None)
-        .await
-        .unwrap();
+    let second_key = another_key(&db, &fx, generous()).await;
     store::change_tenant(&db.db, fx.tenant.id, ceiling(1, 10))
+        .await
+        .unwrap();
+    let tight = seed(
+        &db.db,
+        "tightco",
+        &upstream.url(""),
+        limits(1, Some(2), None, None),
+    )
+    .await;
+    let tight_generous = another_key(&db, &tight, generous()).await;
+    store::change_tenant(&db.db, tight.tenant.id, ceiling(1, 5))
         .await
         .unwrap();
     let a = Proc::spawn(&db.url, Some(&redis), &[]);
     let b = Proc::spawn(&db.url, Some(&redis), &[]);
-    let urls = [
-        format!("{}{}", a.address, fx.path("/x")),
-        format!("{}{}", b.address, fx.path("/x")),
-    ];
+    let on_both = |fx: &crate::helpers::Fixture| {
+        [
+            format!("{}{}", a.address, fx.path("/x")),
+            format!("{}{}", b.address, fx.path("/x")),
+        ]
+    };
     let client = reqwest::Client::new();
 
-    // The tight key: 2 admitted by its plan, 4 refused by it — none of which the ceiling counts.
-    let mut tight_answers = Vec::new();
-    for i in 0..6 {
-        let key = tight_key.expose().to_owned();
-        tight_answers.push(call(&client, urls[i % 2].clone(), key).await);
-    }
-    let admitted = tight_answers.iter().filter(|a| a.0 == 200).count();
-    assert_eq!(admitted, 2, "{tight_answers:?}");
-    for (status, level, window, _) in &tight_answers[2..] {
-        assert_eq!(
-            (*status, level.as_str(), window.as_str()),
-            (429, "plan", "minute")
-        );
-    }
-
-    // 200 concurrent requests of the two generous keys through both processes: the ceiling's
-    // other 8, exactly.
-    let keys = [fx.key.clone(), second_key.expose().to_owned()];
+    // 200 concurrent requests of the two generous keys through both processes: exactly 10.
+    let urls = on_both(&fx);
+    let keys = [fx.key.clone(), second_key];
     let calls = (0..200).map(|i| call(&client, urls[i % 2].clone(), keys[(i / 2) % 2].clone()));
     let answers = join_all(calls).await;
     let ok = answers.iter().filter(|a| a.0 == 200).count();
-    assert_eq!(ok, 8, "the ceiling of 10 less the tight key's 2");
+    assert_eq!(ok, 10, "the ceiling of 10, whatever each key's plan allows");
     for (status, level, window, tenant_fields) in &answers {
         match status {
             200 => assert!(
@@ -124,7 +115,25 @@ async fn a_tenant_ceiling_admits_exactly_its_burst_across_two_processes() {
             other => panic!("unexpected status {other}"),
         }
     }
-    assert_eq!(upstream.count(), 10);
+
+    // A key refused by its own plan spends nothing of its tenant's ceiling: the tight key's 2
+    // admitted and 4 refused (level plan) leave the generous key exactly 5 - 2 = 3.
+    let urls = on_both(&tight);
+    let mut tight_answers = Vec::new();
+    for i in 0..6 {
+        tight_answers.push(call(&client, urls[i % 2].clone(), tight.key.clone()).await);
+    }
+    assert_eq!(tight_answers.iter().filter(|a| a.0 == 200).count(), 2);
+    for (status, level, window, _) in &tight_answers[2..] {
+        assert_eq!(
+            (*status, level.as_str(), window.as_str()),
+            (429, "plan", "minute")
+        );
+    }
+    let calls = (0..20).map(|i| call(&client, urls[i % 2].clone(), tight_generous.clone()));
+    let answers = join_all(calls).await;
+    assert_eq!(answers.iter().filter(|a| a.0 == 200).count(), 3);
+    assert_eq!(upstream.count(), 10 + 2 + 3);
 }
 
 #[tokio::test]
