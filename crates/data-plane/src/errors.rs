@@ -51,12 +51,15 @@ pub enum GatewayError {
     /// The key a token was minted from is revoked or expired.
     TokenRevoked,
     RateLimited {
+        /// Whose window refused: `plan`, `route` or `tenant`.
+        level: &'static str,
         window: &'static str,
         retry_after_secs: i64,
         reset_secs: i64,
     },
     /// The request costs more units than a window holds at all: it can never be admitted.
     TooCostly {
+        level: &'static str,
         window: &'static str,
         cost: u64,
         holds: u64,
@@ -195,6 +198,7 @@ impl GatewayError {
                 window,
                 cost,
                 holds,
+                ..
             } => format!(
                 "This request costs {cost} units and {} limit holds {holds} at most, so it can \
                  never be admitted: ask the API's owner to raise the limit or lower the route's cost.",
@@ -226,21 +230,23 @@ impl GatewayError {
     fn details(&self) -> Option<Value> {
         match self {
             Self::RateLimited {
+                level,
                 window,
                 retry_after_secs,
                 reset_secs,
             } => Some(json!({
-                "level": window_level(window),
+                "level": level,
                 "window": window,
                 "retry_after": retry_after_secs,
                 "reset": reset_secs,
             })),
             Self::TooCostly {
+                level,
                 window,
                 cost,
                 holds,
             } => Some(json!({
-                "level": window_level(window),
+                "level": level,
                 "window": window,
                 "cost": cost,
                 "holds": holds,
@@ -293,15 +299,6 @@ impl GatewayError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(*s));
         }
         resp
-    }
-}
-
-/// Whose window a label (`tenant-day`) names: `plan`, `route` or `tenant`.
-fn window_level(label: &str) -> &'static str {
-    match label.split_once('-') {
-        Some(("route", _)) => "route",
-        Some(("tenant", _)) => "tenant",
-        _ => "plan",
     }
 }
 

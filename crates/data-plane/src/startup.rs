@@ -39,10 +39,9 @@ pub struct Application {
     gateway: Arc<Gateway>,
     settings: DataPlaneSettings,
     stop_tx: watch::Sender<bool>,
-    /// Quota alerts the limiter raises, recorded as webhook events while running.
-    alerts: tokio::sync::mpsc::UnboundedReceiver<domain::limits::QuotaAlert>,
-    /// Circuits that opened and closed, as webhook events.
-    circuit_events: tokio::sync::mpsc::UnboundedReceiver<domain::webhook::NewEvent>,
+    /// Webhook events (the limiter's quota alerts, circuits that opened and closed), recorded
+    /// while running.
+    events: tokio::sync::mpsc::UnboundedReceiver<domain::webhook::NewEvent>,
 }
 
 /// Asks a running data plane to stop gracefully (what SIGTERM does in `main`).
@@ -86,8 +85,13 @@ impl Application {
             clock.clone(),
             Some(recorded),
         );
-        let (alert_tx, alerts) = tokio::sync::mpsc::unbounded_channel();
-        limiter.alerts_to(alert_tx);
+        let (event_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let alert_tx = event_tx.clone();
+        limiter.alerts_to(Arc::new(move |a| {
+            if let Some(e) = domain::webhook::NewEvent::of_alert(&a) {
+                let _ = alert_tx.send(e);
+            }
+        }));
         let usage = UsageRecorder::new(
             db.clone(),
             redis_pool.map(|p| (p, shared.redis_prefix.clone())),
@@ -111,7 +115,6 @@ impl Application {
             .bound
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(addr);
-        let (event_tx, circuit_events) = tokio::sync::mpsc::unbounded_channel();
         gateway.upstreams.events_to(event_tx);
         reload::first_load(&gateway).await;
         let (stop_tx, _) = watch::channel(false);
@@ -121,8 +124,7 @@ impl Application {
             gateway,
             settings,
             stop_tx,
-            alerts,
-            circuit_events,
+            events,
         })
     }
 
@@ -146,8 +148,7 @@ impl Application {
             gateway,
             settings,
             stop_tx,
-            alerts,
-            circuit_events,
+            events,
             ..
         } = self;
         let stop_rx = stop_tx.subscribe();
@@ -188,12 +189,7 @@ impl Application {
             Duration::from_millis(settings.proxy.usage_flush_ms.max(10)),
             stop_rx.clone(),
         ));
-        let alert_writer = tokio::spawn(record_events(
-            gateway.db.clone(),
-            alerts,
-            circuit_events,
-            stop_rx.clone(),
-        ));
+        let event_writer = tokio::spawn(record_events(gateway.db.clone(), events, stop_rx.clone()));
         let log_writer = tokio::spawn(write_log_every(
             gateway.clone(),
             Duration::from_millis(settings.proxy.request_log_flush_ms.max(10)),
@@ -221,7 +217,7 @@ impl Application {
             checks,
             reporter,
             log_writer,
-            alert_writer
+            event_writer
         );
         for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
             let report = gateway.usage.flush().await;
@@ -428,47 +424,30 @@ async fn flush_every(gw: Arc<Gateway>, every: Duration, mut stop: watch::Receive
     }
 }
 
-/// Records the limiter's quota alerts and the circuits' changes as webhook events (each once, see
-/// `domain::webhook`), a batch at a time, until `stop` fires; what is queued then is recorded
-/// before it returns.
+/// Records webhook events (each once, see `domain::webhook`) a batch at a time until `stop`
+/// fires; what is queued then is recorded before it returns.
 async fn record_events(
     db: domain::sea_orm::DatabaseConnection,
-    mut alerts: tokio::sync::mpsc::UnboundedReceiver<domain::limits::QuotaAlert>,
-    mut circuits: tokio::sync::mpsc::UnboundedReceiver<domain::webhook::NewEvent>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<domain::webhook::NewEvent>,
     mut stop: watch::Receiver<bool>,
 ) {
-    use domain::webhook::NewEvent;
-    let of_alerts = |batch: &[domain::limits::QuotaAlert]| -> Vec<NewEvent> {
-        batch.iter().filter_map(NewEvent::of_alert).collect()
-    };
     loop {
         let mut batch = Vec::new();
-        let mut events = Vec::new();
         tokio::select! {
-            n = alerts.recv_many(&mut batch, 256) => {
-                if n == 0 {
-                    return;
-                }
-                events = of_alerts(&batch);
-            }
-            n = circuits.recv_many(&mut events, 256) => {
+            n = events.recv_many(&mut batch, 256) => {
                 if n == 0 {
                     return;
                 }
             }
             _ = stop.changed() => {
-                while let Ok(a) = alerts.try_recv() {
-                    batch.push(a);
+                while let Ok(e) = events.try_recv() {
+                    batch.push(e);
                 }
-                events = of_alerts(&batch);
-                while let Ok(e) = circuits.try_recv() {
-                    events.push(e);
-                }
-                write_events(&db, &events).await;
+                write_events(&db, &batch).await;
                 return;
             }
         }
-        write_events(&db, &events).await;
+        write_events(&db, &batch).await;
     }
 }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use ring::hmac;
 use serde_json::json;
 
-use crate::limits::{AlertKind, Level, QuotaAlert, Subject};
+use crate::limits::{AlertKind, QuotaAlert, Subject};
 
 /// The events an endpoint may ask for.
 pub const EVENTS: [&str; 5] = [
@@ -101,11 +101,7 @@ impl NewEvent {
         };
         let al = a.alert;
         let kind = al.kind.event();
-        data["level"] = json!(match al.level {
-            Level::Plan => "plan",
-            Level::Route => "route",
-            Level::Tenant => "tenant",
-        });
+        data["level"] = json!(al.level.name());
         data["window"] = json!(al.window.name());
         data["period"] = json!(al.period.to_string());
         data["limit"] = json!(al.limit);
@@ -175,7 +171,7 @@ impl NewEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::{Alert, Window};
+    use crate::limits::{Alert, Level, Window};
 
     #[test]
     fn the_signature_is_hmac_sha256_of_t_dot_body() {

@@ -11,7 +11,7 @@ use domain::entities::tenant;
 use domain::plan::TenantLimits;
 use domain::store::{self, TenantChange};
 use domain::validate::{self, Problems, TenantLimitFields};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::account::basic_user;
@@ -73,13 +73,6 @@ impl From<tenant::Model> for AdminTenantOut {
     }
 }
 
-/// `Some(None)` for an explicit `null`, `None` when the field is absent.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// What to change of a tenant; a field left out is kept.
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +80,7 @@ pub struct AdminTenantIn {
     pub is_active: Option<bool>,
     pub trusted_upstreams: Option<bool>,
     /// The ceiling, replaced whole (`null` or `{}` removes it).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "super::models::nullable")]
     #[schema(value_type = Option<TenantLimitsBody>)]
     pub limits: Option<Option<TenantLimitsBody>>,
 }

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::errors::ApiError;
 
 /// `Some(None)` for an explicit `null`, `None` when the field is absent (PATCH semantics).
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(super) fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -519,34 +519,25 @@ impl Gateway {
             r.rate_limit
                 .map(|rl| (caller.route_subject(r.id), rl.limits()))
         });
-        let plain = route_limits.is_none()
-            && cost == 1
-            && caller.ceiling.is_none()
-            && caller.calendar.is_utc();
-        let checked = if plain {
-            self.limiter
-                .check_with(caller.subject, &caller.limits, caller.enforcement)
-                .await
-        } else {
-            // A route's own window, its cost and the tenant's ceiling are decided with the
-            // plan's windows, in one step; days and months are the tenant's.
-            let tenant = Subject::Tenant {
-                tenant_id: caller.tenant_id,
-            };
-            self.limiter
-                .check_request(
-                    caller.subject,
-                    &caller.limits,
-                    caller.enforcement,
-                    cost,
-                    LinkedLimits {
-                        route: route_limits.as_ref().map(|(s, l)| (*s, l)),
-                        tenant: caller.ceiling.as_ref().map(|l| (tenant, l)),
-                        calendar: caller.calendar,
-                    },
-                )
-                .await
+        let tenant = Subject::Tenant {
+            tenant_id: caller.tenant_id,
         };
+        // A route's own window, its cost and the tenant's ceiling are decided with the plan's
+        // windows, in one step; days and months are the tenant's.
+        let checked = self
+            .limiter
+            .check_request(
+                caller.subject,
+                &caller.limits,
+                caller.enforcement,
+                cost,
+                LinkedLimits {
+                    route: route_limits.as_ref().map(|(s, l)| (*s, l)),
+                    tenant: caller.ceiling.as_ref().map(|l| (tenant, l)),
+                    calendar: caller.calendar,
+                },
+            )
+            .await;
         let Ok((decision, _)) = checked else {
             return Err(self.refuse_traced(&GatewayError::LimiterUnavailable, trace, None));
         };
@@ -577,13 +568,16 @@ impl Gateway {
         self.metrics.count(Outcome::Rejected);
         let tight = decision.tightest();
         let window = tight.map_or("minute", domain::limits::WindowState::label);
+        let level = decision.level.name();
         let err = match (decision.too_costly(), tight) {
             (Some((cost, holds)), _) => GatewayError::TooCostly {
+                level,
                 window,
                 cost,
                 holds,
             },
             _ => GatewayError::RateLimited {
+                level,
                 window,
                 retry_after_secs: decision.retry_after_secs(),
                 reset_secs: tight.map_or(0, |w| (w.reset_ms + 999) / 1000),

@@ -375,7 +375,8 @@ pub struct QuotaAlert {
     pub alert: super::Alert,
 }
 
-pub type AlertSink = tokio::sync::mpsc::UnboundedSender<QuotaAlert>;
+/// What a limiter hands each quota alert to (it must not wait: it runs where the decision was made).
+pub type AlertSink = Arc<dyn Fn(QuotaAlert) + Send + Sync>;
 
 /// Sends the alerts of a decision made for `asked` to `sink`, each with the subject whose window
 /// it is (taken out of the decision either way: they are reported once).
@@ -388,7 +389,7 @@ fn report_alerts(sink: Option<&AlertSink>, asked: &Asked, d: &mut Decision) {
             .iter()
             .find(|(_, p)| p.level == alert.level)
             .map_or(asked.subject, |(s, _)| *s);
-        let _ = sink.send(QuotaAlert { subject, alert });
+        sink(QuotaAlert { subject, alert });
     }
 }
 
