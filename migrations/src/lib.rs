@@ -17,6 +17,7 @@ mod m20261207_000002_tokens;
 mod m20261207_000003_tenant_limits;
 mod m20261207_000004_time_zones;
 mod m20261207_000005_webhooks;
+mod m20261208_000001_protocols;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000003_tenant_limits::Migration),
             Box::new(m20261207_000004_time_zones::Migration),
             Box::new(m20261207_000005_webhooks::Migration),
+            Box::new(m20261208_000001_protocols::Migration),
         ]
     }
 }

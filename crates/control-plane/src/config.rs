@@ -1,6 +1,9 @@
 //! Control-plane settings: the shared ones plus the dashboard's own.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use domain::tls::{TlsError, TlsFiles, TlsSettingNames};
 
 use domain::settings::{DEFAULT_CONTROL_PLANE_ADDR, Settings, parse_addr};
 
@@ -40,13 +43,49 @@ pub struct ControlPlaneListen {
     /// Listen address of the control plane (dashboard and management API).
     #[arg(long, env = "GATEWAY_CONTROL_PLANE_ADDR", default_value = DEFAULT_CONTROL_PLANE_ADDR)]
     pub control_plane_addr: SocketAddr,
+
+    /// TLS certificate chain (PEM): with the key, the control plane speaks HTTPS only (session
+    /// cookies are then `Secure`). Read again when the file changes or on SIGHUP.
+    #[arg(long, env = "GATEWAY_CONTROL_PLANE_TLS_CERT")]
+    pub control_plane_tls_cert: Option<PathBuf>,
+
+    /// The TLS certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "GATEWAY_CONTROL_PLANE_TLS_KEY")]
+    pub control_plane_tls_key: Option<PathBuf>,
 }
 
 impl Default for ControlPlaneListen {
     fn default() -> Self {
         Self {
             control_plane_addr: parse_addr(DEFAULT_CONTROL_PLANE_ADDR),
+            control_plane_tls_cert: None,
+            control_plane_tls_key: None,
         }
+    }
+}
+
+impl ControlPlaneListen {
+    /// The certificate in use when TLS is configured, loaded (an error names the file).
+    pub fn certificates(
+        &self,
+    ) -> Result<Option<std::sync::Arc<domain::tls::Certificates>>, TlsError> {
+        self.tls_files()?
+            .map(domain::tls::Certificates::load)
+            .transpose()
+    }
+
+    /// The certificate the control plane serves HTTPS with, when its settings name one.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, TlsError> {
+        TlsFiles::from_settings(
+            self.control_plane_tls_cert.as_deref(),
+            self.control_plane_tls_key.as_deref(),
+            false,
+            TlsSettingNames {
+                cert: "GATEWAY_CONTROL_PLANE_TLS_CERT",
+                key: "GATEWAY_CONTROL_PLANE_TLS_KEY",
+                addr: "",
+            },
+        )
     }
 }
 
@@ -67,6 +106,7 @@ impl ControlPlaneSettings {
             shared: Settings::for_tests(database_url),
             listen: ControlPlaneListen {
                 control_plane_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..ControlPlaneListen::default()
             },
             dashboard: DashboardSettings::default(),
         }

@@ -34,6 +34,8 @@ pub struct Application {
     server: Server,
     /// Sends the tenants' webhook deliveries while the server runs.
     deliverer: crate::webhooks::Deliverer,
+    /// The HTTPS certificate, when TLS is configured (reloaded while the server runs).
+    certificates: Option<std::sync::Arc<domain::tls::Certificates>>,
 }
 
 /// The cookie key from `GATEWAY_SECRET_KEY` (at least 32 bytes), or a random one with a warning.
@@ -78,6 +80,7 @@ impl Application {
             None,
         );
         domain::password::warm_up();
+        let certificates = settings.listen.certificates()?;
         let listener = TcpListener::bind(settings.listen.control_plane_addr)?;
         let addr = listener.local_addr()?;
         let upstream_policy = shared.upstream_policy(&[(addr, "control plane")]).await;
@@ -103,7 +106,8 @@ impl Application {
             asset_version: pages::asset_version(),
             upstream_policy,
         });
-        let secure = settings.dashboard.cookie_secure;
+        // Behind its own TLS the dashboard's cookies are `Secure` whatever the setting says.
+        let secure = settings.dashboard.cookie_secure || certificates.is_some();
         let openapi = api::openapi();
         let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
@@ -137,13 +141,19 @@ impl Application {
                 )
                 .wrap(Logger::new("%r %s %Dms").log_target("control_plane::access"))
                 .configure(routes::configure)
-        })
-        .listen(listener)?
+        });
+        let server = match &certificates {
+            Some(c) => {
+                server.listen_rustls_0_23(listener, (*c.server_config(&[b"http/1.1"])).clone())?
+            }
+            None => server.listen(listener)?,
+        }
         .run();
         Ok(Self {
             addr,
             server,
             deliverer,
+            certificates,
         })
     }
 
@@ -163,8 +173,14 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let deliveries = tokio::spawn(self.deliverer.run());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let reloads = self.certificates.map(|c| tokio::spawn(c.watch(stop_rx)));
         let served = self.server.await;
         deliveries.abort();
+        let _ = stop_tx.send(true);
+        if let Some(r) = reloads {
+            let _ = r.await;
+        }
         served
     }
 }

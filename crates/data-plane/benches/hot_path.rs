@@ -54,6 +54,8 @@ fn snapshot_with_keys() -> (Snapshot, String, tempfile::TempDir) {
             log_query: false,
             auth: domain::jwt::ApiAuth::Key,
             identity_token: false,
+            upstream_protocol: domain::header::UpstreamProtocol::default(),
+            websocket_idle: domain::header::WebsocketIdle::default(),
         };
         store::create_api(&db, tenant.id, api).await.expect("api");
         store::insert_generated_keys(&db, tenant.id, plan.id, KEYS - 1)

@@ -34,9 +34,14 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// Reads ahead of the upstream request as [`READ_AHEAD`] says (a body with a length is left
-    /// to stream: its size was checked against `limit` already).
-    pub async fn read_ahead(mut body: Incoming, limit: u64) -> Result<Self, BodyError> {
+    /// Reads up to `ahead` bytes ([`READ_AHEAD`], or 0 for a stream the upstream answers as it
+    /// goes) ahead of the upstream request (a body with a length is left to stream: its size was
+    /// checked against `limit` already).
+    pub async fn read_ahead(
+        mut body: Incoming,
+        limit: u64,
+        read_ahead: u64,
+    ) -> Result<Self, BodyError> {
         if let Some(len) = body.size_hint().exact() {
             return Ok(Self {
                 ahead: VecDeque::new(),
@@ -50,7 +55,7 @@ impl UpstreamBody {
         let mut seen = 0u64;
         let mut trailers = false;
         let ended = loop {
-            if seen >= READ_AHEAD {
+            if seen >= read_ahead {
                 break false;
             }
             match body.frame().await {

@@ -6,6 +6,9 @@ use domain::limits::LimiterSettings;
 use domain::limits::limiter::DEFAULT_LEASE_MAX;
 use domain::request_log::LogSwitch;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use domain::tls::{TlsError, TlsFiles, TlsSettingNames};
 
 use domain::settings::{DEFAULT_DATA_PLANE_ADDR, Settings, parse_addr};
 
@@ -37,6 +40,16 @@ pub enum Engine {
     Fast,
     /// hyper for every connection (slower: for comparison and debugging).
     Hyper,
+}
+
+/// What happens to open WebSocket connections when their key is revoked or expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RevokedSockets {
+    /// They are closed (within a quarter of a second).
+    #[default]
+    Close,
+    /// They run until either side closes them (new ones are refused).
+    Finish,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -124,6 +137,11 @@ pub struct ProxySettings {
     #[arg(long, env = "GATEWAY_REQUEST_LOG_FLUSH_MS", default_value_t = DEFAULT_REQUEST_LOG_FLUSH_MS,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub request_log_flush_ms: u64,
+
+    /// Open WebSocket connections whose key is revoked or expires: `close` (within a quarter of a second)
+    /// or `finish` (they run until either side closes them; new ones are refused).
+    #[arg(long, env = "GATEWAY_WEBSOCKET_REVOKED", value_enum, default_value_t = RevokedSockets::Close)]
+    pub websocket_revoked: RevokedSockets,
 }
 
 impl Default for ProxySettings {
@@ -147,6 +165,7 @@ impl Default for ProxySettings {
             request_log_retention_days: DEFAULT_REQUEST_LOG_RETENTION_DAYS,
             request_log_buffer: DEFAULT_REQUEST_LOG_BUFFER,
             request_log_flush_ms: DEFAULT_REQUEST_LOG_FLUSH_MS,
+            websocket_revoked: RevokedSockets::Close,
         }
     }
 }
@@ -177,13 +196,47 @@ pub struct DataPlaneListen {
     /// Listen address of the data plane (the proxy).
     #[arg(long, env = "GATEWAY_DATA_PLANE_ADDR", default_value = DEFAULT_DATA_PLANE_ADDR)]
     pub data_plane_addr: SocketAddr,
+
+    /// TLS certificate chain (PEM) the data plane serves; with the key, it speaks HTTPS (HTTP/2
+    /// and HTTP/1.1 by ALPN) on `GATEWAY_DATA_PLANE_TLS_ADDR`, or on its one address without it.
+    /// Read again when the file changes or on SIGHUP.
+    #[arg(long, env = "GATEWAY_DATA_PLANE_TLS_CERT")]
+    pub data_plane_tls_cert: Option<PathBuf>,
+
+    /// The TLS certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "GATEWAY_DATA_PLANE_TLS_KEY")]
+    pub data_plane_tls_key: Option<PathBuf>,
+
+    /// A second listen address for HTTPS, beside plain HTTP on `GATEWAY_DATA_PLANE_ADDR` (unset:
+    /// with a certificate, the one address speaks HTTPS only).
+    #[arg(long, env = "GATEWAY_DATA_PLANE_TLS_ADDR")]
+    pub data_plane_tls_addr: Option<SocketAddr>,
 }
 
 impl Default for DataPlaneListen {
     fn default() -> Self {
         Self {
             data_plane_addr: parse_addr(DEFAULT_DATA_PLANE_ADDR),
+            data_plane_tls_cert: None,
+            data_plane_tls_key: None,
+            data_plane_tls_addr: None,
         }
+    }
+}
+
+impl DataPlaneListen {
+    /// The certificate the data plane terminates TLS with, when its settings name one.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, TlsError> {
+        TlsFiles::from_settings(
+            self.data_plane_tls_cert.as_deref(),
+            self.data_plane_tls_key.as_deref(),
+            self.data_plane_tls_addr.is_some(),
+            TlsSettingNames {
+                cert: "GATEWAY_DATA_PLANE_TLS_CERT",
+                key: "GATEWAY_DATA_PLANE_TLS_KEY",
+                addr: "GATEWAY_DATA_PLANE_TLS_ADDR",
+            },
+        )
     }
 }
 
@@ -205,6 +258,7 @@ impl DataPlaneSettings {
             shared: Settings::for_tests(database_url),
             listen: DataPlaneListen {
                 data_plane_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..DataPlaneListen::default()
             },
             proxy: ProxySettings::default(),
         }

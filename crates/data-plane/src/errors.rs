@@ -2,6 +2,8 @@
 //! `{"error": {"code", "type", "message", "details"}, "request_id"}`. Upstream errors pass through
 //! untouched and never come here.
 
+use std::fmt::Write as _;
+
 use bytes::Bytes;
 use domain::jwt::TokenCheck;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -274,6 +276,40 @@ impl GatewayError {
         }
     }
 
+    /// The gRPC status a gRPC caller gets for it (gRPC's own table for the HTTP statuses, with
+    /// the gateway's refusals named closer: a key or token refused is `UNAUTHENTICATED`, a limit
+    /// `RESOURCE_EXHAUSTED`, no upstream `UNAVAILABLE`).
+    pub fn grpc_status(&self) -> u8 {
+        const INTERNAL: u8 = 13;
+        match self {
+            Self::NoRoute
+            | Self::UnknownApi
+            | Self::RouteNotFound
+            | Self::MethodNotAllowed { .. }
+            | Self::MethodNotRouted { .. } => 12, // UNIMPLEMENTED
+            Self::BadRequest(_) | Self::BadBody => INTERNAL,
+            Self::HeadersTooLarge { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::RateLimited { .. }
+            | Self::TooCostly { .. } => 8, // RESOURCE_EXHAUSTED
+            Self::MissingKey { .. }
+            | Self::InvalidKey
+            | Self::KeyRevoked
+            | Self::KeyExpired
+            | Self::UnknownClient
+            | Self::Token(_)
+            | Self::TokenRequired
+            | Self::TokenRevoked => 16, // UNAUTHENTICATED
+            Self::PlanUnavailable => 7,        // PERMISSION_DENIED
+            Self::UpstreamTimeout { .. } => 4, // DEADLINE_EXCEEDED
+            Self::UpstreamUnreachable
+            | Self::UpstreamForbidden
+            | Self::UpstreamUnavailable { .. }
+            | Self::LimiterUnavailable
+            | Self::TokenSigningUnavailable { .. } => 14, // UNAVAILABLE
+        }
+    }
+
     /// The JSON envelope with the request id, `Content-Type` set.
     pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
         let status = self.status();
@@ -312,6 +348,47 @@ fn window_phrase(label: &str) -> String {
     } else {
         format!("the {label}")
     }
+}
+
+/// A refusal (`resp`, the JSON envelope for `err`) as a gRPC caller reads one: HTTP 200 with
+/// no body and the status in the head (a "trailers-only" answer: `grpc-status`, `grpc-message`
+/// percent-encoded as gRPC says), the gateway's other fields (request id, rate-limit fields,
+/// `Retry-After`) kept.
+pub fn grpc_refusal(err: &GatewayError, resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let (mut parts, _) = resp.into_parts();
+    parts.status = StatusCode::OK;
+    let h = &mut parts.headers;
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(
+        "grpc-status",
+        HeaderValue::from(u16::from(err.grpc_status())),
+    );
+    let mut message = String::new();
+    for b in err.message().bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            message.push(char::from(b));
+        } else {
+            let _ = write!(message, "%{b:02X}");
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        h.insert("grpc-message", v);
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Whether a request is a gRPC call (`content-type: application/grpc`, with or without a
+/// `+proto`-like suffix).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

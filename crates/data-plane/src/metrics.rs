@@ -79,6 +79,8 @@ pub struct Metrics {
     pub snapshot_reloads: IntCounter,
     pub key_updates: IntCounter,
     pub usage_flush_errors: IntGauge,
+    /// WebSocket connections being relayed now.
+    pub websockets_open: IntGauge,
     /// The request log's writer: records written, dropped (buffer full), failed writes.
     log_written: IntCounter,
     log_dropped: IntCounter,
@@ -134,6 +136,10 @@ impl Metrics {
             "usage_flush_errors",
             "Failed usage flushes (retried)",
         ));
+        let websockets_open = must(IntGauge::new(
+            "websockets_open",
+            "WebSocket connections being relayed",
+        ));
         let log_written = must(IntCounter::new(
             "request_log_written_total",
             "Request log records written to the database",
@@ -158,6 +164,7 @@ impl Metrics {
             Box::new(snapshot_reloads.clone()),
             Box::new(key_updates.clone()),
             Box::new(usage_flush_errors.clone()),
+            Box::new(websockets_open.clone()),
             Box::new(log_written.clone()),
             Box::new(log_dropped.clone()),
             Box::new(log_errors.clone()),
@@ -183,6 +190,7 @@ impl Metrics {
             snapshot_reloads,
             key_updates,
             usage_flush_errors,
+            websockets_open,
             log_written,
             log_dropped,
             log_errors,

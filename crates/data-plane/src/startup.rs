@@ -8,18 +8,21 @@ use std::time::Duration;
 use domain::clock::{SharedClock, SystemClock};
 use domain::limits::Limiter;
 use domain::limits::redis::{RedisStore, pool};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use socket2::{Domain, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use bytes::BytesMut;
 
 use crate::config::{DataPlaneSettings, Engine};
 use crate::engine::fast::{Conn, Exit, MAX_HEADERS, Prefixed};
 use crate::gateway::Gateway;
+use crate::pipeline::Peer;
 use crate::pipeline::token::Tokens;
 use crate::reload;
 use crate::upstream::UpstreamClients;
@@ -36,6 +39,9 @@ const FINAL_FLUSH_ATTEMPTS: u32 = 5;
 pub struct Application {
     listener: std::net::TcpListener,
     addr: SocketAddr,
+    /// TLS termination, when configured: the certificate in use, and a second listener when
+    /// HTTPS has an address of its own (else `listener` speaks HTTPS only).
+    tls: Option<Tls>,
     gateway: Arc<Gateway>,
     settings: DataPlaneSettings,
     stop_tx: watch::Sender<bool>,
@@ -43,6 +49,16 @@ pub struct Application {
     /// while running.
     events: tokio::sync::mpsc::UnboundedReceiver<domain::webhook::NewEvent>,
 }
+
+/// TLS termination: the certificate (reloaded as its files change) and where HTTPS is served.
+struct Tls {
+    certificates: Arc<domain::tls::Certificates>,
+    /// HTTPS's own listener (`GATEWAY_DATA_PLANE_TLS_ADDR`), beside plain HTTP on the main one.
+    listener: Option<std::net::TcpListener>,
+}
+
+/// ALPN protocols offered, most preferred first.
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// Asks a running data plane to stop gracefully (what SIGTERM does in `main`).
 #[derive(Clone)]
@@ -67,9 +83,29 @@ impl Application {
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
         let shared = &settings.shared;
+        let tls = settings
+            .listen
+            .tls_files()?
+            .map(domain::tls::Certificates::load)
+            .transpose()?;
         let listener = reuseport_listener(settings.listen.data_plane_addr)?;
         let addr = listener.local_addr()?;
-        let policy = Arc::new(shared.upstream_policy(&[(addr, "data plane")]).await);
+        let tls = match (tls, settings.listen.data_plane_tls_addr) {
+            (Some(certificates), Some(at)) => Some(Tls {
+                certificates,
+                listener: Some(reuseport_listener(at)?),
+            }),
+            (Some(certificates), None) => Some(Tls {
+                certificates,
+                listener: None,
+            }),
+            (None, _) => None,
+        };
+        let mut own = vec![(addr, "data plane")];
+        if let Some(l) = tls.as_ref().and_then(|t| t.listener.as_ref()) {
+            own.push((l.local_addr()?, "data plane (HTTPS)"));
+        }
+        let policy = Arc::new(shared.upstream_policy(&own).await);
         let db = domain::db::connect_existing(&shared.database_url).await?;
         let redis_pool = shared.redis_url.as_deref().map(pool).transpose()?;
         let store = redis_pool
@@ -121,6 +157,7 @@ impl Application {
         Ok(Self {
             listener,
             addr,
+            tls,
             gateway,
             settings,
             stop_tx,
@@ -130,6 +167,15 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where HTTPS is served, when TLS is configured: its own address, or the one address.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        let tls = self.tls.as_ref()?;
+        match &tls.listener {
+            Some(l) => l.local_addr().ok(),
+            None => Some(self.addr),
+        }
     }
 
     pub fn gateway(&self) -> Arc<Gateway> {
@@ -145,6 +191,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             listener,
+            tls,
             gateway,
             settings,
             stop_tx,
@@ -152,6 +199,7 @@ impl Application {
             ..
         } = self;
         let stop_rx = stop_tx.subscribe();
+        let (listeners, cert_watch) = Listeners::start(listener, tls, &stop_rx);
         let redis = settings
             .shared
             .redis_url
@@ -196,7 +244,7 @@ impl Application {
             stop_rx.clone(),
         ));
 
-        let workers = spawn_workers(listener, &gateway, &settings, &stop_rx)?;
+        let workers = spawn_workers(listeners, &gateway, &settings, &stop_rx)?;
         let joined = tokio::task::spawn_blocking(move || {
             workers
                 .into_iter()
@@ -219,6 +267,9 @@ impl Application {
             log_writer,
             event_writer
         );
+        if let Some(w) = cert_watch {
+            let _ = w.await;
+        }
         for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
             let report = gateway.usage.flush().await;
             if report.db_ok && report.redis_ok {
@@ -255,24 +306,76 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     Ok(socket.into())
 }
 
+/// The data plane's listening sockets: the main one (plain HTTP, or HTTPS only when TLS has no
+/// address of its own) and HTTPS's own, with the acceptor that terminates TLS.
+struct Listeners {
+    main: std::net::TcpListener,
+    main_tls: bool,
+    tls: Option<std::net::TcpListener>,
+    acceptor: Option<TlsAcceptor>,
+}
+
+impl Listeners {
+    /// The listeners, with TLS's acceptor and the task that reloads its certificate.
+    fn start(
+        main: std::net::TcpListener,
+        tls: Option<Tls>,
+        stop: &watch::Receiver<bool>,
+    ) -> (Self, Option<tokio::task::JoinHandle<()>>) {
+        let Some(Tls {
+            certificates,
+            listener,
+        }) = tls
+        else {
+            let plain = Self {
+                main,
+                main_tls: false,
+                tls: None,
+                acceptor: None,
+            };
+            return (plain, None);
+        };
+        let acceptor = TlsAcceptor::from(certificates.server_config(ALPN));
+        let watch = tokio::spawn(certificates.watch(stop.clone()));
+        let listeners = Self {
+            main,
+            main_tls: listener.is_none(),
+            tls: listener,
+            acceptor: Some(acceptor),
+        };
+        (listeners, Some(watch))
+    }
+}
+
 /// One worker per core (or `GATEWAY_WORKERS`): a single-threaded runtime with its own listening
-/// socket and upstream pool, like nginx's worker processes. A request stays on one thread from
+/// sockets and upstream pool, like nginx's worker processes. A request stays on one thread from
 /// accept to response; the shared state (snapshot, limits, usage) is behind atomics and sharded
 /// locks.
 fn spawn_workers(
-    first: std::net::TcpListener,
+    first: Listeners,
     gateway: &Arc<Gateway>,
     settings: &DataPlaneSettings,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<anyhow::Result<()>>>> {
-    let addr = first.local_addr()?;
+    let addr = first.main.local_addr()?;
+    let tls_addr = first
+        .tls
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?;
+    let (main_tls, acceptor) = (first.main_tls, first.acceptor.clone());
     let count = settings.proxy.worker_count();
     let mut first = Some(first);
     let mut handles = Vec::with_capacity(count);
     for i in 0..count {
-        let listener = match first.take() {
+        let listeners = match first.take() {
             Some(l) => l,
-            None => reuseport_listener(addr)?,
+            None => Listeners {
+                main: reuseport_listener(addr)?,
+                main_tls,
+                tls: tls_addr.map(reuseport_listener).transpose()?,
+                acceptor: acceptor.clone(),
+            },
         };
         let (gw, settings, stop) = (gateway.clone(), settings.clone(), stop.clone());
         let handle = std::thread::Builder::new()
@@ -288,9 +391,8 @@ fn spawn_workers(
                     ) {
                         store.attach_current_thread(url)?;
                     }
-                    let listener = TcpListener::from_std(listener)?;
                     let client = UpstreamClients::new(&gw.policy)?;
-                    serve(&listener, &gw, &client, &settings, stop).await;
+                    serve(listeners, &gw, &client, &settings, stop).await?;
                     Ok(())
                 })
             })?;
@@ -299,13 +401,25 @@ fn spawn_workers(
     Ok(handles)
 }
 
+/// A connection accepted on `listener`, or never when there is none.
+async fn accept_on(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn serve(
-    listener: &TcpListener,
+    listeners: Listeners,
     gateway: &Arc<Gateway>,
     client: &UpstreamClients,
     settings: &DataPlaneSettings,
     mut stop: watch::Receiver<bool>,
-) {
+) -> std::io::Result<()> {
+    let main = TcpListener::from_std(listeners.main)?;
+    let tls = listeners.tls.map(TcpListener::from_std).transpose()?;
     // Every connection holds a receiver until it ends: a send asks idle ones to close, and
     // `closed` says when the last one has.
     let (drain_tx, drain_rx) = watch::channel(());
@@ -314,18 +428,21 @@ async fn serve(
     let sweeper = tokio::spawn(dogs.clone().run());
     let max_buf = (settings.proxy.max_header_bytes * 2).max(16 * 1024);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; continuing");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+        let (accepted, https) = tokio::select! {
+            a = main.accept() => (a, listeners.main_tls),
+            a = accept_on(tls.as_ref()) => (a, true),
             _ = stop.changed() => break,
         };
+        let (stream, addr) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; continuing");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
+        let peer = Peer { addr, https };
         let (gw, client, pool, dog, drain) = (
             gateway.clone(),
             client.clone(),
@@ -333,6 +450,18 @@ async fn serve(
             dogs.watch(),
             drain_rx.clone(),
         );
+        if let (true, Some(acceptor)) = (https, listeners.acceptor.clone()) {
+            tokio::spawn(async move {
+                // The handshake has the head's time limit.
+                let within = Duration::from_millis(gw.settings.header_timeout_ms);
+                match tokio::time::timeout(within, acceptor.accept(stream)).await {
+                    Ok(Ok(io)) => serve_with_hyper(gw, client, peer, io, max_buf, drain).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+            continue;
+        }
         if settings.proxy.engine == Engine::Hyper {
             tokio::spawn(async move {
                 let io = Prefixed::new(BytesMut::new(), stream);
@@ -341,7 +470,7 @@ async fn serve(
             continue;
         }
         tokio::spawn(async move {
-            let mut conn = Conn::new(&gw, &pool, &dog, stream, peer);
+            let mut conn = Conn::new(&gw, &pool, &dog, stream, addr);
             if let Exit::HandOff(read) = conn.run().await {
                 let io = Prefixed::new(read, conn.into_client());
                 serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
@@ -363,28 +492,39 @@ async fn serve(
         );
     }
     sweeper.abort();
+    Ok(())
 }
 
-/// The rest of a connection the fast path handed over: hyper serves it through
-/// [`Gateway::handle`], closing gracefully when `drain` fires.
-async fn serve_with_hyper(
+/// A connection hyper serves (the rest of one the fast path handed over, or one over TLS):
+/// HTTP/1.1, or HTTP/2 when it starts with HTTP/2's preface (ALPN `h2`, or h2c with prior
+/// knowledge), through [`Gateway::handle`], closing gracefully when `drain` fires.
+async fn serve_with_hyper<I>(
     gw: Arc<Gateway>,
     client: UpstreamClients,
-    peer: SocketAddr,
-    io: Prefixed,
+    peer: Peer,
+    io: I,
     max_buf: usize,
     mut drain: watch::Receiver<()>,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let header_timeout_ms = gw.settings.header_timeout_ms;
-    let conn = http1::Builder::new()
+    let max_head = u32::try_from(gw.settings.max_header_bytes).unwrap_or(u32::MAX);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(header_timeout_ms))
         .max_buf_size(max_buf)
-        .max_headers(MAX_HEADERS)
-        .serve_connection(
-            TokioIo::new(io),
-            service_fn(move |req| gw.clone().handle(client.clone(), peer, req)),
-        );
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_head);
+    let conn = builder.serve_connection_with_upgrades(
+        TokioIo::new(io),
+        service_fn(move |req| gw.clone().handle(client.clone(), peer, req)),
+    );
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

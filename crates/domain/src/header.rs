@@ -100,6 +100,60 @@ impl Default for UpstreamTimeout {
     }
 }
 
+/// How the gateway speaks to an API's upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS for `https` targets).
+    #[default]
+    Http1,
+    /// HTTP/2: over TLS (ALPN `h2`) for `https` targets, cleartext with prior knowledge (h2c)
+    /// for `http` ones. What a gRPC upstream needs.
+    H2,
+}
+
+impl UpstreamProtocol {
+    pub fn parse(v: &str) -> Result<Self, &'static str> {
+        match v.trim() {
+            "" | "http1" => Ok(Self::Http1),
+            "h2" => Ok(Self::H2),
+            _ => Err("must be http1 or h2"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::H2 => "h2",
+        }
+    }
+}
+
+pub const DEFAULT_WEBSOCKET_IDLE_MS: i32 = 3_600_000;
+const MAX_WEBSOCKET_IDLE_MS: i32 = 86_400_000;
+
+/// How long a relayed WebSocket may be idle (no byte either way): 1 s to 24 h.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebsocketIdle(i32);
+
+impl WebsocketIdle {
+    pub fn from_millis(ms: i64) -> Result<Self, &'static str> {
+        match i32::try_from(ms) {
+            Ok(v) if (1_000..=MAX_WEBSOCKET_IDLE_MS).contains(&v) => Ok(Self(v)),
+            _ => Err("must be between 1000 (1 s) and 86400000 (24 h) milliseconds"),
+        }
+    }
+
+    pub fn millis(self) -> i32 {
+        self.0
+    }
+}
+
+impl Default for WebsocketIdle {
+    fn default() -> Self {
+        Self(DEFAULT_WEBSOCKET_IDLE_MS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ pub mod snapshot;
 pub mod store;
 pub mod target_health;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod upstream_policy;
 pub mod usage;

@@ -71,6 +71,10 @@ pub struct ApiEntry {
     pub routes: RouteTable,
     /// Retries, active health check and circuit breaker.
     pub resilience: ApiResilience,
+    /// HTTP/1.1 or HTTP/2 to its upstreams.
+    pub upstream_protocol: crate::header::UpstreamProtocol,
+    /// A relayed WebSocket idle (no byte either way) this long is closed.
+    pub websocket_idle: Duration,
 }
 
 /// One upstream of an API, as requests are sent to it.
@@ -407,6 +411,11 @@ async fn load_apis(
             is_active: a.is_active,
             routes: RouteTable::compile(routes.remove(&a.id).unwrap_or_default()),
             resilience: ApiResilience::of(&a),
+            upstream_protocol: crate::header::UpstreamProtocol::parse(&a.upstream_protocol)
+                .unwrap_or_default(),
+            websocket_idle: Duration::from_millis(u64::from(
+                a.websocket_idle_timeout_ms.unsigned_abs(),
+            )),
         };
         tenant.apis.insert(a.slug.into(), Arc::new(entry));
     }

@@ -7,7 +7,7 @@
 
 use std::fmt::Display;
 
-use crate::header::{KeyHeader, UpstreamTimeout};
+use crate::header::{KeyHeader, UpstreamProtocol, UpstreamTimeout, WebsocketIdle};
 use crate::plan::{Enforcement, MAX_LIMIT, PlanLimits, PlanLimitsError, TenantLimits};
 use crate::resilience::{ApiResilience, CircuitBreaker, HealthCheck, MAX_WEIGHT, NewTarget};
 use crate::route::{
@@ -92,6 +92,10 @@ pub struct ApiFields<'a> {
     /// `None`: `key`.
     pub auth: Option<&'a str>,
     pub identity_token: bool,
+    /// `None`: `http1`.
+    pub upstream_protocol: Option<&'a str>,
+    /// `None`: one hour.
+    pub websocket_idle_timeout_ms: Option<i64>,
 }
 
 /// An API to store, with every field's problem recorded in `problems`.
@@ -118,9 +122,21 @@ pub fn api(f: &ApiFields<'_>, problems: &mut Problems) -> Option<NewApi> {
             .filter(|a| !a.is_empty())
             .map_or(Ok(crate::jwt::ApiAuth::Key), crate::jwt::ApiAuth::parse),
     );
+    let upstream_protocol = problems.check(
+        "upstream_protocol",
+        f.upstream_protocol
+            .map_or(Ok(UpstreamProtocol::default()), UpstreamProtocol::parse),
+    );
+    let websocket_idle = problems.check(
+        "websocket_idle_timeout_ms",
+        f.websocket_idle_timeout_ms
+            .map_or(Ok(WebsocketIdle::default()), WebsocketIdle::from_millis),
+    );
     Some(NewApi {
         auth: auth?,
         identity_token: f.identity_token,
+        upstream_protocol: upstream_protocol?,
+        websocket_idle: websocket_idle?,
         name: name?,
         slug: slug?,
         upstream_url: upstream_url?,
@@ -573,6 +589,8 @@ mod tests {
                 log_query: false,
                 auth: None,
                 identity_token: false,
+                upstream_protocol: None,
+                websocket_idle_timeout_ms: None,
             },
             &mut p,
         );

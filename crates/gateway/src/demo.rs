@@ -130,6 +130,8 @@ pub async fn seed_if_empty(
             log_query: false,
             auth: domain::jwt::ApiAuth::KeyOrToken,
             identity_token: false,
+            upstream_protocol: domain::header::UpstreamProtocol::default(),
+            websocket_idle: domain::header::WebsocketIdle::default(),
         },
     )
     .await?;

@@ -49,7 +49,7 @@ pub enum RequestFraming {
         /// How many `Host` fields the head has (counted in the same pass, for the admit phase).
         hosts: usize,
     },
-    /// `Transfer-Encoding` or `Expect`: hyper's to serve.
+    /// `Transfer-Encoding`, `Expect` or `Upgrade`: hyper's to serve.
     HandOff,
 }
 
@@ -68,7 +68,8 @@ pub fn request_framing(headers: &[httparse::Header<'_>]) -> Result<RequestFramin
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
         }
-        if name.eq_ignore_ascii_case("expect") {
+        // `Expect` waits for a `100 Continue`; `Upgrade` may become a WebSocket.
+        if name.eq_ignore_ascii_case("expect") || name.eq_ignore_ascii_case("upgrade") {
             coded = true;
         }
         if name.eq_ignore_ascii_case("transfer-encoding") {

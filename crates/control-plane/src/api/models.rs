@@ -236,6 +236,11 @@ pub struct ApiOut {
     /// The gateway sends the upstream an `X-Gateway-JWT` naming the caller, signed by the
     /// tenant's key (verify it with the tenant's JWKS).
     pub identity_token: bool,
+    /// How the gateway speaks to its upstreams: `http1` or `h2` (HTTP/2: over TLS for `https`
+    /// targets, cleartext with prior knowledge for `http` ones; what gRPC needs).
+    pub upstream_protocol: String,
+    /// A relayed WebSocket idle (no byte either way) this long is closed.
+    pub websocket_idle_timeout_ms: i32,
     pub is_active: bool,
     /// Where callers reach this API through the gateway.
     pub gateway_url: String,
@@ -266,6 +271,8 @@ impl ApiOut {
             log_query: a.log_query,
             auth: a.auth,
             identity_token: a.identity_token,
+            upstream_protocol: a.upstream_protocol,
+            websocket_idle_timeout_ms: a.websocket_idle_timeout_ms,
             is_active: a.is_active,
             created_at: a.created_at,
         }
@@ -288,6 +295,10 @@ pub struct ApiIn {
     pub auth: Option<String>,
     /// Sign an `X-Gateway-JWT` for the upstream (default false).
     pub identity_token: Option<bool>,
+    /// `http1` (default) or `h2`.
+    pub upstream_protocol: Option<String>,
+    /// 1000 to 86400000 (default 3600000: one hour).
+    pub websocket_idle_timeout_ms: Option<i64>,
     pub is_active: Option<bool>,
     /// Tries after a failed one, on another target, 0 to 5 (default: 1 with two targets or
     /// more, else 0).
@@ -311,6 +322,8 @@ impl ApiIn {
             log_query: self.log_query.unwrap_or(false),
             auth: self.auth.as_deref(),
             identity_token: self.identity_token.unwrap_or(false),
+            upstream_protocol: self.upstream_protocol.as_deref(),
+            websocket_idle_timeout_ms: self.websocket_idle_timeout_ms,
         }
     }
 }
@@ -327,6 +340,8 @@ pub struct ApiPatch {
     pub log_query: Option<bool>,
     pub auth: Option<String>,
     pub identity_token: Option<bool>,
+    pub upstream_protocol: Option<String>,
+    pub websocket_idle_timeout_ms: Option<i64>,
     pub is_active: Option<bool>,
     /// `null`: back to the default.
     #[serde(default, deserialize_with = "nullable")]

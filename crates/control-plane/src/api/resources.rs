@@ -253,6 +253,15 @@ pub async fn update_api(
         log_query: b.log_query.unwrap_or(a.log_query),
         auth: Some(b.auth.as_deref().unwrap_or(&a.auth)),
         identity_token: b.identity_token.unwrap_or(a.identity_token),
+        upstream_protocol: Some(
+            b.upstream_protocol
+                .as_deref()
+                .unwrap_or(&a.upstream_protocol),
+        ),
+        websocket_idle_timeout_ms: Some(
+            b.websocket_idle_timeout_ms
+                .unwrap_or(i64::from(a.websocket_idle_timeout_ms)),
+        ),
     })?;
     refuse_upstream(&state, &c, &new).await?;
     let settings = if b.touches_resilience() {

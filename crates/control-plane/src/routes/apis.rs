@@ -4,7 +4,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use domain::entities::api;
-use domain::header::{DEFAULT_KEY_HEADER, UpstreamTimeout};
+use domain::header::{
+    DEFAULT_KEY_HEADER, DEFAULT_WEBSOCKET_IDLE_MS, UpstreamProtocol, UpstreamTimeout,
+};
 use domain::jwt::ApiAuth;
 use domain::store::{self, NewApi, StoreError};
 use domain::validate::{self, ApiFields, Problems};
@@ -50,6 +52,11 @@ pub struct ApiForm {
     auth: String,
     #[serde(default)]
     identity_token: Option<String>,
+    /// `http1` or `h2`.
+    #[serde(default)]
+    upstream_protocol: String,
+    #[serde(default)]
+    websocket_idle_timeout_ms: String,
     #[serde(default)]
     is_active: Option<String>,
 }
@@ -104,6 +111,8 @@ pub async fn new(u: TenantUser, state: web::Data<AppState>) -> Result<HttpRespon
     let form = ApiForm {
         key_header: DEFAULT_KEY_HEADER.into(),
         timeout_ms: UpstreamTimeout::default().millis().to_string(),
+        websocket_idle_timeout_ms: DEFAULT_WEBSOCKET_IDLE_MS.to_string(),
+        upstream_protocol: UpstreamProtocol::default().as_str().into(),
         is_active: Some("on".into()),
         ..ApiForm::default()
     };
@@ -134,6 +143,8 @@ pub async fn edit(
         log_query: a.log_query.then(|| "on".into()),
         auth: a.auth,
         identity_token: a.identity_token.then(|| "on".into()),
+        upstream_protocol: a.upstream_protocol,
+        websocket_idle_timeout_ms: a.websocket_idle_timeout_ms.to_string(),
         is_active: a.is_active.then(|| "on".into()),
     };
     let page = ApiFormPage {
@@ -151,19 +162,25 @@ pub async fn edit(
 pub fn parse_api(form: &ApiForm) -> Result<NewApi, FieldErrors> {
     let mut errors = FieldErrors::default();
     // Text that is no number at all is the form's own problem; the number's range is the rule's.
-    let timeout_ms = match form.timeout_ms.trim() {
+    let mut millis = |field: &'static str, text: &str, what: &str| match text.trim() {
         "" => None,
         t => {
             let ms = t.parse::<i64>().ok();
             if ms.is_none() {
                 errors.add(
-                    "timeout_ms",
-                    "Timeout must be a whole number of milliseconds.",
+                    field,
+                    format!("{what} must be a whole number of milliseconds."),
                 );
             }
             ms
         }
     };
+    let timeout_ms = millis("timeout_ms", &form.timeout_ms, "Timeout");
+    let websocket_idle_timeout_ms = millis(
+        "websocket_idle_timeout_ms",
+        &form.websocket_idle_timeout_ms,
+        "WebSocket idle timeout",
+    );
     let mut problems = Problems::default();
     let api = validate::api(
         &ApiFields {
@@ -176,6 +193,8 @@ pub fn parse_api(form: &ApiForm) -> Result<NewApi, FieldErrors> {
             log_query: form.log_query.is_some(),
             auth: Some(&form.auth),
             identity_token: form.identity_token.is_some(),
+            upstream_protocol: Some(&form.upstream_protocol),
+            websocket_idle_timeout_ms,
         },
         &mut problems,
     );

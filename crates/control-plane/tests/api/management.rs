@@ -44,7 +44,7 @@ impl Api<'_> {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(Method::PATCH, path, Some(body)).await
     }
 

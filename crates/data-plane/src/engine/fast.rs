@@ -9,8 +9,9 @@
 //! it is used (and goes back to the worker's pool, `crate::upstream::UpstreamPool`, when the
 //! client leaves).
 //!
-//! Anything else — HTTP/1.0, chunked or `Expect` uploads, duplicate lengths, non-origin-form
-//! targets, `https` upstreams, `/health` and `/metrics` — hands the connection, with every byte
+//! Anything else — HTTP/1.0, chunked or `Expect` uploads, `Upgrade` (WebSocket), HTTP/2 with
+//! prior knowledge, duplicate lengths, non-origin-form targets, `https` upstreams, `/health` and
+//! `/metrics` — hands the connection, with every byte
 //! read so far, to the hyper engine (`crate::engine::hyper`), which serves the rest of it.
 
 use std::io;
@@ -224,6 +225,10 @@ impl<'a> Conn<'a> {
         } = self;
         if buf.is_empty() {
             return Step::NeedMore;
+        }
+        // HTTP/2 with prior knowledge (h2c) starts with its preface, `PRI * HTTP/2.0`: hyper's.
+        if buf.starts_with(b"PRI ") {
+            return Step::HandOff;
         }
         let max_head = gw.settings.max_header_bytes;
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -932,6 +937,7 @@ fn write_upstream_head(
     // (Inlined at each of its calls: out of line, the calls cost more than the copies.)
     forwarded_fields(
         auth,
+        false,
         peer_ip,
         &prior_xff,
         original_host,

@@ -4,7 +4,6 @@
 //! phases (`crate::pipeline`) in order.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,17 +12,20 @@ use std::time::Instant;
 use ::hyper::body::{Frame, Incoming, SizeHint};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 
-use crate::body::{BodyError, UpstreamBody, body_error};
+use crate::body::{BodyError, READ_AHEAD, UpstreamBody, body_error};
+use crate::engine::websocket::{self, Relay, UpstreamHalf};
 use crate::errors::GatewayError;
+use domain::apikey::KeyHash;
+use domain::header::UpstreamProtocol;
 use domain::limits::Decision;
 
 use crate::headers::HeaderSource;
 use crate::headers::{X_FORWARDED_FOR, head_size};
 use crate::pipeline::{
-    self, Admission, Admitted, Auth, Gateway, Refused, RequestHead, Trace, forwarded_fields,
+    self, Admission, Admitted, Auth, Gateway, Peer, Refused, RequestHead, Trace, forwarded_fields,
     forwards_request_field, forwards_response_field,
 };
 use crate::upstream::balance::{Picked, Tried};
@@ -38,32 +40,69 @@ impl Gateway {
     pub async fn handle(
         self: Arc<Self>,
         clients: UpstreamClients,
-        peer: SocketAddr,
+        peer: Peer,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         if let Some(local) = self
-            .local_answer(req.method(), req.uri().path(), req.headers(), peer.ip())
+            .local_answer(
+                req.method(),
+                req.uri().path(),
+                req.headers(),
+                peer.addr.ip(),
+            )
             .await
         {
             return Ok(local.map(|b| Body::untraced(Either::Right(b))));
         }
-        let mut trace = Trace::start(&self, req.headers(), peer.ip());
-        let resp = self.proxy(&clients, peer, req, &mut trace).await;
+        let mut trace = Trace::start(&self, req.headers(), peer.addr.ip());
+        trace.grpc = crate::errors::is_grpc(req.headers());
+        let (resp, relay) = self.proxy(&clients, peer, req, &mut trace).await;
+        if trace.status == 0 {
+            trace.status = resp.status().as_u16();
+        }
+        trace.bytes_out = 0;
+        // An upgraded connection's finish phase runs when the relay ends.
+        if let Some(relay) = relay {
+            tokio::spawn(self.clone().relay(relay, trace));
+            return Ok(resp.map(Body::untraced));
+        }
         // The finish phase runs when the answer's last byte is out (or the caller left), with
         // the bytes the body counted.
-        trace.status = resp.status().as_u16();
-        trace.bytes_out = 0;
         Ok(resp.map(|b| Body::traced(b, self.clone(), trace)))
     }
 
     /// The pipeline's phases, in order, on hyper's request and response types.
+    /// With the relay to run when the request was a WebSocket upgrade the upstream took.
     async fn proxy(
         &self,
         clients: &UpstreamClients,
-        peer: SocketAddr,
-        req: Request<Incoming>,
+        peer: Peer,
+        mut req: Request<Incoming>,
         trace: &mut Trace,
-    ) -> Response<Inner> {
+    ) -> (Response<Inner>, Option<Relay>) {
+        let upgrade = websocket::is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        let (resp, half) = self
+            .exchange(clients, peer, req, upgrade.is_some(), trace)
+            .await;
+        let relay = upgrade.zip(half).map(|(client, half)| Relay {
+            client,
+            upstream: half.upstream,
+            key: half.key,
+            idle: half.idle,
+        });
+        (resp, relay)
+    }
+
+    /// The phases up to the answer's head. `upgrade`: the caller asks for a WebSocket (then a
+    /// `101` from the upstream comes with the relay's upstream half).
+    async fn exchange(
+        &self,
+        clients: &UpstreamClients,
+        peer: Peer,
+        req: Request<Incoming>,
+        upgrade: bool,
+        trace: &mut Trace,
+    ) -> (Response<Inner>, Option<UpstreamHalf>) {
         // Admit.
         let head = HyperHead(&req);
         let admitted = match self.admit(&head, true, trace) {
@@ -72,7 +111,7 @@ impl Gateway {
             Ok(Admission::HandOff) => unreachable!("the hyper engine serves every upstream"),
             Err(Refused { err, close }) => {
                 let resp = self.refused(&err, trace, None);
-                return if close { closing(resp) } else { resp };
+                return (if close { closing(resp) } else { resp }, None);
             }
         };
         let Admitted {
@@ -89,15 +128,29 @@ impl Gateway {
         };
         let Ok(uri) = place.uri(picked.target()) else {
             let e = GatewayError::BadRequest("The path is not valid.");
-            return self.refused(&e, trace, None);
+            return (self.refused(&e, trace, None), None);
         };
-        let fields = upstream_fields(req.headers(), key, &auth, peer, &trace.rid);
+        let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+        let mut fields = upstream_fields(req.headers(), authority, key, &auth, peer, &trace.rid);
+        if upgrade {
+            websocket::upgrade_fields(&mut fields);
+        }
+        let relay_key = upgrade.then(|| {
+            let snap = self.snapshot.load();
+            snap.key_by_id(auth.caller.key_id)
+                .map_or_else(|| KeyHash::of(key), |(hash, _)| *hash)
+        });
         let max_body = self.settings.max_body_bytes;
         let (parts, body) = req.into_parts();
-        // A body without a declared length is read ahead (up to the limit) before it costs a token.
-        let body = match UpstreamBody::read_ahead(body, max_body).await {
+        // A body without a declared length is read ahead (up to the limit) before it costs a
+        // token; not a gRPC call's (a stream the upstream answers as it goes).
+        let ahead = if trace.grpc { 0 } else { READ_AHEAD };
+        let body = match UpstreamBody::read_ahead(body, max_body, ahead).await {
             Ok(b) => b,
-            Err(e) => return closing(self.refused(&body_failure(&e, max_body), trace, None)),
+            Err(e) => {
+                let resp = self.refused(&body_failure(&e, max_body), trace, None);
+                return (closing(resp), None);
+            }
         };
         if let Some(n) = body.known_len() {
             trace.bytes_in = n;
@@ -106,11 +159,11 @@ impl Gateway {
         // Limit.
         let decision = match self.limit(&auth, trace).await {
             Ok(d) => d,
-            Err(refusal) => return refusal.map(Either::Right),
+            Err(refusal) => return (refusal.map(Either::Right), None),
         };
 
         // Upstream request and response fields, around the exchange.
-        let client = clients.for_tenant(auth.api.trusted_upstreams);
+        let client = clients.for_api(auth.api.trusted_upstreams, auth.api.upstream_protocol);
         let sent_at = Instant::now();
         let result = self
             .forward(
@@ -125,7 +178,18 @@ impl Gateway {
             .await;
         trace.upstream_us = Some(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX));
 
-        // Response fields; the finish phase follows the body.
+        self.answer(result, &decision, relay_key, &auth, trace)
+    }
+
+    /// The response-fields phase on the exchange's outcome (the finish phase follows the body).
+    fn answer(
+        &self,
+        result: Result<Response<Incoming>, GatewayError>,
+        decision: &Decision,
+        relay_key: Option<KeyHash>,
+        auth: &Auth,
+        trace: &mut Trace,
+    ) -> (Response<Inner>, Option<UpstreamHalf>) {
         let upstream_failed = match &result {
             Ok(r) => r.status().is_server_error(),
             Err(e) => e.status().is_server_error(),
@@ -134,19 +198,31 @@ impl Gateway {
         match result {
             Ok(mut r) => {
                 trace.upstream_answered(r.status().as_u16());
+                // The upstream took the upgrade: its half of the relay.
+                let relay = match relay_key {
+                    Some(key) if r.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                        websocket::upgrade_fields(r.headers_mut());
+                        Some(UpstreamHalf {
+                            upstream: hyper::upgrade::on(&mut r),
+                            key,
+                            idle: auth.api.websocket_idle,
+                        })
+                    }
+                    _ => None,
+                };
                 let h = r.headers_mut();
-                pipeline::answer_fields(&trace.rid, &decision, |name, value| {
+                pipeline::answer_fields(&trace.rid, decision, |name, value| {
                     if let Ok(v) = HeaderValue::from_bytes(value) {
                         h.insert(name, v);
                     }
                 });
-                r.map(Either::Left)
+                (r.map(Either::Left), relay)
             }
             // The caller's body broke mid-way: what is left of it cannot be read as a request.
             Err(e @ (GatewayError::BadBody | GatewayError::BodyTooLarge { .. })) => {
-                closing(self.refused(&e, trace, Some(&decision)))
+                (closing(self.refused(&e, trace, Some(decision))), None)
             }
-            Err(e) => self.refused(&e, trace, Some(&decision)),
+            Err(e) => (self.refused(&e, trace, Some(decision)), None),
         }
     }
 
@@ -180,7 +256,16 @@ impl Gateway {
         if let Some(n) = body.known_len().filter(|n| *n > 0 || declared_length) {
             fields.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
-        parts.version = Version::HTTP_11;
+        parts.version = match auth.api.upstream_protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::H2 => {
+                // gRPC's servers look for it (RFC 9113 8.2.2: the one `TE` HTTP/2 allows).
+                if trace.grpc {
+                    fields.insert(header::TE, HeaderValue::from_static("trailers"));
+                }
+                Version::HTTP_2
+            }
+        };
         let idempotent = pipeline::is_idempotent(parts.method.as_str());
         let mut tries_left = auth.retries();
         let spare = if tries_left > 0 { body.replay() } else { None };
@@ -302,9 +387,10 @@ impl Place {
 /// the gateway's own ([`forwarded_fields`]). The framing field is the exchange's to set.
 fn upstream_fields(
     received: &HeaderMap,
+    authority: Option<&[u8]>,
     key: &str,
     auth: &Auth,
-    peer: SocketAddr,
+    peer: Peer,
     rid: &str,
 ) -> HeaderMap {
     let connection: Vec<&[u8]> = received
@@ -313,7 +399,8 @@ fn upstream_fields(
         .map(HeaderValue::as_bytes)
         .collect();
     let mut h = HeaderMap::with_capacity(received.len() + 8);
-    let mut original_host = None;
+    // HTTP/2 names the host in the target (`:authority`), not in a field.
+    let mut original_host = authority;
     let mut prior_xff = Vec::new();
     for (name, value) in received {
         if name == header::HOST {
@@ -332,7 +419,8 @@ fn upstream_fields(
     }
     forwarded_fields(
         auth,
-        &peer.ip().to_string(),
+        peer.https,
+        &peer.addr.ip().to_string(),
         &prior_xff,
         original_host,
         rid,

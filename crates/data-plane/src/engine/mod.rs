@@ -4,3 +4,4 @@
 
 pub mod fast;
 pub mod hyper;
+pub mod websocket;

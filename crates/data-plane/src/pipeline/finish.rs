@@ -52,6 +52,9 @@ pub(crate) struct Trace {
     pub(crate) bytes_out: u64,
     /// What the limit phase counted (nothing when the request never got there).
     pub(crate) usage: Counts,
+    /// A gRPC call (only the hyper engine serves HTTP/2, so only it sets this): the gateway's
+    /// refusals are answered the gRPC way ([`crate::errors::grpc_refusal`]).
+    pub(crate) grpc: bool,
 }
 
 /// A request method as logged: the common ones without an allocation.
@@ -103,6 +106,7 @@ impl Trace {
             status: 0,
             bytes_out: 0,
             usage: Counts::default(),
+            grpc: false,
         }
     }
 
@@ -179,6 +183,20 @@ impl Trace {
         if status >= 500 {
             self.flags |= flags::UPSTREAM_ERROR;
         }
+    }
+
+    /// The gateway answers it with `resp`, its refusal `err`: recorded, and turned into a gRPC
+    /// refusal for a gRPC caller (recorded with the HTTP status it stands for).
+    pub(crate) fn answer(
+        &mut self,
+        err: &GatewayError,
+        resp: Response<Full<Bytes>>,
+    ) -> Response<Full<Bytes>> {
+        self.answered(err, &resp);
+        if self.grpc {
+            return crate::errors::grpc_refusal(err, resp);
+        }
+        resp
     }
 
     /// The limit phase counted it: admitted (`units` consumed) or refused.
@@ -259,7 +277,6 @@ impl Gateway {
         decision: Option<&Decision>,
     ) -> Response<Full<Bytes>> {
         let resp = self.refuse(err, &t.rid, decision);
-        t.answered(err, &resp);
-        resp
+        t.answer(err, resp)
     }
 }

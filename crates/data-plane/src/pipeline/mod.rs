@@ -169,6 +169,14 @@ pub(crate) trait RequestHead: HeaderSource {
     fn content_length(&self) -> Option<u64>;
 }
 
+/// The caller's end of a connection: its address, and whether it spoke TLS to the gateway
+/// (`X-Forwarded-Proto: https` upstream).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    pub https: bool,
+}
+
 /// A request the admit phase let through: where it goes and who sent it.
 pub(crate) struct Admitted<'h> {
     pub target: Target<'h>,
@@ -585,8 +593,7 @@ impl Gateway {
         };
         let mut resp = err.to_response(&trace.rid);
         insert_rate_limit(resp.headers_mut(), decision);
-        trace.answered(&err, &resp);
-        resp
+        trace.answer(&err, resp)
     }
 
     /// The gateway's own answer to a request it refused or failed, counted: the JSON envelope,
@@ -740,6 +747,7 @@ pub(crate) fn answer_fields(
 /// either changes.
 #[derive(Default)]
 struct ForwardedCache {
+    https: bool,
     peer_ip: Vec<u8>,
     host: Option<Vec<u8>>,
     value: Vec<u8>,
@@ -750,8 +758,8 @@ thread_local! {
         std::cell::RefCell::new(ForwardedCache::default());
 }
 
-/// `Forwarded: for=<peer>;host="<host>";proto=http` (RFC 7239), into `fwd`.
-fn build_forwarded(fwd: &mut Vec<u8>, peer_ip: &str, original_host: Option<&[u8]>) {
+/// `Forwarded: for=<peer>;host="<host>";proto=http(s)` (RFC 7239), into `fwd`.
+fn build_forwarded(fwd: &mut Vec<u8>, peer_ip: &str, original_host: Option<&[u8]>, https: bool) {
     fwd.clear();
     fwd.extend_from_slice(b"for=");
     // (A byte loop: `contains` sets up a SIMD search that costs more on a string this short.)
@@ -776,14 +784,20 @@ fn build_forwarded(fwd: &mut Vec<u8>, peer_ip: &str, original_host: Option<&[u8]
         }
         fwd.push(b'"');
     }
-    fwd.extend_from_slice(b";proto=http");
+    fwd.extend_from_slice(if https {
+        b";proto=https"
+    } else {
+        b";proto=http"
+    });
 }
 
 /// The fields the gateway sets on a forwarded request, once the caller's copies of them, the key
 /// and hop-by-hop fields are gone: `X-Forwarded-*`, `X-Request-ID`, `X-Gateway-*` (and `Host`,
-/// [`upstream_host`], which the engines place themselves).
+/// [`upstream_host`], which the engines place themselves). `https`: whether the caller's
+/// connection was TLS (the gateway terminated it).
 pub(crate) fn forwarded_fields(
     auth: &Auth,
+    https: bool,
     peer_ip: &str,
     prior_xff: &[&[u8]],
     original_host: Option<&[u8]>,
@@ -802,7 +816,7 @@ pub(crate) fn forwarded_fields(
         v.extend_from_slice(peer_ip.as_bytes());
         emit(&X_FORWARDED_FOR, &v);
     }
-    emit(&X_FORWARDED_PROTO, b"http");
+    emit(&X_FORWARDED_PROTO, if https { b"https" } else { b"http" });
     if let Some(host) = original_host {
         emit(&X_FORWARDED_HOST, host);
     }
@@ -810,10 +824,12 @@ pub(crate) fn forwarded_fields(
     emit(&X_REAL_IP, peer_ip.as_bytes());
     FORWARDED_VALUE.with_borrow_mut(|c| {
         if c.value.is_empty()
+            || c.https != https
             || c.peer_ip != peer_ip.as_bytes()
             || c.host.as_deref() != original_host
         {
-            build_forwarded(&mut c.value, peer_ip, original_host);
+            build_forwarded(&mut c.value, peer_ip, original_host, https);
+            c.https = https;
             c.peer_ip.clear();
             c.peer_ip.extend_from_slice(peer_ip.as_bytes());
             c.host = original_host.map(<[u8]>::to_vec);

@@ -739,6 +739,8 @@ mod tests {
             log_query: false,
             auth: domain::jwt::ApiAuth::Key,
             identity_token: false,
+            upstream_protocol: domain::header::UpstreamProtocol::default(),
+            websocket_idle: std::time::Duration::from_hours(1),
             trusted_upstreams: false,
             is_active: true,
             routes: domain::route::RouteTable::compile(Vec::new()),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use domain::header::UpstreamProtocol;
 use domain::upstream_policy::{Refusal, ResolveError, UpstreamPolicy};
 use http::Uri;
 use hyper_rustls::HttpsConnector;
@@ -32,26 +33,33 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
 /// hyper's keep-alive pool to upstreams (HTTP, and HTTPS with the system's roots).
 pub type UpstreamClient = Client<HttpsConnector<GuardedConnector>, UpstreamBody>;
 
-/// A worker's hyper clients: one for tenants trusted with private upstreams, one for the rest.
+/// A worker's hyper clients: for tenants trusted with private upstreams and for the rest, each
+/// in HTTP/1.1 and HTTP/2.
 #[derive(Clone)]
 pub struct UpstreamClients {
     untrusted: UpstreamClient,
     trusted: UpstreamClient,
+    untrusted_h2: UpstreamClient,
+    trusted_h2: UpstreamClient,
 }
 
 impl UpstreamClients {
     pub fn new(policy: &Arc<UpstreamPolicy>) -> anyhow::Result<Self> {
         Ok(Self {
-            untrusted: client(policy, false)?,
-            trusted: client(policy, true)?,
+            untrusted: client(policy, false, UpstreamProtocol::Http1)?,
+            trusted: client(policy, true, UpstreamProtocol::Http1)?,
+            untrusted_h2: client(policy, false, UpstreamProtocol::H2)?,
+            trusted_h2: client(policy, true, UpstreamProtocol::H2)?,
         })
     }
 
-    pub fn for_tenant(&self, trusted: bool) -> &UpstreamClient {
-        if trusted {
-            &self.trusted
-        } else {
-            &self.untrusted
+    /// The client for an API of a tenant (`trusted` or not) that speaks `protocol` upstream.
+    pub fn for_api(&self, trusted: bool, protocol: UpstreamProtocol) -> &UpstreamClient {
+        match (trusted, protocol) {
+            (true, UpstreamProtocol::Http1) => &self.trusted,
+            (false, UpstreamProtocol::Http1) => &self.untrusted,
+            (true, UpstreamProtocol::H2) => &self.trusted_h2,
+            (false, UpstreamProtocol::H2) => &self.untrusted_h2,
         }
     }
 }
@@ -59,6 +67,7 @@ impl UpstreamClients {
 fn client<B>(
     policy: &Arc<UpstreamPolicy>,
     trusted: bool,
+    protocol: UpstreamProtocol,
 ) -> anyhow::Result<Client<HttpsConnector<GuardedConnector>, B>>
 where
     B: hyper::body::Body + Send + 'static + Unpin,
@@ -67,18 +76,26 @@ where
 {
     // The provider is named, not left to crate features: another crate enabling a second rustls
     // backend would otherwise make the default ambiguous.
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(GuardedConnector {
-            policy: policy.clone(),
-            trusted,
-        });
-    Ok(Client::builder(TokioExecutor::new())
+        .https_or_http();
+    let guard = GuardedConnector {
+        policy: policy.clone(),
+        trusted,
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(usize::MAX)
-        .build(https))
+        .pool_max_idle_per_host(usize::MAX);
+    let https = match protocol {
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(guard),
+        // HTTP/2 only: ALPN `h2` over TLS, prior knowledge (h2c) in the clear.
+        UpstreamProtocol::H2 => {
+            client.http2_only(true);
+            builder.enable_http2().wrap_connector(guard)
+        }
+    };
+    Ok(client.build(https))
 }
 
 /// A client for the active health checks (`crate::upstream::health`), through the same guard.
@@ -86,7 +103,7 @@ pub(crate) fn check_client(
     policy: &Arc<UpstreamPolicy>,
     trusted: bool,
 ) -> anyhow::Result<Client<HttpsConnector<GuardedConnector>, http_body_util::Empty<bytes::Bytes>>> {
-    client(policy, trusted)
+    client(policy, trusted, UpstreamProtocol::Http1)
 }
 
 /// Why no connection was made.

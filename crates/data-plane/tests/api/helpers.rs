@@ -83,6 +83,8 @@ pub async fn seed_with(
             log_query: false,
             auth: domain::jwt::ApiAuth::Key,
             identity_token: false,
+            upstream_protocol: domain::header::UpstreamProtocol::default(),
+            websocket_idle: domain::header::WebsocketIdle::default(),
         },
     )
     .await
@@ -121,6 +123,8 @@ pub async fn add_api(
             log_query,
             auth: domain::jwt::ApiAuth::Key,
             identity_token: false,
+            upstream_protocol: domain::header::UpstreamProtocol::default(),
+            websocket_idle: domain::header::WebsocketIdle::default(),
         },
     )
     .await
@@ -154,6 +158,8 @@ pub fn redis() -> Option<(String, String)> {
 
 pub struct TestGateway {
     pub address: String,
+    /// Where HTTPS is served, when the settings name a certificate.
+    pub tls_addr: Option<std::net::SocketAddr>,
     pub client: reqwest::Client,
     pub shutdown: ShutdownHandle,
     pub gateway: Arc<Gateway>,
@@ -211,6 +217,7 @@ pub async fn spawn_gateway(settings: DataPlaneSettings, clock: Option<ManualCloc
     }
     .expect("build data plane");
     let address = format!("http://{}", app.local_addr());
+    let tls_addr = app.tls_addr();
     let shutdown = app.shutdown_handle();
     let gateway = app.gateway();
     let done = tokio::spawn(app.run_until_stopped());
@@ -220,6 +227,7 @@ pub async fn spawn_gateway(settings: DataPlaneSettings, clock: Option<ManualCloc
         .unwrap();
     TestGateway {
         address,
+        tls_addr,
         client,
         shutdown,
         gateway,

@@ -30,6 +30,10 @@ pub struct Model {
     pub auth: String,
     /// The gateway signs an `X-Gateway-JWT` naming the caller for the upstream.
     pub identity_token: bool,
+    /// How the gateway speaks to its upstreams: `http1` or `h2` (`crate::upstream::Protocol`).
+    pub upstream_protocol: String,
+    /// A relayed WebSocket idle (no byte either way) this long is closed.
+    pub websocket_idle_timeout_ms: i32,
     pub created_at: DateTimeUtc,
 }
 

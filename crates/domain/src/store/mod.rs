@@ -160,6 +160,10 @@ pub struct NewApi {
     pub auth: crate::jwt::ApiAuth,
     /// Sign an `X-Gateway-JWT` naming the caller for the upstream.
     pub identity_token: bool,
+    /// HTTP/1.1 or HTTP/2 to the upstreams.
+    pub upstream_protocol: crate::header::UpstreamProtocol,
+    /// A relayed WebSocket idle this long is closed.
+    pub websocket_idle: crate::header::WebsocketIdle,
 }
 
 pub async fn create_api(
@@ -178,6 +182,8 @@ pub async fn create_api(
         log_query: Set(new.log_query),
         auth: Set(new.auth.as_str().to_owned()),
         identity_token: Set(new.identity_token),
+        upstream_protocol: Set(new.upstream_protocol.as_str().to_owned()),
+        websocket_idle_timeout_ms: Set(new.websocket_idle.millis()),
         is_active: Set(true),
         created_at: Set(Utc::now()),
         ..Default::default()
@@ -514,6 +520,8 @@ mod tests {
                 log_query: false,
                 auth: crate::jwt::ApiAuth::Key,
                 identity_token: false,
+                upstream_protocol: crate::header::UpstreamProtocol::default(),
+                websocket_idle: crate::header::WebsocketIdle::default(),
             },
         )
         .await

@@ -86,6 +86,8 @@ pub async fn update_api(
     a.log_query = Set(new.log_query);
     a.auth = Set(new.auth.as_str().to_owned());
     a.identity_token = Set(new.identity_token);
+    a.upstream_protocol = Set(new.upstream_protocol.as_str().to_owned());
+    a.websocket_idle_timeout_ms = Set(new.websocket_idle.millis());
     a.is_active = Set(is_active);
     let a = a.update(db).await?;
     super::targets::set_first_target_url(db, &a).await?;

@@ -184,5 +184,7 @@ fn new_api_again(upstream: &str) -> anyhow::Result<NewApi> {
         log_query: false,
         auth: domain::jwt::ApiAuth::Key,
         identity_token: false,
+        upstream_protocol: domain::header::UpstreamProtocol::default(),
+        websocket_idle: domain::header::WebsocketIdle::default(),
     })
 }

@@ -132,6 +132,8 @@ async fn one_signed_event_per_window_with_two_data_planes_through_a_flaky_receiv
             log_query: false,
             auth: domain::jwt::ApiAuth::Key,
             identity_token: false,
+            upstream_protocol: domain::header::UpstreamProtocol::default(),
+            websocket_idle: domain::header::WebsocketIdle::default(),
         },
     )
     .await
