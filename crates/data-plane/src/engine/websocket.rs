@@ -67,19 +67,50 @@ pub(crate) struct UpstreamHalf {
     pub idle: Duration,
 }
 
+/// The socket's request, finished when the relay ends — or when its task is dropped (the worker
+/// stopping), so that what it counted is never lost.
+struct Finishing {
+    gw: Arc<Gateway>,
+    trace: Option<Trace>,
+    /// Bytes relayed from the caller, and to it.
+    bytes_in: u64,
+    bytes_out: u64,
+    open: bool,
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        if self.open {
+            self.gw.metrics.websockets_open.dec();
+        }
+        if let Some(mut t) = self.trace.take() {
+            t.bytes_in += self.bytes_in;
+            t.bytes_out += self.bytes_out;
+            self.gw.finish(t);
+        }
+    }
+}
+
 impl Gateway {
     /// Relays an upgraded connection both ways (see the module's notes), then runs the finish
     /// phase with what crossed it.
-    pub(crate) async fn relay(self: Arc<Self>, relay: Relay, mut trace: Trace) {
+    pub(crate) async fn relay(self: Arc<Self>, relay: Relay, trace: Trace) {
+        let mut done = Finishing {
+            gw: self.clone(),
+            trace: Some(trace),
+            bytes_in: 0,
+            bytes_out: 0,
+            open: false,
+        };
         let (client, upstream) = match tokio::try_join!(relay.client, relay.upstream) {
             Ok(both) => both,
             Err(e) => {
                 tracing::debug!(error = %e, "WebSocket upgrade did not complete");
-                self.finish(trace);
                 return;
             }
         };
         self.metrics.websockets_open.inc();
+        done.open = true;
         let (mut cr, mut cw) = tokio::io::split(TokioIo::new(client));
         let (mut ur, mut uw) = tokio::io::split(TokioIo::new(upstream));
         let (mut cbuf, mut ubuf) = (vec![0u8; RELAY_CHUNK], vec![0u8; RELAY_CHUNK]);
@@ -95,7 +126,7 @@ impl Gateway {
                 n = cr.read(&mut cbuf), if client_open => match n {
                     Ok(n) if n > 0 => {
                         last = Instant::now();
-                        trace.bytes_in += n as u64;
+                        done.bytes_in += n as u64;
                         if uw.write_all(&cbuf[..n]).await.is_err() {
                             break "upstream write failed";
                         }
@@ -108,7 +139,7 @@ impl Gateway {
                 n = ur.read(&mut ubuf), if upstream_open => match n {
                     Ok(n) if n > 0 => {
                         last = Instant::now();
-                        trace.bytes_out += n as u64;
+                        done.bytes_out += n as u64;
                         if cw.write_all(&ubuf[..n]).await.is_err() {
                             break "client write failed";
                         }
@@ -131,10 +162,8 @@ impl Gateway {
             }
         };
         tracing::debug!(why, "WebSocket relay ended");
-        // Both connections close as the halves drop.
+        // Both connections close as the halves drop; then the request is finished.
         drop((cr, cw, ur, uw));
-        self.metrics.websockets_open.dec();
-        self.finish(trace);
     }
 
     /// Whether the key with `hash` may still be used (not revoked, not expired, not deleted).
