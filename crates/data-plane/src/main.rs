@@ -19,6 +19,9 @@ async fn main() -> anyhow::Result<()> {
     domain::telemetry::init();
     let app = Application::build(Cli::parse().settings).await?;
     tracing::info!(addr = %app.local_addr(), "data plane listening");
+    if let Some(tls) = app.tls_addr() {
+        tracing::info!(https = %tls, "data plane serving HTTPS (HTTP/2 and HTTP/1.1)");
+    }
     let handle = app.shutdown_handle();
     tokio::spawn(async move {
         domain::shutdown::signal().await;

@@ -451,13 +451,24 @@ async fn serve(
             drain_rx.clone(),
         );
         if let (true, Some(acceptor)) = (https, listeners.acceptor.clone()) {
+            let fast = settings.proxy.engine == Engine::Fast;
             tokio::spawn(async move {
                 // The handshake has the head's time limit.
                 let within = Duration::from_millis(gw.settings.header_timeout_ms);
-                match tokio::time::timeout(within, acceptor.accept(stream)).await {
-                    Ok(Ok(io)) => serve_with_hyper(gw, client, peer, io, max_buf, drain).await,
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                let io = match tokio::time::timeout(within, acceptor.accept(stream)).await {
+                    Ok(Ok(io)) => io,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!("TLS handshake timed out"),
+                };
+                // HTTP/2 (ALPN `h2`) is hyper's; HTTP/1.1 starts on the fast engine, as in the
+                // clear.
+                if !fast || io.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    return serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
+                }
+                let mut conn = Conn::new(&gw, &pool, &dog, io, addr, true);
+                if let Exit::HandOff(read) = conn.run().await {
+                    let io = Prefixed::new(read, conn.into_client());
+                    serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
                 }
             });
             continue;
@@ -470,7 +481,7 @@ async fn serve(
             continue;
         }
         tokio::spawn(async move {
-            let mut conn = Conn::new(&gw, &pool, &dog, stream, addr);
+            let mut conn = Conn::new(&gw, &pool, &dog, stream, addr, false);
             if let Exit::HandOff(read) = conn.run().await {
                 let io = Prefixed::new(read, conn.into_client());
                 serve_with_hyper(gw, client, peer, io, max_buf, drain).await;

@@ -113,7 +113,12 @@ pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
         proxy: s.proxy.clone(),
     })
     .await?;
-    let dashboard = format!("http://localhost:{}", cp.port());
+    let scheme = if s.control_plane.control_plane_tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let dashboard = format!("{scheme}://localhost:{}", cp.port());
     let gateway = s.shared.public_url.clone();
     println!();
     println!("Gateway is running.");
@@ -128,6 +133,9 @@ pub async fn run(mut s: GatewaySettings) -> anyhow::Result<()> {
         "  Gateway    {gateway}  (data plane on {})",
         dp.local_addr()
     );
+    if let Some(tls) = dp.tls_addr() {
+        println!("  HTTPS      data plane on {tls} (HTTP/2 and HTTP/1.1)");
+    }
     match &demo {
         Some((_, Some(d))) => {
             println!("  Demo login {}  /  {}", demo::DEMO_USER, d.password);

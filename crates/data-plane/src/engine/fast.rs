@@ -9,10 +9,11 @@
 //! it is used (and goes back to the worker's pool, `crate::upstream::UpstreamPool`, when the
 //! client leaves).
 //!
-//! Anything else — HTTP/1.0, chunked or `Expect` uploads, `Upgrade` (WebSocket), HTTP/2 with
-//! prior knowledge, duplicate lengths, non-origin-form targets, `https` upstreams, `/health` and
-//! `/metrics` — hands the connection, with every byte
-//! read so far, to the hyper engine (`crate::engine::hyper`), which serves the rest of it.
+//! The client connection may be TCP or TLS (ALPN `http/1.1`). Anything else — HTTP/1.0, chunked
+//! or `Expect` uploads, `Upgrade` (WebSocket), HTTP/2 with prior knowledge, duplicate lengths,
+//! non-origin-form targets, `https` upstreams, `/health` and `/metrics` — hands the connection,
+//! with every byte read so far, to the hyper engine (`crate::engine::hyper`), which serves the
+//! rest of it.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -98,12 +99,16 @@ enum Step {
     Forward(Box<Prepared>),
 }
 
-pub struct Conn<'a> {
+/// A client connection on the fast engine: a TCP stream, or a TLS one (`https`) whose ALPN chose
+/// HTTP/1.1.
+pub struct Conn<'a, C = TcpStream> {
     gw: &'a Gateway,
     pool: &'a UpstreamPool,
     /// This connection's deadline: the request head's, then the upstream answer's.
     dog: &'a Watchdog,
-    client: TcpStream,
+    client: C,
+    /// The caller spoke TLS to the gateway (`X-Forwarded-Proto: https`).
+    https: bool,
     /// The caller's address as `X-Forwarded-For` names it, formatted once per connection.
     peer_ip: String,
     peer_addr: IpAddr,
@@ -116,19 +121,21 @@ pub struct Conn<'a> {
     body_unread: bool,
 }
 
-impl<'a> Conn<'a> {
+impl<'a, C: AsyncRead + AsyncWrite + Unpin> Conn<'a, C> {
     pub fn new(
         gw: &'a Gateway,
         pool: &'a UpstreamPool,
         dog: &'a Watchdog,
-        client: TcpStream,
+        client: C,
         peer: SocketAddr,
+        https: bool,
     ) -> Self {
         Self {
             gw,
             pool,
             dog,
             client,
+            https,
             peer_ip: peer.ip().to_string(),
             peer_addr: peer.ip(),
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -140,7 +147,7 @@ impl<'a> Conn<'a> {
     }
 
     /// The client socket, for hyper after a hand-off ([`Self::run`] has pooled the upstream).
-    pub fn into_client(self) -> TcpStream {
+    pub fn into_client(self) -> C {
         self.client
     }
 
@@ -221,6 +228,7 @@ impl<'a> Conn<'a> {
             out,
             peer_ip,
             peer_addr,
+            https,
             ..
         } = self;
         if buf.is_empty() {
@@ -307,7 +315,7 @@ impl<'a> Conn<'a> {
             &fields,
             &auth,
             picked.target(),
-            peer_ip,
+            (peer_ip, *https),
             &trace.rid,
         );
         Step::Forward(Box::new(Prepared {
@@ -691,12 +699,12 @@ impl<'a> Conn<'a> {
                 left = 0;
             }
             if self.out.is_empty() {
-                if take > 0 && self.client.write_all(&self.ubuf[..take]).await.is_err() {
+                if take > 0 && send(&mut self.client, &self.ubuf[..take]).await.is_err() {
                     return false;
                 }
             } else {
                 self.out.extend_from_slice(&self.ubuf[..take]);
-                if self.client.write_all(&self.out).await.is_err() {
+                if send(&mut self.client, &self.out).await.is_err() {
                     return false;
                 }
                 self.out.clear();
@@ -727,7 +735,7 @@ impl<'a> Conn<'a> {
         out.clear();
         encode_head(out, parts.status, &parts.headers, body.len(), close);
         out.extend_from_slice(&body);
-        self.client.write_all(out).await.is_ok()
+        send(&mut self.client, out).await.is_ok()
     }
 }
 
@@ -891,7 +899,7 @@ fn write_upstream_head(
     fields: &HeadFields<'_, '_>,
     auth: &Auth,
     target: &TargetEntry,
-    peer_ip: &str,
+    (peer_ip, https): (&str, bool),
     rid: &str,
 ) -> HeadLine {
     let HeadFields {
@@ -937,7 +945,7 @@ fn write_upstream_head(
     // (Inlined at each of its calls: out of line, the calls cost more than the copies.)
     forwarded_fields(
         auth,
-        false,
+        https,
         peer_ip,
         &prior_xff,
         original_host,
@@ -959,9 +967,16 @@ enum Side {
     TimedOut,
 }
 
+/// Writes `bytes` to the client, all of them on the wire (a TLS stream holds records back until
+/// flushed; for TCP the flush is nothing).
+async fn send<C: AsyncWrite + Unpin>(client: &mut C, bytes: &[u8]) -> io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
+}
+
 /// Copies exactly `len` body bytes from the client to the upstream: first those already in `buf`.
-async fn copy_exact(
-    client: &mut TcpStream,
+async fn copy_exact<C: AsyncRead + Unpin>(
+    client: &mut C,
     up: &mut TcpStream,
     buf: &mut BytesMut,
     len: u64,
@@ -1030,18 +1045,18 @@ async fn read_response_head(up: &mut TcpStream, ubuf: &mut BytesMut) -> io::Resu
 }
 
 /// The client socket with the bytes the fast path already read put back in front, for hyper.
-pub struct Prefixed {
+pub struct Prefixed<C = TcpStream> {
     pre: BytesMut,
-    inner: TcpStream,
+    inner: C,
 }
 
-impl Prefixed {
-    pub fn new(pre: BytesMut, inner: TcpStream) -> Self {
+impl<C> Prefixed<C> {
+    pub fn new(pre: BytesMut, inner: C) -> Self {
         Self { pre, inner }
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<C: AsyncRead + Unpin> AsyncRead for Prefixed<C> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1057,7 +1072,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<C: AsyncWrite + Unpin> AsyncWrite for Prefixed<C> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

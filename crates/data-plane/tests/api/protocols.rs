@@ -96,6 +96,7 @@ async fn h2_get(
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one connection of each kind, then the reload
 async fn https_speaks_h2_and_http11_by_alpn_beside_plain_http_and_reloads_its_certificate() {
     let upstream = spawn_upstream().await;
     let db = TestDb::sqlite().await;
@@ -163,7 +164,42 @@ async fn https_speaks_h2_and_http11_by_alpn_beside_plain_http_and_reloads_its_ce
     let resp = h1.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_11);
+    let _ = resp.into_body().collect().await.unwrap();
     assert_eq!(upstream.last().headers["x-forwarded-proto"], "https");
+    // Large bodies both ways on the same connection (the fast engine streams them through TLS).
+    let req = Request::get(fx.path("/bytes/3000000"))
+        .header("host", "127.0.0.1")
+        .header("x-api-key", &fx.key)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = h1.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes().len(),
+        3_000_000
+    );
+    let (mut h1, conn) = {
+        let stream = tls_connect(tls_addr, &first_cert, &[b"http/1.1"])
+            .await
+            .unwrap();
+        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap()
+    };
+    tokio::spawn(conn);
+    let req = Request::post(fx.path("/upload"))
+        .header("host", "127.0.0.1")
+        .header("x-api-key", &fx.key)
+        .body(http_body_util::Full::new(Bytes::from(vec![
+            b'u';
+            1_000_000
+        ])))
+        .unwrap();
+    let resp = h1.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["body_len"], 1_000_000);
 
     // Plain HTTP on the main address, side by side.
     let resp = gw.get(&fx.path("/plain"), &fx.key).await;

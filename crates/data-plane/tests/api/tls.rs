@@ -54,3 +54,78 @@ async fn https_upstreams_are_verified_against_the_trusted_roots() {
     assert_eq!(untrusted.count(), 0, "nothing was sent to it");
     proc.terminate();
 }
+
+/// An upstream speaking HTTP/2 only, over TLS (ALPN `h2`): it answers with the protocol version
+/// it was spoken to in. Its address and certificate (PEM).
+async fn spawn_h2_tls_upstream() -> (std::net::SocketAddr, String) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, cert.pem())
+}
+
+#[tokio::test]
+async fn an_api_set_to_h2_speaks_http2_over_tls_to_its_upstream() {
+    let (upstream, pem) = spawn_h2_tls_upstream().await;
+    let db = TestDb::sqlite().await;
+    let fx = seed(&db.db, "acme", &format!("https://{upstream}"), generous()).await;
+    let mut a = domain::sea_orm::IntoActiveModel::into_active_model(fx.api.clone());
+    a.upstream_protocol = domain::sea_orm::ActiveValue::Set("h2".to_owned());
+    let _: domain::entities::api::Model = domain::sea_orm::ActiveModelTrait::update(a, &db.db)
+        .await
+        .unwrap();
+    let roots = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(roots.path(), pem).unwrap();
+    let proc = Proc::spawn(
+        &db.url,
+        None,
+        &[("SSL_CERT_FILE", roots.path().to_str().unwrap())],
+    );
+    let resp = reqwest::Client::new()
+        .get(format!("{}{}", proc.address, fx.path("/v")))
+        .header("x-api-key", &fx.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "HTTP/2.0",
+        "HTTP/2 to the upstream, by ALPN"
+    );
+    proc.terminate();
+}
