@@ -11,7 +11,7 @@ use actix_web::middleware::{DefaultHeaders, ErrorHandlers, Logger};
 use actix_web::{App, HttpServer, web};
 use domain::clock::SystemClock;
 use domain::events::Publisher;
-use domain::limits::redis::{RedisStore, pool};
+use domain::limits::redis::{RedisStore, checked_pool};
 use domain::limits::{Limiter, LimiterSettings};
 use domain::store::ConfigWriter;
 
@@ -68,7 +68,10 @@ impl Application {
                  signing keys (tokens are neither minted nor signed)"
             );
         }
-        let redis_pool = shared.redis_url.as_deref().map(pool).transpose()?;
+        let redis_pool = match shared.redis_url.as_deref() {
+            Some(url) => Some(checked_pool(url).await.map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         let store = redis_pool
             .clone()
             .map(|p| RedisStore::new(p, shared.redis_prefix.clone()));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use domain::clock::{SharedClock, SystemClock};
 use domain::limits::Limiter;
-use domain::limits::redis::{RedisStore, pool};
+use domain::limits::redis::{RedisStore, checked_pool};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -107,7 +107,10 @@ impl Application {
         }
         let policy = Arc::new(shared.upstream_policy(&own).await);
         let db = domain::db::connect_existing(&shared.database_url).await?;
-        let redis_pool = shared.redis_url.as_deref().map(pool).transpose()?;
+        let redis_pool = match shared.redis_url.as_deref() {
+            Some(url) => Some(checked_pool(url).await.map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         let store = redis_pool
             .clone()
             .map(|p| RedisStore::new(p, shared.redis_prefix.clone()));

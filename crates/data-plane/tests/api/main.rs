@@ -20,6 +20,7 @@ mod nodes;
 mod outage;
 mod process;
 mod protocols;
+mod redis_auth;
 mod resilience;
 mod routes;
 mod ssrf;

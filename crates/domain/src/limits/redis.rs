@@ -75,6 +75,44 @@ pub fn pool(url: &str) -> Result<Pool, RedisStoreError> {
     build_pool(url, None)
 }
 
+/// A pool to `url` ([`pool`]) whose credentials Redis takes ([`check_credentials`]); the error
+/// is a message for the operator.
+pub async fn checked_pool(url: &str) -> Result<Pool, String> {
+    let p = pool(url).map_err(|e| format!("GATEWAY_REDIS_URL: {e}"))?;
+    check_credentials(&p).await?;
+    Ok(p)
+}
+
+/// Whether Redis takes the credentials `pool` connects with: `Err` (a message for the operator,
+/// naming the setting, with Redis's words) when it refuses them — a wrong password or user, or none where one is required. An unreachable Redis
+/// is not an error here: the limiter's outage rules cover it, and a start must not wait for it.
+pub async fn check_credentials(pool: &Pool) -> Result<(), String> {
+    fn refused(e: &redis::RedisError) -> bool {
+        e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+    }
+    let check = async {
+        let mut conn = match pool.get().await {
+            Ok(c) => c,
+            Err(deadpool_redis::PoolError::Backend(e)) if refused(&e) => return Err(e.to_string()),
+            Err(_) => return Ok(()),
+        };
+        match redis::cmd("PING").query_async::<()>(&mut conn).await {
+            Err(e) if refused(&e) => Err(e.to_string()),
+            _ => Ok(()),
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), check)
+        .await
+        .unwrap_or(Ok(()))
+        .map_err(|why| {
+            format!(
+                "GATEWAY_REDIS_URL: Redis refused the credentials in the URL ({why}); check the \
+                 user and password (redis://user:password@host:port/)"
+            )
+        })
+}
+
 /// A pool for one dispatcher's script calls: as [`pool`], without redis-rs's own answer timeout
 /// (500 ms), since every call is bounded by its requests' deadline (the store's timeout, which
 /// may be longer).
