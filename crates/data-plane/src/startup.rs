@@ -17,8 +17,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use bytes::BytesMut;
-
 use crate::config::{DataPlaneSettings, Engine};
 use crate::engine::fast::{Conn, Exit, MAX_HEADERS, Prefixed};
 use crate::gateway::Gateway;
@@ -445,51 +443,33 @@ async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let peer = Peer { addr, https };
-        let (gw, client, pool, dog, drain) = (
-            gateway.clone(),
-            client.clone(),
-            pool.clone(),
-            dogs.watch(),
-            drain_rx.clone(),
-        );
-        if let (true, Some(acceptor)) = (https, listeners.acceptor.clone()) {
-            let fast = settings.proxy.engine == Engine::Fast;
-            tokio::spawn(async move {
+        let conn = Accepted {
+            gw: gateway.clone(),
+            client: client.clone(),
+            pool: pool.clone(),
+            dog: dogs.watch(),
+            peer: Peer { addr, https },
+            max_buf,
+            drain: drain_rx.clone(),
+        };
+        let hyper_only = settings.proxy.engine == Engine::Hyper;
+        match (https, listeners.acceptor.clone()) {
+            (true, Some(acceptor)) => tokio::spawn(async move {
                 // The handshake has the head's time limit.
-                let within = Duration::from_millis(gw.settings.header_timeout_ms);
-                let io = match tokio::time::timeout(within, acceptor.accept(stream)).await {
-                    Ok(Ok(io)) => io,
-                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!("TLS handshake timed out"),
-                };
-                // HTTP/2 (ALPN `h2`) is hyper's; HTTP/1.1 starts on the fast engine, as in the
-                // clear.
-                if !fast || io.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    return serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
+                let within = Duration::from_millis(conn.gw.settings.header_timeout_ms);
+                match tokio::time::timeout(within, acceptor.accept(stream)).await {
+                    // HTTP/2 (ALPN `h2`) is hyper's; HTTP/1.1 starts on the fast engine, as in
+                    // the clear.
+                    Ok(Ok(io)) => {
+                        let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
+                        conn.serve(io, hyper_only || h2).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
-                let mut conn = Conn::new(&gw, &pool, &dog, io, addr, true);
-                if let Exit::HandOff(read) = conn.run().await {
-                    let io = Prefixed::new(read, conn.into_client());
-                    serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
-                }
-            });
-            continue;
-        }
-        if settings.proxy.engine == Engine::Hyper {
-            tokio::spawn(async move {
-                let io = Prefixed::new(BytesMut::new(), stream);
-                serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
-            });
-            continue;
-        }
-        tokio::spawn(async move {
-            let mut conn = Conn::new(&gw, &pool, &dog, stream, addr, false);
-            if let Exit::HandOff(read) = conn.run().await {
-                let io = Prefixed::new(read, conn.into_client());
-                serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
-            }
-        });
+            }),
+            _ => tokio::spawn(conn.serve(stream, hyper_only)),
+        };
     }
     drop(drain_rx);
     // Idle fast-path connections end at once; hyper's close after their current exchange.
@@ -507,6 +487,44 @@ async fn serve(
     }
     sweeper.abort();
     Ok(())
+}
+
+/// An accepted connection (TCP, or TLS once its handshake is done) and what serving it takes.
+struct Accepted {
+    gw: Arc<Gateway>,
+    client: UpstreamClients,
+    pool: Arc<UpstreamPool>,
+    dog: Arc<crate::watchdog::Watchdog>,
+    peer: Peer,
+    max_buf: usize,
+    drain: watch::Receiver<()>,
+}
+
+impl Accepted {
+    /// Serves it: on the fast engine, which hands hyper what it does not serve, or on hyper
+    /// from the start (`hyper_only`).
+    async fn serve<I>(self, io: I, hyper_only: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            gw,
+            client,
+            pool,
+            dog,
+            peer,
+            max_buf,
+            drain,
+        } = self;
+        if hyper_only {
+            return serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
+        }
+        let mut conn = Conn::new(&gw, &pool, &dog, io, peer.addr, peer.https);
+        if let Exit::HandOff(read) = conn.run().await {
+            let io = Prefixed::new(read, conn.into_client());
+            serve_with_hyper(gw, client, peer, io, max_buf, drain).await;
+        }
+    }
 }
 
 /// A connection hyper serves (the rest of one the fast path handed over, or one over TLS):

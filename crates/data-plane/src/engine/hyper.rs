@@ -57,6 +57,8 @@ impl Gateway {
         let mut trace = Trace::start(&self, req.headers(), peer.addr.ip());
         trace.grpc = crate::errors::is_grpc(req.headers());
         let (resp, relay) = self.proxy(&clients, peer, req, &mut trace).await;
+        // (Every phase that answers has recorded its status: a gRPC refusal's is the HTTP status
+        // it stands for, not its wire 200.)
         if trace.status == 0 {
             trace.status = resp.status().as_u16();
         }
@@ -84,12 +86,9 @@ impl Gateway {
         let (resp, half) = self
             .exchange(clients, peer, req, upgrade.is_some(), trace)
             .await;
-        let relay = upgrade.zip(half).map(|(client, half)| Relay {
-            client,
-            upstream: half.upstream,
-            key: half.key,
-            idle: half.idle,
-        });
+        let relay = upgrade
+            .zip(half)
+            .map(|(client, upstream)| Relay { client, upstream });
         (resp, relay)
     }
 

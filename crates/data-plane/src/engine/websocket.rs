@@ -50,19 +50,17 @@ pub(crate) fn upgrade_fields(h: &mut HeaderMap) {
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
-/// An upgrade under way: both sides' connections once hyper hands them over.
+/// An upgrade under way: the caller's connection once hyper hands it over, and the upstream's.
 pub(crate) struct Relay {
     pub client: OnUpgrade,
-    pub upstream: OnUpgrade,
-    /// The key the caller spends (by its hash, as the snapshot finds it).
-    pub key: KeyHash,
-    pub idle: Duration,
+    pub upstream: UpstreamHalf,
 }
 
 /// What the exchange hands on when the upstream took an upgrade: its connection, and what the
 /// relay needs to know of the request.
 pub(crate) struct UpstreamHalf {
     pub upstream: OnUpgrade,
+    /// The key the caller spends (by its hash, as the snapshot finds it).
     pub key: KeyHash,
     pub idle: Duration,
 }
@@ -95,6 +93,10 @@ impl Gateway {
     /// Relays an upgraded connection both ways (see the module's notes), then runs the finish
     /// phase with what crossed it.
     pub(crate) async fn relay(self: Arc<Self>, relay: Relay, trace: Trace) {
+        let Relay {
+            client,
+            upstream: half,
+        } = relay;
         let mut done = Finishing {
             gw: self.clone(),
             trace: Some(trace),
@@ -102,7 +104,7 @@ impl Gateway {
             bytes_out: 0,
             open: false,
         };
-        let (client, upstream) = match tokio::try_join!(relay.client, relay.upstream) {
+        let (client, upstream) = match tokio::try_join!(client, half.upstream) {
             Ok(both) => both,
             Err(e) => {
                 tracing::debug!(error = %e, "WebSocket upgrade did not complete");
@@ -150,11 +152,11 @@ impl Gateway {
                     }
                 },
                 _ = check.tick() => {
-                    if last.elapsed() >= relay.idle {
+                    if last.elapsed() >= half.idle {
                         break "idle";
                     }
                     if self.settings.websocket_revoked == RevokedSockets::Close
-                        && !self.key_still_admitted(&relay.key)
+                        && !self.key_still_admitted(&half.key)
                     {
                         break "key revoked";
                     }

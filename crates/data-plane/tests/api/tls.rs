@@ -59,18 +59,7 @@ async fn https_upstreams_are_verified_against_the_trusted_roots() {
 /// it was spoken to in. Its address and certificate (PEM).
 async fn spawn_h2_tls_upstream() -> (std::net::SocketAddr, String) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
-    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], key)
-    .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let (config, pem) = crate::upstream::self_signed_tls(&[b"h2"]);
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -95,7 +84,7 @@ async fn spawn_h2_tls_upstream() -> (std::net::SocketAddr, String) {
             });
         }
     });
-    (addr, cert.pem())
+    (addr, pem)
 }
 
 #[tokio::test]

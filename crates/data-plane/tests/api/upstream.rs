@@ -172,10 +172,18 @@ pub async fn spawn_upstream() -> Upstream {
 /// Starts the upstream on 127.0.0.1:0 speaking HTTPS only, with a new self-signed certificate for
 /// `127.0.0.1`; also returns that certificate (PEM), for a client to trust or not.
 pub async fn spawn_tls_upstream() -> (Upstream, String) {
+    let (config, pem) = self_signed_tls(&[]);
+    let up = serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    (up, pem)
+}
+
+/// A server configuration with a fresh self-signed certificate for 127.0.0.1, offering `alpn`:
+/// it and the certificate (PEM), for clients to trust.
+pub fn self_signed_tls(alpn: &[&[u8]]) -> (rustls::ServerConfig, String) {
     let rcgen::CertifiedKey { cert, signing_key } =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -183,8 +191,8 @@ pub async fn spawn_tls_upstream() -> (Upstream, String) {
     .with_no_client_auth()
     .with_single_cert(vec![cert.der().clone()], key)
     .unwrap();
-    let up = serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
-    (up, cert.pem())
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    (config, cert.pem())
 }
 
 async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
