@@ -68,8 +68,8 @@ impl Application {
                  signing keys (tokens are neither minted nor signed)"
             );
         }
-        let redis_pool = match shared.redis_url.as_deref() {
-            Some(url) => Some(checked_pool(url).await.map_err(anyhow::Error::msg)?),
+        let redis_pool = match shared.redis_endpoint().map_err(anyhow::Error::msg)? {
+            Some(endpoint) => Some(checked_pool(&endpoint).await.map_err(anyhow::Error::msg)?),
             None => None,
         };
         let store = redis_pool

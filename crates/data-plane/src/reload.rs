@@ -115,13 +115,13 @@ pub async fn apply_keys(gw: &Gateway, ids: &[i64]) -> Result<(), domain::sea_orm
 /// Runs until `stop` fires.
 pub async fn run(
     gw: Arc<Gateway>,
-    redis: Option<(String, String)>,
+    redis: Option<(domain::redis_pool::Endpoint, String)>,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let notify = Arc::new(Notify::new());
     let (keys_tx, mut keys_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<i64>>();
-    if let Some((url, prefix)) = redis {
+    if let Some((endpoint, prefix)) = redis {
         let notify = notify.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
@@ -134,7 +134,7 @@ pub async fn run(
                     }
                 };
                 tokio::select! {
-                    res = domain::events::listen(&url, &prefix, on_change) => {
+                    res = domain::events::listen(&endpoint, &prefix, on_change) => {
                         if let Err(e) = res {
                             tracing::warn!(error = %e, "config-change subscription lost; reconnecting");
                         }

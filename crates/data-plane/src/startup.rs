@@ -105,8 +105,8 @@ impl Application {
         }
         let policy = Arc::new(shared.upstream_policy(&own).await);
         let db = domain::db::connect_existing(&shared.database_url).await?;
-        let redis_pool = match shared.redis_url.as_deref() {
-            Some(url) => Some(checked_pool(url).await.map_err(anyhow::Error::msg)?),
+        let redis_pool = match shared.redis_endpoint().map_err(anyhow::Error::msg)? {
+            Some(endpoint) => Some(checked_pool(&endpoint).await.map_err(anyhow::Error::msg)?),
             None => None,
         };
         let store = redis_pool
@@ -201,11 +201,9 @@ impl Application {
         } = self;
         let stop_rx = stop_tx.subscribe();
         let (listeners, cert_watch) = Listeners::start(listener, tls, &stop_rx);
-        let redis = settings
-            .shared
-            .redis_url
-            .clone()
-            .map(|u| (u, settings.shared.redis_prefix.clone()));
+        // Checked when the application was built.
+        let redis = (settings.shared.redis_endpoint().ok().flatten())
+            .map(|e| (e, settings.shared.redis_prefix.clone()));
         let poll = Duration::from_millis(settings.proxy.reload_poll_ms);
         let reloader = tokio::spawn(reload::run(gateway.clone(), redis, poll, stop_rx.clone()));
         let prober = tokio::spawn(gateway.limiter.clone().probe_until(stop_rx.clone()));
@@ -386,11 +384,10 @@ fn spawn_workers(
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
-                    if let (Some(store), Some(url)) = (
-                        gw.limiter.redis_store(),
-                        settings.shared.redis_url.as_deref(),
-                    ) {
-                        store.attach_current_thread(url)?;
+                    if let (Some(store), Ok(Some(endpoint))) =
+                        (gw.limiter.redis_store(), settings.shared.redis_endpoint())
+                    {
+                        store.attach_current_thread(&endpoint)?;
                     }
                     let client = UpstreamClients::new(&gw.policy)?;
                     serve(listeners, &gw, &client, &settings, stop).await?;

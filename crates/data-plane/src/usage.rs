@@ -10,9 +10,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use chrono::DateTime;
-use deadpool_redis::Pool;
 use domain::analytics::{Dims, Hit, Stats};
 use domain::clock::SharedClock;
+use domain::redis_pool::Pool;
 use domain::sea_orm::{DatabaseConnection, TransactionTrait};
 use domain::store::{self, UsageDelta};
 use domain::usage::{Bucket, Counts, write_minutes};

@@ -50,7 +50,11 @@ fn main() {
                     s.spawn(move || {
                         runtime().block_on(async move {
                             let store = limiter.redis_store().unwrap();
-                            store.attach_current_thread(&url).unwrap();
+                            store
+                                .attach_current_thread(
+                                    &domain::redis_pool::Endpoint::parse(&url).unwrap(),
+                                )
+                                .unwrap();
                             for _ in 0..DECISIONS {
                                 let (d, _) = limiter
                                     .check_with(subject, &plan, Enforcement::Fast)

@@ -1,6 +1,6 @@
 //! Config-change events: the control plane publishes after every write, data planes reload.
 
-use deadpool_redis::Pool;
+use crate::redis_pool::{Endpoint, Pool};
 use futures_util::StreamExt;
 
 /// The pub/sub channel of config changes.
@@ -56,9 +56,7 @@ pub async fn publish_change(
     version: i64,
     change: &Change,
 ) -> Result<(), redis::RedisError> {
-    let mut conn = pool.get().await.map_err(|e| {
-        redis::RedisError::from((redis::ErrorKind::Io, "redis pool", e.to_string()))
-    })?;
+    let mut conn = pool.get().await?;
     let _: i64 = redis::cmd("PUBLISH")
         .arg(channel(prefix))
         .arg(change.message(version))
@@ -68,14 +66,16 @@ pub async fn publish_change(
 }
 
 /// Subscribes to config changes and calls `on_change` for each; returns when the connection ends
-/// (the caller reconnects).
+/// (the caller reconnects). On a Redis Cluster this is classic pub/sub on one node (the first
+/// that answers): the cluster bus carries a message published on any node to every node, and the
+/// messages are a few bytes per config change, so sharded pub/sub's saving is not worth following
+/// a channel's slot from node to node.
 pub async fn listen(
-    url: &str,
+    endpoint: &Endpoint,
     prefix: &str,
     mut on_change: impl FnMut(Change),
 ) -> Result<(), redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let mut pubsub = client.get_async_pubsub().await?;
+    let mut pubsub = endpoint.pubsub().await?;
     pubsub.subscribe(channel(prefix)).await?;
     // A change may have happened while (re)connecting.
     on_change(Change::Any);

@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod limits;
 pub mod password;
 pub mod plan;
+pub mod redis_pool;
 pub mod request_log;
 pub mod resilience;
 pub mod route;

@@ -20,9 +20,16 @@ pub struct Settings {
     #[arg(long, env = "GATEWAY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 
-    /// Redis URL for counters and config-change events; unset = in-process counters (one node).
+    /// Redis URL for counters and config-change events: `redis://[user:password@]host:port/`,
+    /// `rediss://` for TLS, `redis+cluster://host:port,host:port` (or `rediss+cluster://`) for a
+    /// Redis Cluster; unset = in-process counters (one node).
     #[arg(long, env = "GATEWAY_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// PEM file of the CA certificates a TLS Redis (`rediss://`) is verified against, for a
+    /// private CA; unset = the system's trusted roots.
+    #[arg(long, env = "GATEWAY_REDIS_CA")]
+    pub redis_ca: Option<std::path::PathBuf>,
 
     /// Prefix of every Redis key and channel, to share one Redis between deployments.
     #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
@@ -59,6 +66,7 @@ impl Default for Settings {
         Self {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             redis_url: None,
+            redis_ca: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             upstream_allow: Vec::new(),
             upstream_allow_sockets: Vec::new(),
@@ -84,6 +92,7 @@ impl Settings {
         Self {
             database_url: database_url.into(),
             redis_url: None,
+            redis_ca: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             // Test upstreams listen on loopback.
             upstream_allow: vec![
@@ -107,6 +116,28 @@ impl Settings {
             .transpose()
     }
 
+    /// Where Redis is (`GATEWAY_REDIS_URL`, with `GATEWAY_REDIS_CA`), `None` without Redis; the
+    /// error is a message for the operator naming the setting to fix.
+    pub fn redis_endpoint(&self) -> Result<Option<crate::redis_pool::Endpoint>, String> {
+        let Some(url) = &self.redis_url else {
+            if self.redis_ca.is_some() {
+                return Err("GATEWAY_REDIS_CA is set but GATEWAY_REDIS_URL is not".into());
+            }
+            return Ok(None);
+        };
+        let endpoint = crate::redis_pool::Endpoint::parse(url)
+            .map_err(|e| format!("GATEWAY_REDIS_URL: {e}"))?;
+        let Some(ca) = &self.redis_ca else {
+            return Ok(Some(endpoint));
+        };
+        let pem = std::fs::read(ca)
+            .map_err(|e| format!("GATEWAY_REDIS_CA: cannot read {}: {e}", ca.display()))?;
+        endpoint
+            .trusting(pem)
+            .map(Some)
+            .map_err(|e| format!("GATEWAY_REDIS_CA ({}): {e}", ca.display()))
+    }
+
     /// The upstream address policy of these settings, with the gateway's own services (this
     /// plane's listeners as bound, Redis, the database) marked as never upstreams; the other
     /// planes' listeners come from the database ([`UpstreamPolicy::set_peers`]).
@@ -118,8 +149,10 @@ impl Settings {
         for (addr, what) in bound {
             p.add_own(*addr, *what);
         }
-        if let Some(url) = &self.redis_url {
-            p.add_own_url(url, "Redis").await;
+        if let Ok(Some(redis)) = self.redis_endpoint() {
+            for (host, port) in redis.addresses() {
+                p.add_own_host(&host, port, "Redis").await;
+            }
         }
         p.add_own_url(&self.database_url, "database").await;
         p

@@ -4,7 +4,7 @@
 //! `target_health` table without Redis. A report older than [`STALE_MS`] is not shown: its node
 //! stopped reporting.
 
-use deadpool_redis::Pool;
+use crate::redis_pool::Pool;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
@@ -76,15 +76,21 @@ impl HealthReports {
             return Ok(());
         }
         if let Some((pool, prefix)) = &self.redis {
-            let mut conn = pool.get().await.map_err(redis_err)?;
-            let mut pipe = redis::pipe();
-            for (api_id, r) in reports {
+            let conn = pool.get().await.map_err(redis_err)?;
+            // A pipeline per API: on a cluster, their keys live in different slots (the pipelines
+            // share the multiplexed connection, so a single server gets them back to back).
+            let writes = reports.iter().map(|(api_id, r)| {
                 let k = key(prefix, *api_id);
+                let mut pipe = redis::pipe();
                 pipe.hset(&k, &r.node, serde_json::to_string(r).unwrap_or_default())
                     .ignore();
                 pipe.pexpire(&k, KEY_TTL_MS).ignore();
+                let mut conn = conn.clone();
+                async move { pipe.query_async::<()>(&mut conn).await }
+            });
+            for r in futures_util::future::join_all(writes).await {
+                r.map_err(redis_err)?;
             }
-            let () = pipe.query_async(&mut conn).await.map_err(redis_err)?;
             return Ok(());
         }
         let rows = reports

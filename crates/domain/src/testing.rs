@@ -297,6 +297,303 @@ pub fn token_claims(
     }
 }
 
+/// A loopback port that is free, and whose cluster-bus port (+10000) is free too.
+fn free_node_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = l.local_addr().expect("local address").port();
+        if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One `redis-server` of a test's own, killed when dropped.
+pub struct RedisNode {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    args: Vec<String>,
+}
+
+impl RedisNode {
+    /// `redis-server` on a free loopback port with `args` besides port, bind and no persistence
+    /// (`{port}` in them is that port: `--port 0 --tls-port {port}` serves TLS on it); `None`
+    /// outside CI when there is no `redis-server` (a panic in CI).
+    pub async fn start(args: &[&str]) -> Option<Self> {
+        let port = free_node_port();
+        let mut node = Self {
+            port,
+            child: None,
+            args: args
+                .iter()
+                .map(|a| a.replace("{port}", &port.to_string()))
+                .collect(),
+        };
+        match node.spawn() {
+            Ok(()) => {}
+            Err(e) if !in_ci() => {
+                eprintln!("skipping: no redis-server ({e})");
+                return None;
+            }
+            Err(e) => panic!("redis-server is needed in CI: {e}"),
+        }
+        node.wait_listening().await;
+        Some(node)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let port = self.port.to_string();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_listening(&self) {
+        let started = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "redis-server on port {} did not start",
+                self.port
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same arguments (after [`RedisNode::kill`]).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().expect("restart redis-server");
+        self.wait_listening().await;
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real Redis Cluster on loopback (`redis-server --cluster-enabled yes` per node, joined by
+/// `redis-cli --cluster create`), removed when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisNode>,
+    pub masters: usize,
+    /// What every `redis-cli` of it needs (TLS options).
+    cli_args: Vec<String>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    /// `masters` masters with `replicas` replicas each, the cluster up (every slot served) when
+    /// this returns; `None` outside CI without `redis-server` (a panic in CI).
+    pub async fn start(masters: usize, replicas: usize) -> Option<Self> {
+        Self::start_with(masters, replicas, &[], &[]).await
+    }
+
+    /// [`RedisCluster::start`] with `node_args` for every `redis-server` (see [`RedisNode::start`])
+    /// and `cli_args` for every `redis-cli` (`--tls --cacert …` for a TLS cluster).
+    pub async fn start_with(
+        masters: usize,
+        replicas: usize,
+        node_args: &[&str],
+        cli_args: &[&str],
+    ) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        for i in 0..masters * (1 + replicas) {
+            let conf = dir.path().join(format!("nodes-{i}.conf"));
+            let conf = conf.display().to_string();
+            let dir = dir.path().display().to_string();
+            let mut args = vec![
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                "1000",
+                "--dir",
+                &dir,
+            ];
+            args.extend_from_slice(node_args);
+            let node = RedisNode::start(&args).await?;
+            nodes.push(node);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = std::process::Command::new("redis-cli")
+            .args(cli_args)
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli is needed to create a Redis Cluster");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self {
+            nodes,
+            masters,
+            cli_args: cli_args.iter().map(|a| (*a).to_owned()).collect(),
+            _dir: dir,
+        };
+        cluster.wait_ok().await;
+        Some(cluster)
+    }
+
+    /// The gateway's URL of this cluster (every node a seed; `rediss+cluster://` when its
+    /// `redis-cli` speaks TLS).
+    pub fn url(&self) -> String {
+        let scheme = if self.cli_args.iter().any(|a| a == "--tls") {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("{scheme}://{}/", seeds.join(","))
+    }
+
+    /// `redis-cli -p port args…`'s output.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(&self.cli_args)
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until every live node says `cluster_state:ok` (all slots served).
+    pub async fn wait_ok(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                self.cli(n.port, &["cluster", "info"])
+                    .contains("cluster_state:ok")
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the Redis Cluster did not come up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the replicas of the master `master` (an index in [`RedisCluster::nodes`]) have
+    /// every write it took so far.
+    pub async fn wait_replicated(&self, master: usize) {
+        let started = std::time::Instant::now();
+        loop {
+            let info = self.cli(self.nodes[master].port, &["info", "replication"]);
+            let offset: i64 = info
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(i64::MAX);
+            // `slave0:ip=…,port=…,state=online,offset=…,lag=…`
+            let replicas: Vec<i64> = info
+                .lines()
+                .filter(|l| l.starts_with("slave") && l.contains("offset="))
+                .filter_map(|l| {
+                    l.split(',')
+                        .find_map(|f| f.strip_prefix("offset="))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect();
+            if !replicas.is_empty() && replicas.iter().all(|o| *o >= offset) {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the replicas did not catch up: {info}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Index in [`RedisCluster::nodes`] of the node that is master of `key`'s slot now (`None`
+    /// while a failed master's replica is not promoted yet).
+    pub fn master_of(&self, key: &str) -> Option<usize> {
+        let port = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a live node")
+            .port;
+        let slot: u16 = self
+            .cli(port, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number");
+        // `CLUSTER NODES` lines: id addr flags master ping pong epoch link slot-ranges….
+        let nodes = self.cli(port, &["cluster", "nodes"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags: Vec<&str> = fields.get(2).map_or(vec![], |f| f.split(',').collect());
+            if fields.len() < 9 || !flags.contains(&"master") || flags.contains(&"fail") {
+                continue;
+            }
+            let owns = fields[8..].iter().any(|r| {
+                let mut it = r.split('-');
+                let lo: u16 = it.next().and_then(|v| v.parse().ok()).unwrap_or(u16::MAX);
+                let hi: u16 = it.next().and_then(|v| v.parse().ok()).unwrap_or(lo);
+                (lo..=hi).contains(&slot)
+            });
+            if owns {
+                let port: u16 = fields[1]
+                    .split(['@', ':'])
+                    .nth(1)
+                    .and_then(|p| p.parse().ok())
+                    .expect("node address");
+                return self.nodes.iter().position(|n| n.port == port);
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_db_name;

@@ -136,6 +136,11 @@ impl UpstreamPolicy {
         ) else {
             return;
         };
+        self.add_own_host(host, port, what).await;
+    }
+
+    /// Marks `host:port` (an address, or a name resolved now) as the gateway's own service.
+    pub async fn add_own_host(&mut self, host: &str, port: u16, what: &str) {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
             self.add_own(SocketAddr::new(ip, port), what);

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use deadpool_redis::Pool;
+use crate::redis_pool::Pool;
 
 /// How long minute buckets stay in Redis; older history comes from the daily rollups.
 pub const MINUTE_BUCKET_TTL_SECS: i64 = 2 * 86_400;
@@ -73,13 +73,14 @@ pub async fn write_minutes<S: std::hash::BuildHasher>(
     if counts.is_empty() {
         return Ok(());
     }
-    let mut conn = pool.get().await.map_err(|e| {
-        redis::RedisError::from((redis::ErrorKind::Io, "redis pool", e.to_string()))
-    })?;
-    let mut pipe = redis::pipe();
-    let mut keys = std::collections::HashSet::new();
+    let conn = pool.get().await?;
+    // A pipeline per tenant: on a cluster a pipeline's keys share a slot, and a tenant's minute
+    // keys share its hash tag (the pipelines share the multiplexed connection).
+    let mut pipes: HashMap<i64, (redis::Pipeline, std::collections::HashSet<String>)> =
+        HashMap::new();
     for (b, c) in counts {
         let key = minute_key(prefix, b.tenant_id, b.minute);
+        let (pipe, keys) = pipes.entry(b.tenant_id).or_default();
         for (kind, v) in [
             ('r', c.requests),
             ('x', c.rejected),
@@ -92,10 +93,17 @@ pub async fn write_minutes<S: std::hash::BuildHasher>(
         }
         keys.insert(key);
     }
-    for key in keys {
-        pipe.expire(key, MINUTE_BUCKET_TTL_SECS).ignore();
+    let writes = pipes.into_values().map(|(mut pipe, keys)| {
+        for key in keys {
+            pipe.expire(key, MINUTE_BUCKET_TTL_SECS).ignore();
+        }
+        let mut conn = conn.clone();
+        async move { pipe.query_async::<()>(&mut conn).await }
+    });
+    for r in futures_util::future::join_all(writes).await {
+        r?;
     }
-    pipe.query_async::<()>(&mut conn).await
+    Ok(())
 }
 
 /// Per-(api, key, client) counts of a tenant for each minute in `minutes` (from Redis).
@@ -106,9 +114,7 @@ pub async fn read_minutes(
     minutes: impl IntoIterator<Item = i64>,
 ) -> Result<Vec<(i64, HashMap<(i64, i64, i64), Counts>)>, redis::RedisError> {
     let minutes: Vec<i64> = minutes.into_iter().collect();
-    let mut conn = pool.get().await.map_err(|e| {
-        redis::RedisError::from((redis::ErrorKind::Io, "redis pool", e.to_string()))
-    })?;
+    let mut conn = pool.get().await?;
     let mut pipe = redis::pipe();
     for m in &minutes {
         pipe.hgetall(minute_key(prefix, tenant_id, *m));

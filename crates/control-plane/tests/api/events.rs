@@ -24,7 +24,8 @@ async fn every_configuration_write_is_announced_to_the_data_planes() {
     {
         let (url, prefix) = (url.clone(), prefix.clone());
         tokio::spawn(async move {
-            let _ = domain::events::listen(&url, &prefix, move |c| {
+            let endpoint = domain::redis_pool::Endpoint::parse(&url).unwrap();
+            let _ = domain::events::listen(&endpoint, &prefix, move |c| {
                 let _ = tx.send(c);
             })
             .await;

@@ -384,3 +384,27 @@ pub async fn read_answers(s: &mut TcpStream, want: usize) -> Vec<Answer> {
     }
     answers
 }
+
+/// Waits until the data plane at `base` reports Redis up and its limiter deciding through it
+/// again (`/health/ready`), failing after `within`.
+pub async fn until_deciding_on_redis(client: &reqwest::Client, base: &str, within: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let body: serde_json::Value = client
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["redis"] == "up" && body["limiter"] == "redis" {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{base} did not decide through Redis again within {within:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -7,6 +7,7 @@
 mod auth;
 mod ceilings;
 mod cli;
+mod cluster;
 mod engines;
 mod failover;
 mod forwarding;

@@ -17,7 +17,12 @@ use crate::helpers::{
 use crate::process::Proc;
 use crate::upstream::{Upstream, spawn_upstream};
 
-async fn fire(client: &reqwest::Client, urls: &[String], key: &str, n: usize) -> (usize, usize) {
+pub(crate) async fn fire(
+    client: &reqwest::Client,
+    urls: &[String],
+    key: &str,
+    n: usize,
+) -> (usize, usize) {
     let calls = (0..n).map(|i| {
         let url = urls[i % urls.len()].clone();
         let client = client.clone();
@@ -43,9 +48,14 @@ async fn fire(client: &reqwest::Client, urls: &[String], key: &str, n: usize) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_sharing_redis_admit_exactly_the_limit() {
     let Some(redis) = redis() else { return };
+    two_processes_admit_exactly_the_limit(&redis).await;
+}
+
+/// Two data-plane processes on `redis`, 300 concurrent requests on each of two tenants at once
+/// (a burst of 100; a day quota of 150): exactly the limits admitted.
+pub(crate) async fn two_processes_admit_exactly_the_limit(redis: &(String, String)) {
     let upstream = spawn_upstream().await;
     let db = TestDb::sqlite().await;
-    // A burst of 100 refilling one per minute, and a day quota of 150 on a second tenant.
     let burst = seed(
         &db.db,
         "burst",
@@ -60,21 +70,24 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
         limits(1_000_000, None, Some(150), None),
     )
     .await;
-    let a = Proc::spawn(&db.url, Some(&redis), &[]);
-    let b = Proc::spawn(&db.url, Some(&redis), &[]);
+    let a = Proc::spawn(&db.url, Some(redis), &[]);
+    let b = Proc::spawn(&db.url, Some(redis), &[]);
     let client = reqwest::Client::new();
-
-    let urls = [
-        format!("{}{}", a.address, burst.path("/x")),
-        format!("{}{}", b.address, burst.path("/x")),
-    ];
-    assert_eq!(fire(&client, &urls, &burst.key, 400).await, (100, 300));
-
-    let urls = [
-        format!("{}{}", a.address, quota.path("/x")),
-        format!("{}{}", b.address, quota.path("/x")),
-    ];
-    assert_eq!(fire(&client, &urls, &quota.key, 400).await, (150, 250));
+    let urls = |path: String| {
+        [
+            format!("{}{path}", a.address),
+            format!("{}{path}", b.address),
+        ]
+    };
+    let (burst_urls, quota_urls) = (urls(burst.path("/x")), urls(quota.path("/x")));
+    // Both tenants at once: a batch of script calls mixes their subjects (on a cluster, their
+    // hash slots).
+    let (burst_got, quota_got) = tokio::join!(
+        fire(&client, &burst_urls, &burst.key, 300),
+        fire(&client, &quota_urls, &quota.key, 300)
+    );
+    assert_eq!(burst_got, (100, 200), "exactly the burst admitted");
+    assert_eq!(quota_got, (150, 150), "exactly the day quota admitted");
     assert_eq!(upstream.count(), 250);
 }
 
@@ -83,6 +96,10 @@ async fn two_processes_sharing_redis_admit_exactly_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fast_mode_across_processes_stays_within_its_documented_bound() {
     let Some(redis) = redis() else { return };
+    fast_mode_across_processes_keeps_its_bound(&redis).await;
+}
+
+pub(crate) async fn fast_mode_across_processes_keeps_its_bound(redis: &(String, String)) {
     let upstream = spawn_upstream().await;
     let db = TestDb::sqlite().await;
     let quota = seed_with(
@@ -95,8 +112,8 @@ async fn fast_mode_across_processes_stays_within_its_documented_bound() {
     .await;
     let lease_max = 16;
     let env = [("GATEWAY_FAST_LEASE_MAX", "16")];
-    let a = Proc::spawn(&db.url, Some(&redis), &env);
-    let b = Proc::spawn(&db.url, Some(&redis), &env);
+    let a = Proc::spawn(&db.url, Some(redis), &env);
+    let b = Proc::spawn(&db.url, Some(redis), &env);
     let urls = [
         format!("{}{}", a.address, quota.path("/x")),
         format!("{}{}", b.address, quota.path("/x")),
@@ -118,16 +135,30 @@ async fn fast_mode_across_processes_stays_within_its_documented_bound() {
     assert_eq!(more, 0);
 }
 
+/// Waits until `n` data planes subscribe to the config channel (on a cluster, summed over its
+/// nodes: classic pub/sub counts each node's own subscribers).
 pub(crate) async fn wait_for_subscribers(redis_url: &str, prefix: &str, n: i64) {
-    let pool = pool(redis_url).unwrap();
-    let mut conn = pool.get().await.unwrap();
+    let endpoint = domain::redis_pool::Endpoint::parse(redis_url).unwrap();
+    let nodes: Vec<String> = if endpoint.is_cluster() {
+        (endpoint.addresses().iter())
+            .map(|(h, p)| format!("redis://{h}:{p}/"))
+            .collect()
+    } else {
+        vec![redis_url.to_owned()]
+    };
+    let pools: Vec<_> = nodes.iter().map(|u| pool(u).unwrap()).collect();
     for _ in 0..500 {
-        let (_, count): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(domain::events::channel(prefix))
-            .query_async::<(String, i64)>(&mut conn)
-            .await
-            .unwrap();
+        let mut count = 0;
+        for p in &pools {
+            let mut conn = p.get().await.unwrap();
+            let (_, c): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(domain::events::channel(prefix))
+                .query_async::<(String, i64)>(&mut conn)
+                .await
+                .unwrap();
+            count += c;
+        }
         if count >= n {
             return;
         }
@@ -139,7 +170,7 @@ pub(crate) async fn wait_for_subscribers(redis_url: &str, prefix: &str, n: i64) 
 /// An upstream, a database with one tenant, and two data planes sharing Redis, both subscribed
 /// to change events and answering the fixture's key. Polling is slowed to a minute: only a Redis
 /// event can make a change land fast. `None` when no Redis is configured (outside CI).
-struct TwoNodes {
+pub(crate) struct TwoNodes {
     redis: (String, String),
     _upstream: Upstream,
     db: TestDb,
@@ -148,7 +179,11 @@ struct TwoNodes {
 }
 
 async fn two_subscribed_gateways() -> Option<TwoNodes> {
-    let redis = redis()?;
+    Some(two_subscribed_gateways_on(redis()?).await)
+}
+
+/// [`two_subscribed_gateways`] on `redis`.
+pub(crate) async fn two_subscribed_gateways_on(redis: (String, String)) -> TwoNodes {
     let upstream = spawn_upstream().await;
     let db = TestDb::sqlite().await;
     let fx = seed(&db.db, "acme", &upstream.url(""), generous()).await;
@@ -162,13 +197,13 @@ async fn two_subscribed_gateways() -> Option<TwoNodes> {
     for gw in &gws {
         assert_eq!(gw.get(&fx.path("/x"), &fx.key).await.status(), 200);
     }
-    Some(TwoNodes {
+    TwoNodes {
         redis,
         _upstream: upstream,
         db,
         fx,
         gws,
-    })
+    }
 }
 
 /// Polls `path` on `gw` until it answers `want` (200 until then), failing after a second from
@@ -199,9 +234,15 @@ async fn a_revoked_key_is_refused_by_every_data_plane_within_a_second() {
     let Some(nodes) = two_subscribed_gateways().await else {
         return;
     };
+    revocation_reaches_both_within_a_second(&nodes).await;
+}
+
+/// The key of `nodes` revoked (written, then published, as the control plane does): both data
+/// planes refuse it within a second.
+pub(crate) async fn revocation_reaches_both_within_a_second(nodes: &TwoNodes) {
     let TwoNodes {
         redis, db, fx, gws, ..
-    } = &nodes;
+    } = nodes;
 
     // What the control plane does: write, then publish.
     let publisher = Publisher::new(Some(pool(&redis.0).unwrap()), redis.1.clone());

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 use domain::limits::Subject;
 use domain::sea_orm::EntityTrait;
 use domain::testing::{TestDb, unique_name};
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::failover::PrivateRedis;
-use crate::helpers::{Fixture, limits, metric_at, seed_with};
+use crate::helpers::{Fixture, limits, metric_at, seed_with, until_deciding_on_redis};
 use crate::process::Proc;
 use crate::upstream::spawn_upstream;
 use domain::plan::Enforcement;
@@ -90,27 +89,8 @@ impl Nodes {
     }
 
     async fn until_redis_up(&self) {
-        let started = Instant::now();
         for p in &self.procs {
-            loop {
-                let body: Value = self
-                    .client
-                    .get(format!("{}/health/ready", p.address))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if body["redis"] == "up" && body["limiter"] == "redis" {
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "Redis never came back"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            until_deciding_on_redis(&self.client, &p.address, Duration::from_secs(20)).await;
         }
     }
 

@@ -8,20 +8,17 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use deadpool_redis::{Manager, Pool, Runtime};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use redis::Script;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
+
+pub use crate::redis_pool::{Conn, Endpoint, Pool};
 
 use super::outage::{Delta, LateCell, LateTicket, Ledger};
 use super::{Ask, Decision, Params, State, Subject, UsageSource};
 
-/// Most connections of one pool (the store's, and each worker's own; a dispatcher keeps one of
-/// its pool's for its script calls, the rest serve probes and usage writes).
-pub const POOL_SIZE: usize = 16;
 /// Most subjects decided by one script call.
 pub const MAX_BATCH: usize = 128;
 /// Most script calls of one dispatcher under way at once (pipelined on its connection).
@@ -66,80 +63,73 @@ impl From<redis::RedisError> for RedisStoreError {
     }
 }
 
-/// Builds a connection pool for `url` (nothing is connected until first use).
+/// A connection pool for `url` (nothing is connected until first use).
 ///
-/// Its connections send without Nagle's delay (`TCP_NODELAY`; redis-rs leaves it off by default,
-/// and deadpool-redis's own config cannot set it): a dispatcher pipelines a second script call
-/// behind the first, which Nagle would hold back until the first call's answer arrives.
+/// Its connections send without Nagle's delay (`TCP_NODELAY`; redis-rs leaves it off by default):
+/// a dispatcher pipelines a second script call behind the first, which Nagle would hold back until
+/// the first call's answer arrives.
 pub fn pool(url: &str) -> Result<Pool, RedisStoreError> {
-    build_pool(url, None)
+    Endpoint::parse(url)
+        .map_err(|e| RedisStoreError::Pool(e.to_string()))?
+        .pool()
+        .map_err(|e| RedisStoreError::Pool(e.to_string()))
 }
 
-/// A pool to `url` ([`pool`]) whose credentials Redis takes ([`check_credentials`]); the error
-/// is a message for the operator.
-pub async fn checked_pool(url: &str) -> Result<Pool, String> {
-    let p = pool(url).map_err(|e| format!("GATEWAY_REDIS_URL: {e}"))?;
+/// A pool to `endpoint` whose credentials Redis takes ([`check_credentials`]); the error is a
+/// message for the operator.
+pub async fn checked_pool(endpoint: &Endpoint) -> Result<Pool, String> {
+    let p = endpoint
+        .pool()
+        .map_err(|e| format!("GATEWAY_REDIS_URL: {e}"))?;
     check_credentials(&p).await?;
     Ok(p)
 }
 
-/// Whether Redis takes the credentials `pool` connects with: `Err` (a message for the operator,
-/// naming the setting, with Redis's words) when it refuses them — a wrong password or user, or none where one is required. An unreachable Redis
-/// is not an error here: the limiter's outage rules cover it, and a start must not wait for it.
+/// Whether Redis takes the credentials `pool` connects with, and (TLS) the gateway takes Redis's
+/// certificate: `Err` (a message for the operator, naming the setting, with Redis's or rustls's
+/// words) when it refuses them — a wrong password or user, none where one is required, a
+/// certificate no trusted CA signed. An unreachable Redis is not an error here: the limiter's
+/// outage rules cover it, and a start must not wait for it.
 pub async fn check_credentials(pool: &Pool) -> Result<(), String> {
-    fn refused(e: &redis::RedisError) -> bool {
-        e.kind() == redis::ErrorKind::AuthenticationFailed
+    enum Refusal {
+        Credentials(String),
+        Certificate(String),
+    }
+    fn refusal(e: &redis::RedisError) -> Option<Refusal> {
+        let text = e.to_string();
+        if e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+            || text.contains("NOAUTH")
+            || text.contains("WRONGPASS")
+        {
+            Some(Refusal::Credentials(text))
+        } else if text.contains("certificate") || text.contains("UnknownIssuer") {
+            Some(Refusal::Certificate(text))
+        } else {
+            None
+        }
     }
     let check = async {
         let mut conn = match pool.get().await {
             Ok(c) => c,
-            Err(deadpool_redis::PoolError::Backend(e)) if refused(&e) => return Err(e.to_string()),
-            Err(_) => return Ok(()),
+            Err(e) => return refusal(&e),
         };
         match redis::cmd("PING").query_async::<()>(&mut conn).await {
-            Err(e) if refused(&e) => Err(e.to_string()),
-            _ => Ok(()),
+            Err(e) => refusal(&e),
+            Ok(()) => None,
         }
     };
-    tokio::time::timeout(std::time::Duration::from_secs(5), check)
-        .await
-        .unwrap_or(Ok(()))
-        .map_err(|why| {
-            format!(
-                "GATEWAY_REDIS_URL: Redis refused the credentials in the URL ({why}); check the \
-                 user and password (redis://user:password@host:port/)"
-            )
-        })
-}
-
-/// A pool for one dispatcher's script calls: as [`pool`], without redis-rs's own answer timeout
-/// (500 ms), since every call is bounded by its requests' deadline (the store's timeout, which
-/// may be longer).
-fn dispatcher_pool(url: &str) -> Result<Pool, RedisStoreError> {
-    let unbounded = redis::AsyncConnectionConfig::new()
-        .set_response_timeout(None)
-        .set_connection_timeout(None);
-    build_pool(url, Some(unbounded))
-}
-
-fn build_pool(
-    url: &str,
-    config: Option<redis::AsyncConnectionConfig>,
-) -> Result<Pool, RedisStoreError> {
-    let info = redis::IntoConnectionInfo::into_connection_info(url)
-        .map_err(|e| RedisStoreError::Pool(e.to_string()))?
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let manager = match config {
-        Some(config) => Manager::new_with_config(info, config),
-        None => Manager::new(info),
+    match tokio::time::timeout(std::time::Duration::from_secs(5), check).await {
+        Ok(Some(Refusal::Credentials(why))) => Err(format!(
+            "GATEWAY_REDIS_URL: Redis refused the credentials in the URL ({why}); check the user \
+             and password (redis://user:password@host:port/)"
+        )),
+        Ok(Some(Refusal::Certificate(why))) => Err(format!(
+            "GATEWAY_REDIS_URL: Redis's TLS certificate is not trusted ({why}); for a private CA \
+             set GATEWAY_REDIS_CA to its PEM file"
+        )),
+        Ok(None) | Err(_) => Ok(()),
     }
-    .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
-    Pool::builder(manager)
-        .max_size(POOL_SIZE)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| RedisStoreError::Pool(e.to_string()))
 }
 
 /// Upper bounds (ms) of the buckets [`CallTimes`] counts script calls in.
@@ -314,8 +304,10 @@ impl RedisStore {
     /// Gives the calling thread (a data-plane worker with its own single-threaded runtime) a
     /// dispatcher of its own, with connections to `url` opened on this runtime: this thread's
     /// requests are then batched, sent and answered without waking another thread.
-    pub fn attach_current_thread(&self, url: &str) -> Result<(), RedisStoreError> {
-        let pool = dispatcher_pool(url)?;
+    pub fn attach_current_thread(&self, endpoint: &Endpoint) -> Result<(), RedisStoreError> {
+        let pool = endpoint
+            .unbounded_pool()
+            .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
         let (jobs, rx) = mpsc::channel(QUEUE);
         tokio::spawn(dispatch(pool, rx, self.ledger.clone(), self.times.clone()));
         THREAD_JOBS.with(|t| t.borrow_mut().push((self.id, jobs)));
@@ -480,7 +472,7 @@ impl RedisStore {
             let r: Result<i64, _> = script
                 .key(subject.redis_key(&self.prefix))
                 .arg(&args[..])
-                .invoke_async(&mut *conn)
+                .invoke_async(&mut conn)
                 .await;
             match r {
                 Ok(changed) => done += usize::from(changed > 0),
@@ -505,7 +497,7 @@ impl RedisStore {
             .arg(format!("{}:nodes", self.prefix))
             .arg(oldest)
             .arg(format!("({since_ms}"))
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await?;
         Ok(behind.into_iter().filter(|n| *n != node).count())
     }
@@ -536,13 +528,13 @@ impl RedisStore {
             .cmd("PEXPIRE")
             .arg(&key)
             .arg(window.as_millis().saturating_mul(10).max(1))
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await?;
         Ok(live.max(1))
     }
 
     /// A pooled connection (probes, heartbeats, reconciliation: not the decisions' path).
-    async fn conn(&self) -> Result<deadpool_redis::Connection, RedisStoreError> {
+    async fn conn(&self) -> Result<Conn, RedisStoreError> {
         self.pool
             .get()
             .await
@@ -562,7 +554,7 @@ enum Outcome {
     /// The kept connection served it.
     Served,
     /// It needed a connection from the pool (verified there by a PING): keep this one.
-    Fresh(deadpool_redis::Connection),
+    Fresh(Conn),
     /// It failed: the kept connection is given up, and the next batch takes a verified one.
     Failed,
 }
@@ -583,7 +575,7 @@ async fn dispatch(
 ) {
     // Shared, not cloned, by every call (its text is kilobytes).
     let script = Arc::new(limits_script());
-    let mut kept: Option<deadpool_redis::Connection> = None;
+    let mut kept: Option<Conn> = None;
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -602,11 +594,15 @@ async fn dispatch(
                     }
                     next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
                 }
-                let Some(deadline) = batch.iter().map(|j| j.deadline).min() else {
-                    continue;
-                };
-                let conn = kept.as_deref().cloned();
-                in_flight.push(run_batch(&pool, conn, &script, batch, deadline, &ledger, &times));
+                // On a cluster one script call's keys must share a hash slot: a call per slot (a
+                // tenant's keys share one, by their hash tag).
+                for batch in by_slot(batch, pool.is_cluster()) {
+                    let Some(deadline) = batch.iter().map(|j| j.deadline).min() else {
+                        continue;
+                    };
+                    let conn = kept.clone();
+                    in_flight.push(run_batch(&pool, conn, &script, batch, deadline, &ledger, &times));
+                }
             }
             Some(outcome) = in_flight.next(), if !in_flight.is_empty() => match outcome {
                 Outcome::Served => {}
@@ -620,14 +616,31 @@ async fn dispatch(
     while in_flight.next().await.is_some() {}
 }
 
+/// `batch` as script calls: one (`cluster` false), or one per hash slot in the order of their first
+/// job (a linked group's subjects are one tenant's: one slot).
+fn by_slot(batch: Vec<Job>, cluster: bool) -> Vec<Vec<Job>> {
+    if !cluster {
+        return vec![batch];
+    }
+    let mut calls: Vec<(redis::cluster_routing::Slot, Vec<Job>)> = Vec::new();
+    for job in batch {
+        let slot = crate::redis_pool::slot(&job.req.key);
+        match calls.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, jobs)) => jobs.push(job),
+            None => calls.push((slot, vec![job])),
+        }
+    }
+    calls.into_iter().map(|(_, jobs)| jobs).collect()
+}
+
 /// One script call for `reqs`: on the kept connection, or — when there is none, or it was found
 /// closed — on one from the pool (returned to be kept).
 async fn attempt(
     pool: Pool,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
     script: Arc<Script>,
     reqs: Vec<Ask1>,
-) -> Result<(Vec<Answer>, Option<deadpool_redis::Connection>), RedisStoreError> {
+) -> Result<(Vec<Answer>, Option<Conn>), RedisStoreError> {
     if let Some(mut kept) = conn {
         match call(&mut kept, &script, &reqs).await {
             // Closed while idle (Redis restarted): once more on a verified connection.
@@ -641,13 +654,13 @@ async fn attempt(
         .get()
         .await
         .map_err(|e| RedisStoreError::Pool(e.to_string()))?;
-    let answers = call(&mut MultiplexedConnection::clone(&fresh), &script, &reqs).await?;
+    let answers = call(&mut fresh.clone(), &script, &reqs).await?;
     Ok((answers, Some(fresh)))
 }
 
 async fn run_batch(
     pool: &Pool,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
     script: &Arc<Script>,
     batch: Vec<Job>,
     deadline: Instant,
@@ -766,7 +779,7 @@ fn unpack(bytes: &[u8]) -> Vec<i64> {
 
 #[allow(clippy::too_many_lines)] // one command built, sent and read back: clearer in one piece
 async fn call(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     script: &Script,
     batch: &[Ask1],
 ) -> Result<Vec<Answer>, RedisStoreError> {
@@ -987,7 +1000,7 @@ mod tests {
         // Burst 2: the third ask is refused.
         let plan = PlanLimits::new(1, Some(2), None, None).unwrap();
         let p = Params::new(&plan, 1_795_000_000_000);
-        let mut conn = MultiplexedConnection::clone(&pool.get().await.unwrap());
+        let mut conn = pool.get().await.unwrap();
         let mut granted = Vec::new();
         for (i, batch) in [vec![job(&key, p)], vec![job(&key, p), job(&key, p)]]
             .into_iter()
@@ -1014,7 +1027,7 @@ mod tests {
         let script = limits_script();
         let order = [&a, &b, &a, &a, &b, &a];
         let batch: Vec<Ask1> = order.iter().map(|k| job(k, p)).collect();
-        let mut conn = MultiplexedConnection::clone(&pool.get().await.unwrap());
+        let mut conn = pool.get().await.unwrap();
         let first = granted(call(&mut conn, &script, &batch).await.unwrap());
         assert_eq!(first, [1, 1, 1, 1, 1, 0]);
 
