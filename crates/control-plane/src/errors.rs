@@ -25,6 +25,9 @@ pub enum UiError {
     Csrf,
     #[error("too many attempts")]
     TooManyAttempts(i64),
+    /// The database cannot be reached: nothing was read or written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -33,6 +36,7 @@ impl From<StoreError> for UiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::NotFound,
+            StoreError::Db(e) => e.into(),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -40,7 +44,11 @@ impl From<StoreError> for UiError {
 
 impl From<domain::sea_orm::DbErr> for UiError {
     fn from(e: domain::sea_orm::DbErr) -> Self {
-        Self::Internal(e.to_string())
+        if domain::db::is_unavailable(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
+        }
     }
 }
 
@@ -119,10 +127,13 @@ pub fn with_layout<B: MessageBody + 'static>(
         let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
             return Ok(ServiceResponse::new(req, resp).map_into_left_body());
         };
-        let layout = match AnyUser::of(&req).await {
-            Ok(u) => Layout::error(Some(&u), state.asset_version.clone()),
-            Err(_) => Layout::error(None, state.asset_version.clone()),
+        // Without the database there is no user to draw the layout for (and no waiting for it).
+        let user = if status == StatusCode::SERVICE_UNAVAILABLE {
+            None
+        } else {
+            AnyUser::of(&req).await.ok()
         };
+        let layout = Layout::error(user.as_ref(), state.asset_version.clone());
         let mut resp = resp
             .set_body(text.page(layout, status))
             .map_into_boxed_body();
@@ -141,6 +152,7 @@ impl ResponseError for UiError {
             Self::LoginRequired => StatusCode::SEE_OTHER,
             Self::Forbidden | Self::Csrf => StatusCode::FORBIDDEN,
             Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -164,6 +176,17 @@ impl ResponseError for UiError {
             ),
             Self::TooManyAttempts(secs) => {
                 ("Too many attempts", format!("Too many login attempts. Try again in {secs} seconds."))
+            }
+            Self::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "dashboard request: database unavailable");
+                (
+                    "Temporarily unavailable",
+                    format!(
+                        "The gateway's database cannot be reached right now, so nothing was \
+                         changed. Your gateways keep serving traffic. Try again in {} seconds.",
+                        crate::api::errors::UNAVAILABLE_RETRY_SECS
+                    ),
+                )
             }
             Self::Internal(detail) => {
                 tracing::error!(error = %detail, "dashboard request failed");

@@ -27,6 +27,9 @@ use crate::request_log::RequestLog;
 use crate::upstream::balance::Upstreams;
 use crate::usage::UsageRecorder;
 
+/// Longest `/health/ready` waits for the database's answer before it reports it down.
+const DB_PING_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Key entries newer than the snapshot, by hash, with the config version they came with.
 pub type KeyOverlay = foldhash::HashMap<KeyHash, (i64, domain::snapshot::KeyEntry)>;
 
@@ -115,7 +118,10 @@ impl Gateway {
     }
 
     async fn readiness(&self) -> Response<Full<Bytes>> {
-        let db_up = self.db.ping().await.is_ok();
+        // Bounded: a database that is down must not hold the probe for the pool's acquire timeout.
+        let db_up = tokio::time::timeout(DB_PING_WITHIN, self.db.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
         let loaded = self.loaded.load(Ordering::Relaxed);
         let redis = match (self.limiter.redis_configured(), self.limiter.redis_up()) {
             (false, _) => "not_configured",
@@ -123,7 +129,9 @@ impl Gateway {
             (true, false) => "down",
         };
         let fail_closed_and_down = self.settings.redis_fail_closed && redis == "down";
-        let ready = db_up && loaded && !fail_closed_and_down;
+        // A data plane with a loaded snapshot serves without the database (keys, plans and
+        // routes are in the snapshot; usage and the request log wait in memory): it stays ready.
+        let ready = loaded && !fail_closed_and_down;
         let body = json!({
             "status": if ready { "ready" } else { "not_ready" },
             "database": if db_up { "up" } else { "down" },

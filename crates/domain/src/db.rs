@@ -7,13 +7,42 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a query waits for a connection: while the database is down, how long a request waits
+/// before it is told so (the pool retries connecting meanwhile).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `e` says the database cannot be reached (down, restarting, the connection lost) rather
+/// than that it refused a query: what is answered 503, and retried later, not 500.
+pub fn is_unavailable(e: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    match e {
+        DbErr::ConnectionAcquire(_) => true,
+        DbErr::Conn(r) | DbErr::Exec(r) | DbErr::Query(r) => match r {
+            RuntimeErr::SqlxError(e) => match &**e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Tls(_) => true,
+                // Class 08 (connection exception) and 57P01-57P03 (shutting down, cannot
+                // connect now).
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            RuntimeErr::Internal(m) => m.contains("connection") && m.contains("closed"),
+        },
+        _ => false,
+    }
+}
 
 /// Connects without migrating.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.connect_timeout(CONNECT_TIMEOUT)
-        .acquire_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .sqlx_logging(false)
         // Both planes may open one SQLite file: WAL lets readers and a writer work together,
         // and the busy timeout queues writers instead of failing them.

@@ -594,6 +594,109 @@ impl RedisCluster {
     }
 }
 
+/// A TCP relay on a free loopback port to `target` that the test can cut: while cut, every
+/// relayed connection is reset and the port refuses connections — what a client sees of a server
+/// that stopped (PostgreSQL down) — until it is opened again on the same port.
+pub struct TcpGate {
+    pub port: u16,
+    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpGate {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the gate");
+        let port = first.local_addr().expect("local address").port();
+        let (open, _) = tokio::sync::watch::channel(true);
+        let open = std::sync::Arc::new(open);
+        let gate = open.clone();
+        let task = tokio::spawn(async move {
+            let mut state = gate.subscribe();
+            let mut listener = Some(first);
+            loop {
+                let l = if let Some(l) = listener.take() {
+                    l
+                } else {
+                    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+                    socket
+                        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                        .expect("bind the gate's port again");
+                    socket.listen(1024).expect("listen")
+                };
+                loop {
+                    tokio::select! {
+                        r = l.accept() => {
+                            let Ok((client, _)) = r else { break };
+                            tokio::spawn(relay(client, target, gate.subscribe()));
+                        }
+                        _ = state.wait_for(|open| !*open) => break,
+                    }
+                }
+                drop(l);
+                if state.wait_for(|open| *open).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self { port, open, task }
+    }
+
+    /// Resets every relayed connection and refuses new ones until [`TcpGate::open`].
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// Relays `client` to `target` until either side closes or the gate is cut (then both reset).
+async fn relay(
+    mut client: tokio::net::TcpStream,
+    target: std::net::SocketAddr,
+    mut state: tokio::sync::watch::Receiver<bool>,
+) {
+    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = state.wait_for(|open| !*open) => {
+            let _ = client.set_zero_linger();
+            let _ = server.set_zero_linger();
+        }
+    }
+}
+
+impl Drop for TcpGate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestDb {
+    /// A [`TcpGate`] in front of this (PostgreSQL) database, and the URL that goes through it: a
+    /// test cuts the gate to take the database away from whoever uses that URL.
+    pub async fn gated(&self) -> (TcpGate, String) {
+        let mut url = url::Url::parse(&self.url).expect("database URL");
+        let host = url.host_str().expect("a database host").to_owned();
+        let port = url.port().unwrap_or(5432);
+        let target = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .expect("resolve the database host")
+            .next()
+            .expect("an address of the database host");
+        let gate = TcpGate::start(target).await;
+        url.set_host(Some("127.0.0.1")).expect("set host");
+        url.set_port(Some(gate.port)).expect("set port");
+        (gate, url.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_db_name;

@@ -7,6 +7,9 @@ use domain::store::StoreError;
 use domain::validate::Problems;
 use serde_json::{Value, json};
 
+/// What a caller is told to wait while the database is unavailable (`Retry-After`).
+pub const UNAVAILABLE_RETRY_SECS: u32 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Malformed request (unparseable JSON or query).
@@ -34,6 +37,9 @@ pub enum ApiError {
     TooLarge,
     #[error("too many attempts")]
     TooManyAttempts(i64),
+    /// The database cannot be reached: nothing was read or written; try again shortly.
+    #[error("the database is unavailable")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -59,6 +65,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::TooLarge => "payload_too_large",
             Self::TooManyAttempts(_) => "too_many_attempts",
+            Self::Unavailable(_) => "database_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -89,6 +96,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => Self::NotFound,
             StoreError::Conflict(m) | StoreError::InUse(m) => Self::Conflict(m),
+            StoreError::Db(e) if domain::db::is_unavailable(&e) => Self::Unavailable(e.to_string()),
             StoreError::Db(e) => Self::Internal(e.to_string()),
         }
     }
@@ -112,6 +120,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +131,13 @@ impl ResponseError for ApiError {
             Self::Internal(detail) => {
                 tracing::error!(error = %detail, "management API request failed");
                 "Something went wrong on our side; it was logged.".to_owned()
+            }
+            Self::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "management API request: database unavailable");
+                format!(
+                    "The gateway's database cannot be reached right now; nothing was changed. \
+                     Try again in {UNAVAILABLE_RETRY_SECS} seconds."
+                )
             }
             Self::NotFound => "No such resource.".to_owned(),
             Self::Invalid { message, .. } => message.clone(),
@@ -150,6 +166,9 @@ impl ResponseError for ApiError {
         }
         if let Self::TooManyAttempts(secs) = self {
             resp.insert_header(("Retry-After", secs.to_string()));
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            resp.insert_header(("Retry-After", UNAVAILABLE_RETRY_SECS.to_string()));
         }
         resp.body(body.to_string())
     }

@@ -5,7 +5,12 @@ use crate::state::AppState;
 
 /// Liveness and database reachability.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    match state.db.ping().await {
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(1), state.db.ping()).await;
+    match ping.unwrap_or_else(|_| {
+        Err(domain::sea_orm::DbErr::Custom(
+            "no answer within 1 s".into(),
+        ))
+    }) {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ok", "database": "up"})),
         Err(e) => {
             tracing::warn!(error = %e, "database ping failed");

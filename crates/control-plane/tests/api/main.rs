@@ -8,6 +8,7 @@ mod admin;
 mod analytics;
 mod cli;
 mod dashboard;
+mod db_down;
 mod events;
 mod health;
 mod helpers;

@@ -8,6 +8,7 @@ mod auth;
 mod ceilings;
 mod cli;
 mod cluster;
+mod db_down;
 mod engines;
 mod failover;
 mod forwarding;

@@ -325,7 +325,7 @@ async fn without_redis_changes_arrive_by_polling_the_config_version() {
     }
 }
 
-async fn rollup_totals(db: &TestDb) -> (i64, i64, i64) {
+pub(crate) async fn rollup_totals(db: &TestDb) -> (i64, i64, i64) {
     let rows = domain::entities::usage_rollup::Entity::find()
         .all(&db.db)
         .await
