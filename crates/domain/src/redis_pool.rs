@@ -382,4 +382,54 @@ mod tests {
         assert_eq!(slot("gw:{t:1}:r:k:7"), slot("gw:{t:1}:r:t"));
         assert_ne!(slot("gw:{t:1}:r:k:7"), slot("gw:{t:2}:r:k:7"));
     }
+
+    /// What the data plane writes besides its decisions — a flush of several tenants' minute
+    /// counts, a node's health reports of several APIs — lands on a cluster, whose slots differ.
+    #[tokio::test]
+    async fn usage_and_health_reports_of_many_slots_work_on_a_cluster() {
+        use crate::target_health::{HealthReports, NodeReport};
+        use crate::usage::{Bucket, Counts, read_minutes, write_minutes};
+        let Some(cluster) = crate::testing::RedisCluster::start(3, 0).await else {
+            return;
+        };
+        let pool = Endpoint::parse(&cluster.url()).unwrap().pool().unwrap();
+        assert!(pool.is_cluster());
+        let prefix = "gwcl";
+        let batch: std::collections::HashMap<Bucket, Counts> = (1..=6)
+            .map(|t| {
+                let b = Bucket {
+                    tenant_id: t,
+                    api_id: 1,
+                    key_id: 2,
+                    client_id: 0,
+                    route_id: 0,
+                    minute: 100,
+                };
+                let c = Counts {
+                    requests: t,
+                    ..Counts::default()
+                };
+                (b, c)
+            })
+            .collect();
+        write_minutes(&pool, prefix, &batch).await.unwrap();
+        for t in 1..=6 {
+            let got = read_minutes(&pool, prefix, t, [100]).await.unwrap();
+            assert_eq!(got[0].1[&(1, 2, 0)].requests, t, "tenant {t}");
+        }
+
+        let db = crate::testing::TestDb::sqlite().await;
+        let reports = HealthReports::new(Some((pool, prefix.to_owned())), db.db.clone());
+        let now = chrono::Utc::now().timestamp_millis();
+        let report = |node: &str| NodeReport {
+            node: node.to_owned(),
+            at_ms: now,
+            targets: Vec::new(),
+        };
+        let written: Vec<(i64, NodeReport)> = (1..=5).map(|api| (api, report("dp-1"))).collect();
+        reports.write(&written).await.unwrap();
+        for api in 1..=5 {
+            assert_eq!(reports.read(api, now).await.unwrap(), vec![report("dp-1")]);
+        }
+    }
 }

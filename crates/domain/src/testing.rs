@@ -441,6 +441,9 @@ impl RedisCluster {
                 &conf,
                 "--cluster-node-timeout",
                 "1000",
+                // Replicas sync at once (not after 5 s waiting for more of them).
+                "--repl-diskless-sync-delay",
+                "0",
                 "--dir",
                 &dir,
             ];
