@@ -594,12 +594,18 @@ async fn dispatch(
                     }
                     next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
                 }
+                let Some(deadline) = batch.iter().map(|j| j.deadline).min() else {
+                    continue;
+                };
+                if !pool.is_cluster() {
+                    let conn = kept.clone();
+                    in_flight.push(run_batch(&pool, conn, &script, batch, deadline, &ledger, &times));
+                    continue;
+                }
                 // On a cluster one script call's keys must share a hash slot: a call per slot (a
                 // tenant's keys share one, by their hash tag).
-                for batch in by_slot(batch, pool.is_cluster()) {
-                    let Some(deadline) = batch.iter().map(|j| j.deadline).min() else {
-                        continue;
-                    };
+                for batch in by_slot(batch) {
+                    let deadline = batch.iter().map(|j| j.deadline).min().unwrap_or(deadline);
                     let conn = kept.clone();
                     in_flight.push(run_batch(&pool, conn, &script, batch, deadline, &ledger, &times));
                 }
@@ -616,12 +622,9 @@ async fn dispatch(
     while in_flight.next().await.is_some() {}
 }
 
-/// `batch` as script calls: one (`cluster` false), or one per hash slot in the order of their first
-/// job (a linked group's subjects are one tenant's: one slot).
-fn by_slot(batch: Vec<Job>, cluster: bool) -> Vec<Vec<Job>> {
-    if !cluster {
-        return vec![batch];
-    }
+/// A cluster's `batch` as one script call per hash slot, in the order of their first job (a
+/// linked group's subjects are one tenant's: one slot).
+fn by_slot(batch: Vec<Job>) -> Vec<Vec<Job>> {
     let mut calls: Vec<(redis::cluster_routing::Slot, Vec<Job>)> = Vec::new();
     for job in batch {
         let slot = crate::redis_pool::slot(&job.req.key);
