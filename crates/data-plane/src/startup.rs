@@ -42,6 +42,9 @@ pub struct Application {
     tls: Option<Tls>,
     gateway: Arc<Gateway>,
     settings: DataPlaneSettings,
+    /// Where Redis is (`GATEWAY_REDIS_URL` with its CA, read once at the start) and the prefix of
+    /// its keys and channels.
+    redis: Option<(domain::redis_pool::Endpoint, String)>,
     stop_tx: watch::Sender<bool>,
     /// Webhook events (the limiter's quota alerts, circuits that opened and closed), recorded
     /// while running.
@@ -105,8 +108,10 @@ impl Application {
         }
         let policy = Arc::new(shared.upstream_policy(&own).await);
         let db = domain::db::connect_existing(&shared.database_url).await?;
-        let redis_pool = match shared.redis_endpoint().map_err(anyhow::Error::msg)? {
-            Some(endpoint) => Some(checked_pool(&endpoint).await.map_err(anyhow::Error::msg)?),
+        let redis = (shared.redis_endpoint().map_err(anyhow::Error::msg)?)
+            .map(|e| (e, shared.redis_prefix.clone()));
+        let redis_pool = match redis.as_ref().map(|(e, _)| e) {
+            Some(endpoint) => Some(checked_pool(endpoint).await.map_err(anyhow::Error::msg)?),
             None => None,
         };
         let store = redis_pool
@@ -161,6 +166,7 @@ impl Application {
             tls,
             gateway,
             settings,
+            redis,
             stop_tx,
             events,
         })
@@ -189,23 +195,27 @@ impl Application {
 
     /// Serves until [`ShutdownHandle::shutdown`]; then stops accepting, lets in-flight requests
     /// finish (up to the grace period) and flushes every usage count.
+    #[allow(clippy::too_many_lines)] // every task of a running data plane, started and stopped
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             listener,
             tls,
             gateway,
             settings,
+            redis,
             stop_tx,
             events,
             ..
         } = self;
         let stop_rx = stop_tx.subscribe();
         let (listeners, cert_watch) = Listeners::start(listener, tls, &stop_rx);
-        // Checked when the application was built.
-        let redis = (settings.shared.redis_endpoint().ok().flatten())
-            .map(|e| (e, settings.shared.redis_prefix.clone()));
         let poll = Duration::from_millis(settings.proxy.reload_poll_ms);
-        let reloader = tokio::spawn(reload::run(gateway.clone(), redis, poll, stop_rx.clone()));
+        let reloader = tokio::spawn(reload::run(
+            gateway.clone(),
+            redis.clone(),
+            poll,
+            stop_rx.clone(),
+        ));
         let prober = tokio::spawn(gateway.limiter.clone().probe_until(stop_rx.clone()));
         let heart = tokio::spawn(gateway.limiter.clone().heartbeat_until(stop_rx.clone()));
         let checks = tokio::spawn(crate::upstream::health::run(
@@ -243,7 +253,13 @@ impl Application {
             stop_rx.clone(),
         ));
 
-        let workers = spawn_workers(listeners, &gateway, &settings, &stop_rx)?;
+        let workers = spawn_workers(
+            listeners,
+            &gateway,
+            &settings,
+            redis.as_ref().map(|(e, _)| e),
+            &stop_rx,
+        )?;
         let joined = tokio::task::spawn_blocking(move || {
             workers
                 .into_iter()
@@ -354,6 +370,7 @@ fn spawn_workers(
     first: Listeners,
     gateway: &Arc<Gateway>,
     settings: &DataPlaneSettings,
+    redis: Option<&domain::redis_pool::Endpoint>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<anyhow::Result<()>>>> {
     let addr = first.main.local_addr()?;
@@ -376,7 +393,12 @@ fn spawn_workers(
                 acceptor: acceptor.clone(),
             },
         };
-        let (gw, settings, stop) = (gateway.clone(), settings.clone(), stop.clone());
+        let (gw, settings, stop, redis) = (
+            gateway.clone(),
+            settings.clone(),
+            stop.clone(),
+            redis.cloned(),
+        );
         let handle = std::thread::Builder::new()
             .name(format!("gw-worker-{i}"))
             .spawn(move || {
@@ -384,10 +406,8 @@ fn spawn_workers(
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
-                    if let (Some(store), Ok(Some(endpoint))) =
-                        (gw.limiter.redis_store(), settings.shared.redis_endpoint())
-                    {
-                        store.attach_current_thread(&endpoint)?;
+                    if let (Some(store), Some(endpoint)) = (gw.limiter.redis_store(), &redis) {
+                        store.attach_current_thread(endpoint)?;
                     }
                     let client = UpstreamClients::new(&gw.policy)?;
                     serve(listeners, &gw, &client, &settings, stop).await?;
