@@ -1,6 +1,7 @@
 //! The request log's record: what a data plane writes of each request it answered on a tenant's
 //! path (proxied, refused or failed), and what the management API and dashboard read back.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use arrayvec::ArrayString;
@@ -111,29 +112,82 @@ fn is_zero_u(v: &u64) -> bool {
 }
 
 impl Record {
-    /// The record's `detail` JSON.
+    /// The record's `detail` JSON: what serde would write of its [`Detail`] (same fields, order
+    /// and omissions), written by hand — the log is written at the data plane's full rate, and
+    /// serde's string escaping and an address formatted into a `String` of its own were a tenth
+    /// of the log writer's CPU.
     pub fn detail_json(&self) -> String {
-        use std::borrow::Cow::Borrowed;
-        let ip = self.client_ip.to_string();
-        let d = Detail {
-            route_id: self.route_id,
-            key_prefix: self.key_prefix.as_ref().map(|p| Borrowed(p.as_str())),
-            client_id: self.client_id.as_deref().map(Borrowed),
-            path: Borrowed(&self.path),
-            latency_us: self.latency_us,
-            upstream_latency_us: self.upstream_latency_us,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            target_id: self.target_id,
-            client_ip: Borrowed(&ip),
-            error_type: self.error_type.map(Borrowed),
-        };
-        // Sized for the usual record at once: no regrowing on the way.
-        let mut out = Vec::with_capacity(192 + self.path.len());
-        if serde_json::to_writer(&mut out, &d).is_err() {
-            return String::new();
+        let mut j = JsonObject::with_capacity(160 + self.path.len());
+        if self.route_id != 0 {
+            j.int("route_id", self.route_id);
         }
-        String::from_utf8(out).unwrap_or_default()
+        if let Some(p) = &self.key_prefix {
+            j.str("key_prefix", p);
+        }
+        if let Some(c) = &self.client_id {
+            j.str("client_id", c);
+        }
+        j.str("path", &self.path);
+        j.int("latency_us", self.latency_us);
+        if let Some(u) = self.upstream_latency_us {
+            j.int("upstream_latency_us", u);
+        }
+        if self.bytes_in != 0 {
+            j.int("bytes_in", self.bytes_in);
+        }
+        if self.bytes_out != 0 {
+            j.int("bytes_out", self.bytes_out);
+        }
+        if self.target_id != 0 {
+            j.int("target_id", self.target_id);
+        }
+        j.key("client_ip");
+        // An address needs no escaping.
+        let _ = write!(j.0, "\"{}\"", self.client_ip);
+        if let Some(e) = self.error_type {
+            j.str("error_type", e);
+        }
+        j.0.push('}');
+        j.0
+    }
+}
+
+/// A JSON object being written: `{` and the members so far.
+struct JsonObject(String);
+
+impl JsonObject {
+    fn with_capacity(n: usize) -> Self {
+        let mut s = String::with_capacity(n);
+        s.push('{');
+        Self(s)
+    }
+
+    /// `"name":` (the names are ours: nothing to escape).
+    fn key(&mut self, name: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push('"');
+        self.0.push_str(name);
+        self.0.push_str("\":");
+    }
+
+    fn int(&mut self, name: &str, v: impl itoa::Integer) {
+        self.key(name);
+        self.0.push_str(itoa::Buffer::new().format(v));
+    }
+
+    fn str(&mut self, name: &str, v: &str) {
+        self.key(name);
+        // The usual value (a path, a key prefix) has nothing to escape: copied as it is;
+        // anything else is escaped by serde_json.
+        if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.0.push('"');
+            self.0.push_str(v);
+            self.0.push('"');
+        } else if let Ok(quoted) = serde_json::to_string(v) {
+            self.0.push_str(&quoted);
+        }
     }
 }
 
@@ -189,6 +243,46 @@ mod tests {
         assert_ne!(new_request_id(ms), rid, "random beyond the time");
         assert_eq!(time_of_request_id(&uuid::Uuid::new_v4().to_string()), None);
         assert_eq!(time_of_request_id("ticket-42"), None);
+    }
+
+    /// The hand-written JSON is what serde writes of the record's [`Detail`].
+    #[test]
+    fn the_detail_json_is_serdes() {
+        let serde_of = |r: &Record| {
+            let ip = r.client_ip.to_string();
+            serde_json::to_string(&Detail {
+                route_id: r.route_id,
+                key_prefix: r.key_prefix.as_ref().map(|p| p.as_str().into()),
+                client_id: r.client_id.as_deref().map(Into::into),
+                path: r.path.as_str().into(),
+                latency_us: r.latency_us,
+                upstream_latency_us: r.upstream_latency_us,
+                bytes_in: r.bytes_in,
+                bytes_out: r.bytes_out,
+                target_id: r.target_id,
+                client_ip: ip.into(),
+                error_type: r.error_type.map(Into::into),
+            })
+            .unwrap()
+        };
+        let mut r = crate::testing::record(1, 1, "r");
+        assert_eq!(r.detail_json(), serde_of(&r));
+        r.route_id = -7;
+        r.key_prefix = Some(key_prefix("gw_live_abcdefghijklmnop"));
+        r.client_id = Some("acme \"north\"\\\n\u{1}é".into());
+        r.path = "/t/a/ü?q=\"x\"\t".into();
+        r.latency_us = u64::MAX;
+        r.upstream_latency_us = Some(0);
+        r.bytes_in = 1;
+        r.bytes_out = 2;
+        r.target_id = i64::MIN;
+        r.client_ip = "2001:db8::1".parse().unwrap();
+        r.error_type = Some("upstream_timeout");
+        assert_eq!(r.detail_json(), serde_of(&r));
+        let json = r.detail_json();
+        let parsed: Detail<'_> = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed.client_id.as_deref(), r.client_id.as_deref());
+        assert_eq!(parsed.path, r.path);
     }
 
     #[test]

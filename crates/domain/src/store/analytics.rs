@@ -11,8 +11,6 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use super::StoreResult;
 use crate::analytics::{Dims, Merged, RESOLUTIONS, Stats, retention_days};
 
-/// Buckets per `INSERT` statement (18 values each).
-const ROWS_PER_INSERT: usize = 400;
 /// Rows deleted per statement when pruning.
 const PRUNE_BATCH: i64 = 5_000;
 
@@ -110,7 +108,7 @@ pub async fn add<'a>(
     }
     let backend = db.get_database_backend();
     let rows: Vec<(&Bucket, &Stats)> = buckets.iter().collect();
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
+    for chunk in super::pow2_chunks(&rows, super::ROWS_PER_STATEMENT) {
         let mut sql = format!(
             "INSERT INTO traffic_stats ({}, {}) VALUES ",
             DIM_COLUMNS.join(", "),
@@ -155,7 +153,7 @@ pub async fn add<'a>(
         .collect();
     let mut cols: Vec<&str> = DIM_COLUMNS.to_vec();
     cols.push("bin");
-    for chunk in bins.chunks(ROWS_PER_INSERT) {
+    for chunk in super::pow2_chunks(&bins, super::ROWS_PER_STATEMENT) {
         let mut sql = format!(
             "INSERT INTO traffic_latency ({}, count) VALUES ",
             cols.join(", ")

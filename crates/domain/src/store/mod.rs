@@ -333,41 +333,69 @@ pub struct UsageDelta {
     pub units: i64,
 }
 
-/// Adds usage to the daily rollups in one statement (insert, or add to the existing row).
+/// Adds usage to the daily rollups (insert, or add to the existing row), a few hundred rows a
+/// statement (run it in a transaction when it must be all or nothing).
 pub async fn add_usage(db: &impl ConnectionTrait, deltas: &[UsageDelta]) -> StoreResult<()> {
     use usage_rollup::Column as C;
     if deltas.is_empty() {
         return Ok(());
     }
-    let rows = deltas.iter().map(|d| usage_rollup::ActiveModel {
-        tenant_id: Set(d.tenant_id),
-        day: Set(d.day),
-        api_id: Set(d.api_id),
-        key_id: Set(d.key_id),
-        client_id: Set(d.client_id),
-        route_id: Set(d.route_id),
-        requests: Set(d.requests),
-        rejected: Set(d.rejected),
-        upstream_errors: Set(d.upstream_errors),
-        units: Set(d.units),
-        ..Default::default()
-    });
-    usage_rollup::Entity::insert_many(rows)
-        .on_conflict(adding_counts(
-            usage_rollup::Entity,
-            [
-                C::TenantId,
-                C::Day,
-                C::ApiId,
-                C::KeyId,
-                C::ClientId,
-                C::RouteId,
-            ],
-            [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
-        ))
-        .exec(db)
-        .await?;
+    let rows: Vec<usage_rollup::ActiveModel> = deltas
+        .iter()
+        .map(|d| usage_rollup::ActiveModel {
+            tenant_id: Set(d.tenant_id),
+            day: Set(d.day),
+            api_id: Set(d.api_id),
+            key_id: Set(d.key_id),
+            client_id: Set(d.client_id),
+            route_id: Set(d.route_id),
+            requests: Set(d.requests),
+            rejected: Set(d.rejected),
+            upstream_errors: Set(d.upstream_errors),
+            units: Set(d.units),
+            ..Default::default()
+        })
+        .collect();
+    for chunk in pow2_chunks(&rows, ROWS_PER_STATEMENT) {
+        usage_rollup::Entity::insert_many(chunk.iter().cloned())
+            .on_conflict(adding_counts(
+                usage_rollup::Entity,
+                [
+                    C::TenantId,
+                    C::Day,
+                    C::ApiId,
+                    C::KeyId,
+                    C::ClientId,
+                    C::RouteId,
+                ],
+                [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
+            ))
+            .exec(db)
+            .await?;
+    }
     Ok(())
+}
+
+/// Most rows per multi-row statement of the usage and traffic writers (a power of two).
+pub(crate) const ROWS_PER_STATEMENT: usize = 256;
+
+/// `items` in runs whose lengths are powers of two, each at most `max` (a power of two), longest
+/// first: the row counts of multi-row statements. A multi-row statement's text depends on its
+/// row count, and every pooled connection keeps each statement it prepared (sqlx's cache, 100 a
+/// connection): writers whose batches had any length kept preparing new ones, each with hundreds
+/// of placeholders, and the data plane's memory grew with them for hours (~1 MiB a minute in a
+/// soak). In powers of two a table is written by at most `log2(max) + 1` statements, prepared
+/// once per connection.
+pub(crate) fn pow2_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (chunk, tail) = rest.split_at(1 << rest.len().min(max).ilog2());
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 /// A usage table's upsert: a row of an existing bucket adds its counts to the stored ones.
@@ -439,6 +467,28 @@ mod tests {
 
     fn slug(s: &str) -> Slug {
         Slug::parse(s).unwrap()
+    }
+
+    /// Whatever a batch's length, its statements have a power-of-two row count of at most the
+    /// maximum, cover it in order, and all batches together use log2(max) + 1 statement shapes.
+    #[test]
+    fn batches_are_written_in_powers_of_two() {
+        let mut shapes = std::collections::BTreeSet::new();
+        for len in 0..2_000usize {
+            let items: Vec<usize> = (0..len).collect();
+            let chunks: Vec<&[usize]> = pow2_chunks(&items, 256).collect();
+            assert_eq!(chunks.concat(), items, "{len}");
+            for c in &chunks {
+                assert!(
+                    c.len().is_power_of_two() && c.len() <= 256,
+                    "{len}: {}",
+                    c.len()
+                );
+                shapes.insert(c.len());
+            }
+            assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()));
+        }
+        assert_eq!(shapes.len(), 9);
     }
 
     async fn owner_and_tenant(db: &sea_orm::DatabaseConnection, name: &str) -> tenant::Model {

@@ -89,6 +89,24 @@ fn values(r: &Record, out: &mut Vec<Value>) {
     out.push(r.detail_json().into());
 }
 
+/// A record's values, in [`COLUMNS`]' order, bound for SQLite.
+fn bind_record(
+    args: &mut sea_orm::sqlx::sqlite::SqliteArguments,
+    r: &Record,
+) -> Result<(), sea_orm::sqlx::error::BoxDynError> {
+    use sea_orm::sqlx::Arguments as _;
+    args.add(r.ts_ms)?;
+    args.add(r.tenant_id)?;
+    args.add(r.request_id.as_str())?;
+    args.add(r.api_id)?;
+    args.add(r.key_id)?;
+    args.add(r.client_row_id)?;
+    args.add(i32::from(r.status))?;
+    args.add(r.method.as_ref())?;
+    args.add(r.flags)?;
+    args.add(r.detail_json())
+}
+
 /// The day (UTC) of a time in milliseconds.
 fn day_of(ts_ms: i64) -> NaiveDate {
     DateTime::from_timestamp_millis(ts_ms.div_euclid(DAY_MS) * DAY_MS)
@@ -167,15 +185,11 @@ impl RequestLogWriter {
         }
         let txn = db.begin().await?;
         let mut vals = Vec::with_capacity(ROWS_PER_INSERT * COLUMNS.len());
-        let mut rest = records;
-        while !rest.is_empty() {
-            // Statements of a power of two rows only: each is prepared once per connection and
-            // then found in its statement cache (a statement of any other length would be
-            // parsed anew, thousands of placeholders, at every flush).
-            let n = rest.len().min(ROWS_PER_INSERT);
-            let n = 1 << n.ilog2();
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
+        // Statements of a power of two rows only: each is prepared once per connection and then
+        // found in its statement cache (a statement of any other length would be parsed anew,
+        // thousands of placeholders, at every flush).
+        for chunk in super::pow2_chunks(records, ROWS_PER_INSERT) {
+            let n = chunk.len();
             vals.clear();
             for r in chunk {
                 values(r, &mut vals);
@@ -199,28 +213,20 @@ impl RequestLogWriter {
         pool: &sea_orm::sqlx::SqlitePool,
         records: &[Record],
     ) -> Result<(), sea_orm::sqlx::Error> {
-        use sea_orm::sqlx::{self, AssertSqlSafe};
+        use sea_orm::sqlx::sqlite::SqliteArguments;
+        use sea_orm::sqlx::{self, Arguments as _, AssertSqlSafe};
         let mut tx = pool.begin().await?;
-        let mut rest = records;
-        while !rest.is_empty() {
-            let n = 1 << rest.len().min(ROWS_PER_INSERT).ilog2();
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
-            let mut q = sqlx::query(AssertSqlSafe(self.sql(DbBackend::Sqlite, n)));
+        for chunk in super::pow2_chunks(records, ROWS_PER_INSERT) {
+            let n = chunk.len();
+            // Sized for the statement at once (binding one by one regrows it a dozen times).
+            let mut args = SqliteArguments::default();
+            args.reserve(n * COLUMNS.len(), 0);
             for r in chunk {
-                q = q
-                    .bind(r.ts_ms)
-                    .bind(r.tenant_id)
-                    .bind(r.request_id.as_str())
-                    .bind(r.api_id)
-                    .bind(r.key_id)
-                    .bind(r.client_row_id)
-                    .bind(i32::from(r.status))
-                    .bind(r.method.as_ref())
-                    .bind(r.flags)
-                    .bind(r.detail_json());
+                bind_record(&mut args, r).map_err(sqlx::Error::Encode)?;
             }
-            q.execute(&mut *tx).await?;
+            sqlx::query_with(AssertSqlSafe(self.sql(DbBackend::Sqlite, n)), args)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }

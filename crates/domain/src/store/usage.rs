@@ -273,7 +273,8 @@ pub async fn per_tenant_since(
     Ok(out)
 }
 
-/// Adds minute buckets to the minute table (insert, or add to the existing row).
+/// Adds minute buckets to the minute table (insert, or add to the existing row), a few hundred
+/// rows a statement (run it in a transaction when it must be all or nothing).
 pub async fn add_minutes<S: std::hash::BuildHasher>(
     db: &impl ConnectionTrait,
     batch: &HashMap<Bucket, Counts, S>,
@@ -282,34 +283,39 @@ pub async fn add_minutes<S: std::hash::BuildHasher>(
     if batch.is_empty() {
         return Ok(());
     }
-    let rows = batch.iter().map(|(b, c)| usage_minute::ActiveModel {
-        tenant_id: Set(b.tenant_id),
-        minute: Set(b.minute),
-        api_id: Set(b.api_id),
-        key_id: Set(b.key_id),
-        client_id: Set(b.client_id),
-        route_id: Set(b.route_id),
-        requests: Set(c.requests),
-        rejected: Set(c.rejected),
-        upstream_errors: Set(c.upstream_errors),
-        units: Set(c.units),
-        ..Default::default()
-    });
-    usage_minute::Entity::insert_many(rows)
-        .on_conflict(super::adding_counts(
-            usage_minute::Entity,
-            [
-                C::TenantId,
-                C::Minute,
-                C::ApiId,
-                C::KeyId,
-                C::ClientId,
-                C::RouteId,
-            ],
-            [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
-        ))
-        .exec(db)
-        .await?;
+    let rows: Vec<usage_minute::ActiveModel> = batch
+        .iter()
+        .map(|(b, c)| usage_minute::ActiveModel {
+            tenant_id: Set(b.tenant_id),
+            minute: Set(b.minute),
+            api_id: Set(b.api_id),
+            key_id: Set(b.key_id),
+            client_id: Set(b.client_id),
+            route_id: Set(b.route_id),
+            requests: Set(c.requests),
+            rejected: Set(c.rejected),
+            upstream_errors: Set(c.upstream_errors),
+            units: Set(c.units),
+            ..Default::default()
+        })
+        .collect();
+    for chunk in super::pow2_chunks(&rows, super::ROWS_PER_STATEMENT) {
+        usage_minute::Entity::insert_many(chunk.iter().cloned())
+            .on_conflict(super::adding_counts(
+                usage_minute::Entity,
+                [
+                    C::TenantId,
+                    C::Minute,
+                    C::ApiId,
+                    C::KeyId,
+                    C::ClientId,
+                    C::RouteId,
+                ],
+                [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
+            ))
+            .exec(db)
+            .await?;
+    }
     Ok(())
 }
 
