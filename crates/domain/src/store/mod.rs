@@ -356,24 +356,21 @@ pub async fn add_usage(db: &impl ConnectionTrait, deltas: &[UsageDelta]) -> Stor
             ..Default::default()
         })
         .collect();
-    for chunk in pow2_chunks(&rows, ROWS_PER_STATEMENT) {
-        usage_rollup::Entity::insert_many(chunk.iter().cloned())
-            .on_conflict(adding_counts(
-                usage_rollup::Entity,
-                [
-                    C::TenantId,
-                    C::Day,
-                    C::ApiId,
-                    C::KeyId,
-                    C::ClientId,
-                    C::RouteId,
-                ],
-                [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
-            ))
-            .exec(db)
-            .await?;
-    }
-    Ok(())
+    adding_counts(
+        db,
+        usage_rollup::Entity,
+        [
+            C::TenantId,
+            C::Day,
+            C::ApiId,
+            C::KeyId,
+            C::ClientId,
+            C::RouteId,
+        ],
+        [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
+        &rows,
+    )
+    .await
 }
 
 /// Most rows per multi-row statement of the usage and traffic writers (a power of two).
@@ -398,15 +395,30 @@ pub(crate) fn pow2_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[
     })
 }
 
-/// A usage table's upsert: a row of an existing bucket adds its counts to the stored ones.
-pub(crate) fn adding_counts<E: EntityTrait, C: ColumnTrait + Copy>(
+/// A usage table's upsert of `rows`, in runs of [`pow2_chunks`]: a row of an existing bucket adds
+/// its counts to the stored ones.
+pub(crate) async fn adding_counts<E, C>(
+    db: &impl ConnectionTrait,
     table: E,
     bucket: [C; 6],
     counts: [C; 4],
-) -> OnConflict {
-    OnConflict::columns(bucket)
+    rows: &[E::ActiveModel],
+) -> StoreResult<()>
+where
+    E: EntityTrait,
+    E::ActiveModel: Clone + Send,
+    C: ColumnTrait + Copy,
+{
+    let conflict = OnConflict::columns(bucket)
         .values(counts.map(|col| (col, Expr::col((table, col)).add(Expr::col((EXCLUDED, col))))))
-        .to_owned()
+        .to_owned();
+    for chunk in pow2_chunks(rows, ROWS_PER_STATEMENT) {
+        E::insert_many(chunk.iter().cloned())
+            .on_conflict(conflict.clone())
+            .exec(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Records that keys were used (batched by the data plane's usage flush).

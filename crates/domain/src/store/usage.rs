@@ -299,24 +299,21 @@ pub async fn add_minutes<S: std::hash::BuildHasher>(
             ..Default::default()
         })
         .collect();
-    for chunk in super::pow2_chunks(&rows, super::ROWS_PER_STATEMENT) {
-        usage_minute::Entity::insert_many(chunk.iter().cloned())
-            .on_conflict(super::adding_counts(
-                usage_minute::Entity,
-                [
-                    C::TenantId,
-                    C::Minute,
-                    C::ApiId,
-                    C::KeyId,
-                    C::ClientId,
-                    C::RouteId,
-                ],
-                [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
-            ))
-            .exec(db)
-            .await?;
-    }
-    Ok(())
+    super::adding_counts(
+        db,
+        usage_minute::Entity,
+        [
+            C::TenantId,
+            C::Minute,
+            C::ApiId,
+            C::KeyId,
+            C::ClientId,
+            C::RouteId,
+        ],
+        [C::Requests, C::Rejected, C::UpstreamErrors, C::Units],
+        &rows,
+    )
+    .await
 }
 
 /// Deletes minute rows older than `before` (minutes since the epoch).
