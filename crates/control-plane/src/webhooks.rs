@@ -4,6 +4,11 @@
 //! `key.expiring` for keys that expire within 7 days. Several control planes may run it: a
 //! delivery is claimed before it is sent.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,11 +16,12 @@ use chrono::Utc;
 use domain::sea_orm::DatabaseConnection;
 use domain::store::{self, Attempt, Due};
 use domain::upstream::UpstreamUrl;
-use domain::upstream_policy::UpstreamPolicy;
+use domain::upstream_policy::{ResolveError, UpstreamPolicy};
 use domain::webhook::{self, NewEvent};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 
 /// How long one attempt may take.
@@ -25,11 +31,46 @@ const TICK: Duration = Duration::from_millis(250);
 /// How often keys about to expire are looked for.
 const KEY_SCAN_EVERY: Duration = Duration::from_mins(1);
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Resolves an endpoint's name through the upstream address policy, at connect time: the
+/// connection goes to an address the policy allowed, not to whatever the name resolves to next
+/// (a name that passed the check and then resolves to a private or metadata address — DNS
+/// rebinding — is refused).
+#[derive(Clone)]
+struct PolicyResolver {
+    policy: UpstreamPolicy,
+    port: u16,
+    trusted: bool,
+}
+
+impl tower_service::Service<Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host_port = format!("{}:{}", name.as_str(), this.port);
+            match this.policy.resolve(&host_port, this.trusted).await {
+                Ok(addrs) => Ok(addrs.into_iter()),
+                Err(ResolveError::Refused(r)) => Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("the endpoint's address is refused: {r}"),
+                )),
+                Err(ResolveError::Lookup(e)) => Err(e),
+            }
+        })
+    }
+}
 
 pub struct Deliverer {
     db: DatabaseConnection,
-    client: HttpsClient,
+    /// TLS settings (the system's roots), shared by every attempt's connector.
+    tls: Arc<rustls::ClientConfig>,
     policy: UpstreamPolicy,
     /// The first retry's wait (doubled each time, at most an hour).
     retry_base: Duration,
@@ -41,14 +82,16 @@ impl Deliverer {
         policy: UpstreamPolicy,
         retry_base: Duration,
     ) -> anyhow::Result<Self> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        use hyper_rustls::ConfigBuilderExt as _;
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_native_roots()?
+        .with_no_client_auth();
         Ok(Self {
             db,
-            client: Client::builder(TokioExecutor::new()).build(https),
+            tls: Arc::new(tls),
             policy,
             retry_base,
         })
@@ -143,6 +186,19 @@ impl Deliverer {
         if let Some(p) = self.policy.problem(&url.connect_addr(), trusted).await {
             return Err(format!("the endpoint's address is refused: {p}"));
         }
+        // The connection resolves the name again, through the policy (see `PolicyResolver`).
+        let mut http = HttpConnector::new_with_resolver(PolicyResolver {
+            policy: self.policy.clone(),
+            port: url.port(),
+            trusted,
+        });
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*self.tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(https);
         let body = Bytes::from(d.event.payload.clone());
         let t = Utc::now().timestamp();
         let req = hyper::Request::post(d.webhook.url.as_str())
@@ -157,10 +213,47 @@ impl Deliverer {
             )
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.client.request(req)).await {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp.status().as_u16()),
             Ok(Err(e)) => Err(format!("could not reach the endpoint: {e}")),
             Err(_) => Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr as _;
+    use tower_service::Service as _;
+
+    /// The connection's own resolution goes through the policy: a name that resolves to a
+    /// loopback address is refused for a tenant no admin trusts (whatever it resolved to when
+    /// the endpoint was checked), and kept, with the URL's port, for a trusted one.
+    #[tokio::test]
+    async fn the_connection_resolves_names_through_the_address_policy() {
+        let policy = UpstreamPolicy::new(Vec::new());
+        let name = || Name::from_str("localhost").unwrap();
+        let mut untrusted = PolicyResolver {
+            policy: policy.clone(),
+            port: 8080,
+            trusted: false,
+        };
+        let err = untrusted.call(name()).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("loopback"), "{err}");
+        let mut trusted = PolicyResolver {
+            policy,
+            port: 8080,
+            trusted: true,
+        };
+        let addrs: Vec<SocketAddr> = trusted.call(name()).await.unwrap().collect();
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 8080),
+            "{addrs:?}"
+        );
     }
 }

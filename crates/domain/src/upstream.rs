@@ -64,8 +64,12 @@ impl UpstreamUrl {
     /// `host:port` to connect to, with the scheme's port when the URL names none.
     pub fn connect_addr(&self) -> String {
         let host = self.0.host_str().unwrap_or_default();
-        let port = self.0.port_or_known_default().unwrap_or(80);
-        format!("{host}:{port}")
+        format!("{host}:{}", self.port())
+    }
+
+    /// The port connected to: the URL's own, else its scheme's.
+    pub fn port(&self) -> u16 {
+        self.0.port_or_known_default().unwrap_or(80)
     }
 
     /// The upstream URL's own query string, if it has one (prepended to the caller's).
