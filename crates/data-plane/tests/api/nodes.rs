@@ -130,9 +130,14 @@ pub(crate) async fn fast_mode_across_processes_keeps_its_bound(redis: &(String, 
         "fast mode admitted only {ok}: more refused early than 2 nodes x 2 leases of {lease_max}"
     );
     assert_eq!(upstream.count(), ok);
-    // Quota spent everywhere: nothing more gets through either node.
+    // Afterwards at most what the first burst left: fast mode may refuse early while units sit
+    // in another node's lease, and those units may still be spent; never past the quota.
     let (more, _) = fire(&client, &urls, &quota.key, 50).await;
-    assert_eq!(more, 0);
+    assert!(
+        ok + more <= 300,
+        "{ok} then {more} admitted of a 300 quota: it must never overshoot"
+    );
+    assert_eq!(upstream.count(), ok + more);
 }
 
 /// Waits until `n` data planes subscribe to the config channel (on a cluster, summed over its
