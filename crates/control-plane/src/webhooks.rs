@@ -4,9 +4,7 @@
 //! `key.expiring` for keys that expire within 7 days. Several control planes may run it: a
 //! delivery is claimed before it is sent.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,39 +29,46 @@ const TICK: Duration = Duration::from_millis(250);
 /// How often keys about to expire are looked for.
 const KEY_SCAN_EVERY: Duration = Duration::from_mins(1);
 
-/// Resolves an endpoint's name through the upstream address policy, at connect time: the
-/// connection goes to an address the policy allowed, not to whatever the name resolves to next
-/// (a name that passed the check and then resolves to a private or metadata address — DNS
-/// rebinding — is refused).
+/// The connector's resolver: the addresses the policy allowed when the attempt began. The
+/// connection goes to one of them, never to what the name resolves to a moment later (a name that
+/// passed the check and then resolves to a private or metadata address — DNS rebinding — is not
+/// reached).
 #[derive(Clone)]
-struct PolicyResolver {
-    policy: UpstreamPolicy,
-    port: u16,
-    trusted: bool,
-}
+struct Checked(Vec<SocketAddr>);
 
-impl tower_service::Service<Name> for PolicyResolver {
+impl tower_service::Service<Name> for Checked {
     type Response = std::vec::IntoIter<SocketAddr>;
     type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, name: Name) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let host_port = format!("{}:{}", name.as_str(), this.port);
-            match this.policy.resolve(&host_port, this.trusted).await {
-                Ok(addrs) => Ok(addrs.into_iter()),
-                Err(ResolveError::Refused(r)) => Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!("the endpoint's address is refused: {r}"),
-                )),
-                Err(ResolveError::Lookup(e)) => Err(e),
-            }
-        })
+    fn call(&mut self, _: Name) -> Self::Future {
+        std::future::ready(Ok(self.0.clone().into_iter()))
+    }
+}
+
+/// The addresses `url` may be reached at for a tenant (`trusted` or not), or why not.
+async fn checked_addrs(
+    policy: &UpstreamPolicy,
+    url: &UpstreamUrl,
+    trusted: bool,
+) -> Result<Vec<SocketAddr>, String> {
+    match tokio::time::timeout(
+        ATTEMPT_TIMEOUT,
+        policy.resolve(&url.connect_addr(), trusted),
+    )
+    .await
+    {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(ResolveError::Refused(r))) => Err(format!("the endpoint's address is refused: {r}")),
+        Ok(Err(ResolveError::Lookup(e))) => Err(format!("could not reach the endpoint: {e}")),
+        Err(_) => Err(format!(
+            "the endpoint's name did not resolve within {} s",
+            ATTEMPT_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -183,15 +188,9 @@ impl Deliverer {
         let trusted = domain::store::tenant_trusted(&self.db, d.webhook.tenant_id)
             .await
             .unwrap_or(false);
-        if let Some(p) = self.policy.problem(&url.connect_addr(), trusted).await {
-            return Err(format!("the endpoint's address is refused: {p}"));
-        }
-        // The connection resolves the name again, through the policy (see `PolicyResolver`).
-        let mut http = HttpConnector::new_with_resolver(PolicyResolver {
-            policy: self.policy.clone(),
-            port: url.port(),
-            trusted,
-        });
+        // Checked once: the connection goes only to these addresses (see `Checked`).
+        let addrs = checked_addrs(&self.policy, &url, trusted).await?;
+        let mut http = HttpConnector::new_with_resolver(Checked(addrs));
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*self.tls).clone())
@@ -227,27 +226,16 @@ mod tests {
     use std::str::FromStr as _;
     use tower_service::Service as _;
 
-    /// The connection's own resolution goes through the policy: a name that resolves to a
-    /// loopback address is refused for a tenant no admin trusts (whatever it resolved to when
-    /// the endpoint was checked), and kept, with the URL's port, for a trusted one.
+    /// The addresses a delivery connects to come from the policy: a name that resolves to a
+    /// loopback address is refused for a tenant no admin trusts, and kept, with the URL's port,
+    /// for a trusted one; the connector is handed exactly those.
     #[tokio::test]
     async fn the_connection_resolves_names_through_the_address_policy() {
         let policy = UpstreamPolicy::new(Vec::new());
-        let name = || Name::from_str("localhost").unwrap();
-        let mut untrusted = PolicyResolver {
-            policy: policy.clone(),
-            port: 8080,
-            trusted: false,
-        };
-        let err = untrusted.call(name()).await.unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
-        assert!(err.to_string().contains("loopback"), "{err}");
-        let mut trusted = PolicyResolver {
-            policy,
-            port: 8080,
-            trusted: true,
-        };
-        let addrs: Vec<SocketAddr> = trusted.call(name()).await.unwrap().collect();
+        let url = UpstreamUrl::parse("http://localhost:8080/hook").unwrap();
+        let err = checked_addrs(&policy, &url, false).await.unwrap_err();
+        assert!(err.contains("refused") && err.contains("loopback"), "{err}");
+        let addrs = checked_addrs(&policy, &url, true).await.unwrap();
         assert!(!addrs.is_empty());
         assert!(
             addrs
@@ -255,5 +243,11 @@ mod tests {
                 .all(|a| a.ip().is_loopback() && a.port() == 8080),
             "{addrs:?}"
         );
+        let handed: Vec<SocketAddr> = Checked(addrs.clone())
+            .call(Name::from_str("rebound.example").unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert_eq!(handed, addrs);
     }
 }
